@@ -1,0 +1,260 @@
+"""Dense X/Y offset maps: the pixmap for drizzle, WCS lookup tables, FITS files."""
+
+import datetime
+import os
+
+import numpy as np
+from astropy.io import fits
+
+from ._atomic import atomic_path
+from ._version import __version__
+from ._wcs import offsets_to_wcs
+
+__all__ = ["OffsetMap"]
+
+# meta key, FITS keyword, comment. One table drives both writing and reading.
+_PROVENANCE = (
+    ("software", "CREATOR", "software that made this map"),
+    ("date", "DATE", "UTC date and time the file was written"),
+    ("source", "SRCTABLE", "star table the map was made from"),
+    ("n_stars", "NSTARS", "stars used"),
+    ("n_rejected", "NREJECT", "table rows dropped (NaN or infinite values)"),
+    ("method", "METHOD", "field: nearest star per quadrant, inverse distance"),
+    ("power", "POWER", "inverse-distance power of the weights"),
+)
+_CONVENTION = (
+    "XOFFSET/YOFFSET: position in this frame minus position in the reference",
+    "frame, in pixels, at each pixel centre (0-based, pixel [j, i] is x=i, y=j).",
+    "Drizzle pixmap onto the reference grid: (x - XOFFSET, y - YOFFSET).",
+)
+_EXTENSIONS = (("XOFFSET", "X offsets"), ("YOFFSET", "Y offsets"))
+
+
+class OffsetMap:
+    """Per-pixel X and Y offsets of a frame against the reference frame.
+
+    Parameters
+    ----------
+    x_offset, y_offset : array-like
+        2-D maps of equal shape ``(ny, nx)``: at pixel ``[j, i]`` (the point
+        ``x = i, y = j``), position in this frame minus position in the
+        reference frame. Stored as float32.
+    meta : dict or `None`, optional
+        Provenance (``source``, ``n_stars``, ``method``, ``power``, ...),
+        written to the FITS header by `write`.
+
+    Raises
+    ------
+    ValueError
+        If the maps are not numeric, not 2-D or differ in shape.
+
+    See Also
+    --------
+    OffsetModel.to_map
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_offsets import OffsetMap
+    >>> omap = OffsetMap(np.full((3, 4), 0.25), np.zeros((3, 4)))
+    >>> omap
+    <OffsetMap: 3 x 4 pixels>
+    >>> omap.pixmap()[0, :, 0]
+    array([-0.25,  0.75,  1.75,  2.75])
+    """
+
+    def __init__(self, x_offset, y_offset, *, meta=None):
+        maps = []
+        for name, value in (("x_offset", x_offset), ("y_offset", y_offset)):
+            array = np.asarray(value)
+            if array.dtype.kind not in "iuf":
+                raise ValueError(f"{name} must be numeric, got dtype {array.dtype}")
+            if array.ndim != 2:
+                raise ValueError(f"{name} must be 2-D (ny, nx), got shape {array.shape}")
+            maps.append(np.asarray(array, dtype=np.float32))
+        if maps[0].shape != maps[1].shape:
+            raise ValueError(
+                f"x_offset and y_offset differ in shape: {maps[0].shape} and {maps[1].shape}"
+            )
+        self.x_offset, self.y_offset = maps
+        self.meta = dict(meta or {})
+
+    @property
+    def shape(self):
+        """Map shape ``(ny, nx)``."""
+        return self.x_offset.shape
+
+    def __repr__(self):
+        ny, nx = self.shape
+        stars = self.meta.get("n_stars")
+        extra = f", {stars} stars" if stars is not None else ""
+        return f"<{type(self).__name__}: {ny} x {nx} pixels{extra}>"
+
+    def pixmap(self):
+        """Return the drizzle pixel map of this frame onto the reference grid.
+
+        Returns
+        -------
+        `~numpy.ndarray`
+            float64 array of shape ``(ny, nx, 2)``: ``[..., 0] = x - x_offset``
+            and ``[..., 1] = y - y_offset``, as
+            `drizzle.resample.Drizzle.add_image` expects.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from astro_offsets import OffsetMap
+        >>> pixmap = OffsetMap(np.ones((2, 3)), np.zeros((2, 3))).pixmap()
+        >>> pixmap.shape, pixmap[1, 2]
+        ((2, 3, 2), array([1., 1.]))
+        """
+        ny, nx = self.shape
+        pixmap = np.empty((ny, nx, 2), dtype=np.float64)
+        np.subtract(np.arange(nx, dtype=np.float64)[np.newaxis, :], self.x_offset,
+                    out=pixmap[..., 0])
+        np.subtract(np.arange(ny, dtype=np.float64)[:, np.newaxis], self.y_offset,
+                    out=pixmap[..., 1])
+        return pixmap
+
+    def to_wcs(self, wcs=None):
+        """Return a WCS carrying this map as distortion lookup tables.
+
+        The maps become FITS distortion-paper ``CPDIS1``/``CPDIS2`` lookup
+        tables (written as ``WCSDVARR`` extensions by
+        `astropy.wcs.WCS.to_fits`), which astropy.wcs and drizzlepac apply.
+
+        Parameters
+        ----------
+        wcs : `~astropy.wcs.WCS` or `None`, optional
+            The reference frame's WCS to attach the tables to (it is copied,
+            never modified). `None` gives a default WCS; see the notes of the
+            lookup-table builder in the docs.
+
+        Returns
+        -------
+        `~astropy.wcs.WCS`
+            ``wcs.p4_pix2foc(x, y, 0)`` equals `pixmap`, and
+            ``drizzle.utils.calc_pixmap(omap.to_wcs(w), w)`` reproduces it.
+        """
+        return offsets_to_wcs(self.x_offset, self.y_offset, wcs)
+
+    def _primary_header(self):
+        header = fits.Header()
+        meta = dict(self.meta)
+        meta["software"] = f"astro_offsets {__version__}"
+        meta["date"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        for key, keyword, comment in _PROVENANCE:
+            value = meta.get(key)
+            if value is not None:
+                header[keyword] = (value, comment)
+        ny, nx = self.shape
+        header["MAPNY"] = (ny, "map rows (image height)")
+        header["MAPNX"] = (nx, "map columns (image width)")
+        for line in _CONVENTION:
+            header["COMMENT"] = line
+        return header
+
+    def write(self, path, *, overwrite=False):
+        """Write the map as FITS, atomically.
+
+        Layout: HDU 0 holds the provenance (software and version, date,
+        source table, star count, method and power, shape, sign convention);
+        HDU 1 ``XOFFSET`` and HDU 2 ``YOFFSET`` hold the float32 maps.
+
+        Parameters
+        ----------
+        path : str or path-like
+            Output file, by convention ``<stem>.offsets.fits``.
+        overwrite : bool, optional
+            Replace an existing file. The default is `False`.
+
+        Raises
+        ------
+        FileExistsError
+            If the file exists and ``overwrite`` is `False`; it is left as is.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> from astro_offsets import OffsetMap
+        >>> path = os.path.join(tempfile.mkdtemp(), "frame.offsets.fits")
+        >>> OffsetMap(np.zeros((4, 5)), np.ones((4, 5))).write(path)
+        >>> OffsetMap.read(path).y_offset[0, 0]
+        np.float32(1.0)
+        """
+        hdus = [fits.PrimaryHDU(header=self._primary_header())]
+        for (extname, band), data in zip(_EXTENSIONS, (self.x_offset, self.y_offset),
+                                         strict=True):
+            hdu = fits.ImageHDU(data=data, name=extname)
+            hdu.header["BAND"] = (band, "offsets, this frame minus reference")
+            hdu.header["BUNIT"] = ("pixel", "offsets are in pixels")
+            hdus.append(hdu)
+        with atomic_path(path, overwrite=overwrite) as tmp:
+            fits.HDUList(hdus).writeto(tmp)
+
+    @classmethod
+    def read(cls, path):
+        """Read a map written by `write`, or by the seed notebook.
+
+        Files with ``XOFFSET`` and ``YOFFSET`` extensions are read by name;
+        files of the seed notebook (an empty primary HDU and two unnamed
+        image extensions, X then Y) by position.
+
+        Parameters
+        ----------
+        path : str or path-like
+            A ``<stem>.offsets.fits`` file.
+
+        Returns
+        -------
+        `OffsetMap`
+
+        Raises
+        ------
+        FileNotFoundError
+            If the file does not exist.
+        ValueError
+            If it is not a FITS file or holds no recognisable pair of maps
+            (the message lists the HDUs found).
+        """
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path}: no such file")
+        try:
+            hdul = fits.open(path, memmap=False)
+        except OSError as exc:
+            raise ValueError(f"{path}: not a readable FITS file ({exc})") from exc
+        with hdul:
+            x_hdu, y_hdu = _find_map_hdus(hdul, path)
+            header = hdul[0].header
+            meta = {key: header[keyword] for key, keyword, _ in _PROVENANCE
+                    if keyword in header}
+            if "source" not in meta and "PATH" in header:
+                meta["source"] = header["PATH"]
+            try:
+                return cls(x_hdu.data, y_hdu.data, meta=meta)
+            except ValueError as exc:
+                raise ValueError(f"{path}: {exc}") from None
+
+
+def _find_map_hdus(hdul, path):
+    names = [hdu.name for hdu in hdul]
+    if "XOFFSET" in names and "YOFFSET" in names:
+        return hdul["XOFFSET"], hdul["YOFFSET"]
+    # The seed's layout: unnamed image extensions after the primary, X first.
+    images = [hdu for hdu in hdul[1:]
+              if isinstance(hdu, fits.ImageHDU) and hdu.data is not None and hdu.data.ndim == 2]
+    if len(images) == 2:
+        bands = [str(hdu.header.get("BAND", "")).strip().lower() for hdu in images]
+        if bands in (["x offsets", "y offsets"], ["", ""]):
+            return images
+    found = ", ".join(
+        f"{i}:{hdu.name or '(unnamed)'} {type(hdu).__name__}"
+        f"{'' if getattr(hdu, 'shape', None) in (None, ()) else ' ' + str(hdu.shape)}"
+        for i, hdu in enumerate(hdul)
+    )
+    raise ValueError(
+        f"{path}: no offset maps found (expected XOFFSET and YOFFSET image extensions, "
+        f"or two unnamed image extensions X then Y); HDUs: {found}"
+    )
