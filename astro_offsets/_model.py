@@ -62,8 +62,7 @@ def _star_arrays(values, source):
     n_dropped = int(finite.size - np.count_nonzero(finite))
     if n_dropped == finite.size:
         raise ValueError(
-            f"{source}: no usable star ({finite.size} rows, none with finite "
-            "position and offset)"
+            f"{source}: no usable star ({finite.size} rows, none with finite position and offset)"
         )
     if n_dropped:
         rows = np.flatnonzero(~finite)
@@ -166,8 +165,9 @@ class OffsetModel:
         }
 
     @classmethod
-    def from_table(cls, table, *, centroid_columns=None, offset_columns=None, power=1.0,
-                   source=None):
+    def from_table(
+        cls, table, *, centroid_columns=None, offset_columns=None, power=1.0, source=None
+    ):
         """Build the model from a star table.
 
         Parameters
@@ -204,8 +204,9 @@ class OffsetModel:
         >>> OffsetModel.from_table(table)
         <OffsetModel: 2 stars, power=1>
         """
-        columns = star_columns(table, centroid_columns=centroid_columns,
-                               offset_columns=offset_columns, source=source)
+        columns = star_columns(
+            table, centroid_columns=centroid_columns, offset_columns=offset_columns, source=source
+        )
         return cls(*columns, power=power, source=source)
 
     @classmethod
@@ -249,8 +250,13 @@ class OffsetModel:
         """
         path = os.fspath(path)
         table = read_table(path, format=format)
-        return cls.from_table(table, centroid_columns=centroid_columns,
-                              offset_columns=offset_columns, power=power, source=path)
+        return cls.from_table(
+            table,
+            centroid_columns=centroid_columns,
+            offset_columns=offset_columns,
+            power=power,
+            source=path,
+        )
 
     @property
     def x(self):
@@ -321,13 +327,25 @@ class OffsetModel:
         dy = np.full(px.shape, np.nan)
         ok = np.isfinite(px) & np.isfinite(py)
         if ok.all():
-            field_points(*self._stars, self._power, np.ascontiguousarray(px),
-                         np.ascontiguousarray(py), dx, dy)
+            field_points(
+                *self._stars,
+                self._power,
+                np.ascontiguousarray(px),
+                np.ascontiguousarray(py),
+                dx,
+                dy,
+            )
         else:
             out_u = np.empty(np.count_nonzero(ok))
             out_v = np.empty_like(out_u)
-            field_points(*self._stars, self._power, np.ascontiguousarray(px[ok]),
-                         np.ascontiguousarray(py[ok]), out_u, out_v)
+            field_points(
+                *self._stars,
+                self._power,
+                np.ascontiguousarray(px[ok]),
+                np.ascontiguousarray(py[ok]),
+                out_u,
+                out_v,
+            )
             dx[ok] = out_u
             dy[ok] = out_v
         return dx.reshape(shape), dy.reshape(shape)
@@ -367,6 +385,7 @@ class OffsetModel:
         (dtype('float32'), (16, 20))
         """
         shape = _validate_shape(shape)
-        x_map, y_map = evaluate_grid(self._stars, self._power, shape,
-                                     n_jobs=n_jobs, block_size=block_size)
+        x_map, y_map = evaluate_grid(
+            self._stars, self._power, shape, n_jobs=n_jobs, block_size=block_size
+        )
         return OffsetMap(x_map, y_map, meta=dict(self.meta))

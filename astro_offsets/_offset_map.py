@@ -14,13 +14,13 @@ __all__ = ["OffsetMap"]
 
 # meta key, FITS keyword, comment. One table drives both writing and reading.
 _PROVENANCE = (
-    ("software", "CREATOR", "software that made this map"),
-    ("date", "DATE", "UTC date and time the file was written"),
-    ("source", "SRCTABLE", "star table the map was made from"),
+    ("software", "CREATOR", "software and version"),
+    ("date", "DATE", "UTC time the file was written"),
+    ("source", "SRCTABLE", "star table of the map"),
     ("n_stars", "NSTARS", "stars used"),
-    ("n_rejected", "NREJECT", "table rows dropped (NaN or infinite values)"),
-    ("method", "METHOD", "field: nearest star per quadrant, inverse distance"),
-    ("power", "POWER", "inverse-distance power of the weights"),
+    ("n_rejected", "NREJECT", "table rows dropped (NaN/inf)"),
+    ("method", "METHOD", "nearest star per quadrant"),
+    ("power", "POWER", "inverse-distance power"),
 )
 _CONVENTION = (
     "XOFFSET/YOFFSET: position in this frame minus position in the reference",
@@ -110,10 +110,12 @@ class OffsetMap:
         """
         ny, nx = self.shape
         pixmap = np.empty((ny, nx, 2), dtype=np.float64)
-        np.subtract(np.arange(nx, dtype=np.float64)[np.newaxis, :], self.x_offset,
-                    out=pixmap[..., 0])
-        np.subtract(np.arange(ny, dtype=np.float64)[:, np.newaxis], self.y_offset,
-                    out=pixmap[..., 1])
+        np.subtract(
+            np.arange(nx, dtype=np.float64)[np.newaxis, :], self.x_offset, out=pixmap[..., 0]
+        )
+        np.subtract(
+            np.arange(ny, dtype=np.float64)[:, np.newaxis], self.y_offset, out=pixmap[..., 1]
+        )
         return pixmap
 
     def to_wcs(self, wcs=None):
@@ -146,7 +148,9 @@ class OffsetMap:
         for key, keyword, comment in _PROVENANCE:
             value = meta.get(key)
             if value is not None:
-                header[keyword] = (value, comment)
+                # A long value (a path, a development version) goes without
+                # its comment, which would no longer fit on the card.
+                header[keyword] = (value, "" if len(str(value)) > 35 else comment)
         ny, nx = self.shape
         header["MAPNY"] = (ny, "map rows (image height)")
         header["MAPNX"] = (nx, "map columns (image width)")
@@ -184,8 +188,7 @@ class OffsetMap:
         np.float32(1.0)
         """
         hdus = [fits.PrimaryHDU(header=self._primary_header())]
-        for (extname, band), data in zip(_EXTENSIONS, (self.x_offset, self.y_offset),
-                                         strict=True):
+        for (extname, band), data in zip(_EXTENSIONS, (self.x_offset, self.y_offset), strict=True):
             hdu = fits.ImageHDU(data=data, name=extname)
             hdu.header["BAND"] = (band, "offsets, this frame minus reference")
             hdu.header["BUNIT"] = ("pixel", "offsets are in pixels")
@@ -228,8 +231,7 @@ class OffsetMap:
         with hdul:
             x_hdu, y_hdu = _find_map_hdus(hdul, path)
             header = hdul[0].header
-            meta = {key: header[keyword] for key, keyword, _ in _PROVENANCE
-                    if keyword in header}
+            meta = {key: header[keyword] for key, keyword, _ in _PROVENANCE if keyword in header}
             if "source" not in meta and "PATH" in header:
                 meta["source"] = header["PATH"]
             try:
@@ -243,8 +245,11 @@ def _find_map_hdus(hdul, path):
     if "XOFFSET" in names and "YOFFSET" in names:
         return hdul["XOFFSET"], hdul["YOFFSET"]
     # The seed's layout: unnamed image extensions after the primary, X first.
-    images = [hdu for hdu in hdul[1:]
-              if isinstance(hdu, fits.ImageHDU) and hdu.data is not None and hdu.data.ndim == 2]
+    images = [
+        hdu
+        for hdu in hdul[1:]
+        if isinstance(hdu, fits.ImageHDU) and hdu.data is not None and hdu.data.ndim == 2
+    ]
     if len(images) == 2:
         bands = [str(hdu.header.get("BAND", "")).strip().lower() for hdu in images]
         if bands in (["x offsets", "y offsets"], ["", ""]):

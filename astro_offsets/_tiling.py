@@ -106,9 +106,7 @@ def evaluate_grid(stars, power, shape, *, n_jobs=None, block_size="auto"):
     # star arrays without copies. A backend set by the caller (loky, dask)
     # takes precedence over this preference.
     parallel = Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator_unordered")
-    tasks = (
-        delayed(_evaluate_tile)(stars, power, *tile) for tile in iter_tiles(shape, tile_shape)
-    )
+    tasks = (delayed(_evaluate_tile)(stars, power, *tile) for tile in iter_tiles(shape, tile_shape))
     for y0, x0, out_u, out_v in parallel(tasks):
         ty, tx = out_u.shape
         x_map[y0 : y0 + ty, x0 : x0 + tx] = out_u

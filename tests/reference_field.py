@@ -29,8 +29,9 @@ def _field_at(px, py, x, y, u, v, power):
             # argmin returns the first minimum: the lowest row on equal distance.
             winners.append(rows[np.argmin(d2[rows])])
     with np.errstate(divide="ignore", over="ignore"):
-        weights = [1.0 / np.sqrt(d2[k]) if power == 1.0 else np.sqrt(d2[k]) ** -power
-                   for k in winners]
+        weights = [
+            1.0 / np.sqrt(d2[k]) if power == 1.0 else np.sqrt(d2[k]) ** -power for k in winners
+        ]
     infinite = [k for k, w in zip(winners, weights, strict=True) if np.isinf(w)]
     if infinite:
         # Stars so close that the weight overflows count as on the point.

@@ -13,8 +13,9 @@ from astro_offsets import OffsetModel
 def grid_reference(model, shape):
     ny, nx = shape
     j, i = np.mgrid[0:ny, 0:nx]
-    dx, dy = reference_field(i.ravel(), j.ravel(), model.x, model.y,
-                             model.x_offset, model.y_offset, model.power)
+    dx, dy = reference_field(
+        i.ravel(), j.ravel(), model.x, model.y, model.x_offset, model.y_offset, model.power
+    )
     return (dx.reshape(shape).astype(np.float32), dy.reshape(shape).astype(np.float32))
 
 
@@ -81,8 +82,10 @@ def test_map_equals_reference_on_generated_tables(stars, shape, block, power):
 
 
 @settings(max_examples=60, deadline=None)
-@given(stars=star_tables(),
-       points=st.lists(st.tuples(coordinates, coordinates), min_size=1, max_size=20))
+@given(
+    stars=star_tables(),
+    points=st.lists(st.tuples(coordinates, coordinates), min_size=1, max_size=20),
+)
 def test_points_equal_reference(stars, points):
     model = OffsetModel(*stars)
     px, py = np.array(points).T
@@ -150,8 +153,12 @@ def test_first_row_counts_like_any_other():
 def random_model():
     rng = np.random.default_rng(20261124)
     n = 300
-    return OffsetModel(rng.uniform(-20, 420, n), rng.uniform(-20, 320, n),
-                       rng.normal(0, 30, n), rng.normal(0, 30, n))
+    return OffsetModel(
+        rng.uniform(-20, 420, n),
+        rng.uniform(-20, 320, n),
+        rng.normal(0, 30, n),
+        rng.normal(0, 30, n),
+    )
 
 
 @pytest.mark.parametrize("n_jobs", [1, 2, -1])
@@ -183,6 +190,7 @@ def test_map_matches_model_at_pixel_centres(random_model):
     assert np.array_equal(omap.y_offset, dy.astype(np.float32))
 
 
+@pytest.mark.slow
 def test_full_frame_sampled_pixels_equal_reference():
     # A 12-Mpix DSLR frame (4256 x 2848) with 500 stars: sampled pixels, plus
     # the pixels around every star where quadrants change most, equal the

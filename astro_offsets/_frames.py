@@ -1,0 +1,193 @@
+"""Frame files: their size and their pixels, from FITS images or camera raw files."""
+
+import os
+from typing import NamedTuple
+
+import numpy as np
+from astropy.io import fits
+
+__all__ = ["Frame", "frame_shape", "read_frame"]
+
+# Everything else is handed to rawpy, which recognizes raw formats by content.
+_FITS_SUFFIXES = (
+    *(base + packing for base in (".fits", ".fit", ".fts") for packing in ("", ".gz", ".bz2")),
+    ".fz",
+)
+
+
+class Frame(NamedTuple):
+    """Pixels of one frame, as returned by `read_frame`.
+
+    Attributes
+    ----------
+    data : `~numpy.ndarray` of float32, shape (ny, nx)
+        Pixel values: the raw sensor values of a raw file (black level not
+        subtracted), the image of a FITS file.
+    colors : `~numpy.ndarray` of uint8, shape (ny, nx), or `None`
+        For raw files, rawpy's ``raw_colors_visible``: the colour filter of
+        each pixel (0 red, 1 green, 2 blue, 3 the green in the blue rows).
+        `None` for FITS files.
+    """
+
+    data: np.ndarray
+    colors: np.ndarray | None
+
+
+def frame_shape(path):
+    """Return (ny, nx) of a frame file: FITS from its header, raw files through rawpy.
+
+    FITS files (``.fits``, ``.fit``, ``.fts``, optionally ``.gz`` or ``.bz2``
+    compressed, and tile-compressed ``.fz``) use their first HDU holding a
+    2-D image or a 3-D cube of colour planes (then its last two axes); no
+    pixel data is read. Any other file is read with rawpy, and its shape is
+    that of ``raw_image_visible``: the sensor area without the masked margins.
+    Decoding those pixels also proves the raw file is complete.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Frame file.
+
+    Returns
+    -------
+    tuple of int
+        ``(ny, nx)``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        If the file is a directory, an unreadable FITS or raw file, or a FITS
+        file without an image.
+    ImportError
+        If a raw file is given and rawpy is not installed.
+
+    Examples
+    --------
+    >>> frame_shape("light_0001.fits")  # doctest: +SKIP
+    (4000, 6000)
+    """
+    return _read(path, _fits_shape, _raw_shape)
+
+
+def read_frame(path):
+    """Read the pixels of a frame file, and for raw files the colour of each pixel.
+
+    The file types and the HDU used are those of `frame_shape`, so
+    ``read_frame(path).data.shape == frame_shape(path)``. A FITS cube of
+    colour planes is averaged over its planes.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Frame file.
+
+    Returns
+    -------
+    `Frame`
+        ``data`` as float32 and, for raw files, ``colors``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        If the file is a directory, an unreadable FITS or raw file, a FITS
+        file without an image, or a raw file that is not a colour filter
+        mosaic (such as a Foveon or linear DNG file).
+    ImportError
+        If a raw file is given and rawpy is not installed.
+
+    Examples
+    --------
+    >>> frame = read_frame("light_0001.CR2")  # doctest: +SKIP
+    >>> frame.data.dtype, frame.colors[:2, :2]  # doctest: +SKIP
+    (dtype('float32'), array([[0, 1], [3, 2]], dtype=uint8))
+    """
+    return _read(path, _fits_frame, _raw_frame)
+
+
+def _read(path, from_fits, from_raw):
+    """Return ``from_fits(path, hdu)`` or ``from_raw(path, raw)``, as ``path`` is FITS or raw."""
+    # rawpy takes only str paths (anything else it reads as a file object).
+    path = os.fsdecode(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise ValueError(f"{path}: is a directory, not a frame file")
+    if path.lower().endswith(_FITS_SUFFIXES):
+        return _read_fits(path, from_fits)
+    return _read_raw(path, from_raw)
+
+
+def _read_fits(path, use):
+    found = []
+    try:
+        with fits.open(path) as hdul:
+            for index, hdu in enumerate(hdul):
+                axes = _image_axes(hdu)
+                if axes is not None and len(axes) in (2, 3) and min(axes) > 0:
+                    return use(path, hdu)
+                shape = "" if axes is None else f" shape {axes}"
+                found.append(f"HDU {index} {type(hdu).__name__} {hdu.name!r}{shape}")
+    # Corrupt files surface as OSError, short data as TypeError, bad cards as ValueError.
+    except (OSError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable FITS file ({exc})") from exc
+    raise ValueError(f"{path}: no 2-D image in any HDU (found: {', '.join(found)})")
+
+
+def _image_axes(hdu):
+    """Return the axis lengths of an image HDU, numpy order, from its header; `None` if no image."""
+    if not isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
+        return None
+    header = hdu.header
+    return tuple(header.get(f"NAXIS{axis}", 0) for axis in range(header.get("NAXIS", 0), 0, -1))
+
+
+def _fits_shape(path, hdu):
+    return _image_axes(hdu)[-2:]
+
+
+def _fits_frame(path, hdu):
+    # np.array copies, so the pixels outlive the (possibly memory-mapped) file.
+    data = np.array(hdu.data, dtype=np.float32)
+    if data.ndim == 3:
+        data = data.mean(axis=0)
+    return Frame(data, None)
+
+
+def _read_raw(path, use):
+    try:
+        import rawpy
+    except ImportError as exc:
+        raise ImportError(
+            f'{path}: reading raw camera files needs rawpy: pip install "astro_offsets[raw]"'
+        ) from exc
+    try:
+        with rawpy.imread(path) as raw:
+            return use(path, raw)
+    # LibRaw reports short or non-raw files as I/O errors as well as
+    # unsupported formats, and a damaged one only when its pixels are decoded.
+    except rawpy.LibRawError as exc:
+        detail = exc.args[0] if exc.args else ""
+        if isinstance(detail, bytes):
+            detail = detail.decode(errors="replace")
+        raise ValueError(
+            f"{path}: not a readable raw file (LibRaw: {type(exc).__name__}: {detail})"
+        ) from exc
+
+
+def _raw_shape(path, raw):
+    return raw.raw_image_visible.shape[:2]
+
+
+def _raw_frame(path, raw):
+    image = raw.raw_image_visible
+    if image.ndim != 2:
+        raise ValueError(
+            f"{path}: raw pixels have {image.shape[2]} colour values each, "
+            "not one colour filter value (not a Bayer or X-Trans mosaic)"
+        )
+    # Both arrays view LibRaw memory that is freed when the file closes.
+    return Frame(image.astype(np.float32), raw.raw_colors_visible.copy())

@@ -1,0 +1,47 @@
+"""File names of a sequence: frame stems, star tables and maps."""
+
+import os
+
+__all__ = ["stem", "map_path"]
+
+_COMPRESSION = (".gz", ".bz2", ".xz")
+_TABLE_ENDINGS = (".offsets_table_clean", ".offsets_table")
+
+
+def stem(path):
+    """Return the frame stem of a frame or star table file name.
+
+    The file name without its last extension (and a compression suffix), and
+    for a star table without its ``.offsets_table`` or
+    ``.offsets_table_clean`` ending.
+
+    Examples
+    --------
+    >>> from astro_offsets._naming import stem
+    >>> stem("light/DSC03770.ARW"), stem("DSC03770.offsets_table_clean.fits.gz")
+    ('DSC03770', 'DSC03770')
+    """
+    name = os.path.basename(os.fspath(path))
+    for suffix in _COMPRESSION:
+        name = name.removesuffix(suffix)
+    root, _ = os.path.splitext(name)
+    name = root or name
+    for ending in _TABLE_ENDINGS:
+        if name.endswith(ending) and len(name) > len(ending):
+            return name.removesuffix(ending)
+    return name
+
+
+def map_path(table_path, outdir=None):
+    """Return the path of the map made from a star table, ``<stem>.offsets.fits``.
+
+    It goes into ``outdir``, or beside the table when ``outdir`` is `None`.
+
+    Examples
+    --------
+    >>> from astro_offsets._naming import map_path
+    >>> map_path("light/DSC03770.offsets_table.fits")
+    'light/DSC03770.offsets.fits'
+    """
+    directory = os.path.dirname(os.fspath(table_path)) if outdir is None else os.fspath(outdir)
+    return os.path.join(directory, f"{stem(table_path)}.offsets.fits")

@@ -1,0 +1,237 @@
+"""The ``astro-offsets maps`` command: naming, options, and every bad input."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+
+from astro_offsets import OffsetMap, OffsetModel
+from astro_offsets._cli import main
+from astro_offsets._dng import write_dng
+
+SHAPE = (30, 44)
+
+
+def write_table(path, n=12, seed=0, names=("xcentroid", "ycentroid", "xoffset", "yoffset")):
+    rng = np.random.default_rng(seed)
+    values = (
+        rng.uniform(0, SHAPE[1], n),
+        rng.uniform(0, SHAPE[0], n),
+        rng.normal(0, 1, n),
+        rng.normal(0, 1, n),
+    )
+    Table(dict(zip(names, values, strict=True))).write(path)
+    return path
+
+
+@pytest.fixture
+def sequence(tmp_path):
+    return [write_table(tmp_path / f"DSC0{k}.offsets_table.fits", seed=k) for k in range(3)]
+
+
+def run(capsys, *argv):
+    status = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_help_lists_subcommands():
+    result = subprocess.run(
+        [sys.executable, "-m", "astro_offsets._cli", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "maps" in result.stdout
+
+
+def test_maps_for_a_sequence(capsys, sequence, tmp_path):
+    status, out, err = run(capsys, "maps", *sequence, "--shape", *SHAPE, "--jobs", 2)
+    assert status == 0
+    assert out.strip() == "maps: 3 written, 0 skipped, 0 failed"
+    assert "error" not in err
+    for k, table in enumerate(sequence):
+        omap = OffsetMap.read(tmp_path / f"DSC0{k}.offsets.fits")
+        expected = OffsetModel.read(table).to_map(SHAPE)
+        np.testing.assert_array_equal(omap.x_offset, expected.x_offset)
+        assert omap.meta["source"] == str(table)
+
+
+def test_naming_and_outdir(capsys, tmp_path):
+    tables = [
+        write_table(tmp_path / "A.offsets_table_clean.fits"),
+        write_table(tmp_path / "B.offsets_table.ecsv"),
+        write_table(tmp_path / "C.csv"),
+    ]
+    status, _out, _ = run(
+        capsys, "maps", *tables, "--shape", *SHAPE, "--outdir", tmp_path / "out" / "maps"
+    )
+    assert status == 0
+    assert sorted(os.listdir(tmp_path / "out" / "maps")) == [
+        "A.offsets.fits",
+        "B.offsets.fits",
+        "C.offsets.fits",
+    ]
+
+
+def test_existing_maps_kept_unless_overwrite(capsys, sequence, tmp_path):
+    existing = tmp_path / "DSC01.offsets.fits"
+    existing.write_bytes(b"keep me")
+    status, out, err = run(capsys, "maps", *sequence, "--shape", *SHAPE)
+    assert status == 0
+    assert out.strip() == "maps: 2 written, 1 skipped, 0 failed"
+    assert f"skipped {sequence[1]}: {existing} exists" in err
+    assert existing.read_bytes() == b"keep me"
+    status, out, _ = run(capsys, "maps", *sequence, "--shape", *SHAPE, "--overwrite")
+    assert out.strip() == "maps: 3 written, 0 skipped, 0 failed"
+    assert OffsetMap.read(existing).shape == SHAPE
+
+
+def test_image_option_reads_raw_and_fits_sizes(capsys, sequence, tmp_path):
+    raw = tmp_path / "DSC00.dng"
+    write_dng(raw, np.full((34, 50), 600, dtype=np.uint16))
+    status, _, _ = run(capsys, "maps", sequence[0], "--image", raw)
+    assert status == 0
+    assert OffsetMap.read(tmp_path / "DSC00.offsets.fits").shape == (34, 50)
+
+    frame = tmp_path / "DSC01.fits"
+    fits.PrimaryHDU(np.zeros((23, 41), dtype=np.float32)).writeto(frame)
+    status, _, _ = run(capsys, "maps", sequence[1], "--image", frame)
+    assert status == 0
+    assert OffsetMap.read(tmp_path / "DSC01.offsets.fits").shape == (23, 41)
+
+
+def bad_inputs(tmp_path):
+    missing = tmp_path / "DSC10.offsets_table.fits"
+    corrupt = tmp_path / "DSC11.offsets_table.fits"
+    corrupt.write_bytes(b"SIMPLE  = this is not really FITS")
+    no_columns = write_table(
+        tmp_path / "DSC12.offsets_table.fits", names=("xcentroid", "ycentroid", "dx", "dy")
+    )
+    nan_table = tmp_path / "DSC13.offsets_table.fits"
+    Table(
+        {"x": [np.nan, 1.0], "y": [1.0, np.nan], "x_offset": [0.0, 0.0], "y_offset": [0.0, 0.0]}
+    ).write(nan_table)
+    text_column = tmp_path / "DSC14.offsets_table.ecsv"
+    Table({"x": ["a"], "y": [1.0], "xoffset": [0.0], "yoffset": [0.0]}).write(text_column)
+    return {
+        missing: "no such file",
+        corrupt: "cannot read as a table",
+        no_columns: r"no offset columns (expected one of xoffset/yoffset, x_offset/y_offset); "
+        "found columns: xcentroid, ycentroid, dx, dy",
+        nan_table: "no usable star (2 rows, none with finite position and offset)",
+        text_column: "column 'x' is not numeric",
+    }
+
+
+def test_bad_tables_reported_and_the_rest_processed(capsys, sequence, tmp_path):
+    bad = bad_inputs(tmp_path)
+    argv = [sequence[0], *bad, sequence[2]]
+    status, out, err = run(capsys, "maps", *argv, "--shape", *SHAPE)
+    assert status == 1
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == len(bad)
+    for line, (path, message) in zip(errors, bad.items(), strict=True):
+        assert line == f"astro-offsets: error: {path}: {message}" or (
+            line.startswith(f"astro-offsets: error: {path}: ") and message in line
+        ), line
+    assert out.strip().startswith(f"maps: 2 written, 0 skipped, {len(bad)} failed (")
+    for path in bad:
+        assert str(path) in out
+    assert sorted(f for f in os.listdir(tmp_path) if f.endswith(".offsets.fits")) == [
+        "DSC00.offsets.fits",
+        "DSC02.offsets.fits",
+    ]
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+
+
+def test_dropped_rows_warned_in_one_line(capsys, tmp_path):
+    table = tmp_path / "DSC20.offsets_table.fits"
+    Table(
+        {
+            "x": [1.0, 5.0, np.nan],
+            "y": [1.0, 9.0, 3.0],
+            "x_offset": [0.1, 0.2, 0.3],
+            "y_offset": [0.0, 0.0, 0.0],
+        }
+    ).write(table)
+    status, _out, err = run(capsys, "maps", table, "--shape", *SHAPE)
+    assert status == 0
+    assert (
+        f"astro-offsets: warning: {table}: dropped 1 of 3 stars with NaN or infinite "
+        "position or offset (rows 2)"
+    ) in err
+
+
+def test_two_tables_for_one_map(capsys, tmp_path):
+    first = write_table(tmp_path / "DSC30.offsets_table.fits")
+    second = write_table(tmp_path / "DSC30.offsets_table_clean.fits", seed=5)
+    status, _out, err = run(capsys, "maps", first, second, "--shape", *SHAPE)
+    assert status == 1
+    assert f"error: {second}: same output {tmp_path / 'DSC30.offsets.fits'} as {first}" in err
+    expected = OffsetModel.read(first).to_map(SHAPE)
+    np.testing.assert_array_equal(
+        OffsetMap.read(tmp_path / "DSC30.offsets.fits").x_offset, expected.x_offset
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("missing.ARW", None, "no such file"),
+        ("notraw.ARW", "hello", "not a readable raw file"),
+        ("bad.fits", "hello", "not a readable FITS file"),
+    ],
+)
+def test_bad_image_fails_before_any_map(capsys, sequence, tmp_path, name, content, message):
+    image = tmp_path / name
+    if content is not None:
+        image.write_text(content)
+    status, _out, err = run(capsys, "maps", *sequence, "--image", image)
+    assert status == 2
+    assert err.startswith(f"astro-offsets: error: {image}: ")
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".offsets.fits")]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["maps", "t.fits"], "one of the arguments --shape --image is required"),
+        (["maps", "t.fits", "--shape", "0", "5"], "expected a positive integer, got '0'"),
+        (["maps", "t.fits", "--shape", "5", "5", "--jobs", "0"], "0 jobs"),
+        (["maps", "t.fits", "--shape", "5", "5", "--image", "x.fits"], "not allowed with"),
+    ],
+)
+def test_usage_errors(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_outdir_that_is_a_file(capsys, sequence, tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    status, _, err = run(capsys, "maps", *sequence, "--shape", *SHAPE, "--outdir", blocker)
+    assert status == 2
+    assert err.startswith(f"astro-offsets: error: {blocker}: ")
+
+
+@pytest.mark.slow
+def test_console_script_prints_no_traceback(tmp_path, sequence):
+    bad = bad_inputs(tmp_path)
+    result = subprocess.run(
+        ["astro-offsets", "maps", *map(str, [*bad, sequence[0]]), "--shape", *map(str, SHAPE)],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "maps: 1 written, 0 skipped, 5 failed" in result.stdout
