@@ -100,10 +100,19 @@ def _parser():
             "report the time and the map's error against the true field."
         ),
     )
-    demo.add_argument("--outdir", default="astro-offsets-demo", metavar="DIR",
-                      help="output directory (default: ./astro-offsets-demo)")
-    demo.add_argument("--jobs", type=_jobs, default=-1, metavar="N",
-                      help="parallel workers, joblib's meaning (default: -1, all cores)")
+    demo.add_argument(
+        "--outdir",
+        default="astro-offsets-demo",
+        metavar="DIR",
+        help="output directory (default: ./astro-offsets-demo)",
+    )
+    demo.add_argument(
+        "--jobs",
+        type=_jobs,
+        default=-1,
+        metavar="N",
+        help="parallel workers, joblib's meaning (default: -1, all cores)",
+    )
     demo.set_defaults(run=_run_demo)
     return parser
 

@@ -25,8 +25,9 @@ class TrueField:
     frame minus position in the reference frame at the frame point ``(x, y)``.
     """
 
-    def __init__(self, shape, *, drift=(12.3, -7.8), rotation_deg=0.12, pole=(-900.0, 5200.0),
-                 barrel=8e-10):
+    def __init__(
+        self, shape, *, drift=(12.3, -7.8), rotation_deg=0.12, pole=(-900.0, 5200.0), barrel=8e-10
+    ):
         ny, nx = shape
         self.centre = ((nx - 1) / 2, (ny - 1) / 2)
         self.drift = drift
@@ -65,8 +66,9 @@ def _map_errors(omap, truth, stride=4):
     ny, nx = omap.shape
     y, x = np.mgrid[0:ny:stride, 0:nx:stride].astype(np.float64)
     true_x, true_y = truth.offset(x, y)
-    return np.hypot(omap.x_offset[::stride, ::stride] - true_x,
-                    omap.y_offset[::stride, ::stride] - true_y)
+    return np.hypot(
+        omap.x_offset[::stride, ::stride] - true_x, omap.y_offset[::stride, ::stride] - true_y
+    )
 
 
 def run_demo(outdir, *, n_jobs=-1, overwrite=True, echo=print):
@@ -100,13 +102,16 @@ def run_demo(outdir, *, n_jobs=-1, overwrite=True, echo=print):
     true_x, true_y = truth.offset(x, y)
     # Centroid noise of bright stars measured by DAOStarFinder.
     noise = rng.normal(0, 0.03, (2, DEMO_STARS))
-    table = Table({"xcentroid": x, "ycentroid": y, "xoffset": true_x + noise[0],
-                   "yoffset": true_y + noise[1]})
+    table = Table(
+        {"xcentroid": x, "ycentroid": y, "xoffset": true_x + noise[0], "yoffset": true_y + noise[1]}
+    )
     table.meta["COMMENT"] = ["astro_offsets demo: drift, field rotation, barrel distortion"]
     table_path = os.path.join(os.fspath(outdir), "demo.offsets_table.fits")
     table.write(table_path, overwrite=overwrite)
-    echo(f"star table: {table_path} ({DEMO_STARS} stars on a {nx} x {ny} frame; "
-         "drift, field rotation and barrel distortion)")
+    echo(
+        f"star table: {table_path} ({DEMO_STARS} stars on a {nx} x {ny} frame; "
+        "drift, field rotation and barrel distortion)"
+    )
 
     start = time.perf_counter()
     model = OffsetModel.read(table_path)
@@ -120,7 +125,15 @@ def run_demo(outdir, *, n_jobs=-1, overwrite=True, echo=print):
     rms = float(np.sqrt(np.mean(errors**2)))
     max_error = float(errors.max())
     star_rms = float(np.sqrt(np.mean(np.sum(noise**2, axis=0))))
-    echo(f"map against the true field: RMS {rms:.3f} px, max {max_error:.3f} px "
-         f"(centroid noise in the table: {star_rms:.3f} px RMS)")
-    return {"table": table_path, "map": out, "seconds": seconds, "rms": rms,
-            "max_error": max_error, "star_rms": star_rms}
+    echo(
+        f"map against the true field: RMS {rms:.3f} px, max {max_error:.3f} px "
+        f"(centroid noise in the table: {star_rms:.3f} px RMS)"
+    )
+    return {
+        "table": table_path,
+        "map": out,
+        "seconds": seconds,
+        "rms": rms,
+        "max_error": max_error,
+        "star_rms": star_rms,
+    }
