@@ -128,15 +128,36 @@ class OffsetMap:
         Parameters
         ----------
         wcs : `~astropy.wcs.WCS` or `None`, optional
-            The reference frame's WCS to attach the tables to (it is copied,
-            never modified). `None` gives a default WCS; see the notes of the
-            lookup-table builder in the docs.
+            The reference frame's WCS to attach the tables to (a copy; the
+            argument is not modified). It must carry no distortion of its
+            own (SIP, lookup tables). `None` attaches them to a gnomonic WCS
+            with 1 arcsec pixels centred on the frame at (RA, Dec) =
+            (180, 0) deg.
 
         Returns
         -------
         `~astropy.wcs.WCS`
-            ``wcs.p4_pix2foc(x, y, 0)`` equals `pixmap`, and
-            ``drizzle.utils.calc_pixmap(omap.to_wcs(w), w)`` reproduces it.
+            ``w.p4_pix2foc(x, y, 0)`` equals `pixmap`, and
+            ``drizzle.utils.calc_pixmap(omap.to_wcs(base), base)`` reproduces
+            it (to about 1e-9 px). With ``wcs=None`` the ``base`` is the
+            result with its tables removed (``w.cpdis1 = w.cpdis2 = None`` on
+            a copy).
+
+        Raises
+        ------
+        ValueError
+            If the map holds NaN or infinite values (lookup tables spread
+            them to neighbouring pixels), or ``wcs`` is not 2-D, already
+            carries distortion, or has a different pixel shape.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from astro_offsets import OffsetMap
+        >>> omap = OffsetMap(np.full((4, 5), 0.5), np.zeros((4, 5)))
+        >>> w = omap.to_wcs()
+        >>> w.p4_pix2foc(np.array([2.0]), np.array([1.0]), 0)
+        [array([1.5]), array([1.])]
         """
         return offsets_to_wcs(self.x_offset, self.y_offset, wcs)
 
