@@ -1,7 +1,6 @@
 """The ``astro-offsets`` command line."""
 
 import argparse
-import contextlib
 import os
 import sys
 import warnings
@@ -225,8 +224,3 @@ def main(argv=None):
     except KeyboardInterrupt:
         report.note("interrupted")
         return 130
-
-
-if __name__ == "__main__":
-    with contextlib.suppress(BrokenPipeError):
-        sys.exit(main())

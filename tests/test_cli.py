@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -39,14 +40,17 @@ def run(capsys, *argv):
     return status, out, err
 
 
-def test_help_lists_subcommands():
+# The installed console script, run outside the source tree so that it uses
+# the installed package, as a user's shell would.
+SCRIPT = str(Path(sys.executable).with_name("astro-offsets"))
+
+
+def test_help_lists_subcommands(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "astro_offsets._cli", "--help"],
-        capture_output=True,
-        text=True,
-        check=True,
+        [SCRIPT, "--help"], capture_output=True, text=True, check=True, cwd=tmp_path
     )
     assert "maps" in result.stdout
+    assert "demo" in result.stdout
 
 
 def test_maps_for_a_sequence(capsys, sequence, tmp_path):
@@ -227,10 +231,11 @@ def test_outdir_that_is_a_file(capsys, sequence, tmp_path):
 def test_console_script_prints_no_traceback(tmp_path, sequence):
     bad = bad_inputs(tmp_path)
     result = subprocess.run(
-        ["astro-offsets", "maps", *map(str, [*bad, sequence[0]]), "--shape", *map(str, SHAPE)],
+        [SCRIPT, "maps", *map(str, [*bad, sequence[0]]), "--shape", *map(str, SHAPE)],
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
+        cwd=tmp_path,
     )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr

@@ -170,3 +170,18 @@ def test_long_provenance_values_are_kept(tmp_path):
     meta = OffsetMap.read(path).meta
     assert meta["source"] == source
     assert meta["method"] == "quadrant" * 8
+
+
+def test_to_wcs_through_drizzle_calc_pixmap(omap):
+    from astropy.wcs import WCS
+    from drizzle.utils import calc_pixmap
+
+    ny, nx = omap.shape
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [83.8, -5.4]
+    w.wcs.crpix = [nx / 2, ny / 2]
+    w.wcs.cd = [[-1.1e-3, 2e-5], [2e-5, 1.1e-3]]
+    w.array_shape = omap.shape
+    np.testing.assert_allclose(calc_pixmap(omap.to_wcs(w), w), omap.pixmap(), rtol=0, atol=1e-6)
+    assert w.cpdis1 is None  # the caller's WCS is untouched
