@@ -100,7 +100,7 @@ class OffsetModel:
     power : float, optional
         Inverse-distance power, in (0, 10]. The default is 1.
     source : str or `None`, optional
-        Where the stars came from (a table file name), kept in `meta` and
+        Where the stars came from (a table file name), kept in ``meta`` and
         used in messages.
 
     Raises

@@ -23,8 +23,9 @@ _PROVENANCE = (
     ("power", "POWER", "inverse-distance power"),
 )
 _CONVENTION = (
-    "XOFFSET/YOFFSET: position in this frame minus position in the reference",
-    "frame, in pixels, at each pixel centre (0-based, pixel [j, i] is x=i, y=j).",
+    "XOFFSET, YOFFSET: position in this frame minus position in the",
+    "reference frame, in pixels, at each pixel centre; 0-based, pixel",
+    "[j, i] is the point x=i, y=j.",
     "Drizzle pixmap onto the reference grid: (x - XOFFSET, y - YOFFSET).",
 )
 _EXTENSIONS = (("XOFFSET", "X offsets"), ("YOFFSET", "Y offsets"))

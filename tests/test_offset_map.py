@@ -55,7 +55,9 @@ def test_write_read_round_trip_with_provenance(tmp_path, omap):
         assert header["METHOD"] == "quadrant"
         assert header["POWER"] == 1.0
         assert (header["MAPNY"], header["MAPNX"]) == (40, 60)
-        assert "minus position in the reference" in str(header["COMMENT"])
+        comments = [str(line) for line in header["COMMENT"]]
+        assert "XOFFSET, YOFFSET: position in this frame minus position in the" in comments
+        assert all(len(line) <= 72 for line in comments)
         assert len(header["DATE"]) == 19
         assert hdul["XOFFSET"].header["BAND"] == "X offsets"
         assert hdul["YOFFSET"].header["BAND"] == "Y offsets"
