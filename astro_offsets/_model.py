@@ -12,6 +12,7 @@ from ._field import field_points
 from ._offset_map import OffsetMap
 from ._tables import read_table, star_columns
 from ._tiling import evaluate_grid
+from ._validate import positive_pair
 
 __all__ = ["OffsetModel"]
 
@@ -28,17 +29,6 @@ def _validate_power(power):
     ):
         raise ValueError(f"power must be a number in (0, {_MAX_POWER:g}], got {power!r}")
     return float(power)
-
-
-def _validate_shape(shape):
-    try:
-        ny, nx = shape
-    except (TypeError, ValueError):
-        raise ValueError(f"shape must be two positive integers (ny, nx), got {shape!r}") from None
-    for value in (ny, nx):
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"shape must be two positive integers (ny, nx), got {shape!r}")
-    return int(ny), int(nx)
 
 
 def _star_arrays(values, source):
@@ -384,7 +374,7 @@ class OffsetModel:
         >>> omap.x_offset.dtype, omap.shape
         (dtype('float32'), (16, 20))
         """
-        shape = _validate_shape(shape)
+        shape = positive_pair(shape, "shape")
         x_map, y_map = evaluate_grid(
             self._stars, self._power, shape, n_jobs=n_jobs, block_size=block_size
         )

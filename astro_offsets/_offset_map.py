@@ -7,6 +7,7 @@ import numpy as np
 from astropy.io import fits
 
 from ._atomic import atomic_path
+from ._validate import offset_maps
 from ._version import __version__
 from ._wcs import offsets_to_wcs
 
@@ -47,7 +48,8 @@ class OffsetMap:
     Raises
     ------
     ValueError
-        If the maps are not numeric, not 2-D or differ in shape.
+        If the maps are not numeric, not 2-D, empty, differ in shape, or hold
+        infinite values (NaN is allowed: drizzle skips such pixels).
 
     See Also
     --------
@@ -65,19 +67,7 @@ class OffsetMap:
     """
 
     def __init__(self, x_offset, y_offset, *, meta=None):
-        maps = []
-        for name, value in (("x_offset", x_offset), ("y_offset", y_offset)):
-            array = np.asarray(value)
-            if array.dtype.kind not in "iuf":
-                raise ValueError(f"{name} must be numeric, got dtype {array.dtype}")
-            if array.ndim != 2:
-                raise ValueError(f"{name} must be 2-D (ny, nx), got shape {array.shape}")
-            maps.append(np.asarray(array, dtype=np.float32))
-        if maps[0].shape != maps[1].shape:
-            raise ValueError(
-                f"x_offset and y_offset differ in shape: {maps[0].shape} and {maps[1].shape}"
-            )
-        self.x_offset, self.y_offset = maps
+        self.x_offset, self.y_offset = offset_maps(x_offset, y_offset)
         self.meta = dict(meta or {})
 
     @property

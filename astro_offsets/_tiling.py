@@ -4,12 +4,11 @@ Tiles are independent and the kernel gives every pixel the same value in any
 tile, so the layout only decides speed and memory, never the result.
 """
 
-import numbers
-
 import numpy as np
 from joblib import Parallel, delayed
 
 from ._field import field_grid
+from ._validate import positive_pair
 
 __all__ = ["resolve_block_size", "iter_tiles", "evaluate_grid"]
 
@@ -43,21 +42,12 @@ def resolve_block_size(shape, block_size):
     ny, nx = shape
     if isinstance(block_size, str):
         if block_size != "auto":
-            raise ValueError(f"block_size must be 'auto' or (ny, nx); got {block_size!r}")
+            raise ValueError(
+                f"block_size must be 'auto' or two positive integers (ny, nx), got {block_size!r}"
+            )
         rows = max(1, min(ny, _AUTO_TILE_PIXELS // nx))
         return rows, nx
-    try:
-        by, bx = block_size
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"block_size must be 'auto' or two positive integers (ny, nx); got {block_size!r}"
-        ) from None
-    for value in (by, bx):
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-            raise ValueError(
-                f"block_size must be 'auto' or two positive integers (ny, nx); got {block_size!r}"
-            )
-    return int(by), int(bx)
+    return positive_pair(block_size, "block_size", alternative="'auto' or ")
 
 
 def iter_tiles(shape, tile_shape):

@@ -9,6 +9,8 @@ astropy implements as `astropy.wcs.DistortionLookupTable` objects attached to
 import numpy as np
 from astropy.wcs import WCS, DistortionLookupTable
 
+from ._validate import offset_maps, positive_pair
+
 __all__ = []
 
 #: Pixel scale of the default WCS, in degrees (1 arcsec).
@@ -54,9 +56,7 @@ def default_wcs(shape):
     >>> print(w.wcs.crpix)
     [29.  20.5]
     """
-    shape = tuple(int(n) for n in shape)
-    if len(shape) != 2 or min(shape) < 1:
-        raise ValueError(f"shape must be a pair of positive integers, got {shape}")
+    shape = positive_pair(shape, "shape")
     ny, nx = shape
     w = WCS(naxis=2)
     w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
@@ -70,32 +70,18 @@ def default_wcs(shape):
     return w
 
 
-def _as_map(arr, name):
-    arr = np.asarray(arr)
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array, got {arr.ndim}-D with shape {arr.shape}")
-    if arr.size == 0:
-        raise ValueError(f"{name} must not be empty, got shape {arr.shape}")
-    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-        raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
-    return arr
-
-
 def _lookup_table(offset, name):
-    # The table must hold the *negated* offset (pixmap = x - offset) as C-ordered
-    # float32.  Building it in a single ufunc call makes this array the only
-    # full-frame allocation: astropy adopts a C-contiguous float32 array without
-    # copying it.  Float64 overflow on the cast becomes inf and is reported below.
-    with np.errstate(over="ignore", invalid="ignore"):
-        table = np.negative(offset, dtype=np.float32, order="C")
-    # A float64 sum is finite iff every element is finite (float32 values
-    # cannot overflow it), and, unlike np.isfinite(...).all(), it needs no
-    # full-frame boolean temporary.
-    if not np.isfinite(table.sum(dtype=np.float64)):
+    # The table holds the negated offset (pixmap = x - offset) as C-ordered
+    # float32, which astropy adopts without a copy: the only full-frame
+    # allocation.
+    table = np.negative(offset, order="C")
+    # A float64 sum is NaN iff an element is (the maps hold no infinity, and
+    # float32 values cannot overflow it); unlike np.isnan(...).any(), it
+    # needs no full-frame boolean temporary.
+    if np.isnan(table.sum(dtype=np.float64)):
         raise ValueError(
-            f"{name} contains non-finite values (NaN or inf); fill them first. "
-            "The lookup table is bilinearly interpolated, so one NaN node would "
-            "also turn the neighbouring pixels into NaN."
+            f"{name} contains NaN; fill it first. The lookup table is bilinearly "
+            "interpolated, so one NaN node would also turn the neighbouring pixels into NaN."
         )
     # Table coordinate (0-based) = (p - CRVAL) / CDELT + CRPIX - 1 for a 1-based
     # image pixel p, so CRPIX = CRVAL = 1 with CDELT = 1 puts table node (i, j)
@@ -179,13 +165,12 @@ def offsets_to_wcs(x_offset, y_offset, wcs=None):
     Raises
     ------
     ValueError
-        If the maps are not 2-D, are empty, differ in shape, or contain NaN or
-        inf; if ``wcs`` is not 2-D celestial or linear, already carries
-        SIP/``cpdis``/``det2im`` distortion, or has a ``pixel_shape`` that
-        differs from the map.
+        If the maps are not real numeric 2-D arrays of one non-empty shape,
+        or contain NaN or infinite values; if ``wcs`` is not 2-D celestial or
+        linear, already carries SIP/``cpdis``/``det2im`` distortion, or has a
+        ``pixel_shape`` that differs from the map.
     TypeError
-        If the maps are not real numeric arrays or ``wcs`` is not an
-        `astropy.wcs.WCS`.
+        If ``wcs`` is not an `astropy.wcs.WCS`.
 
     Notes
     -----
@@ -238,13 +223,7 @@ def offsets_to_wcs(x_offset, y_offset, wcs=None):
     >>> print(fx, fy)
     [-0.5  2.5] [0.   3.25]
     """
-    x_offset = _as_map(x_offset, "x_offset")
-    y_offset = _as_map(y_offset, "y_offset")
-    if x_offset.shape != y_offset.shape:
-        raise ValueError(
-            f"x_offset and y_offset must have the same shape, got {x_offset.shape} "
-            f"and {y_offset.shape}"
-        )
+    x_offset, y_offset = offset_maps(x_offset, y_offset)
     shape = x_offset.shape
 
     if wcs is None:

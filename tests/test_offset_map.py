@@ -37,10 +37,39 @@ def test_constructor_validation():
         OffsetMap(np.zeros(3), np.zeros(3))
     with pytest.raises(ValueError, match=r"differ in shape: \(3, 4\) and \(4, 3\)"):
         OffsetMap(np.zeros((3, 4)), np.zeros((4, 3)))
-    with pytest.raises(ValueError, match="y_offset must be numeric"):
+    with pytest.raises(ValueError, match="y_offset must be a real numeric array, got dtype <U1"):
         OffsetMap(np.zeros((3, 4)), np.full((3, 4), "a"))
     omap = OffsetMap(np.zeros((3, 4), dtype=np.float64), np.zeros((3, 4), dtype=int))
     assert omap.x_offset.dtype == omap.y_offset.dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    ("x_offset", "message"),
+    [
+        (np.zeros((0, 4)), r"x_offset must not be empty, got shape \(0, 4\)"),
+        (
+            np.zeros((3, 4), dtype=complex),
+            "x_offset must be a real numeric array, got dtype complex",
+        ),
+        (np.zeros((3, 4), dtype=bool), "must be a real numeric array, got dtype bool"),
+        (np.zeros((3, 4), dtype=object), "must be a real numeric array, got dtype object"),
+        (np.full((3, 4), np.inf), "x_offset has infinite values"),
+        (np.full((3, 4), 1e300), "values beyond float32's range"),
+        (np.float32(1.0), r"x_offset must be 2-D \(ny, nx\), got shape \(\)"),
+    ],
+)
+def test_bad_maps(x_offset, message):
+    with pytest.raises(ValueError, match=message):
+        OffsetMap(x_offset, np.zeros((3, 4)))
+
+
+def test_nan_holes_are_kept_but_not_put_in_a_wcs():
+    x_offset = np.zeros((3, 4))
+    x_offset[1, 2] = np.nan
+    omap = OffsetMap(x_offset, np.zeros((3, 4)))
+    assert np.isnan(omap.pixmap()[1, 2, 0])
+    with pytest.raises(ValueError, match="x_offset contains NaN; fill it first"):
+        omap.to_wcs()
 
 
 def test_write_read_round_trip_with_provenance(tmp_path, omap):
