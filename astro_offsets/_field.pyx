@@ -3,11 +3,14 @@
 """Compiled kernel of the quadrant inverse-distance field.
 
 The field at a point is defined in DESIGN.md and in ``OffsetModel``'s notes.
-Every point is evaluated by the same exact scan (`_field_at`); the grid
-kernel only chooses, per small cell of pixels, which stars the scan needs to
-look at. That choice is conservative, so it never changes which star wins a
-quadrant, and the value of a pixel does not depend on the tile or cell it was
-computed in: maps are bit-identical for any tiling.
+Every point's value comes from the same two steps: the nearest star of each
+quadrant, chosen by the order-independent key (squared distance, table row),
+and `_combine`, which weights them. The point evaluator finds the nearest
+stars by scanning every star. The grid kernel only narrows down which stars
+it looks at, through blocks of pixels that each keep the stars that can win
+a quadrant somewhere in the block; that narrowing is conservative, so a
+pixel's value does not depend on the tile or block it was computed in, and
+maps are bit-identical for any tiling.
 """
 
 from libc.math cimport INFINITY, pow, sqrt
@@ -15,20 +18,39 @@ from libc.stdlib cimport free, malloc
 
 __all__ = ["field_points", "field_grid", "CELL"]
 
-# Side of the square cells of pixels that share one candidate list. Small
-# cells give short candidate lists; the selection itself costs one pass over
-# the stars per cell, so the cell must stay large enough to amortise it.
+# Pixel blocks of three sizes: a level-1 block keeps the stars that may win a
+# quadrant somewhere in it, chosen from all stars; a level-2 block chooses
+# from its level-1 block's list, and a cell from its level-2 block's. Each
+# choice costs one pass over the parent's list, so the cost per pixel stays
+# small and nearly flat in the star count. Cells are scanned row by row.
 cdef enum:
+    _LEVEL1 = 1024
+    _LEVEL2 = 128
     _CELL = 16
 
 CELL = _CELL
 
 # Relative and absolute slack of the pruning bound. The bound holds exactly in
 # real arithmetic; the slack absorbs the rounding of the distances (relative
-# 1e-16) so that a star is dropped only when it is farther than another one
-# of its quadrant by far more than any rounding.
+# 1e-16) so that a star is dropped only when another one of its quadrant is
+# nearer by far more than any rounding.
 cdef double _REL_SLACK = 1e-9
 cdef double _ABS_SLACK = 1e-9
+
+
+cdef struct Stars:
+    const double* x
+    const double* y
+    const double* u
+    const double* v
+    double power
+
+
+cdef struct Coincident:
+    # Stars on the point itself, or so close that their weight overflows.
+    Py_ssize_t n
+    double u
+    double v
 
 
 cdef inline int _quadrant(double dx, double dy) noexcept nogil:
@@ -49,66 +71,65 @@ cdef inline int _quadrant(double dx, double dy) noexcept nogil:
     return -1
 
 
-cdef inline void _field_at(
-    double px, double py,
-    const Py_ssize_t* cand, Py_ssize_t ncand,
-    const double* xs, const double* ys, const double* us, const double* vs,
-    double power, double* fu, double* fv,
+cdef inline void _consider(
+    const Stars* s, Py_ssize_t k, double px, double py,
+    double* best, Py_ssize_t* arg, Py_ssize_t stride, Coincident* on_point,
 ) noexcept nogil:
-    """Field at one point from the candidate stars (which must be in row order)."""
-    cdef double best[4]
-    cdef Py_ssize_t arg[4]
-    cdef Py_ssize_t c, k, ncoinc = 0
-    cdef int q
-    cdef double dx, dy, d2, d, w, su = 0.0, sv = 0.0, wsum = 0.0, cu = 0.0, cv = 0.0
+    """Let star ``k`` compete for its quadrant of the point ``(px, py)``.
 
-    for q in range(4):
-        best[q] = INFINITY
-        arg[q] = -1
-
-    for c in range(ncand):
-        k = cand[c]
-        dx = px - xs[k]
-        dy = py - ys[k]
-        q = _quadrant(dx, dy)
-        if q < 0:
-            # Stars exactly on the point: their mean, summed in row order.
-            ncoinc += 1
-            su += us[k]
-            sv += vs[k]
-            continue
-        d2 = dx * dx + dy * dy
-        # Strict comparison over candidates in row order: on equal distance
-        # the lowest table row wins.
-        if d2 < best[q]:
-            best[q] = d2
-            arg[q] = k
-
-    if ncoinc > 0:
-        fu[0] = su / ncoinc
-        fv[0] = sv / ncoinc
+    ``best[q * stride]`` and ``arg[q * stride]`` hold the quadrant's current
+    winner. The key (squared distance, row) makes the outcome independent of
+    the order in which stars are considered: on equal distance the lowest
+    table row wins.
+    """
+    cdef double dx = px - s.x[k], dy = py - s.y[k], d2
+    cdef int q = _quadrant(dx, dy)
+    if q < 0:
+        on_point.n += 1
+        on_point.u += s.u[k]
+        on_point.v += s.v[k]
         return
+    d2 = dx * dx + dy * dy
+    q *= stride
+    if d2 < best[q] or (d2 == best[q] and k < arg[q]):
+        best[q] = d2
+        arg[q] = k
 
-    for q in range(4):
-        k = arg[q]
-        if k >= 0:
-            d = sqrt(best[q])
-            if power == 1.0:
+
+cdef inline void _combine(
+    const Stars* s, const double* best, const Py_ssize_t* arg, Py_ssize_t stride,
+    Coincident* on_point, double* fu, double* fv,
+) noexcept nogil:
+    """Field from the quadrant winners, or from stars on the point.
+
+    Stars on the point are summed in row order by the caller, so their mean
+    does not depend on the order either.
+    """
+    cdef double d, w, su = 0.0, sv = 0.0, wsum = 0.0
+    cdef Py_ssize_t k
+    cdef int q
+    if on_point.n == 0:
+        for q in range(4):
+            k = arg[q * stride]
+            if k < 0:
+                continue
+            d = sqrt(best[q * stride])
+            if s.power == 1.0:
                 w = 1.0 / d
             else:
-                w = pow(d, -power)
+                w = pow(d, -s.power)
             if w == INFINITY:
                 # So close (below ~1e-308 px) that the weight overflows: the
                 # limit of the field is the mean of such stars, as on the point.
-                ncoinc += 1
-                cu += us[k]
-                cv += vs[k]
-            su += w * us[k]
-            sv += w * vs[k]
+                on_point.n += 1
+                on_point.u += s.u[k]
+                on_point.v += s.v[k]
+            su += w * s.u[k]
+            sv += w * s.v[k]
             wsum += w
-    if ncoinc > 0:
-        fu[0] = cu / ncoinc
-        fv[0] = cv / ncoinc
+    if on_point.n > 0:
+        fu[0] = on_point.u / on_point.n
+        fv[0] = on_point.v / on_point.n
     else:
         fu[0] = su / wsum
         fv[0] = sv / wsum
@@ -134,64 +155,129 @@ cdef inline double _near2(double a, double lo, double hi) noexcept nogil:
     return d * d
 
 
-cdef Py_ssize_t _select_candidates(
-    double bx0, double bx1, double by0, double by1,
-    const double* xs, const double* ys, Py_ssize_t n, Py_ssize_t* cand,
-) noexcept nogil:
-    """Stars that can be a quadrant's nearest for some pixel of a cell.
+cdef inline int _everywhere(double x, double y, double bx0, double bx1, double by0,
+                            double by1) noexcept nogil:
+    """Quadrant the star is in for every pixel of the block, or -1.
 
-    The cell holds the pixel centres ``bx0..bx1`` x ``by0..by1``. A star that
-    is in quadrant q of *every* pixel of the cell is at most ``far`` away from
-    each of them, so the nearest star of quadrant q of any pixel is no farther
-    than ``bound[q]``, the smallest such ``far``; a star whose nearest possible
-    distance exceeds that cannot win quadrant q anywhere in the cell.
-    Quadrant membership is tested at the cell's corners with the same
-    floating-point subtractions the pixel scan does, and membership regions
-    are convex, so "at all corners" means "at every pixel" exactly.
-    Candidates are written to ``cand`` in row order; their count is returned.
+    Membership regions are convex, so testing the block's corners decides it
+    for every pixel, with the same subtractions the pixel scan does.
+    """
+    if bx0 - x > 0 and by0 - y >= 0:
+        return 0
+    if bx1 - x <= 0 and by0 - y > 0:
+        return 1
+    if bx1 - x < 0 and by1 - y <= 0:
+        return 2
+    if bx0 - x >= 0 and by1 - y < 0:
+        return 3
+    return -1
+
+
+cdef Py_ssize_t _prune(
+    const Stars* s, double bx0, double bx1, double by0, double by1,
+    const Py_ssize_t* src, Py_ssize_t nsrc, Py_ssize_t* dst, signed char* where,
+) noexcept nogil:
+    """Keep the stars of ``src`` that can win a quadrant for a pixel of the block.
+
+    The block holds the pixel centres ``bx0..bx1`` x ``by0..by1``. A star in
+    quadrant q of *every* pixel is at most ``far`` from each, so the winner of
+    q at any pixel is no farther than ``bound[q]``, the smallest such ``far``;
+    a star that cannot come nearer than that cannot win q anywhere in the
+    block. The kept stars go to ``dst`` in the order of ``src`` (row order);
+    ``where[c]`` tells the quadrant the c-th kept star is in for the whole
+    block, or -1, unless ``where`` is NULL. Returns the number kept.
     """
     cdef double bound[4]
-    cdef Py_ssize_t k, ncand = 0
+    cdef Py_ssize_t c, k, ndst = 0
     cdef int q
-    cdef double x, y, far, near, lim
-    cdef bint inside
-
+    cdef double x, y, far, near
     for q in range(4):
         bound[q] = INFINITY
-
-    for k in range(n):
-        x = xs[k]
-        y = ys[k]
-        far = _far2(x, bx0, bx1) + _far2(y, by0, by1)
-        if bx0 - x > 0 and by0 - y >= 0 and far < bound[0]:
-            bound[0] = far
-        if bx1 - x <= 0 and by0 - y > 0 and far < bound[1]:
-            bound[1] = far
-        if bx1 - x < 0 and by1 - y <= 0 and far < bound[2]:
-            bound[2] = far
-        if bx0 - x >= 0 and by1 - y < 0 and far < bound[3]:
-            bound[3] = far
-
+    for c in range(nsrc):
+        k = src[c]
+        q = _everywhere(s.x[k], s.y[k], bx0, bx1, by0, by1)
+        if q >= 0:
+            far = _far2(s.x[k], bx0, bx1) + _far2(s.y[k], by0, by1)
+            if far < bound[q]:
+                bound[q] = far
     for q in range(4):
         bound[q] = bound[q] * (1.0 + _REL_SLACK) + _ABS_SLACK
-
-    for k in range(n):
-        x = xs[k]
-        y = ys[k]
+    for c in range(nsrc):
+        k = src[c]
+        x = s.x[k]
+        y = s.y[k]
         near = _near2(x, bx0, bx1) + _near2(y, by0, by1)
-        # A star inside the cell may sit exactly on one of its pixels, where
-        # it is in no quadrant but decides the value.
-        inside = near == 0.0
-        if (
-            inside
+        q = _everywhere(x, y, bx0, bx1, by0, by1)
+        if q >= 0:
+            if near > bound[q]:
+                continue
+        elif not (
+            # A star inside the block may sit exactly on one of its pixels,
+            # where it is in no quadrant but decides the value.
+            near == 0.0
             or (bx1 - x > 0 and by1 - y >= 0 and near <= bound[0])
             or (bx0 - x <= 0 and by1 - y > 0 and near <= bound[1])
             or (bx0 - x < 0 and by0 - y <= 0 and near <= bound[2])
             or (bx1 - x >= 0 and by0 - y < 0 and near <= bound[3])
         ):
-            cand[ncand] = k
-            ncand += 1
-    return ncand
+            continue
+        dst[ndst] = k
+        if where != NULL:
+            where[ndst] = q
+        ndst += 1
+    return ndst
+
+
+cdef void _scan_cell(
+    const Stars* s, Py_ssize_t bx0, Py_ssize_t by0, Py_ssize_t nx, Py_ssize_t ny,
+    const Py_ssize_t* cand, const signed char* where, Py_ssize_t ncand,
+    float* out_u, float* out_v, Py_ssize_t row_stride,
+) noexcept nogil:
+    """Evaluate a cell of at most ``_CELL`` x ``_CELL`` pixels, row by row.
+
+    Stars in one quadrant for the whole cell compete in a tight loop over a
+    row's pixels; the few others (near the cell's rows and columns, or in
+    it) go through `_consider` pixel by pixel.
+    """
+    cdef double best[4][_CELL]
+    cdef Py_ssize_t arg[4][_CELL]
+    cdef Coincident on_point
+    cdef Py_ssize_t c, i, j, k
+    cdef int q
+    cdef double py, xk, dy2, dx, d2, fu, fv
+    for j in range(ny):
+        py = <double> (by0 + j)
+        for q in range(4):
+            for i in range(nx):
+                best[q][i] = INFINITY
+                arg[q][i] = -1
+        # Stars in row order, each in one quadrant for every pixel: a strict
+        # comparison keeps the lowest row on equal distance.
+        for c in range(ncand):
+            q = where[c]
+            if q < 0:
+                continue
+            k = cand[c]
+            xk = s.x[k]
+            dy2 = py - s.y[k]
+            dy2 = dy2 * dy2
+            for i in range(nx):
+                dx = <double> (bx0 + i) - xk
+                d2 = dx * dx + dy2
+                if d2 < best[q][i]:
+                    best[q][i] = d2
+                    arg[q][i] = k
+        for i in range(nx):
+            on_point.n = 0
+            on_point.u = 0.0
+            on_point.v = 0.0
+            for c in range(ncand):
+                if where[c] < 0:
+                    _consider(s, cand[c], <double> (bx0 + i), py, &best[0][i], &arg[0][i],
+                              _CELL, &on_point)
+            _combine(s, &best[0][i], &arg[0][i], _CELL, &on_point, &fu, &fv)
+            out_u[j * row_stride + i] = <float> fu
+            out_v[j * row_stride + i] = <float> fv
 
 
 def field_points(
@@ -206,19 +292,23 @@ def field_points(
     All arrays are float64 and contiguous; ``xs, ys, us, vs`` have one entry
     per star (at least one), ``px, py, out_u, out_v`` one per point.
     """
-    cdef Py_ssize_t n = xs.shape[0], m = px.shape[0], i
-    cdef Py_ssize_t* cand = <Py_ssize_t*> malloc(n * sizeof(Py_ssize_t))
-    if cand == NULL:
-        raise MemoryError("cannot allocate the star index list")
-    try:
-        with nogil:
-            for i in range(n):
-                cand[i] = i
-            for i in range(m):
-                _field_at(px[i], py[i], cand, n, &xs[0], &ys[0], &us[0], &vs[0],
-                          power, &out_u[i], &out_v[i])
-    finally:
-        free(cand)
+    cdef Stars s = Stars(&xs[0], &ys[0], &us[0], &vs[0], power)
+    cdef Py_ssize_t n = xs.shape[0], m = px.shape[0], i, k
+    cdef double best[4]
+    cdef Py_ssize_t arg[4]
+    cdef Coincident on_point
+    cdef int q
+    with nogil:
+        for i in range(m):
+            for q in range(4):
+                best[q] = INFINITY
+                arg[q] = -1
+            on_point.n = 0
+            on_point.u = 0.0
+            on_point.v = 0.0
+            for k in range(n):
+                _consider(&s, k, px[i], py[i], best, arg, 1, &on_point)
+            _combine(&s, best, arg, 1, &on_point, &out_u[i], &out_v[i])
 
 
 def field_grid(
@@ -233,30 +323,61 @@ def field_grid(
     Pixel ``[j, i]`` of the tile is the point ``(x0 + i, y0 + j)``. The value
     is computed in float64 and rounded once to float32.
     """
+    cdef Stars s = Stars(&xs[0], &ys[0], &us[0], &vs[0], power)
     cdef Py_ssize_t n = xs.shape[0]
     cdef Py_ssize_t ny = out_u.shape[0], nx = out_u.shape[1]
-    cdef Py_ssize_t cell_i, cell_j, cx, cy, cx1, cy1, i, j, ncand
-    cdef double fu, fv
-    cdef Py_ssize_t* cand = <Py_ssize_t*> malloc(n * sizeof(Py_ssize_t))
-    if cand == NULL:
-        raise MemoryError("cannot allocate the star index list")
+    cdef Py_ssize_t a0, b0, c0, a1, b1, c1, ai, bi, ci, aj, bj, cj, k
+    cdef Py_ssize_t n1, n2, n3
+    # Index lists of the three levels, and the quadrant of each cell star.
+    cdef Py_ssize_t* buffer = <Py_ssize_t*> malloc(4 * n * sizeof(Py_ssize_t))
+    cdef signed char* where = <signed char*> malloc(n * sizeof(signed char))
+    cdef Py_ssize_t* all_stars = buffer
+    cdef Py_ssize_t* list1 = buffer + n
+    cdef Py_ssize_t* list2 = buffer + 2 * n
+    cdef Py_ssize_t* list3 = buffer + 3 * n
+    if buffer == NULL or where == NULL:
+        free(buffer)
+        free(where)
+        raise MemoryError("cannot allocate the star index lists")
     try:
         with nogil:
-            for cell_j in range((ny + _CELL - 1) // _CELL):
-                cy = cell_j * _CELL
-                cy1 = min(cy + _CELL, ny)
-                for cell_i in range((nx + _CELL - 1) // _CELL):
-                    cx = cell_i * _CELL
-                    cx1 = min(cx + _CELL, nx)
-                    ncand = _select_candidates(
-                        <double> (x0 + cx), <double> (x0 + cx1 - 1),
-                        <double> (y0 + cy), <double> (y0 + cy1 - 1),
-                        &xs[0], &ys[0], n, cand)
-                    for j in range(cy, cy1):
-                        for i in range(cx, cx1):
-                            _field_at(<double> (x0 + i), <double> (y0 + j), cand, ncand,
-                                      &xs[0], &ys[0], &us[0], &vs[0], power, &fu, &fv)
-                            out_u[j, i] = <float> fu
-                            out_v[j, i] = <float> fv
+            for k in range(n):
+                all_stars[k] = k
+            # Blocks are clipped at the tile's edges; a(j,i) level 1, b level 2,
+            # c cells, with exclusive ends a1, a0 etc.
+            aj = 0
+            while aj < ny:
+                a1 = min(aj + _LEVEL1, ny)
+                ai = 0
+                while ai < nx:
+                    a0 = min(ai + _LEVEL1, nx)
+                    n1 = _prune(&s, x0 + ai, x0 + a0 - 1, y0 + aj, y0 + a1 - 1,
+                                all_stars, n, list1, NULL)
+                    bj = aj
+                    while bj < a1:
+                        b1 = min(bj + _LEVEL2, a1)
+                        bi = ai
+                        while bi < a0:
+                            b0 = min(bi + _LEVEL2, a0)
+                            n2 = _prune(&s, x0 + bi, x0 + b0 - 1, y0 + bj, y0 + b1 - 1,
+                                        list1, n1, list2, NULL)
+                            cj = bj
+                            while cj < b1:
+                                c1 = min(cj + _CELL, b1)
+                                ci = bi
+                                while ci < b0:
+                                    c0 = min(ci + _CELL, b0)
+                                    n3 = _prune(&s, x0 + ci, x0 + c0 - 1, y0 + cj,
+                                                y0 + c1 - 1, list2, n2, list3, where)
+                                    _scan_cell(&s, x0 + ci, y0 + cj, c0 - ci, c1 - cj,
+                                               list3, where, n3, &out_u[cj, ci],
+                                               &out_v[cj, ci], nx)
+                                    ci = c0
+                                cj = c1
+                            bi = b0
+                        bj = b1
+                    ai = a0
+                aj = a1
     finally:
-        free(cand)
+        free(buffer)
+        free(where)
