@@ -231,20 +231,31 @@ cdef Py_ssize_t _prune(
 cdef void _scan_cell(
     const Stars* s, Py_ssize_t bx0, Py_ssize_t by0, Py_ssize_t nx, Py_ssize_t ny,
     const Py_ssize_t* cand, const signed char* where, Py_ssize_t ncand,
-    float* out_u, float* out_v, Py_ssize_t row_stride,
+    Py_ssize_t* partial, float* out_u, float* out_v, Py_ssize_t row_stride,
 ) noexcept nogil:
     """Evaluate a cell of at most ``_CELL`` x ``_CELL`` pixels, row by row.
 
     Stars in one quadrant for the whole cell compete in a tight loop over a
     row's pixels; the few others (near the cell's rows and columns, or in
-    it) go through `_consider` pixel by pixel.
+    it) go through `_consider` pixel by pixel. The weights of a row are then
+    combined in loops over its pixels, which the compiler vectorises; this
+    is `_combine`'s arithmetic, operation for operation, with the empty
+    quadrants contributing exact zeros (a distance of infinity weighs 0).
     """
     cdef double best[4][_CELL]
     cdef Py_ssize_t arg[4][_CELL]
-    cdef Coincident on_point
-    cdef Py_ssize_t c, i, j, k
+    cdef double weight[4][_CELL]
+    cdef double win_u[4][_CELL]
+    cdef double win_v[4][_CELL]
+    cdef Coincident on_point[_CELL]
+    cdef Py_ssize_t c, i, j, k, npartial = 0
     cdef int q
-    cdef double py, xk, dy2, dx, d2, fu, fv
+    cdef bint special, take
+    cdef double py, xk, dy2, dx, d2, su, sv, wsum, fu, fv
+    for c in range(ncand):
+        if where[c] < 0:
+            partial[npartial] = cand[c]
+            npartial += 1
     for j in range(ny):
         py = <double> (by0 + j)
         for q in range(4):
@@ -264,18 +275,43 @@ cdef void _scan_cell(
             for i in range(nx):
                 dx = <double> (bx0 + i) - xk
                 d2 = dx * dx + dy2
-                if d2 < best[q][i]:
-                    best[q][i] = d2
-                    arg[q][i] = k
+                # Unconditional selects rather than a branch: the loop vectorises.
+                take = d2 < best[q][i]
+                best[q][i] = d2 if take else best[q][i]
+                arg[q][i] = k if take else arg[q][i]
         for i in range(nx):
-            on_point.n = 0
-            on_point.u = 0.0
-            on_point.v = 0.0
-            for c in range(ncand):
-                if where[c] < 0:
-                    _consider(s, cand[c], <double> (bx0 + i), py, &best[0][i], &arg[0][i],
-                              _CELL, &on_point)
-            _combine(s, &best[0][i], &arg[0][i], _CELL, &on_point, &fu, &fv)
+            on_point[i].n = 0
+            on_point[i].u = 0.0
+            on_point[i].v = 0.0
+            for c in range(npartial):
+                _consider(s, partial[c], <double> (bx0 + i), py, &best[0][i], &arg[0][i],
+                          _CELL, &on_point[i])
+        for q in range(4):
+            for i in range(nx):
+                k = arg[q][i]
+                win_u[q][i] = s.u[k] if k >= 0 else 0.0
+                win_v[q][i] = s.v[k] if k >= 0 else 0.0
+            if s.power == 1.0:
+                for i in range(nx):
+                    weight[q][i] = 1.0 / sqrt(best[q][i])
+            else:
+                for i in range(nx):
+                    weight[q][i] = pow(sqrt(best[q][i]), -s.power)
+        for i in range(nx):
+            su = 0.0
+            sv = 0.0
+            wsum = 0.0
+            special = on_point[i].n > 0
+            for q in range(4):
+                su += weight[q][i] * win_u[q][i]
+                sv += weight[q][i] * win_v[q][i]
+                wsum += weight[q][i]
+                special = special or weight[q][i] == INFINITY
+            if special:
+                _combine(s, &best[0][i], &arg[0][i], _CELL, &on_point[i], &fu, &fv)
+            else:
+                fu = su / wsum
+                fv = sv / wsum
             out_u[j * row_stride + i] = <float> fu
             out_v[j * row_stride + i] = <float> fv
 
@@ -328,13 +364,15 @@ def field_grid(
     cdef Py_ssize_t ny = out_u.shape[0], nx = out_u.shape[1]
     cdef Py_ssize_t a0, b0, c0, a1, b1, c1, ai, bi, ci, aj, bj, cj, k
     cdef Py_ssize_t n1, n2, n3
-    # Index lists of the three levels, and the quadrant of each cell star.
-    cdef Py_ssize_t* buffer = <Py_ssize_t*> malloc(4 * n * sizeof(Py_ssize_t))
+    # Index lists: all stars, the three levels, a cell's partial stars; and
+    # the quadrant of each cell star.
+    cdef Py_ssize_t* buffer = <Py_ssize_t*> malloc(5 * n * sizeof(Py_ssize_t))
     cdef signed char* where = <signed char*> malloc(n * sizeof(signed char))
     cdef Py_ssize_t* all_stars = buffer
     cdef Py_ssize_t* list1 = buffer + n
     cdef Py_ssize_t* list2 = buffer + 2 * n
     cdef Py_ssize_t* list3 = buffer + 3 * n
+    cdef Py_ssize_t* list4 = buffer + 4 * n
     if buffer == NULL or where == NULL:
         free(buffer)
         free(where)
@@ -370,7 +408,7 @@ def field_grid(
                                     n3 = _prune(&s, x0 + ci, x0 + c0 - 1, y0 + cj,
                                                 y0 + c1 - 1, list2, n2, list3, where)
                                     _scan_cell(&s, x0 + ci, y0 + cj, c0 - ci, c1 - cj,
-                                               list3, where, n3, &out_u[cj, ci],
+                                               list3, where, n3, list4, &out_u[cj, ci],
                                                &out_v[cj, ci], nx)
                                     ci = c0
                                 cj = c1
