@@ -1,16 +1,16 @@
 """The ``astro-offsets`` command line."""
 
 import argparse
+import contextlib
 import os
 import sys
-import warnings
 
+import joblib
 from tqdm import tqdm
 
 from ._demo import run_demo
 from ._frames import frame_shape
-from ._model import OffsetModel
-from ._naming import map_path
+from ._sequence import describe, write_maps
 from ._version import __version__
 
 __all__ = ["main"]
@@ -88,6 +88,11 @@ def _parser():
         "--power", type=float, default=1.0, metavar="P", help="inverse-distance power (default: 1)"
     )
     maps.add_argument("--overwrite", action="store_true", help="replace existing maps")
+    maps.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run the tiles on the dask cluster at this scheduler address (needs the dask extra)",
+    )
     maps.set_defaults(run=_run_maps)
 
     demo = commands.add_parser(
@@ -125,33 +130,45 @@ def _run_demo(args, report):
     return 0
 
 
-def _message(path, text):
-    """One line naming the file, without repeating a path the text starts with."""
-    text = str(text).strip()
-    text = text.splitlines()[0] if text else "unknown problem"
-    return f"{path}: {text.removeprefix(f'{path}: ')}"
-
-
 class _Reporter:
-    """Messages on stderr that do not break the progress bar."""
+    """Messages on stderr, one line each, that do not break the progress bar."""
 
     def __init__(self):
         self.failed = []
 
-    def error(self, path, exc):
+    def error(self, path, problem):
         self.failed.append(str(path))
-        # Our own errors are OSError/ValueError with a complete message; the
-        # type of anything else tells the user (or a bug report) more.
-        text = (
-            str(exc) if isinstance(exc, (OSError, ValueError)) else f"{type(exc).__name__}: {exc}"
-        )
-        tqdm.write(f"{PROG}: error: {_message(path, text)}", file=sys.stderr)
-
-    def warning(self, path, warning):
-        tqdm.write(f"{PROG}: warning: {_message(path, warning.message)}", file=sys.stderr)
+        tqdm.write(f"{PROG}: error: {describe(path, problem)}", file=sys.stderr)
 
     def note(self, text):
         tqdm.write(f"{PROG}: {text}", file=sys.stderr)
+
+    def map_result(self, result):
+        for line in result.warnings:
+            tqdm.write(f"{PROG}: warning: {line}", file=sys.stderr)
+        if result.status == "failed":
+            self.failed.append(result.table)
+            tqdm.write(f"{PROG}: error: {result.message}", file=sys.stderr)
+        elif result.status == "skipped":
+            self.note(
+                f"skipped {result.table}: {result.output} exists (use --overwrite to replace it)"
+            )
+
+
+@contextlib.contextmanager
+def _scheduler(address):
+    """Run joblib's tasks on the dask cluster at ``address`` (no-op for `None`)."""
+    if address is None:
+        yield
+        return
+    try:
+        from distributed import Client
+    except ImportError:
+        raise OSError(
+            "--scheduler needs dask.distributed: pip install 'astro_offsets[dask]'"
+        ) from None
+    with Client(address, timeout="20s") as client, joblib.parallel_config(backend="dask"):
+        yield client
 
 
 def _run_maps(args, report):
@@ -169,35 +186,28 @@ def _run_maps(args, report):
         except OSError as exc:
             report.error(args.outdir, exc)
             return 2
-
-    written = skipped = 0
-    claimed = {}
-    for table in tqdm(args.tables, desc="maps", unit="table", disable=None, file=sys.stderr):
-        out = map_path(table, args.outdir)
-        key = os.path.abspath(out)
-        if key in claimed:
-            report.error(table, ValueError(f"same output {out} as {claimed[key]}"))
-            continue
-        claimed[key] = table
-        if os.path.lexists(out) and not args.overwrite:
-            report.note(f"skipped {table}: {out} exists (use --overwrite to replace it)")
-            skipped += 1
-            continue
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                model = OffsetModel.read(table, power=args.power)
-                omap = model.to_map(shape, n_jobs=args.jobs)
-                omap.write(out, overwrite=args.overwrite)
-            except Exception as exc:
-                report.error(table, exc)
-                continue
-            finally:
-                for warning in caught:
-                    report.warning(table, warning)
-        written += 1
-
-    summary = f"maps: {written} written, {skipped} skipped, {len(report.failed)} failed"
+    try:
+        with _scheduler(args.scheduler):
+            results = write_maps(
+                args.tables,
+                shape,
+                outdir=args.outdir,
+                n_jobs=args.jobs,
+                power=args.power,
+                overwrite=args.overwrite,
+                progress=True,
+                callback=report.map_result,
+            )
+    except OSError as exc:
+        report.error(args.scheduler, exc)
+        return 2
+    counts = {
+        status: sum(r.status == status for r in results)
+        for status in ("written", "skipped", "failed")
+    }
+    summary = (
+        f"maps: {counts['written']} written, {counts['skipped']} skipped, {counts['failed']} failed"
+    )
     if report.failed:
         summary += f" ({', '.join(report.failed)})"
     print(summary)

@@ -231,7 +231,7 @@ cdef Py_ssize_t _prune(
 cdef void _scan_cell(
     const Stars* s, Py_ssize_t bx0, Py_ssize_t by0, Py_ssize_t nx, Py_ssize_t ny,
     const Py_ssize_t* cand, const signed char* where, Py_ssize_t ncand,
-    Py_ssize_t* partial, float* out_u, float* out_v, Py_ssize_t row_stride,
+    Py_ssize_t* partial, float* out_u, float* out_v, Py_ssize_t stride_u, Py_ssize_t stride_v,
 ) noexcept nogil:
     """Evaluate a cell of at most ``_CELL`` x ``_CELL`` pixels, row by row.
 
@@ -312,8 +312,8 @@ cdef void _scan_cell(
             else:
                 fu = su / wsum
                 fv = sv / wsum
-            out_u[j * row_stride + i] = <float> fu
-            out_v[j * row_stride + i] = <float> fv
+            out_u[j * stride_u + i] = <float> fu
+            out_v[j * stride_v + i] = <float> fv
 
 
 def field_points(
@@ -352,16 +352,23 @@ def field_grid(
     const double[::1] us, const double[::1] vs,
     double power,
     Py_ssize_t x0, Py_ssize_t y0,
-    float[:, ::1] out_u, float[:, ::1] out_v,
+    float[:, :] out_u, float[:, :] out_v,
 ):
     """Evaluate the field on a tile of pixel centres into float32 arrays.
 
     Pixel ``[j, i]`` of the tile is the point ``(x0 + i, y0 + j)``. The value
-    is computed in float64 and rounded once to float32.
+    is computed in float64 and rounded once to float32. The outputs may be
+    views into larger maps, but each row must be contiguous.
     """
     cdef Stars s = Stars(&xs[0], &ys[0], &us[0], &vs[0], power)
     cdef Py_ssize_t n = xs.shape[0]
     cdef Py_ssize_t ny = out_u.shape[0], nx = out_u.shape[1]
+    cdef Py_ssize_t stride_u = out_u.strides[0] // sizeof(float)
+    cdef Py_ssize_t stride_v = out_v.strides[0] // sizeof(float)
+    if (out_v.shape[0] != ny or out_v.shape[1] != nx
+            or out_u.strides[1] != sizeof(float) or out_v.strides[1] != sizeof(float)
+            or out_u.strides[0] % sizeof(float) or out_v.strides[0] % sizeof(float)):
+        raise ValueError("outputs must be float32 arrays of one shape with contiguous rows")
     cdef Py_ssize_t a0, b0, c0, a1, b1, c1, ai, bi, ci, aj, bj, cj, k
     cdef Py_ssize_t n1, n2, n3
     # Index lists: all stars, the three levels, a cell's partial stars; and
@@ -409,7 +416,7 @@ def field_grid(
                                                 y0 + c1 - 1, list2, n2, list3, where)
                                     _scan_cell(&s, x0 + ci, y0 + cj, c0 - ci, c1 - cj,
                                                list3, where, n3, list4, &out_u[cj, ci],
-                                               &out_v[cj, ci], nx)
+                                               &out_v[cj, ci], stride_u, stride_v)
                                     ci = c0
                                 cj = c1
                             bi = b0

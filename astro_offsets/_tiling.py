@@ -4,18 +4,30 @@ Tiles are independent and the kernel gives every pixel the same value in any
 tile, so the layout only decides speed and memory, never the result.
 """
 
+import threading
+import uuid
+
 import numpy as np
 from joblib import Parallel, delayed
 
 from ._field import field_grid
 from ._validate import positive_pair
 
-__all__ = ["resolve_block_size", "iter_tiles", "evaluate_grid"]
+__all__ = ["resolve_block_size", "iter_tiles", "evaluate_grid", "output_maps"]
 
 # "auto" tiles: whole rows of at most this many pixels, so that a 12-Mpix frame
 # gives a few dozen tiles (enough to balance two to a few dozen workers) and a
 # tile's two float32 results stay around a megabyte.
 _AUTO_TILE_PIXELS = 256 * 1024
+
+# Output maps of the evaluations under way in this process, by token. A tile
+# running in this process (threads, the sequential backend) writes straight
+# into them; one running elsewhere (loky, a dask worker) finds nothing under
+# its token and returns its arrays instead. Looking the arrays up, rather
+# than trusting a backend's flag, is safe even where a backend pickles the
+# arguments of tasks that run in this very process.
+_OUTPUTS = {}
+_OUTPUTS_LOCK = threading.Lock()
 
 
 def resolve_block_size(shape, block_size):
@@ -59,16 +71,49 @@ def iter_tiles(shape, tile_shape):
             yield y0, min(y0 + by, ny), x0, min(x0 + bx, nx)
 
 
-def _evaluate_tile(stars, power, y0, y1, x0, x1):
-    # Returns its arrays instead of writing into shared output, so that the
-    # tile runs unchanged on process-based and distributed joblib backends.
+def output_maps(shape, out=None):
+    """Return the two float32 output maps: ``out`` checked, or new arrays.
+
+    Raises
+    ------
+    ValueError
+        If ``out`` is not two writeable C-contiguous float32 arrays of ``shape``.
+    """
+    if out is None:
+        return np.empty(shape, dtype=np.float32), np.empty(shape, dtype=np.float32)
+    try:
+        x_out, y_out = out
+    except (TypeError, ValueError):
+        raise ValueError("out must be a pair of arrays (x_offset, y_offset)") from None
+    for name, array in (("x_offset", x_out), ("y_offset", y_out)):
+        if not isinstance(array, np.ndarray):
+            raise ValueError(f"out {name} must be a numpy array, got {type(array).__name__}")
+        if array.shape != tuple(shape) or array.dtype != np.float32:
+            raise ValueError(
+                f"out {name} must be float32 of shape {tuple(shape)}, "
+                f"got {array.dtype} of shape {array.shape}"
+            )
+        if not (array.flags.c_contiguous and array.flags.writeable):
+            raise ValueError(f"out {name} must be C-contiguous and writeable")
+    if np.shares_memory(x_out, y_out):
+        raise ValueError("out x_offset and y_offset must not share memory")
+    return x_out, y_out
+
+
+def _evaluate_tile(stars, power, token, tile):
+    y0, y1, x0, x1 = tile
+    shared = _OUTPUTS.get(token)
+    if shared is not None:
+        x_map, y_map = shared
+        field_grid(*stars, power, x0, y0, x_map[y0:y1, x0:x1], y_map[y0:y1, x0:x1])
+        return tile, None, None
     out_u = np.empty((y1 - y0, x1 - x0), dtype=np.float32)
     out_v = np.empty_like(out_u)
     field_grid(*stars, power, x0, y0, out_u, out_v)
-    return y0, x0, out_u, out_v
+    return tile, out_u, out_v
 
 
-def evaluate_grid(stars, power, shape, *, n_jobs=None, block_size="auto"):
+def evaluate_grid(stars, power, shape, *, n_jobs=None, block_size="auto", out=None):
     """Evaluate the field at every pixel centre of ``shape``.
 
     Parameters
@@ -83,22 +128,34 @@ def evaluate_grid(stars, power, shape, *, n_jobs=None, block_size="auto"):
         As in `joblib.Parallel`.
     block_size : ``"auto"`` or tuple of int, optional
         Tile shape; see `resolve_block_size`.
+    out : tuple of `~numpy.ndarray` or `None`, optional
+        Two float32 C-contiguous arrays of ``shape`` to write into (a memory
+        map, say); new arrays when `None`.
 
     Returns
     -------
     x_map, y_map : `~numpy.ndarray`
-        float32 arrays of ``shape``.
+        float32 arrays of ``shape`` (``out`` when given).
     """
     tile_shape = resolve_block_size(shape, block_size)
-    x_map = np.empty(shape, dtype=np.float32)
-    y_map = np.empty(shape, dtype=np.float32)
+    x_map, y_map = output_maps(shape, out)
     # Threads by default: the kernel releases the GIL, so threads share the
-    # star arrays without copies. A backend set by the caller (loky, dask)
-    # takes precedence over this preference.
+    # star arrays and the output without copies. A backend set by the caller
+    # (loky, dask) takes precedence over this preference.
     parallel = Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator_unordered")
-    tasks = (delayed(_evaluate_tile)(stars, power, *tile) for tile in iter_tiles(shape, tile_shape))
-    for y0, x0, out_u, out_v in parallel(tasks):
-        ty, tx = out_u.shape
-        x_map[y0 : y0 + ty, x0 : x0 + tx] = out_u
-        y_map[y0 : y0 + ty, x0 : x0 + tx] = out_v
+    token = uuid.uuid4().hex
+    with _OUTPUTS_LOCK:
+        _OUTPUTS[token] = (x_map, y_map)
+    try:
+        tasks = (
+            delayed(_evaluate_tile)(stars, power, token, tile)
+            for tile in iter_tiles(shape, tile_shape)
+        )
+        for (y0, y1, x0, x1), out_u, out_v in parallel(tasks):
+            if out_u is not None:
+                x_map[y0:y1, x0:x1] = out_u
+                y_map[y0:y1, x0:x1] = out_v
+    finally:
+        with _OUTPUTS_LOCK:
+            del _OUTPUTS[token]
     return x_map, y_map

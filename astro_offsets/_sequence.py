@@ -1,0 +1,172 @@
+"""Offset maps for a whole sequence of star tables."""
+
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
+
+from tqdm import tqdm
+
+from ._model import OffsetModel
+from ._naming import map_path
+
+__all__ = ["MapResult", "write_maps", "describe"]
+
+
+def describe(path, problem):
+    """One line naming the file, without repeating a path the text starts with.
+
+    ``problem`` is an exception or a text. Our own errors (`OSError`,
+    `ValueError`) carry a complete message; for anything else its type tells
+    the user, or a bug report, more.
+    """
+    if isinstance(problem, BaseException) and not isinstance(problem, (OSError, ValueError)):
+        text = f"{type(problem).__name__}: {problem}"
+    else:
+        text = str(problem).strip()
+    text = text.splitlines()[0] if text else "unknown problem"
+    return f"{path}: {text.removeprefix(f'{path}: ')}"
+
+
+class MapResult(NamedTuple):
+    """What became of one star table in `write_maps`.
+
+    Examples
+    --------
+    >>> from astro_offsets import MapResult
+    >>> result = MapResult("a.offsets_table.fits", "a.offsets.fits", "written", "", ())
+    >>> result.status
+    'written'
+    """
+
+    table: str
+    """The star table."""
+    output: str
+    """The map file, ``<stem>.offsets.fits``."""
+    status: str
+    """``"written"``, ``"skipped"`` (the map existed) or ``"failed"``."""
+    message: str
+    """One line naming the file and the problem; empty if written."""
+    warnings: tuple
+    """One line per warning, such as rows dropped for NaN values."""
+
+
+def _read_model(table, power):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = OffsetModel.read(table, power=power)
+    return model, tuple(describe(table, str(w.message)) for w in caught)
+
+
+def write_maps(
+    tables,
+    shape,
+    *,
+    outdir=None,
+    n_jobs=None,
+    block_size="auto",
+    power=1.0,
+    overwrite=False,
+    progress=False,
+    callback=None,
+):
+    """Write the offset map ``<stem>.offsets.fits`` of every star table of a sequence.
+
+    Each map is computed on all workers, while the previous one is written
+    to disk by a separate thread: the cores stay busy, no more workers than
+    ``n_jobs`` compute at once, and at most two frames' maps are in memory.
+    A table that cannot be read or used is reported and the others are
+    still processed; nothing partial is ever written.
+
+    Parameters
+    ----------
+    tables : iterable of str or path-like
+        Star tables, any format astropy reads; see `OffsetModel.read`.
+    shape : tuple of int
+        Frame shape ``(ny, nx)``, the same for every table.
+    outdir : str, path-like or `None`, optional
+        Output directory (it must exist); `None` writes each map beside its
+        table.
+    n_jobs : int or `None`, optional
+        Workers per map, with `joblib.Parallel`'s meaning. Inside
+        ``joblib.parallel_config(backend="dask")`` the tiles run on the dask
+        cluster of the active ``distributed.Client``.
+    block_size : ``"auto"`` or tuple of int, optional
+        Tile shape; see `OffsetModel.to_map`.
+    power : float, optional
+        Inverse-distance power. The default is 1.
+    overwrite : bool, optional
+        Replace existing maps. The default is `False`: they are kept, and the
+        table is reported as skipped.
+    progress : bool, optional
+        Show a progress bar on stderr (when it is a terminal).
+    callback : callable or `None`, optional
+        Called with each `MapResult` as soon as it is known.
+
+    Returns
+    -------
+    list of `MapResult`
+        One per table, in the order given.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from astropy.table import Table
+    >>> from astro_offsets import write_maps
+    >>> folder = tempfile.mkdtemp()
+    >>> tables = [os.path.join(folder, f"{name}.offsets_table.ecsv") for name in "abc"]
+    >>> for table in tables[:2]:
+    ...     Table({"x": [3.0, 9.0], "y": [2.0, 7.0], "x_offset": [0.5, 0.7],
+    ...            "y_offset": [0.1, 0.2]}).write(table)
+    >>> [(os.path.basename(r.output), r.status) for r in write_maps(tables, (10, 12))]
+    [('a.offsets.fits', 'written'), ('b.offsets.fits', 'written'), ('c.offsets.fits', 'failed')]
+    """
+    tables = [os.fspath(table) for table in tables]
+    results = [None] * len(tables)
+    claimed = {}
+
+    def finish(index, *fields):
+        results[index] = MapResult(tables[index], *fields)
+        if callback is not None:
+            callback(results[index])
+
+    def collect(pending):
+        index, output, future, notes = pending
+        try:
+            future.result()
+        except Exception as exc:
+            finish(index, output, "failed", describe(tables[index], exc), notes)
+        else:
+            finish(index, output, "written", "", notes)
+
+    pending = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="astro-offsets-writer") as writer:
+        progress_bar = tqdm(tables, desc="maps", unit="table", disable=None if progress else True)
+        for index, table in enumerate(progress_bar):
+            output = map_path(table, outdir)
+            key = os.path.abspath(output)
+            if key in claimed:
+                message = describe(table, f"same output {output} as {claimed[key]}")
+                finish(index, output, "failed", message, ())
+                continue
+            claimed[key] = table
+            if os.path.lexists(output) and not overwrite:
+                finish(
+                    index, output, "skipped", f"{output} exists (use overwrite to replace it)", ()
+                )
+                continue
+            notes = ()
+            try:
+                model, notes = _read_model(table, power)
+                omap = model.to_map(shape, n_jobs=n_jobs, block_size=block_size)
+            except Exception as exc:
+                finish(index, output, "failed", describe(table, exc), notes)
+                continue
+            # One map is written while the next is computed: wait for the
+            # previous write before queueing this one.
+            if pending is not None:
+                collect(pending)
+            pending = (index, output, writer.submit(omap.write, output, overwrite=overwrite), notes)
+        if pending is not None:
+            collect(pending)
+    return results
