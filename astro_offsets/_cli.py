@@ -167,7 +167,8 @@ def _scheduler(address):
         raise OSError(
             "--scheduler needs dask.distributed: pip install 'astro_offsets[dask]'"
         ) from None
-    with Client(address, timeout="20s") as client, joblib.parallel_config(backend="dask"):
+    # The connection timeout is dask's: distributed.comm.timeouts.connect.
+    with Client(address) as client, joblib.parallel_config(backend="dask"):
         yield client
 
 
