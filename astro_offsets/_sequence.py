@@ -9,6 +9,7 @@ from tqdm import tqdm
 
 from ._model import OffsetModel
 from ._naming import map_path
+from ._tiling import output_maps
 
 __all__ = ["MapResult", "write_maps", "describe"]
 
@@ -140,6 +141,12 @@ def write_maps(
             finish(index, output, "written", "", notes)
 
     pending = None
+    # Two pairs of output maps, used in turn: the c-th map computed goes into
+    # pair c % 2 while map c - 1 is written from the other pair (the write of
+    # map c - 2 is collected before map c - 1 is queued). Reusing them spares
+    # the operating system zeroing fresh pages for every frame.
+    buffers = []
+    computed = 0
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="astro-offsets-writer") as writer:
         progress_bar = tqdm(tables, desc="maps", unit="table", disable=None if progress else True)
         for index, table in enumerate(progress_bar):
@@ -156,14 +163,17 @@ def write_maps(
                 )
                 continue
             notes = ()
+            if len(buffers) == computed % 2:
+                buffers.append(output_maps(shape))
             try:
                 model, notes = _read_model(table, power)
-                omap = model.to_map(shape, n_jobs=n_jobs, block_size=block_size)
+                omap = model.to_map(
+                    shape, n_jobs=n_jobs, block_size=block_size, out=buffers[computed % 2]
+                )
             except Exception as exc:
                 finish(index, output, "failed", describe(table, exc), notes)
                 continue
-            # One map is written while the next is computed: wait for the
-            # previous write before queueing this one.
+            computed += 1
             if pending is not None:
                 collect(pending)
             pending = (index, output, writer.submit(omap.write, output, overwrite=overwrite), notes)

@@ -1,6 +1,7 @@
 """Maps of a sequence: write_maps, writing into caller's arrays, dask clusters."""
 
 import os
+import time
 
 import joblib
 import numpy as np
@@ -177,3 +178,22 @@ def test_cli_scheduler_unreachable(tables, capsys):
     assert status == 2
     err = capsys.readouterr().err
     assert err.startswith("astro-offsets: error: tcp://127.0.0.1:9: ")
+
+
+def test_maps_written_while_the_next_is_computed_stay_intact(tables, tmp_path, monkeypatch):
+    # A slow disk: each write starts long after the next map's computation,
+    # which must not reuse the buffers still being written.
+    original = OffsetMap.write
+
+    def slow_write(self, *args, **kwargs):
+        time.sleep(0.2)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(OffsetMap, "write", slow_write)
+    results = write_maps(tables, SHAPE, outdir=tmp_path, n_jobs=2)
+    assert [r.status for r in results] == ["written"] * len(tables)
+    for result in results:
+        expected = OffsetModel.read(result.table).to_map(SHAPE)
+        got = OffsetMap.read(result.output)
+        assert np.array_equal(got.x_offset, expected.x_offset)
+        assert np.array_equal(got.y_offset, expected.y_offset)
