@@ -18,15 +18,16 @@ from libc.stdlib cimport free, malloc
 
 __all__ = ["field_points", "field_grid", "CELL"]
 
-# Pixel blocks of three sizes: a level-1 block keeps the stars that may win a
-# quadrant somewhere in it, chosen from all stars; a level-2 block chooses
-# from its level-1 block's list, and a cell from its level-2 block's. Each
+# Pixel blocks of three sizes (_BLOCK): a block of the first level keeps the
+# stars that may win a quadrant somewhere in it, chosen from all stars; a block
+# of the next level chooses from its parent's list, down to the cells. Each
 # choice costs one pass over the parent's list, so the cost per pixel stays
 # small and nearly flat in the star count. Cells are scanned row by row.
 cdef enum:
-    _LEVEL1 = 1024
-    _LEVEL2 = 128
     _CELL = 16
+    _LEVELS = 3
+
+cdef Py_ssize_t[_LEVELS] _BLOCK = [1024, 128, _CELL]
 
 CELL = _CELL
 
@@ -316,6 +317,51 @@ cdef void _scan_cell(
             out_v[j * stride_v + i] = <float> fv
 
 
+cdef struct Tile:
+    # The tile's origin in the frame, its float32 outputs (rows of a given
+    # stride), and work lists: one star list per level, a cell's partial
+    # stars, and the quadrant of each cell star.
+    Py_ssize_t x0
+    Py_ssize_t y0
+    float* out_u
+    float* out_v
+    Py_ssize_t stride_u
+    Py_ssize_t stride_v
+    Py_ssize_t* lists[_LEVELS]
+    Py_ssize_t* partial
+    signed char* where
+
+
+cdef void _descend(
+    const Stars* s, Tile* t, int level, Py_ssize_t i0, Py_ssize_t j0, Py_ssize_t i1,
+    Py_ssize_t j1, const Py_ssize_t* src, Py_ssize_t nsrc,
+) noexcept nogil:
+    """Evaluate tile pixels ``[j0:j1, i0:i1]`` from the stars ``src``.
+
+    The area is cut into blocks of ``_BLOCK[level]`` pixels (clipped at its
+    edges); each block keeps the stars of ``src`` that matter to it and
+    hands them to the next level, the last level being the cells.
+    """
+    cdef Py_ssize_t size = _BLOCK[level], bi, bj, bi1, bj1, n
+    cdef bint last = level == _LEVELS - 1
+    bj = j0
+    while bj < j1:
+        bj1 = min(bj + size, j1)
+        bi = i0
+        while bi < i1:
+            bi1 = min(bi + size, i1)
+            n = _prune(s, t.x0 + bi, t.x0 + bi1 - 1, t.y0 + bj, t.y0 + bj1 - 1, src, nsrc,
+                       t.lists[level], t.where if last else NULL)
+            if last:
+                _scan_cell(s, t.x0 + bi, t.y0 + bj, bi1 - bi, bj1 - bj, t.lists[level],
+                           t.where, n, t.partial, t.out_u + bj * t.stride_u + bi,
+                           t.out_v + bj * t.stride_v + bi, t.stride_u, t.stride_v)
+            else:
+                _descend(s, t, level + 1, bi, bj, bi1, bj1, t.lists[level], n)
+            bi = bi1
+        bj = bj1
+
+
 def field_points(
     const double[::1] xs, const double[::1] ys,
     const double[::1] us, const double[::1] vs,
@@ -361,68 +407,38 @@ def field_grid(
     views into larger maps, but each row must be contiguous.
     """
     cdef Stars s = Stars(&xs[0], &ys[0], &us[0], &vs[0], power)
-    cdef Py_ssize_t n = xs.shape[0]
+    cdef Py_ssize_t n = xs.shape[0], k
     cdef Py_ssize_t ny = out_u.shape[0], nx = out_u.shape[1]
-    cdef Py_ssize_t stride_u = out_u.strides[0] // sizeof(float)
-    cdef Py_ssize_t stride_v = out_v.strides[0] // sizeof(float)
+    cdef Tile t
+    cdef int level
     if (out_v.shape[0] != ny or out_v.shape[1] != nx
             or out_u.strides[1] != sizeof(float) or out_v.strides[1] != sizeof(float)
             or out_u.strides[0] % sizeof(float) or out_v.strides[0] % sizeof(float)):
         raise ValueError("outputs must be float32 arrays of one shape with contiguous rows")
-    cdef Py_ssize_t a0, b0, c0, a1, b1, c1, ai, bi, ci, aj, bj, cj, k
-    cdef Py_ssize_t n1, n2, n3
-    # Index lists: all stars, the three levels, a cell's partial stars; and
-    # the quadrant of each cell star.
-    cdef Py_ssize_t* buffer = <Py_ssize_t*> malloc(5 * n * sizeof(Py_ssize_t))
-    cdef signed char* where = <signed char*> malloc(n * sizeof(signed char))
-    cdef Py_ssize_t* all_stars = buffer
-    cdef Py_ssize_t* list1 = buffer + n
-    cdef Py_ssize_t* list2 = buffer + 2 * n
-    cdef Py_ssize_t* list3 = buffer + 3 * n
-    cdef Py_ssize_t* list4 = buffer + 4 * n
-    if buffer == NULL or where == NULL:
+    if ny == 0 or nx == 0:
+        return
+    # One block of memory for every index list: all stars, one list per
+    # level, a cell's partial stars.
+    cdef Py_ssize_t* buffer = <Py_ssize_t*> malloc((_LEVELS + 2) * n * sizeof(Py_ssize_t))
+    t.where = <signed char*> malloc(n * sizeof(signed char))
+    if buffer == NULL or t.where == NULL:
         free(buffer)
-        free(where)
+        free(t.where)
         raise MemoryError("cannot allocate the star index lists")
+    t.x0 = x0
+    t.y0 = y0
+    t.out_u = &out_u[0, 0]
+    t.out_v = &out_v[0, 0]
+    t.stride_u = out_u.strides[0] // sizeof(float)
+    t.stride_v = out_v.strides[0] // sizeof(float)
+    for level in range(_LEVELS):
+        t.lists[level] = buffer + (level + 1) * n
+    t.partial = buffer + (_LEVELS + 1) * n
     try:
         with nogil:
             for k in range(n):
-                all_stars[k] = k
-            # Blocks are clipped at the tile's edges; a(j,i) level 1, b level 2,
-            # c cells, with exclusive ends a1, a0 etc.
-            aj = 0
-            while aj < ny:
-                a1 = min(aj + _LEVEL1, ny)
-                ai = 0
-                while ai < nx:
-                    a0 = min(ai + _LEVEL1, nx)
-                    n1 = _prune(&s, x0 + ai, x0 + a0 - 1, y0 + aj, y0 + a1 - 1,
-                                all_stars, n, list1, NULL)
-                    bj = aj
-                    while bj < a1:
-                        b1 = min(bj + _LEVEL2, a1)
-                        bi = ai
-                        while bi < a0:
-                            b0 = min(bi + _LEVEL2, a0)
-                            n2 = _prune(&s, x0 + bi, x0 + b0 - 1, y0 + bj, y0 + b1 - 1,
-                                        list1, n1, list2, NULL)
-                            cj = bj
-                            while cj < b1:
-                                c1 = min(cj + _CELL, b1)
-                                ci = bi
-                                while ci < b0:
-                                    c0 = min(ci + _CELL, b0)
-                                    n3 = _prune(&s, x0 + ci, x0 + c0 - 1, y0 + cj,
-                                                y0 + c1 - 1, list2, n2, list3, where)
-                                    _scan_cell(&s, x0 + ci, y0 + cj, c0 - ci, c1 - cj,
-                                               list3, where, n3, list4, &out_u[cj, ci],
-                                               &out_v[cj, ci], stride_u, stride_v)
-                                    ci = c0
-                                cj = c1
-                            bi = b0
-                        bj = b1
-                    ai = a0
-                aj = a1
+                buffer[k] = k
+            _descend(&s, &t, 0, 0, 0, nx, ny, buffer, n)
     finally:
         free(buffer)
-        free(where)
+        free(t.where)
