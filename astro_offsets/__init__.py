@@ -4,12 +4,26 @@ Stars measured in every frame of a sequence give, per frame, a table of
 centroids and offsets against the reference frame. `OffsetModel` turns such a
 table into the quadrant inverse-distance offset field, `OffsetMap` holds the
 field evaluated at every pixel, writes it as FITS and hands it to drizzle as a
-pixel map; `write_maps` makes the maps of a whole sequence.
+pixel map; `write_maps` makes the maps of a whole sequence, and `Stacker` and
+`stack_frames` drizzle the frames onto the reference grid (Bayer drizzle for
+colour raw frames).
 """
 
 from ._model import OffsetModel
 from ._offset_map import OffsetMap
 from ._sequence import MapResult, write_maps
+from ._stack import KERNELS, Stack, Stacker, StackResult, stack_frames
 from ._version import __version__
 
-__all__ = ["MapResult", "OffsetMap", "OffsetModel", "__version__", "write_maps"]
+__all__ = [
+    "KERNELS",
+    "MapResult",
+    "OffsetMap",
+    "OffsetModel",
+    "Stack",
+    "StackResult",
+    "Stacker",
+    "__version__",
+    "stack_frames",
+    "write_maps",
+]

@@ -11,6 +11,7 @@ from tqdm import tqdm
 from ._demo import run_demo
 from ._frames import frame_shape
 from ._sequence import describe, write_maps
+from ._stack import KERNELS, stack_frames
 from ._version import __version__
 
 __all__ = ["main"]
@@ -94,6 +95,64 @@ def _parser():
         help="run the tiles on the dask cluster at this scheduler address (needs the dask extra)",
     )
     maps.set_defaults(run=_run_maps)
+
+    stack = commands.add_parser(
+        "stack",
+        help="drizzle frames onto the reference grid with their offset maps",
+        description=(
+            "Drizzle the frames onto the reference frame's grid, each moved by its map "
+            "<stem>.offsets.fits (beside the frame, or in --maps); the frame without a map "
+            "is the reference and stacks unmoved. Raw files give a colour stack (Bayer "
+            "drizzle: RED, GREEN, BLUE and their weights), FITS files a mono one (SCI, WHT). "
+            "A PNG preview is written beside the output."
+        ),
+    )
+    stack.add_argument(
+        "frames", nargs="+", metavar="FRAME", help="frames: camera raw files or FITS images"
+    )
+    stack.add_argument("--out", required=True, metavar="FILE", help="output FITS file")
+    stack.add_argument(
+        "--maps", metavar="DIR", help="directory of the maps (default: beside each frame)"
+    )
+    stack.add_argument(
+        "--reference",
+        metavar="FRAME",
+        help="the reference frame (default: the first frame without a map)",
+    )
+    stack.add_argument(
+        "--kernel", default="square", choices=KERNELS, help="drizzle kernel (default: square)"
+    )
+    stack.add_argument(
+        "--pixfrac",
+        type=float,
+        default=1.0,
+        metavar="F",
+        help="drop size as a fraction of an input pixel, in (0, 1] (default: 1)",
+    )
+    stack.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="output pixels per input pixel along each axis (default: 1; 2 "
+        "for a grid twice as fine)",
+    )
+    stack.add_argument(
+        "--no-exposure-weighting",
+        dest="exposure_weighting",
+        action="store_false",
+        help="weigh every frame alike",
+    )
+    stack.add_argument(
+        "--context",
+        action="store_true",
+        help="also write the context arrays (which frames reached each pixel)",
+    )
+    stack.add_argument(
+        "--no-preview", dest="preview", action="store_false", help="do not write the PNG preview"
+    )
+    stack.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    stack.set_defaults(run=_run_stack)
 
     demo = commands.add_parser(
         "demo",
@@ -211,6 +270,52 @@ def _run_maps(args, report):
     )
     if report.failed:
         summary += f" ({', '.join(report.failed)})"
+    print(summary)
+    return 1 if report.failed else 0
+
+
+def _run_stack(args, report):
+    preview = os.path.splitext(args.out)[0] + ".png"
+    for path in (args.out, preview) if args.preview else (args.out,):
+        if os.path.lexists(path) and not args.overwrite:
+            report.error(path, OSError("already exists (use --overwrite to replace it)"))
+            return 2
+
+    def on_frame(result):
+        if result.status == "failed":
+            report.error(result.frame, result.message.removeprefix(f"{result.frame}: "))
+
+    try:
+        stack, results = stack_frames(
+            args.frames,
+            maps=args.maps,
+            reference=args.reference,
+            kernel=args.kernel,
+            pixfrac=args.pixfrac,
+            scale=args.scale,
+            exposure_weighting=args.exposure_weighting,
+            context=args.context,
+            progress=True,
+            callback=on_frame,
+        )
+        stack.write(args.out, overwrite=args.overwrite, context=args.context)
+    except (OSError, ValueError) as exc:
+        report.error(args.out, exc)
+        return 1
+    written = [args.out]
+    if args.preview:
+        try:
+            stack.write_preview(preview, overwrite=args.overwrite)
+            written.append(preview)
+        except ImportError:
+            report.note("no preview: it needs matplotlib (pip install 'astro_offsets[plot]')")
+    stacked = sum(r.status == "stacked" for r in results)
+    extensions = ", ".join(stack.channels) + " and their weights"
+    summary = (
+        f"stack: {stacked} frames stacked, {len(results) - stacked} failed"
+        + (f" ({', '.join(report.failed)})" if report.failed else "")
+        + f"; wrote {' and '.join(written)} ({extensions})"
+    )
     print(summary)
     return 1 if report.failed else 0
 

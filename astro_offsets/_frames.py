@@ -21,16 +21,20 @@ class Frame(NamedTuple):
     Attributes
     ----------
     data : `~numpy.ndarray` of float32, shape (ny, nx)
-        Pixel values: the raw sensor values of a raw file (black level not
-        subtracted), the image of a FITS file.
+        Pixel values: for raw files the sensor values minus the black level
+        of each pixel's colour channel; for FITS files the image.
     colors : `~numpy.ndarray` of uint8, shape (ny, nx), or `None`
         For raw files, rawpy's ``raw_colors_visible``: the colour filter of
         each pixel (0 red, 1 green, 2 blue, 3 the green in the blue rows).
         `None` for FITS files.
+    exptime : float or `None`
+        Exposure time in seconds: the raw file's shutter speed, or the FITS
+        ``EXPTIME`` (or ``EXPOSURE``) card; `None` if the file does not say.
     """
 
     data: np.ndarray
     colors: np.ndarray | None
+    exptime: float | None
 
 
 def frame_shape(path):
@@ -154,7 +158,13 @@ def _fits_frame(path, hdu):
     data = np.array(hdu.data, dtype=np.float32)
     if data.ndim == 3:
         data = data.mean(axis=0)
-    return Frame(data, None)
+    exptime = None
+    for keyword in ("EXPTIME", "EXPOSURE"):
+        value = hdu.header.get(keyword)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            exptime = float(value)
+            break
+    return Frame(data, None, exptime)
 
 
 def _read_raw(path, use):
@@ -189,5 +199,15 @@ def _raw_frame(path, raw):
             f"{path}: raw pixels have {image.shape[2]} colour values each, "
             "not one colour filter value (not a Bayer or X-Trans mosaic)"
         )
+    if raw.color_desc != b"RGBG":
+        raise ValueError(
+            f"{path}: colour filters {raw.color_desc.decode(errors='replace')}, "
+            "not red, green and blue (RGBG)"
+        )
     # Both arrays view LibRaw memory that is freed when the file closes.
-    return Frame(image.astype(np.float32), raw.raw_colors_visible.copy())
+    colors = raw.raw_colors_visible.copy()
+    black = np.asarray(raw.black_level_per_channel, dtype=np.float32)
+    data = image.astype(np.float32)
+    data -= black[colors]
+    shutter = raw.other.shutter_speed
+    return Frame(data, colors, float(shutter) if shutter > 0 else None)

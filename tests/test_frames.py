@@ -104,7 +104,8 @@ def test_dng_replaces_existing_file(tmp_path):
     path = tmp_path / "frame.dng"
     write_dng(path, mosaic(seed=1))
     write_dng(path, mosaic(seed=2))
-    np.testing.assert_array_equal(read_frame(path).data, mosaic(seed=2))
+    # read_frame subtracts the black level (512 by default).
+    np.testing.assert_array_equal(read_frame(path).data, mosaic(seed=2) - 512.0)
     assert os.listdir(tmp_path) == ["frame.dng"]
 
 
@@ -162,8 +163,35 @@ def test_raw_frame(tmp_path, cfa, shape):
     frame = read_frame(path)
     assert frame.data.dtype == np.float32
     assert frame.colors.dtype == np.uint8
-    np.testing.assert_array_equal(frame.data, values)
+    np.testing.assert_array_equal(frame.data, values - 512.0)
     np.testing.assert_array_equal(frame.colors, expected_colors(cfa, shape))
+    assert frame.exptime is None
+
+
+def test_raw_frame_black_level_and_exposure(tmp_path):
+    path = tmp_path / "frame.dng"
+    values = np.full((30, 40), 1000, dtype=np.uint16)
+    write_dng(path, values, black_level=200, exposure_time=30.0)
+    frame = read_frame(path)
+    assert np.all(frame.data == 800.0)
+    assert frame.exptime == 30.0
+
+
+@pytest.mark.parametrize(
+    ("card", "value", "expected"),
+    [
+        ("EXPTIME", 120.0, 120.0),
+        ("EXPOSURE", 60, 60.0),
+        ("EXPTIME", 0.0, None),
+        ("OBJECT", "M31", None),
+    ],
+)
+def test_fits_frame_exposure(tmp_path, card, value, expected):
+    path = tmp_path / "frame.fits"
+    hdu = fits.PrimaryHDU(np.zeros((4, 5), np.float32))
+    hdu.header[card] = value
+    hdu.writeto(path)
+    assert read_frame(path).exptime == expected
 
 
 @pytest.mark.parametrize("reader", [frame_shape, read_frame])

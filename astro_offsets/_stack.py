@@ -1,0 +1,584 @@
+"""Drizzle frames onto the reference grid with their offset maps: mono and Bayer."""
+
+import datetime
+import math
+import numbers
+import os
+from typing import NamedTuple
+
+import numpy as np
+from astropy.io import fits
+from drizzle.resample import SUPPORTED_DRIZZLE_KERNELS, Drizzle
+from tqdm import tqdm
+
+from ._atomic import atomic_path
+from ._frames import read_frame
+from ._naming import map_path
+from ._offset_map import OffsetMap
+from ._sequence import describe
+from ._validate import positive_pair
+from ._version import __version__
+
+__all__ = ["Stack", "Stacker", "StackResult", "stack_frames", "KERNELS"]
+
+KERNELS = tuple(SUPPORTED_DRIZZLE_KERNELS)
+
+_MONO = ("SCI",)
+_RGB = ("RED", "GREEN", "BLUE")
+# rawpy's raw_colors_visible (0 red, 1 green, 2 blue, 3 the other green) to
+# the channel of the stack.
+_CFA_CHANNEL = np.array([0, 1, 2, 1], dtype=np.uint8)
+
+
+class Stack(NamedTuple):
+    """A drizzled stack: images, weights and contexts by channel.
+
+    Mono stacks have the one channel ``"SCI"``; colour stacks of raw frames
+    ``"RED"``, ``"GREEN"`` and ``"BLUE"``. Pixels that no input pixel reached
+    are NaN in the image and 0 in the weight.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_offsets import Stacker
+    >>> stacker = Stacker((20, 30))
+    >>> stacker.add(np.ones((20, 30), dtype=np.float32))
+    >>> stack = stacker.stack()
+    >>> stack.channels, float(stack.images["SCI"][10, 10])
+    (('SCI',), 1.0)
+    """
+
+    channels: tuple
+    """Channel names, ``("SCI",)`` or ``("RED", "GREEN", "BLUE")``."""
+    images: dict
+    """float32 image of each channel, in input units per second of exposure."""
+    weights: dict
+    """float32 weight of each channel."""
+    contexts: dict
+    """int32 context (bit k set: frame k contributed) of each channel, or `None`."""
+    meta: dict
+    """Provenance: frames, kernel, pixfrac, scale, exposure time, ..."""
+
+    def write(self, path, *, overwrite=False, context=False):
+        """Write the stack as FITS, atomically.
+
+        HDU 0 holds the provenance; then one image extension per channel
+        (``SCI``, or ``RED``, ``GREEN``, ``BLUE``) followed by their weights
+        (``WHT``, or ``RED_WHT``, ...), and with ``context=True`` their
+        contexts (``CTX``, or ``RED_CTX``, ...).
+
+        Parameters
+        ----------
+        path : str or path-like
+            Output FITS file.
+        overwrite : bool, optional
+            Replace an existing file. The default is `False`.
+        context : bool, optional
+            Also write the context arrays. The default is `False`.
+
+        Raises
+        ------
+        FileExistsError
+            If the file exists and ``overwrite`` is `False`.
+        ValueError
+            If ``context`` is asked for and the stack has none.
+        """
+        if context and self.contexts is None:
+            raise ValueError("this stack was made without context arrays")
+        primary = fits.PrimaryHDU()
+        for keyword, value, comment in _provenance_cards(self.meta):
+            primary.header[keyword] = (value, comment)
+        hdus = [primary]
+        for name in self.channels:
+            hdu = fits.ImageHDU(self.images[name], name=name)
+            hdu.header["BUNIT"] = (self.meta["unit"], "drizzled intensity")
+            hdus.append(hdu)
+        for name in self.channels:
+            hdus.append(fits.ImageHDU(self.weights[name], name=_suffixed(name, "WHT")))
+        if context:
+            for name in self.channels:
+                hdus.append(fits.ImageHDU(self.contexts[name], name=_suffixed(name, "CTX")))
+        with atomic_path(path, overwrite=overwrite) as tmp:
+            fits.HDUList(hdus).writeto(tmp)
+
+    def preview(self):
+        """Return a display image: asinh-stretched grey, or Lupton RGB for colour.
+
+        Returns
+        -------
+        `~numpy.ndarray`
+            uint8, ``(ny, nx)`` for mono, ``(ny, nx, 3)`` for colour, row 0
+            first (as a photo is shown).
+        """
+        from astropy.visualization import AsinhStretch, PercentileInterval, make_lupton_rgb
+
+        images = [np.nan_to_num(self.images[name], nan=0.0) for name in self.channels]
+        if len(images) == 1:
+            interval = PercentileInterval(99.5)
+            stretch = AsinhStretch(0.05)
+            scaled = stretch(interval(images[0], clip=True))
+            return np.round(scaled * 255).astype(np.uint8)
+        # Sky level out, then one stretch for all channels so colours stay true.
+        backgrounds = [np.median(image) for image in images]
+        images = [image - level for image, level in zip(images, backgrounds, strict=True)]
+        bright = max(float(np.percentile(image, 99.9)) for image in images)
+        # Lupton's stretch divides by the mean intensity, 0 on the sky.
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return make_lupton_rgb(*images, minimum=0.0, stretch=max(bright, 1e-30) / 4, Q=8)
+
+    def write_preview(self, path, *, overwrite=False):
+        """Write `preview` as a PNG file, atomically (needs matplotlib).
+
+        Parameters
+        ----------
+        path : str or path-like
+            Output PNG file.
+        overwrite : bool, optional
+            Replace an existing file. The default is `False`.
+        """
+        import matplotlib.image
+
+        image = self.preview()
+        with atomic_path(path, overwrite=overwrite) as tmp:
+            matplotlib.image.imsave(
+                tmp, image, cmap="gray" if image.ndim == 2 else None, format="png"
+            )
+
+
+def _suffixed(name, suffix):
+    return suffix if name == "SCI" else f"{name}_{suffix}"
+
+
+def _provenance_cards(meta):
+    yield "CREATOR", f"astro_offsets {__version__}", "software and version"
+    yield "DATE", datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S"), "UTC"
+    yield "KERNEL", meta["kernel"], "drizzle kernel"
+    yield "PIXFRAC", meta["pixfrac"], "drop size, fraction of an input pixel"
+    yield "SCALE", meta["scale"], "output pixels per input pixel, per axis"
+    yield "EXPWGHT", meta["exposure_weighting"], "frames weighted by exposure time"
+    yield "TEXPTIME", meta["total_exptime"], "total exposure time of the frames (s)"
+    yield "NFRAMES", len(meta["frames"]), "frames stacked"
+    for index, (frame, omap) in enumerate(zip(meta["frames"], meta["maps"], strict=True)):
+        yield f"FRAME{index + 1:03d}", os.path.basename(frame), "frame"
+        yield f"MAP{index + 1:03d}", os.path.basename(omap) if omap else "(reference)", "map"
+
+
+def _check_option(name, value, low, high):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or not low < value <= high
+    ):
+        raise ValueError(f"{name} must be a number in ({low:g}, {high:g}], got {value!r}")
+    return float(value)
+
+
+class Stacker:
+    """Drizzle frames one at a time onto the reference frame's grid.
+
+    Each frame is mapped onto the reference grid by its `OffsetMap` (the
+    reference frame itself has none) and added with drizzle
+    (`drizzle.resample.Drizzle`). Colour raw frames are drizzled once per
+    colour, with the Bayer mosaic's pixels of that colour as the weight map
+    (Bayer drizzle), so the colours are never interpolated.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The frames' (and reference frame's) shape ``(ny, nx)``.
+    bayer : bool, optional
+        Stack colour raw frames into ``RED``, ``GREEN`` and ``BLUE``; each
+        frame then needs its ``colors`` (rawpy's ``raw_colors_visible``). The
+        default is `False`: mono frames into ``SCI``.
+    kernel : str, optional
+        Drizzle kernel: one of `KERNELS` (``"square"``, ``"point"``,
+        ``"turbo"``, ``"gaussian"``, ``"lanczos2"``, ``"lanczos3"``). The
+        default is ``"square"``.
+    pixfrac : float, optional
+        Size of the drop, as a fraction of an input pixel's side, in (0, 1].
+        Smaller drops sharpen but need more, well-dithered frames to fill
+        every output pixel. The default is 1.
+    scale : float, optional
+        Output pixels per input pixel along each axis, in (0, 8]: 2 gives a
+        grid twice as fine (super-resolution), with the pixmap scaled to
+        match. The default is 1.
+    exposure_weighting : bool, optional
+        Weight each frame by its exposure time. The default is `True`.
+    context : bool, optional
+        Keep context arrays (which frames reached each output pixel; 4 bytes
+        per output pixel per 32 frames and channel). The default is `True`.
+
+    Raises
+    ------
+    ValueError
+        If an option is out of range.
+
+    See Also
+    --------
+    stack_frames : stack frame files with their map files.
+
+    Notes
+    -----
+    Images are in input units per second: each frame is divided by its
+    exposure time (1 when unknown). With ``scale`` s, each input pixel's
+    counts are spread over s**2 smaller output pixels (drizzle's ``iscale =
+    1 / s**2``), so the total flux is conserved. Memory: per channel, the
+    output image and weight take 8 bytes per output pixel, the context 4
+    bytes per 32 frames; a frame in flight takes about 25 bytes per input
+    pixel (data, colours, float64 pixmap, weight).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_offsets import OffsetMap, Stacker
+    >>> frame = np.zeros((40, 50), dtype=np.float32)
+    >>> frame[20, 31] = 100.0
+    >>> shifted = OffsetMap(np.full((40, 50), 1.0), np.zeros((40, 50)))  # 1 px to the right
+    >>> stacker = Stacker((40, 50), kernel="point")
+    >>> stacker.add(frame, shifted)
+    >>> stack = stacker.stack()
+    >>> float(np.nansum(stack.images["SCI"])), np.unravel_index(
+    ...     np.nanargmax(stack.images["SCI"]), (40, 50))
+    (100.0, (np.int64(20), np.int64(30)))
+    """
+
+    def __init__(
+        self,
+        shape,
+        *,
+        bayer=False,
+        kernel="square",
+        pixfrac=1.0,
+        scale=1.0,
+        exposure_weighting=True,
+        context=True,
+    ):
+        self.shape = positive_pair(shape, "shape")
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {', '.join(KERNELS)}; got {kernel!r}")
+        self.kernel = kernel
+        self.pixfrac = _check_option("pixfrac", pixfrac, 0, 1)
+        self.scale = _check_option("scale", scale, 0, 8)
+        self.bayer = bool(bayer)
+        self.exposure_weighting = bool(exposure_weighting)
+        self.channels = _RGB if self.bayer else _MONO
+        ny, nx = self.shape
+        self.out_shape = (max(1, round(ny * self.scale)), max(1, round(nx * self.scale)))
+        self._drizzles = {
+            name: Drizzle(kernel=kernel, out_shape=self.out_shape, disable_ctx=not context)
+            for name in self.channels
+        }
+        self._context = bool(context)
+        self._frames = []
+        self._maps = []
+        self._total_exptime = 0.0
+
+    def _pixmap(self, offset_map):
+        ny, nx = self.shape
+        if offset_map is None:
+            pixmap = np.empty((ny, nx, 2))
+            pixmap[..., 0] = np.arange(nx)[np.newaxis, :]
+            pixmap[..., 1] = np.arange(ny)[:, np.newaxis]
+        else:
+            if offset_map.shape != self.shape:
+                raise ValueError(
+                    f"map shape {offset_map.shape} differs from the frame shape {self.shape}"
+                )
+            pixmap = offset_map.pixmap()
+        if self.scale != 1.0:
+            # Pixel centres of the finer grid: reference x maps to
+            # scale * (x + 0.5) - 0.5, so the grids share their outer edges.
+            pixmap += 0.5
+            pixmap *= self.scale
+            pixmap -= 0.5
+        return pixmap
+
+    def add(
+        self,
+        data,
+        offset_map=None,
+        *,
+        colors=None,
+        exptime=None,
+        weight=None,
+        mask=None,
+        name=None,
+        map_name=None,
+    ):
+        """Drizzle one frame onto the stack.
+
+        Parameters
+        ----------
+        data : array-like
+            The frame, ``(ny, nx)``; for Bayer stacks the raw mosaic (black
+            level subtracted).
+        offset_map : `OffsetMap` or `None`, optional
+            The frame's map onto the reference grid; `None` for the reference
+            frame itself.
+        colors : array-like or `None`, optional
+            For Bayer stacks, rawpy's ``raw_colors_visible`` (0 R, 1 and 3 G,
+            2 B); required then, refused for mono stacks.
+        exptime : float or `None`, optional
+            Exposure time in seconds; `None` counts as 1.
+        weight : array-like or `None`, optional
+            Per-pixel weight of this frame, ``(ny, nx)``, non-negative.
+        mask : array-like or `None`, optional
+            Bad pixels (`True` = bad), ``(ny, nx)``; they get no weight.
+            Non-finite pixels of ``data`` are masked too.
+        name, map_name : str or `None`, optional
+            The frame's and map's names for the provenance.
+
+        Raises
+        ------
+        ValueError
+            If shapes differ from the stack's, ``colors`` does not fit the
+            stack, ``exptime`` is not positive, or ``weight`` is negative.
+        """
+        data = np.asarray(data, dtype=np.float32)
+        if data.shape != self.shape:
+            raise ValueError(f"frame shape {data.shape} differs from the stack's {self.shape}")
+        if exptime is None:
+            exptime = 1.0
+        exptime = _check_option("exptime", exptime, 0, math.inf)
+        if self.bayer and colors is None:
+            raise ValueError("a Bayer stack needs each frame's colors (raw_colors_visible)")
+        if not self.bayer and colors is not None:
+            raise ValueError("colors given for a mono stack: make it with bayer=True")
+        base = np.isfinite(data).astype(np.float32)
+        if weight is not None:
+            weight = np.asarray(weight, dtype=np.float32)
+            if weight.shape != self.shape:
+                raise ValueError(f"weight shape {weight.shape} differs from {self.shape}")
+            if not np.all(weight >= 0):
+                raise ValueError("weight must be non-negative and finite everywhere")
+            base *= weight
+        if mask is not None:
+            mask = np.asarray(mask, dtype=bool)
+            if mask.shape != self.shape:
+                raise ValueError(f"mask shape {mask.shape} differs from {self.shape}")
+            base[mask] = 0.0
+        data = np.where(base > 0, data, np.float32(0.0))
+        pixmap = self._pixmap(offset_map)
+
+        if self.bayer:
+            colors = np.asarray(colors)
+            if colors.shape != self.shape:
+                raise ValueError(f"colors shape {colors.shape} differs from {self.shape}")
+            if colors.size and (colors.min() < 0 or colors.max() > 3):
+                raise ValueError("colors must be rawpy colour indices 0..3")
+            channel = _CFA_CHANNEL[colors]
+            weights = [np.where(channel == c, base, np.float32(0.0)) for c in range(3)]
+        else:
+            weights = [base]
+        for name_, weight_map in zip(self.channels, weights, strict=True):
+            self._drizzles[name_].add_image(
+                data,
+                exptime=exptime,
+                pixmap=pixmap,
+                weight_map=weight_map,
+                pixfrac=self.pixfrac,
+                iscale=1.0 / self.scale**2,
+                pixel_scale_ratio=1.0 / self.scale,
+                in_units="counts",
+                wht_scale=exptime if self.exposure_weighting else 1.0,
+            )
+        self._frames.append(name or f"frame {len(self._frames) + 1}")
+        self._maps.append(map_name if offset_map is not None else None)
+        self._total_exptime += exptime
+
+    def stack(self):
+        """Return the stack so far (arrays shared with the stacker, not copied).
+
+        Returns
+        -------
+        `Stack`
+        """
+        meta = {
+            "kernel": self.kernel,
+            "pixfrac": self.pixfrac,
+            "scale": self.scale,
+            "exposure_weighting": self.exposure_weighting,
+            "total_exptime": self._total_exptime,
+            "frames": list(self._frames),
+            "maps": list(self._maps),
+            "unit": "input units / s",
+        }
+        contexts = (
+            {name: d.out_ctx for name, d in self._drizzles.items()} if self._context else None
+        )
+        return Stack(
+            self.channels,
+            {name: d.out_img for name, d in self._drizzles.items()},
+            {name: d.out_wht for name, d in self._drizzles.items()},
+            contexts,
+            meta,
+        )
+
+
+class StackResult(NamedTuple):
+    """What became of one frame in `stack_frames`.
+
+    Examples
+    --------
+    >>> from astro_offsets import StackResult
+    >>> StackResult("DSC0001.ARW", "DSC0001.offsets.fits", "stacked", "").status
+    'stacked'
+    """
+
+    frame: str
+    """The frame file."""
+    map: str | None
+    """Its map file, or `None` for the reference frame."""
+    status: str
+    """``"stacked"`` or ``"failed"``."""
+    message: str
+    """One line naming the file and the problem; empty if stacked."""
+
+
+def _plan(frames, maps, reference):
+    """Return ``[(frame, map path or None, problem or None)]`` and the reference."""
+    present = [(frame, map_path(frame, maps)) for frame in frames]
+    present = [(frame, path if os.path.exists(path) else None, path) for frame, path in present]
+    if reference is not None:
+        reference = os.fspath(reference)
+        if os.path.abspath(reference) not in {os.path.abspath(f) for f in frames}:
+            raise ValueError(f"{reference}: the reference frame is not among the frames")
+    else:
+        reference = next((frame for frame, found, _ in present if found is None), None)
+    plan = []
+    for frame, found, expected in present:
+        problem = None
+        if found is None and os.path.abspath(frame) != os.path.abspath(reference or ""):
+            problem = (
+                f"no map {expected}, and only the reference frame ({reference}) stacks without one"
+            )
+        is_reference = reference is not None and os.path.abspath(frame) == os.path.abspath(
+            reference
+        )
+        plan.append((frame, None if is_reference and found is None else found, problem))
+    return plan, reference
+
+
+def stack_frames(
+    frames,
+    *,
+    maps=None,
+    reference=None,
+    kernel="square",
+    pixfrac=1.0,
+    scale=1.0,
+    exposure_weighting=True,
+    context=True,
+    progress=False,
+    callback=None,
+):
+    """Drizzle frame files onto the reference frame's grid with their map files.
+
+    Each frame ``<stem>.<ext>`` is moved by its map ``<stem>.offsets.fits``
+    (beside it, or in ``maps``); the reference frame has no map and stacks
+    unmoved. Raw files give a colour (Bayer drizzle) stack, FITS files a mono
+    one. Frames are read one at a time. A frame that cannot be stacked is
+    reported and the others are still stacked.
+
+    Parameters
+    ----------
+    frames : iterable of str or path-like
+        Frame files: camera raw files (rawpy) or FITS images, all of one size.
+    maps : str, path-like or `None`, optional
+        Directory of the maps; `None` looks beside each frame.
+    reference : str, path-like or `None`, optional
+        The reference frame, which may have no map; by default the first
+        frame without one.
+    kernel, pixfrac, scale, exposure_weighting, context
+        Drizzle options; see `Stacker`.
+    progress : bool, optional
+        Show a progress bar on stderr (when it is a terminal).
+    callback : callable or `None`, optional
+        Called with each `StackResult` as soon as it is known.
+
+    Returns
+    -------
+    stack : `Stack`
+        The stack of the frames that could be stacked.
+    results : list of `StackResult`
+        One per frame, in the order given.
+
+    Raises
+    ------
+    ValueError
+        If no frame could be stacked, an option is out of range, or
+        ``reference`` is not one of ``frames``.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from astropy.io import fits
+    >>> from astro_offsets import OffsetMap, stack_frames
+    >>> folder = tempfile.mkdtemp()
+    >>> frames = [os.path.join(folder, f"light{k}.fits") for k in range(2)]
+    >>> for frame in frames:
+    ...     fits.PrimaryHDU(np.ones((20, 30), np.float32)).writeto(frame)
+    >>> OffsetMap(np.full((20, 30), 0.5), np.zeros((20, 30))).write(
+    ...     os.path.join(folder, "light1.offsets.fits"))
+    >>> stack, results = stack_frames(frames)
+    >>> [(os.path.basename(r.frame), r.status) for r in results]
+    [('light0.fits', 'stacked'), ('light1.fits', 'stacked')]
+    >>> stack.channels
+    ('SCI',)
+    """
+    frames = [os.fspath(frame) for frame in frames]
+    plan, _ = _plan(frames, maps, reference)
+    options = {
+        "kernel": kernel,
+        "pixfrac": pixfrac,
+        "scale": scale,
+        "exposure_weighting": exposure_weighting,
+        "context": context,
+    }
+    # Options are checked before any frame is read.
+    Stacker((1, 1), **options)
+    stacker = None
+    results = []
+
+    def finish(*fields):
+        results.append(StackResult(*fields))
+        if callback is not None:
+            callback(results[-1])
+
+    bar = tqdm(plan, desc="stack", unit="frame", disable=None if progress else True)
+    for frame, omap_path, problem in bar:
+        if problem is not None:
+            finish(frame, omap_path, "failed", describe(frame, problem))
+            continue
+        try:
+            data = read_frame(frame)
+            omap = OffsetMap.read(omap_path) if omap_path is not None else None
+            if omap is not None and omap.shape != data.data.shape:
+                raise ValueError(
+                    f"frame shape {data.data.shape} differs from its map's "
+                    f"{omap.shape} ({omap_path})"
+                )
+            if stacker is None:
+                stacker = Stacker(data.data.shape, bayer=data.colors is not None, **options)
+            elif (data.colors is not None) != stacker.bayer:
+                kind = "a colour raw frame" if data.colors is not None else "a mono frame"
+                raise ValueError(
+                    f"{kind}, but the stack is {'colour' if stacker.bayer else 'mono'}"
+                )
+            stacker.add(
+                data.data,
+                omap,
+                colors=data.colors,
+                exptime=data.exptime,
+                name=frame,
+                map_name=omap_path,
+            )
+        except Exception as exc:
+            finish(frame, omap_path, "failed", describe(frame, exc))
+            continue
+        finish(frame, omap_path, "stacked", "")
+    if stacker is None:
+        raise ValueError("no frame could be stacked")
+    return stacker.stack(), results
