@@ -368,10 +368,9 @@ class Stacker:
             if colors.size and (colors.min() < 0 or colors.max() > 3):
                 raise ValueError("colors must be rawpy colour indices 0..3")
             channel = _CFA_CHANNEL[colors]
-            weights = [np.where(channel == c, base, np.float32(0.0)) for c in range(3)]
-        else:
-            weights = [base]
-        for name_, weight_map in zip(self.channels, weights, strict=True):
+        for index, name_ in enumerate(self.channels):
+            # One colour's weight map at a time: a frame in flight stays small.
+            weight_map = np.where(channel == index, base, 0.0) if self.bayer else base
             self._drizzles[name_].add_image(
                 data,
                 exptime=exptime,
