@@ -2,7 +2,7 @@
 
 import os
 
-__all__ = ["stem", "map_path"]
+__all__ = ["stem", "map_path", "table_path"]
 
 _COMPRESSION = (".gz", ".bz2", ".xz")
 _TABLE_ENDINGS = (".offsets_table_clean", ".offsets_table")
@@ -32,6 +32,11 @@ def stem(path):
     return name
 
 
+def _beside(path, outdir, suffix):
+    directory = os.path.dirname(os.fspath(path)) if outdir is None else os.fspath(outdir)
+    return os.path.join(directory, f"{stem(path)}{suffix}")
+
+
 def map_path(table_path, outdir=None):
     """Return the path of the map made from a star table, ``<stem>.offsets.fits``.
 
@@ -43,5 +48,18 @@ def map_path(table_path, outdir=None):
     >>> map_path("light/DSC03770.offsets_table.fits")
     'light/DSC03770.offsets.fits'
     """
-    directory = os.path.dirname(os.fspath(table_path)) if outdir is None else os.fspath(outdir)
-    return os.path.join(directory, f"{stem(table_path)}.offsets.fits")
+    return _beside(table_path, outdir, ".offsets.fits")
+
+
+def table_path(frame_path, outdir=None):
+    """Return the path of the star table of a frame, ``<stem>.offsets_table.fits``.
+
+    It goes into ``outdir``, or beside the frame when ``outdir`` is `None`.
+
+    Examples
+    --------
+    >>> from astro_offsets._naming import table_path
+    >>> table_path("light/DSC03770.ARW", "tables")
+    'tables/DSC03770.offsets_table.fits'
+    """
+    return _beside(frame_path, outdir, ".offsets_table.fits")

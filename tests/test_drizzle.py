@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from drizzle.resample import Drizzle
 from photutils.centroids import centroid_com, centroid_sources
-from synthetic import render_stars
 
 from astro_offsets import OffsetModel
+from astro_offsets._synthetic import render_stars
 
 SHAPE = (160, 200)
 

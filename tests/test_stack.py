@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from photutils.centroids import centroid_com, centroid_sources
-from synthetic import render_stars
 
 from astro_offsets import OffsetMap, OffsetModel, Stacker, stack_frames
 from astro_offsets._cli import main
 from astro_offsets._dng import write_dng
+from astro_offsets._synthetic import render_stars
 
 SHAPE = (200, 260)
 

@@ -1,0 +1,237 @@
+"""Star tables from frames: detect, match to the reference, measure offsets."""
+
+import datetime
+import math
+import os
+from typing import NamedTuple
+
+import numpy as np
+from astropy.table import QTable
+from tqdm import tqdm
+
+from ._atomic import atomic_path
+from ._detect import detect_stars
+from ._frames import read_frame
+from ._match import match_stars
+from ._naming import table_path
+from ._sequence import describe
+from ._version import __version__
+
+__all__ = ["TableResult", "make_tables", "offsets_table"]
+
+
+class TableResult(NamedTuple):
+    """What became of one frame in `make_tables`.
+
+    Examples
+    --------
+    >>> from astro_offsets import TableResult
+    >>> TableResult("DSC0002.ARW", "DSC0002.offsets_table.fits", "written", "", 512, 498).rejected
+    14
+    """
+
+    frame: str
+    """The frame file."""
+    table: str | None
+    """The star table written (or kept); `None` for the reference frame."""
+    status: str
+    """``"written"``, ``"skipped"`` (the table existed), ``"failed"`` or ``"reference"``."""
+    message: str
+    """One line naming the file and the problem; empty otherwise."""
+    detected: int
+    """Stars detected in the frame."""
+    matched: int
+    """Stars matched to the reference (and kept)."""
+
+    @property
+    def rejected(self):
+        """Stars detected but not matched (or not kept)."""
+        return self.detected - self.matched
+
+
+def offsets_table(frame_stars, ref_stars, pairs):
+    """Return the star table of a frame: positions here, offsets against the reference.
+
+    Parameters
+    ----------
+    frame_stars, ref_stars : `~astropy.table.QTable`
+        Stars of the frame and of the reference, from `detect_stars`.
+    pairs : array-like
+        ``(m, 2)`` (frame row, reference row), from `match_stars`.
+
+    Returns
+    -------
+    `~astropy.table.QTable`
+        ``xcentroid``, ``ycentroid`` (this frame), ``xoffset``, ``yoffset``
+        (this frame minus the reference), ``ref_id`` (reference star row),
+        ``x_ref``, ``y_ref``, ``flux``, ``snr``; sorted by ``ref_id``.
+    """
+    pairs = np.asarray(pairs, int).reshape(-1, 2)
+    pairs = pairs[np.argsort(pairs[:, 1], kind="stable")]
+    f, r = pairs[:, 0], pairs[:, 1]
+    table = QTable()
+    table["xcentroid"] = np.asarray(frame_stars["xcentroid"], float)[f]
+    table["ycentroid"] = np.asarray(frame_stars["ycentroid"], float)[f]
+    table["x_ref"] = np.asarray(ref_stars["xcentroid"], float)[r]
+    table["y_ref"] = np.asarray(ref_stars["ycentroid"], float)[r]
+    table["xoffset"] = table["xcentroid"] - table["x_ref"]
+    table["yoffset"] = table["ycentroid"] - table["y_ref"]
+    table["ref_id"] = r
+    table["flux"] = np.asarray(frame_stars["flux"], float)[f]
+    table["snr"] = np.asarray(frame_stars["snr"], float)[f]
+    return table
+
+
+def _stamp(table, frame, reference, info, detected, fwhm, threshold):
+    matrix, shift = info["transform"]
+    table.meta.update(
+        {
+            "CREATOR": f"astro_offsets {__version__}",
+            "DATE": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S"),
+            "FRAME": os.path.basename(frame),
+            "REFFRAME": os.path.basename(reference),
+            "FWHM": round(float(fwhm), 4),
+            "THRESH": float(threshold),
+            "NDETECT": int(detected),
+            "NMATCH": len(table),
+            "ROTATION": round(math.degrees(math.atan2(matrix[1, 0], matrix[0, 0])), 6),
+            "XSHIFT": round(float(shift[0]), 4),
+            "YSHIFT": round(float(shift[1]), 4),
+            "MATCHRAD": round(float(info["radius"]), 4),
+            "COMMENT": [
+                "xoffset, yoffset: position in this frame minus position in the reference",
+                "ROTATION, XSHIFT, YSHIFT: similarity taking this frame to the reference",
+            ],
+        }
+    )
+
+
+def make_tables(
+    frames,
+    reference,
+    *,
+    outdir=None,
+    fwhm=None,
+    threshold=5.0,
+    complete=False,
+    overwrite=False,
+    progress=False,
+    callback=None,
+):
+    """Find, match and measure stars: a star table ``<stem>.offsets_table.fits`` per frame.
+
+    Stars are detected in the reference frame and in every frame (see
+    `detect_stars`), each frame's stars matched directly to the reference's
+    (see `match_stars`, which survives large drifts and field rotation), and
+    the table of the matched stars written with their offsets (position in
+    this frame minus position in the reference). A frame that cannot be
+    read or matched is reported and the others are still processed.
+
+    Parameters
+    ----------
+    frames : iterable of str or path-like
+        Frame files (camera raw files or FITS images). The reference frame
+        may be among them; it gets no table.
+    reference : str or path-like
+        The reference frame.
+    outdir : str, path-like or `None`, optional
+        Output directory (it must exist); `None` writes beside each frame.
+    fwhm : float or `None`, optional
+        Stars' FWHM in pixels; estimated on the reference frame when `None`
+        and used for every frame.
+    threshold : float, optional
+        Detection threshold in units of the background noise. The default
+        is 5.
+    complete : bool, optional
+        Keep only the stars matched in every frame that could be matched (the
+        seed notebook's "complete sequence"). The default is `False`.
+    overwrite : bool, optional
+        Replace existing tables. The default is `False`: they are kept and
+        the frame is reported as skipped.
+    progress : bool, optional
+        Show a progress bar on stderr (when it is a terminal).
+    callback : callable or `None`, optional
+        Called with each `TableResult` as soon as it is known (with
+        ``complete``, once all frames are matched).
+
+    Returns
+    -------
+    list of `TableResult`
+        One per frame, in the order given.
+
+    Raises
+    ------
+    ValueError
+        If the reference frame cannot be read, or has too few stars.
+    """
+    frames = [os.fspath(frame) for frame in frames]
+    reference = os.fspath(reference)
+    ref_frame = read_frame(reference)
+    ref_stars = detect_stars(
+        ref_frame.data, fwhm=fwhm, threshold=threshold, colors=ref_frame.colors
+    )
+    del ref_frame
+    fwhm = ref_stars.meta["fwhm"]
+    if len(ref_stars) < 5:
+        raise ValueError(
+            f"{reference}: only {len(ref_stars)} stars found in the reference "
+            f"frame (threshold {threshold:g} sigma, FWHM {fwhm:.2f} px)"
+        )
+    results = [None] * len(frames)
+    tables = {}
+
+    def finish(index, *fields):
+        results[index] = TableResult(frames[index], *fields)
+        if callback is not None:
+            callback(results[index])
+
+    bar = tqdm(frames, desc="tables", unit="frame", disable=None if progress else True)
+    for index, frame in enumerate(bar):
+        if os.path.abspath(frame) == os.path.abspath(reference):
+            finish(index, None, "reference", "", len(ref_stars), len(ref_stars))
+            continue
+        output = table_path(frame, outdir)
+        if os.path.lexists(output) and not overwrite:
+            finish(index, output, "skipped", f"{output} exists (use overwrite to replace it)", 0, 0)
+            continue
+        detected = 0
+        try:
+            data = read_frame(frame)
+            stars = detect_stars(data.data, fwhm=fwhm, threshold=threshold, colors=data.colors)
+            detected = len(stars)
+            del data
+            pairs, info = match_stars(
+                np.column_stack([stars["xcentroid"], stars["ycentroid"]]),
+                np.column_stack([ref_stars["xcentroid"], ref_stars["ycentroid"]]),
+                frame_flux=stars["flux"],
+                ref_flux=ref_stars["flux"],
+            )
+            table = offsets_table(stars, ref_stars, pairs)
+            _stamp(table, frame, reference, info, detected, fwhm, threshold)
+        except Exception as exc:
+            finish(index, None, "failed", describe(frame, exc), detected, 0)
+            continue
+        if complete:
+            tables[index] = (output, table)
+        else:
+            _write(index, output, table, overwrite, finish)
+
+    if complete and tables:
+        common = set.intersection(*(set(t["ref_id"]) for _, t in tables.values()))
+        for index, (output, table) in tables.items():
+            table = table[np.isin(table["ref_id"], sorted(common))]
+            table.meta["NMATCH"] = len(table)
+            table.meta["COMPLETE"] = True
+            _write(index, output, table, overwrite, finish)
+    return results
+
+
+def _write(index, output, table, overwrite, finish):
+    detected = table.meta["NDETECT"]
+    try:
+        with atomic_path(output, overwrite=overwrite) as tmp:
+            table.write(tmp, format="fits")
+    except OSError as exc:
+        finish(index, None, "failed", describe(output, exc), detected, 0)
+    else:
+        finish(index, output, "written", "", detected, len(table))
