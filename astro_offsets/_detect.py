@@ -178,7 +178,8 @@ def detect_stars(data, *, fwhm=None, threshold=5.0, colors=None):
     >>> image = 100 + render_stars((80, 90), [20.3, 61.8], [30.6, 50.2], [9e3, 6e3])
     >>> image += rng.normal(0, 3, image.shape)
     >>> stars = detect_stars(image)
-    >>> [(round(float(x), 1), round(float(y), 1)) for x, y in zip(stars["xcentroid"], stars["ycentroid"])]
+    >>> [(round(float(x), 1), round(float(y), 1))
+    ...  for x, y in zip(stars["xcentroid"], stars["ycentroid"])]
     [(20.3, 30.6), (61.8, 50.2)]
     """
     data = np.asarray(data, dtype=np.float32)
@@ -187,10 +188,7 @@ def detect_stars(data, *, fwhm=None, threshold=5.0, colors=None):
     factor = 2.0 if bayer else 1.0
     background, noise = _background(image)
     image = image - background
-    if fwhm is None:
-        fwhm_image = _estimate_fwhm(image, noise)
-    else:
-        fwhm_image = float(fwhm) / factor
+    fwhm_image = _estimate_fwhm(image, noise) if fwhm is None else float(fwhm) / factor
     found = _find(image, threshold * noise, fwhm_image) if noise > 0 else None
     table = QTable()
     if found is None:

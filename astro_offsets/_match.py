@@ -112,7 +112,7 @@ def _mutual_matches(moved, ref, radius):
         distance, nearest = distance[:, 0], nearest[:, 0]
     else:
         clear = np.ones(len(moved), bool)
-    back_distance, back = cKDTree(moved).query(ref[nearest], k=1)
+    _back_distance, back = cKDTree(moved).query(ref[nearest], k=1)
     mutual = back == np.arange(len(moved))
     keep = (distance <= radius) & clear & mutual
     return np.column_stack([np.flatnonzero(keep), nearest[keep]])
