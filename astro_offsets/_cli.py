@@ -12,6 +12,7 @@ from ._demo import run_demo
 from ._frames import frame_shape
 from ._sequence import describe, write_maps
 from ._stack import KERNELS, stack_frames
+from ._star_tables import make_tables
 from ._version import __version__
 
 __all__ = ["main"]
@@ -95,6 +96,47 @@ def _parser():
         help="run the tiles on the dask cluster at this scheduler address (needs the dask extra)",
     )
     maps.set_defaults(run=_run_maps)
+
+    tables = commands.add_parser(
+        "tables",
+        help="find and match stars: a star table <stem>.offsets_table.fits per frame",
+        description=(
+            "Detect stars in the reference frame and in every frame (background removed, "
+            "FWHM estimated unless given; colour raw frames through 2 x 2 super-pixels), match "
+            "each frame's stars to the reference's directly (triangles and RANSAC, then "
+            "nearest neighbours), and write <stem>.offsets_table.fits per frame with xcentroid, "
+            "ycentroid, xoffset, yoffset, ref_id and flux."
+        ),
+    )
+    tables.add_argument(
+        "frames", nargs="+", metavar="FRAME", help="frames: camera raw files or FITS images"
+    )
+    tables.add_argument(
+        "--reference", required=True, metavar="FRAME", help="the reference frame (gets no table)"
+    )
+    tables.add_argument(
+        "--outdir",
+        metavar="DIR",
+        help="output directory (created if missing); default: beside each frame",
+    )
+    tables.add_argument(
+        "--fwhm",
+        type=float,
+        metavar="F",
+        help="stars' FWHM in pixels (default: estimated on the reference)",
+    )
+    tables.add_argument(
+        "--threshold",
+        type=float,
+        default=5.0,
+        metavar="T",
+        help="detection threshold in background sigma (default: 5)",
+    )
+    tables.add_argument(
+        "--complete", action="store_true", help="keep only the stars matched in every frame"
+    )
+    tables.add_argument("--overwrite", action="store_true", help="replace existing tables")
+    tables.set_defaults(run=_run_tables)
 
     stack = commands.add_parser(
         "stack",
@@ -267,6 +309,55 @@ def _run_maps(args, report):
     }
     summary = (
         f"maps: {counts['written']} written, {counts['skipped']} skipped, {counts['failed']} failed"
+    )
+    if report.failed:
+        summary += f" ({', '.join(report.failed)})"
+    print(summary)
+    return 1 if report.failed else 0
+
+
+def _run_tables(args, report):
+    if args.outdir is not None:
+        try:
+            os.makedirs(args.outdir, exist_ok=True)
+        except OSError as exc:
+            report.error(args.outdir, exc)
+            return 2
+
+    def on_frame(result):
+        if result.status == "failed":
+            report.error(result.frame, result.message.removeprefix(f"{result.frame}: "))
+        elif result.status == "skipped":
+            report.note(f"skipped {result.frame}: {result.message}")
+        else:
+            role = " (reference)" if result.status == "reference" else ""
+            tqdm.write(
+                f"{result.frame}{role}: {result.detected} detected, {result.matched} "
+                f"matched, {result.rejected} rejected"
+            )
+
+    try:
+        results = make_tables(
+            args.frames,
+            args.reference,
+            outdir=args.outdir,
+            fwhm=args.fwhm,
+            threshold=args.threshold,
+            complete=args.complete,
+            overwrite=args.overwrite,
+            progress=True,
+            callback=on_frame,
+        )
+    except (OSError, ValueError) as exc:
+        report.error(args.reference, exc)
+        return 2
+    counts = {
+        status: sum(r.status == status for r in results)
+        for status in ("written", "skipped", "failed")
+    }
+    summary = (
+        f"tables: {counts['written']} written, {counts['skipped']} skipped, "
+        f"{counts['failed']} failed"
     )
     if report.failed:
         summary += f" ({', '.join(report.failed)})"

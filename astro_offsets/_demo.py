@@ -8,57 +8,14 @@ from astropy.table import Table
 
 from ._model import OffsetModel
 from ._naming import map_path
+from ._synthetic import CameraMotion
 
-__all__ = ["TrueField", "run_demo"]
+__all__ = ["run_demo"]
 
 # A Sony APS-C frame of the seed's sequences.
 DEMO_SHAPE = (2848, 4256)
 DEMO_STARS = 500
 DEMO_SEED = 20230302
-
-
-class TrueField:
-    """A known offset field: drift and field rotation seen through a barrel-distorting lens.
-
-    The lens distortion is fixed to the camera, so it shows in the offsets only
-    through the stars' motion across it. ``offset(x, y)`` is position in this
-    frame minus position in the reference frame at the frame point ``(x, y)``.
-    """
-
-    def __init__(
-        self, shape, *, drift=(12.3, -7.8), rotation_deg=0.12, pole=(-900.0, 5200.0), barrel=8e-10
-    ):
-        ny, nx = shape
-        self.centre = ((nx - 1) / 2, (ny - 1) / 2)
-        self.drift = drift
-        self.rotation = np.deg2rad(rotation_deg)
-        self.pole = pole
-        self.barrel = barrel
-
-    def _distort(self, x, y):
-        cx, cy = self.centre
-        rx, ry = x - cx, y - cy
-        scale = 1 - self.barrel * (rx * rx + ry * ry)
-        return cx + rx * scale, cy + ry * scale
-
-    def _undistort(self, x, y):
-        # Fixed-point inversion; converges to 1e-12 px in a few steps for
-        # distortions of a few per cent.
-        ux, uy = x, y
-        for _ in range(8):
-            dx, dy = self._distort(ux, uy)
-            ux, uy = ux + (x - dx), uy + (y - dy)
-        return ux, uy
-
-    def offset(self, x, y):
-        """Return the true ``(x_offset, y_offset)`` at frame points ``(x, y)``."""
-        ux, uy = self._undistort(x, y)
-        # Undo this frame's field rotation about the pole and its drift.
-        px, py = self.pole
-        c, s = np.cos(self.rotation), np.sin(self.rotation)
-        sx, sy = ux - self.drift[0] - px, uy - self.drift[1] - py
-        ref_x, ref_y = self._distort(px + c * sx + s * sy, py - s * sx + c * sy)
-        return x - ref_x, y - ref_y
 
 
 def _map_errors(omap, truth, stride=4):
@@ -96,7 +53,7 @@ def run_demo(outdir, *, n_jobs=-1, overwrite=True, echo=print):
     os.makedirs(outdir, exist_ok=True)
     rng = np.random.default_rng(DEMO_SEED)
     ny, nx = DEMO_SHAPE
-    truth = TrueField(DEMO_SHAPE)
+    truth = CameraMotion(DEMO_SHAPE)
     x = rng.uniform(0, nx - 1, DEMO_STARS)
     y = rng.uniform(0, ny - 1, DEMO_STARS)
     true_x, true_y = truth.offset(x, y)

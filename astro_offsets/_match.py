@@ -21,7 +21,17 @@ _MIN_RADIUS = 0.5
 
 
 class MatchError(ValueError):
-    """A frame's stars could not be matched to the reference."""
+    """A frame's stars could not be matched to the reference.
+
+    Examples
+    --------
+    >>> from astro_offsets import MatchError, match_stars
+    >>> try:
+    ...     match_stars([[1.0, 2.0]], [[1.0, 2.0], [5.0, 6.0]])
+    ... except MatchError as error:
+    ...     print(error)
+    too few stars in the frame to match (1; need at least 5)
+    """
 
 
 def _triangles(xy):

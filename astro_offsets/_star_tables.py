@@ -65,6 +65,19 @@ def offsets_table(frame_stars, ref_stars, pairs):
         ``xcentroid``, ``ycentroid`` (this frame), ``xoffset``, ``yoffset``
         (this frame minus the reference), ``ref_id`` (reference star row),
         ``x_ref``, ``y_ref``, ``flux``, ``snr``; sorted by ``ref_id``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astropy.table import QTable
+    >>> from astro_offsets import offsets_table
+    >>> ref = QTable({"xcentroid": [10.0, 50.0], "ycentroid": [20.0, 30.0],
+    ...               "flux": [1e4, 2e4], "snr": [80.0, 120.0]})
+    >>> frame = QTable({"xcentroid": [52.5, 12.5], "ycentroid": [29.0, 19.0],
+    ...                 "flux": [2e4, 1e4], "snr": [118.0, 79.0]})
+    >>> table = offsets_table(frame, ref, [[1, 0], [0, 1]])
+    >>> list(table["xoffset"]), list(table["yoffset"])
+    ([np.float64(2.5), np.float64(2.5)], [np.float64(-1.0), np.float64(-1.0)])
     """
     pairs = np.asarray(pairs, int).reshape(-1, 2)
     pairs = pairs[np.argsort(pairs[:, 1], kind="stable")]
@@ -163,6 +176,26 @@ def make_tables(
     ------
     ValueError
         If the reference frame cannot be read, or has too few stars.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from astropy.io import fits
+    >>> from astro_offsets import make_tables
+    >>> from astro_offsets._synthetic import render_stars
+    >>> rng = np.random.default_rng(2)
+    >>> x, y = rng.uniform(10, 190, 40), rng.uniform(10, 140, 40)
+    >>> flux = rng.uniform(2e3, 2e4, 40)
+    >>> folder = tempfile.mkdtemp()
+    >>> frames = []
+    >>> for k, (dx, dy) in enumerate([(0, 0), (6.3, -4.1)]):
+    ...     image = 100 + render_stars((150, 200), x + dx, y + dy, flux)
+    ...     frames.append(os.path.join(folder, f"light{k}.fits"))
+    ...     fits.PrimaryHDU(image + rng.normal(0, 3, image.shape)).writeto(frames[-1])
+    >>> results = make_tables(frames, reference=frames[0])
+    >>> [(r.status, r.matched > 30) for r in results]
+    [('reference', True), ('written', True)]
     """
     frames = [os.fspath(frame) for frame in frames]
     reference = os.fspath(reference)

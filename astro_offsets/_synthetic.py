@@ -3,7 +3,7 @@
 import numpy as np
 from scipy.special import erf
 
-__all__ = ["render_stars"]
+__all__ = ["CameraMotion", "render_stars"]
 
 
 def _pixel_integrals(centres, n, sigma):
@@ -52,3 +52,78 @@ def render_stars(shape, x, y, flux, sigma=1.5):
         gy = _pixel_integrals(y[chunk], ny, sigma)
         image += np.einsum("k,kj,ki->ji", flux[chunk], gy, gx)
     return image
+
+
+class CameraMotion:
+    """A known motion of the stars between the reference and a frame.
+
+    Drift and field rotation about a pole, seen through a barrel-distorting
+    lens. The distortion is fixed to the camera, so it shows in the offsets
+    only through the stars' motion across it.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Frame shape ``(ny, nx)``; the lens axis is at its centre.
+    drift : tuple of float, optional
+        Shift of the sky in pixels (undistorted).
+    rotation_deg : float, optional
+        Field rotation about ``pole``, in degrees.
+    pole : tuple of float, optional
+        Centre of the field rotation, in pixels (often outside the frame).
+    barrel : float, optional
+        Radial distortion: a point at radius r from the axis is drawn at
+        r (1 - barrel r**2).
+
+    Examples
+    --------
+    >>> from astro_offsets._synthetic import CameraMotion
+    >>> motion = CameraMotion((100, 200), drift=(3.0, -1.0), rotation_deg=0.0, barrel=0.0)
+    >>> [float(v) for v in motion.to_frame(50.0, 40.0) + motion.offset(53.0, 39.0)]
+    [53.0, 39.0, 3.0, -1.0]
+    """
+
+    def __init__(
+        self, shape, *, drift=(12.3, -7.8), rotation_deg=0.12, pole=(-900.0, 5200.0), barrel=8e-10
+    ):
+        ny, nx = shape
+        self.centre = ((nx - 1) / 2, (ny - 1) / 2)
+        self.drift = drift
+        self.rotation = np.deg2rad(rotation_deg)
+        self.pole = pole
+        self.barrel = barrel
+
+    def _distort(self, x, y):
+        cx, cy = self.centre
+        rx, ry = x - cx, y - cy
+        scale = 1 - self.barrel * (rx * rx + ry * ry)
+        return cx + rx * scale, cy + ry * scale
+
+    def _undistort(self, x, y):
+        # Fixed-point inversion; converges to 1e-12 px in a few steps for
+        # distortions of a few per cent.
+        ux, uy = x, y
+        for _ in range(8):
+            dx, dy = self._distort(ux, uy)
+            ux, uy = ux + (x - dx), uy + (y - dy)
+        return ux, uy
+
+    def _rotate(self, x, y, sign):
+        px, py = self.pole
+        c, s = np.cos(self.rotation), sign * np.sin(self.rotation)
+        return px + c * (x - px) - s * (y - py), py + s * (x - px) + c * (y - py)
+
+    def to_frame(self, x_ref, y_ref):
+        """Return where stars at reference positions appear in the frame."""
+        ux, uy = self._rotate(*self._undistort(x_ref, y_ref), +1)
+        return self._distort(ux + self.drift[0], uy + self.drift[1])
+
+    def to_reference(self, x, y):
+        """Return where stars at frame positions appear in the reference."""
+        ux, uy = self._undistort(x, y)
+        return self._distort(*self._rotate(ux - self.drift[0], uy - self.drift[1], -1))
+
+    def offset(self, x, y):
+        """Return the true ``(x_offset, y_offset)`` at frame points ``(x, y)``."""
+        ref_x, ref_y = self.to_reference(x, y)
+        return x - ref_x, y - ref_y
