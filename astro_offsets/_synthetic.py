@@ -3,7 +3,7 @@
 import numpy as np
 from scipy.special import erf
 
-__all__ = ["CameraMotion", "render_stars"]
+__all__ = ["CameraMotion", "observe", "render_stars", "star_field"]
 
 
 def _pixel_integrals(centres, n, sigma):
@@ -52,6 +52,43 @@ def render_stars(shape, x, y, flux, sigma=1.5):
         gy = _pixel_integrals(y[chunk], ny, sigma)
         image += np.einsum("k,kj,ki->ji", flux[chunk], gy, gx)
     return image
+
+
+def star_field(rng, n, shape, *, margin=50.0, faintest=1500.0, slope=1.0):
+    """Return ``x, y, flux`` of random stars with a power-law brightness distribution.
+
+    Stars fill the frame and a ``margin`` around it (so that stars enter and
+    leave as the frame moves); the number of stars brighter than F falls as
+    F**-slope above ``faintest``, as star counts do over a few magnitudes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_offsets._synthetic import star_field
+    >>> x, y, flux = star_field(np.random.default_rng(0), 100, (50, 80))
+    >>> bool(flux.min() >= 1500.0), x.shape
+    (True, (100,))
+    """
+    ny, nx = shape
+    x = rng.uniform(-margin, nx - 1 + margin, n)
+    y = rng.uniform(-margin, ny - 1 + margin, n)
+    flux = faintest * (rng.pareto(slope, n) + 1)
+    return x, y, flux
+
+
+def observe(rng, shape, x, y, flux, *, sigma=1.6, sky=200.0, read_noise=8.0):
+    """Return a noisy image of stars: sky, photon noise (gain 1) and read noise.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_offsets._synthetic import observe
+    >>> image = observe(np.random.default_rng(0), (64, 64), [32.0], [32.0], [1e4])
+    >>> bool(abs(np.median(image) - 200) < 2)
+    True
+    """
+    signal = sky + render_stars(shape, x, y, flux, sigma)
+    return signal + rng.standard_normal(shape) * np.sqrt(signal + read_noise**2)
 
 
 class CameraMotion:
