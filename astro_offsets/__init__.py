@@ -11,6 +11,7 @@ colour raw frames).
 """
 
 from ._detect import detect_stars
+from ._frames import Frame, read_frame
 from ._match import MatchError, match_stars
 from ._model import OffsetModel
 from ._offset_map import OffsetMap
@@ -21,6 +22,7 @@ from ._version import __version__
 
 __all__ = [
     "KERNELS",
+    "Frame",
     "MapResult",
     "MatchError",
     "OffsetMap",
@@ -34,6 +36,7 @@ __all__ = [
     "make_tables",
     "match_stars",
     "offsets_table",
+    "read_frame",
     "stack_frames",
     "write_maps",
 ]

@@ -4,6 +4,7 @@ import argparse
 import contextlib
 import os
 import sys
+import warnings
 
 import joblib
 from tqdm import tqdm
@@ -11,7 +12,7 @@ from tqdm import tqdm
 from ._demo import run_demo
 from ._frames import frame_shape
 from ._sequence import describe, write_maps
-from ._stack import KERNELS, stack_frames
+from ._stack import KERNELS, Stacker, stack_frames
 from ._star_tables import make_tables
 from ._version import __version__
 
@@ -244,6 +245,10 @@ class _Reporter:
     def note(self, text):
         tqdm.write(f"{PROG}: {text}", file=sys.stderr)
 
+    def usage(self, problem):
+        """Report an error that concerns no one file (an option, the whole run)."""
+        tqdm.write(f"{PROG}: error: {problem}", file=sys.stderr)
+
     def map_result(self, result):
         for line in result.warnings:
             tqdm.write(f"{PROG}: warning: {line}", file=sys.stderr)
@@ -366,6 +371,18 @@ def _run_tables(args, report):
 
 
 def _run_stack(args, report):
+    options = {
+        "kernel": args.kernel,
+        "pixfrac": args.pixfrac,
+        "scale": args.scale,
+        "exposure_weighting": args.exposure_weighting,
+        "context": args.context,
+    }
+    try:
+        Stacker((1, 1), **options)
+    except ValueError as exc:
+        report.usage(exc)
+        return 2
     preview = os.path.splitext(args.out)[0] + ".png"
     for path in (args.out, preview) if args.preview else (args.out,):
         if os.path.lexists(path) and not args.overwrite:
@@ -376,36 +393,44 @@ def _run_stack(args, report):
         if result.status == "failed":
             report.error(result.frame, result.message.removeprefix(f"{result.frame}: "))
 
-    try:
-        stack, results = stack_frames(
-            args.frames,
-            maps=args.maps,
-            reference=args.reference,
-            kernel=args.kernel,
-            pixfrac=args.pixfrac,
-            scale=args.scale,
-            exposure_weighting=args.exposure_weighting,
-            context=args.context,
-            progress=True,
-            callback=on_frame,
-        )
-        stack.write(args.out, overwrite=args.overwrite, context=args.context)
-    except (OSError, ValueError) as exc:
-        report.error(args.out, exc)
-        return 1
-    written = [args.out]
-    if args.preview:
+    with warnings.catch_warnings(record=True) as caught:
+        # drizzle's own warnings (a kernel that does not conserve flux, ...)
+        # become one line each, like every other message.
+        warnings.simplefilter("always")
         try:
+            stack, results = stack_frames(
+                args.frames,
+                maps=args.maps,
+                reference=args.reference,
+                progress=True,
+                callback=on_frame,
+                **options,
+            )
+        except ValueError as exc:
+            report.usage(exc)
+            return 1
+    for text in dict.fromkeys(str(w.message) for w in caught):
+        report.note(f"warning: {text}")
+    try:
+        stack.write(args.out, overwrite=args.overwrite, context=args.context)
+        written = [args.out]
+        if args.preview:
             stack.write_preview(preview, overwrite=args.overwrite)
             written.append(preview)
-        except ImportError:
-            report.note("no preview: it needs matplotlib (pip install 'astro_offsets[plot]')")
+    except ImportError:
+        report.note("no preview: it needs matplotlib (pip install 'astro_offsets[plot]')")
+    except OSError as exc:
+        report.error(args.out, exc)
+        return 1
     stacked = sum(r.status == "stacked" for r in results)
-    extensions = ", ".join(stack.channels) + " and their weights"
+    contents = (
+        ", ".join(stack.channels) + " and their weights" + (" and contexts" if args.context else "")
+    )
     summary = (
-        f"stack: {stacked} frames stacked, {len(results) - stacked} failed"
+        f"stack: {stacked} frame{'s' if stacked != 1 else ''} stacked, "
+        f"{len(results) - stacked} failed"
         + (f" ({', '.join(report.failed)})" if report.failed else "")
-        + f"; wrote {' and '.join(written)} ({extensions})"
+        + f"; wrote {' and '.join(written)} ({contents})"
     )
     print(summary)
     return 1 if report.failed else 0

@@ -143,8 +143,8 @@ def detect_stars(data, *, fwhm=None, threshold=5.0, colors=None):
     isolated stars when not given, stars found with
     `~photutils.detection.DAOStarFinder`, and their positions refined with
     Gaussian-windowed centroids. For a colour raw frame (``colors``
-    given) the search runs on 2 x 2 super-pixel sums of the Bayer mosaic (see
-    `bayer_luminance`), and positions are mapped back to raw pixel
+    given) the search runs on 2 x 2 super-pixel sums of the Bayer mosaic (each
+    holds one red, two green and one blue pixel), and positions are mapped back to raw pixel
     coordinates.
 
     Parameters

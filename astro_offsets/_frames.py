@@ -30,6 +30,18 @@ class Frame(NamedTuple):
     exptime : float or `None`
         Exposure time in seconds: the raw file's shutter speed, or the FITS
         ``EXPTIME`` (or ``EXPOSURE``) card; `None` if the file does not say.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from astropy.io import fits
+    >>> from astro_offsets import read_frame
+    >>> path = os.path.join(tempfile.mkdtemp(), "light.fits")
+    >>> fits.PrimaryHDU(np.ones((4, 6), np.float32), fits.Header({"EXPTIME": 30.0})).writeto(path)
+    >>> frame = read_frame(path)
+    >>> frame.data.shape, frame.colors, frame.exptime
+    ((4, 6), None, 30.0)
     """
 
     data: np.ndarray
@@ -78,7 +90,7 @@ def frame_shape(path):
 def read_frame(path):
     """Read the pixels of a frame file, and for raw files the colour of each pixel.
 
-    The file types and the HDU used are those of `frame_shape`, so
+    The file types and the HDU used are those of ``frame_shape``, so
     ``read_frame(path).data.shape == frame_shape(path)``. A FITS cube of
     colour planes is averaged over its planes.
 

@@ -51,7 +51,7 @@ class Stack(NamedTuple):
     channels: tuple
     """Channel names, ``("SCI",)`` or ``("RED", "GREEN", "BLUE")``."""
     images: dict
-    """float32 image of each channel, in input units per second of exposure."""
+    """float32 image of each channel, in frame units per second of exposure."""
     weights: dict
     """float32 weight of each channel."""
     contexts: dict
@@ -91,7 +91,9 @@ class Stack(NamedTuple):
         hdus = [primary]
         for name in self.channels:
             hdu = fits.ImageHDU(self.images[name], name=name)
-            hdu.header["BUNIT"] = (self.meta["unit"], "drizzled intensity")
+            if self.meta["unit"]:
+                hdu.header["BUNIT"] = (self.meta["unit"], "drizzled intensity")
+            hdu.header["COMMENT"] = "Frame units per second of exposure; NaN where WHT is 0."
             hdus.append(hdu)
         for name in self.channels:
             hdus.append(fits.ImageHDU(self.weights[name], name=_suffixed(name, "WHT")))
@@ -101,8 +103,16 @@ class Stack(NamedTuple):
         with atomic_path(path, overwrite=overwrite) as tmp:
             fits.HDUList(hdus).writeto(tmp)
 
-    def preview(self):
+    def preview(self, *, max_pixels=4_000_000):
         """Return a display image: asinh-stretched grey, or Lupton RGB for colour.
+
+        Large stacks are binned (block means) to at most ``max_pixels``: a
+        preview is for looking, and binning keeps its memory small.
+
+        Parameters
+        ----------
+        max_pixels : int, optional
+            Largest preview, in pixels. The default is 4 million.
 
         Returns
         -------
@@ -112,7 +122,9 @@ class Stack(NamedTuple):
         """
         from astropy.visualization import AsinhStretch, PercentileInterval, make_lupton_rgb
 
-        images = [np.nan_to_num(self.images[name], nan=0.0) for name in self.channels]
+        ny, nx = self.images[self.channels[0]].shape
+        factor = max(1, math.ceil(math.sqrt(ny * nx / max_pixels)))
+        images = [_binned(self.images[name], factor) for name in self.channels]
         if len(images) == 1:
             interval = PercentileInterval(99.5)
             stretch = AsinhStretch(0.05)
@@ -145,6 +157,16 @@ class Stack(NamedTuple):
             )
 
 
+def _binned(image, factor):
+    """Block means of ``factor`` x ``factor`` pixels (edges cropped), NaN as 0."""
+    if factor == 1:
+        return np.nan_to_num(image, nan=0.0)
+    ny, nx = (n // factor * factor for n in image.shape)
+    blocks = image[:ny, :nx].reshape(ny // factor, factor, nx // factor, factor)
+    with np.errstate(invalid="ignore"):
+        return np.nan_to_num(np.nanmean(blocks, axis=(1, 3), dtype=np.float32), nan=0.0)
+
+
 def _suffixed(name, suffix):
     return suffix if name == "SCI" else f"{name}_{suffix}"
 
@@ -158,9 +180,10 @@ def _provenance_cards(meta):
     yield "EXPWGHT", meta["exposure_weighting"], "frames weighted by exposure time"
     yield "TEXPTIME", meta["total_exptime"], "total exposure time of the frames (s)"
     yield "NFRAMES", len(meta["frames"]), "frames stacked"
+    # FRMnnnnn and MAPnnnnn fit FITS's 8-character keywords up to 99999 frames.
     for index, (frame, omap) in enumerate(zip(meta["frames"], meta["maps"], strict=True)):
-        yield f"FRAME{index + 1:03d}", os.path.basename(frame), "frame"
-        yield f"MAP{index + 1:03d}", os.path.basename(omap) if omap else "(reference)", "map"
+        yield f"FRM{index + 1:05d}", frame, ""
+        yield f"MAP{index + 1:05d}", omap or "(reference)", ""
 
 
 def _check_option(name, value, low, high):
@@ -192,8 +215,9 @@ class Stacker:
         frame then needs its ``colors`` (rawpy's ``raw_colors_visible``). The
         default is `False`: mono frames into ``SCI``.
     kernel : str, optional
-        Drizzle kernel: one of `KERNELS` (``"square"``, ``"point"``,
-        ``"turbo"``, ``"gaussian"``, ``"lanczos2"``, ``"lanczos3"``). The
+        Drizzle kernel: ``"square"``, ``"point"``, ``"turbo"``,
+        ``"gaussian"``, ``"lanczos2"`` or ``"lanczos3"`` (``KERNELS``). The
+        lanczos kernels take no ``pixfrac`` and do not conserve flux. The
         default is ``"square"``.
     pixfrac : float, optional
         Size of the drop, as a fraction of an input pixel's side, in (0, 1].
@@ -223,10 +247,11 @@ class Stacker:
     Images are in input units per second: each frame is divided by its
     exposure time (1 when unknown). With ``scale`` s, each input pixel's
     counts are spread over s**2 smaller output pixels (drizzle's ``iscale =
-    1 / s**2``), so the total flux is conserved. Memory: per channel, the
-    output image and weight take 8 bytes per output pixel, the context 4
-    bytes per 32 frames; a frame in flight takes about 25 bytes per input
-    pixel (data, colours, float64 pixmap, weight).
+    1 / s**2``), so the total flux is conserved (except with the lanczos
+    kernels). Memory: per channel, the output image and weight take 8 bytes
+    per output pixel, the context 4 bytes per 32 frames; a frame in flight
+    takes about 24 bytes per input pixel for mono frames and 34 for Bayer
+    frames (data, colours, float64 pixmap, weights).
 
     Examples
     --------
@@ -259,6 +284,10 @@ class Stacker:
             raise ValueError(f"kernel must be one of {', '.join(KERNELS)}; got {kernel!r}")
         self.kernel = kernel
         self.pixfrac = _check_option("pixfrac", pixfrac, 0, 1)
+        if kernel.startswith("lanczos") and self.pixfrac != 1.0:
+            raise ValueError(
+                f"the {kernel} kernel takes no pixfrac (drizzle uses 1); got pixfrac={pixfrac!r}"
+            )
         self.scale = _check_option("scale", scale, 0, 8)
         self.bayer = bool(bayer)
         self.exposure_weighting = bool(exposure_weighting)
@@ -401,7 +430,9 @@ class Stacker:
             "total_exptime": self._total_exptime,
             "frames": list(self._frames),
             "maps": list(self._maps),
-            "unit": "input units / s",
+            # Raw frames are in sensor units (ADU); FITS frames in whatever
+            # their own units are, per second.
+            "unit": "adu / s" if self.bayer else None,
         }
         contexts = (
             {name: d.out_ctx for name, d in self._drizzles.items()} if self._context else None
@@ -436,27 +467,35 @@ class StackResult(NamedTuple):
 
 
 def _plan(frames, maps, reference):
-    """Return ``[(frame, map path or None, problem or None)]`` and the reference."""
-    present = [(frame, map_path(frame, maps)) for frame in frames]
-    present = [(frame, path if os.path.exists(path) else None, path) for frame, path in present]
+    """Return ``[(frame, map path or None, problem or None)]``.
+
+    The reference frame is ``reference``, or else the one frame without a
+    map; several frames without a map and no ``reference`` is an error, as
+    stacking a frame unmoved that is not the reference doubles every star.
+    """
+    expected = [map_path(frame, maps) for frame in frames]
+    found = [path if os.path.exists(path) else None for path in expected]
     if reference is not None:
-        reference = os.fspath(reference)
-        if os.path.abspath(reference) not in {os.path.abspath(f) for f in frames}:
+        reference = os.path.abspath(reference)
+        if reference not in {os.path.abspath(f) for f in frames}:
             raise ValueError(f"{reference}: the reference frame is not among the frames")
     else:
-        reference = next((frame for frame, found, _ in present if found is None), None)
-    plan = []
-    for frame, found, expected in present:
-        problem = None
-        if found is None and os.path.abspath(frame) != os.path.abspath(reference or ""):
-            problem = (
-                f"no map {expected}, and only the reference frame ({reference}) stacks without one"
+        missing = [frame for frame, path in zip(frames, found, strict=True) if path is None]
+        if len(missing) > 1:
+            shown = ", ".join(missing[:4]) + (", ..." if len(missing) > 4 else "")
+            raise ValueError(
+                f"{len(missing)} frames have no map ({shown}); only the reference frame may "
+                "have none: name it as the reference"
             )
-        is_reference = reference is not None and os.path.abspath(frame) == os.path.abspath(
-            reference
-        )
-        plan.append((frame, None if is_reference and found is None else found, problem))
-    return plan, reference
+        reference = os.path.abspath(missing[0]) if missing else None
+    plan = []
+    for frame, path, wanted in zip(frames, found, expected, strict=True):
+        is_reference = os.path.abspath(frame) == reference
+        problem = None
+        if path is None and not is_reference:
+            problem = f"no map {wanted}, and it is not the reference frame"
+        plan.append((frame, path, problem))
+    return plan
 
 
 def stack_frames(
@@ -487,8 +526,8 @@ def stack_frames(
     maps : str, path-like or `None`, optional
         Directory of the maps; `None` looks beside each frame.
     reference : str, path-like or `None`, optional
-        The reference frame, which may have no map; by default the first
-        frame without one.
+        The reference frame, which may have no map; by default the one frame
+        without a map.
     kernel, pixfrac, scale, exposure_weighting, context
         Drizzle options; see `Stacker`.
     progress : bool, optional
@@ -506,8 +545,9 @@ def stack_frames(
     Raises
     ------
     ValueError
-        If no frame could be stacked, an option is out of range, or
-        ``reference`` is not one of ``frames``.
+        If no frame could be stacked, an option is out of range,
+        ``reference`` is not one of ``frames``, or it is not given and
+        several frames have no map.
 
     Examples
     --------
@@ -528,7 +568,7 @@ def stack_frames(
     ('SCI',)
     """
     frames = [os.fspath(frame) for frame in frames]
-    plan, _ = _plan(frames, maps, reference)
+    plan = _plan(frames, maps, reference)
     options = {
         "kernel": kernel,
         "pixfrac": pixfrac,

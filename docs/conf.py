@@ -77,6 +77,7 @@ _INTERSPHINX = {
     "astropy": ("https://docs.astropy.org/en/stable/", None),
     "joblib": ("https://joblib.readthedocs.io/en/stable/", None),
     "drizzle": ("https://spacetelescope-drizzle.readthedocs.io/en/latest/", None),
+    "photutils": ("https://photutils.readthedocs.io/en/stable/", None),
 }
 
 if _ONLINE:

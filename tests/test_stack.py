@@ -1,6 +1,7 @@
 """Stacking through real drizzle: positions, flux, Bayer drizzle of real DNG files, errors."""
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -229,7 +230,7 @@ def test_bayer_stack_covers_every_colour_without_checkerboard(raw_sequence):
 
 
 def test_stack_command_colour(raw_sequence, tmp_path, capsys):
-    _folder, frames = raw_sequence
+    folder, frames = raw_sequence
     out = tmp_path / "stack.fits"
     assert main(["stack", *frames, "--out", str(out), "--pixfrac", "0.8"]) == 0
     summary = capsys.readouterr().out.strip()
@@ -252,8 +253,9 @@ def test_stack_command_colour(raw_sequence, tmp_path, capsys):
         assert header["PIXFRAC"] == 0.8
         assert header["KERNEL"] == "square"
         assert header["TEXPTIME"] == 150.0
-        assert header["MAP001"] == "(reference)"
-        assert header["MAP002"] == "DSC0001.offsets.fits"
+        assert header["FRM00001"] == frames[0]
+        assert header["MAP00001"] == "(reference)"
+        assert header["MAP00002"] == str(folder / "DSC0001.offsets.fits")
     import matplotlib.image
 
     preview = matplotlib.image.imread(tmp_path / "stack.png")
@@ -272,13 +274,20 @@ def test_stack_command_reports_bad_frames(raw_sequence, tmp_path, capsys):
     OffsetMap(np.zeros(RAW_SHAPE), np.zeros(RAW_SHAPE)).write(tmp_path / "DSC0098.offsets.fits")
     out = tmp_path / "stack.fits"
     argv = [*frames, str(orphan), str(broken), str(odd)]
-    status = main(["stack", *argv, "--out", str(out), "--no-preview"])
+    # Two frames without a map: which is the reference must be said.
+    assert main(["stack", *argv, "--out", str(out), "--no-preview"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"astro-offsets: error: 2 frames have no map ({frames[0]}, {orphan}); only the "
+        "reference frame may have none: name it as the reference"
+    )
+    assert not out.exists()
+    status = main(["stack", *argv, "--out", str(out), "--no-preview", "--reference", frames[0]])
     captured = capsys.readouterr()
     assert status == 1
     errors = [line for line in captured.err.splitlines() if "error:" in line]
     assert errors == [
-        f"astro-offsets: error: {orphan}: no map {tmp_path / 'DSC0099.offsets.fits'}, and only "
-        f"the reference frame ({frames[0]}) stacks without one",
+        f"astro-offsets: error: {orphan}: no map {tmp_path / 'DSC0099.offsets.fits'}, and it "
+        "is not the reference frame",
         f"astro-offsets: error: {broken}: not a readable raw file (LibRaw: "
         + errors[1].split("(LibRaw: ")[1],
         f"astro-offsets: error: {odd}: frame shape (40, 50) differs from its map's (64, 80) "
@@ -287,6 +296,24 @@ def test_stack_command_reports_bad_frames(raw_sequence, tmp_path, capsys):
     assert captured.out.startswith("stack: 5 frames stacked, 3 failed (")
     with fits.open(out) as hdul:
         assert hdul[0].header["NFRAMES"] == 5
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--pixfrac", "1.5"], r"pixfrac must be a number in \(0, 1\], got 1.5"),
+        (["--scale", "0"], r"scale must be a number in \(0, 8\]"),
+        (["--kernel", "lanczos3", "--pixfrac", "0.5"], "the lanczos3 kernel takes no pixfrac"),
+    ],
+)
+def test_stack_command_bad_options(raw_sequence, tmp_path, capsys, options, message):
+    _, frames = raw_sequence
+    status = main(["stack", *frames, "--out", str(tmp_path / "s.fits"), *options])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert err.startswith("astro-offsets: error: ")
+    assert re.search(message, err)
+    assert not os.listdir(tmp_path)
 
 
 def test_stack_command_mono_and_existing_output(tmp_path, capsys):
