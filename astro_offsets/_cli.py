@@ -92,6 +92,11 @@ def _parser():
     )
     maps.add_argument("--overwrite", action="store_true", help="replace existing maps")
     maps.add_argument(
+        "--plot",
+        action="store_true",
+        help="also plot each map, its jumps and its stars to <stem>.offsets.png",
+    )
+    maps.add_argument(
         "--scheduler",
         metavar="ADDRESS",
         help="run the tiles on the dask cluster at this scheduler address (needs the dask extra)",
@@ -302,6 +307,7 @@ def _run_maps(args, report):
                 n_jobs=args.jobs,
                 power=args.power,
                 overwrite=args.overwrite,
+                plot=args.plot,
                 progress=True,
                 callback=report.map_result,
             )

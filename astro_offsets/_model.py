@@ -393,4 +393,6 @@ class OffsetModel:
             self._stars, self._power, shape, n_jobs=n_jobs, block_size=block_size, out=out
         )
 
-        return OffsetMap(x_map, y_map, meta=dict(self.meta))
+        omap = OffsetMap(x_map, y_map, meta=dict(self.meta))
+        omap._model = self
+        return omap

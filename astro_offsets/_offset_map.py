@@ -7,6 +7,7 @@ import numpy as np
 from astropy.io import fits
 
 from ._atomic import atomic_path
+from ._diagnostics import largest_jump, plot_map, star_residuals
 from ._validate import offset_maps
 from ._version import __version__
 from ._wcs import offsets_to_wcs
@@ -22,6 +23,8 @@ _PROVENANCE = (
     ("n_rejected", "NREJECT", "table rows dropped (NaN/inf)"),
     ("method", "METHOD", "nearest star per quadrant"),
     ("power", "POWER", "inverse-distance power"),
+    ("max_jump", "MAXJUMP", "largest pixel-to-pixel step (px)"),
+    ("star_rms", "STARRMS", "map minus star offsets at the stars (px)"),
 )
 _CONVENTION = (
     "XOFFSET, YOFFSET: position in this frame minus position in the",
@@ -69,6 +72,9 @@ class OffsetMap:
     def __init__(self, x_offset, y_offset, *, meta=None):
         self.x_offset, self.y_offset = offset_maps(x_offset, y_offset)
         self.meta = dict(meta or {})
+        # The model the map was made from, if any (set by OffsetModel.to_map),
+        # for the diagnostics at the stars.
+        self._model = None
 
     @property
     def shape(self):
@@ -152,9 +158,71 @@ class OffsetMap:
         """
         return offsets_to_wcs(self.x_offset, self.y_offset, wcs)
 
+    def diagnostics(self):
+        """Return the map's largest pixel-to-pixel jump and its residual at the stars.
+
+        Returns
+        -------
+        dict
+            ``max_jump``: the largest difference between neighbouring pixels
+            of either map, in pixels (jumps over 1 px move neighbouring input
+            pixels apart in drizzle's output); ``star_rms``: the RMS over the
+            stars of the map (bilinearly interpolated) minus the star's
+            offset, in pixels, or `None` when the map was not made by
+            `OffsetModel.to_map` in this session.
+
+        Examples
+        --------
+        >>> from astro_offsets import OffsetModel
+        >>> model = OffsetModel([5.3, 20.2, 12.7], [5.6, 12.4, 3.1], [1.0, 2.0, 1.5],
+        ...                     [0.0, 0.5, 0.2])
+        >>> d = model.to_map((16, 24)).diagnostics()
+        >>> round(d["max_jump"], 3), round(d["star_rms"], 3)
+        (0.5, 0.036)
+        """
+        result = {"max_jump": largest_jump(self.x_offset, self.y_offset), "star_rms": None}
+        if self._model is not None:
+            m = self._model
+            dx, dy = star_residuals(self.x_offset, self.y_offset, m.x, m.y, m.x_offset, m.y_offset)
+            if len(dx):
+                result["star_rms"] = float(np.sqrt(np.mean(dx * dx + dy * dy)))
+        return result
+
+    def plot(self, model=None, *, figure=None):
+        """Plot the X and Y maps, their pixel-to-pixel jumps and the star offsets.
+
+        Needs matplotlib. Large maps are shown subsampled; the jumps are
+        still between neighbouring pixels.
+
+        Parameters
+        ----------
+        model : `OffsetModel` or `None`, optional
+            The stars, drawn as arrows (offset minus the median offset); by
+            default the model the map was made from, if known.
+        figure : `matplotlib.figure.Figure` or `None`, optional
+            Figure to draw on; a new one (not attached to pyplot) by default.
+
+        Returns
+        -------
+        `matplotlib.figure.Figure`
+
+        Examples
+        --------
+        >>> from astro_offsets import OffsetModel
+        >>> model = OffsetModel([5.0, 20.0, 12.0], [5.0, 12.0, 3.0], [1.0, 2.0, 1.5],
+        ...                     [0.0, 0.5, 0.2])
+        >>> figure = model.to_map((16, 24)).plot()
+        >>> len(figure.axes)  # four panels and three colour bars
+        7
+        """
+        return plot_map(self, model if model is not None else self._model, figure=figure)
+
     def _primary_header(self):
         header = fits.Header()
         meta = dict(self.meta)
+        for key, value in self.diagnostics().items():
+            if value is not None:
+                meta[key] = round(value, 6)
         meta["software"] = f"astro_offsets {__version__}"
         meta["date"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")
         for key, keyword, comment in _PROVENANCE:

@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 from tqdm import tqdm
 
+from ._atomic import atomic_path
 from ._model import OffsetModel
 from ._naming import map_path
 from ._tiling import output_maps
@@ -59,6 +60,17 @@ def _read_model(table, power):
     return model, tuple(describe(table, str(w.message)) for w in caught)
 
 
+def _write_map(omap, output, overwrite, plot):
+    omap.write(output, overwrite=overwrite)
+    if plot:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        figure = omap.plot()
+        FigureCanvasAgg(figure)
+        with atomic_path(output.removesuffix(".fits") + ".png", overwrite=overwrite) as tmp:
+            figure.savefig(tmp, format="png", dpi=80)
+
+
 def write_maps(
     tables,
     shape,
@@ -68,6 +80,7 @@ def write_maps(
     block_size="auto",
     power=1.0,
     overwrite=False,
+    plot=False,
     progress=False,
     callback=None,
 ):
@@ -99,6 +112,9 @@ def write_maps(
     overwrite : bool, optional
         Replace existing maps. The default is `False`: they are kept, and the
         table is reported as skipped.
+    plot : bool, optional
+        Also write `OffsetMap.plot` as ``<stem>.offsets.png`` beside each map
+        (needs matplotlib). The default is `False`.
     progress : bool, optional
         Show a progress bar on stderr (when it is a terminal).
     callback : callable or `None`, optional
@@ -176,7 +192,8 @@ def write_maps(
             computed += 1
             if pending is not None:
                 collect(pending)
-            pending = (index, output, writer.submit(omap.write, output, overwrite=overwrite), notes)
+            future = writer.submit(_write_map, omap, output, overwrite, plot)
+            pending = (index, output, future, notes)
         if pending is not None:
             collect(pending)
     return results

@@ -1,0 +1,148 @@
+"""Diagnostics of offset maps: pixel-to-pixel jumps, residuals at the stars, plots."""
+
+import numpy as np
+from scipy.ndimage import map_coordinates
+
+__all__ = ["largest_jump", "jump_map", "star_residuals", "plot_map"]
+
+_ROWS = 256  # rows per block: no full-frame temporaries on large maps
+
+
+def largest_jump(x_offset, y_offset):
+    """Return the largest difference between neighbouring pixels of either map (px).
+
+    The seed notebook's author checked Laplacians for pixel-to-pixel jumps:
+    a jump over 1 px moves neighbouring input pixels apart (or onto each
+    other) in the drizzled output.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_offsets._diagnostics import largest_jump
+    >>> x = np.zeros((4, 5), np.float32)
+    >>> x[:, 3:] = 1.5
+    >>> float(largest_jump(x, np.zeros((4, 5), np.float32)))
+    1.5
+    """
+    largest = 0.0
+    ny = x_offset.shape[0]
+    for start in range(0, ny, _ROWS):
+        stop = min(start + _ROWS + 1, ny)  # one row of overlap for the vertical steps
+        for m in (x_offset, y_offset):
+            block = m[start:stop]
+            if block.shape[1] > 1:
+                largest = max(largest, float(np.nanmax(np.abs(np.diff(block, axis=1)))))
+            if block.shape[0] > 1:
+                largest = max(largest, float(np.nanmax(np.abs(np.diff(block, axis=0)))))
+    return largest
+
+
+def jump_map(x_offset, y_offset, stride=1):
+    """Return, per pixel, the largest step to its right or upper neighbour in either map.
+
+    ``stride`` samples every ``stride``-th pixel (steps are still between
+    neighbours), for plots of large maps.
+    """
+    ny, nx = x_offset.shape
+    rows = np.arange(0, ny, stride)
+    cols = np.arange(0, nx, stride)
+    out = np.zeros((len(rows), len(cols)), np.float32)
+    right = np.minimum(cols + 1, nx - 1)
+    up = np.minimum(rows + 1, ny - 1)
+    for m in (x_offset, y_offset):
+        here = m[np.ix_(rows, cols)]
+        np.maximum(out, np.abs(m[np.ix_(rows, right)] - here), out=out)
+        np.maximum(out, np.abs(m[np.ix_(up, cols)] - here), out=out)
+    return out
+
+
+def star_residuals(x_offset, y_offset, x, y, x_star, y_star):
+    """Return the map (bilinearly interpolated) minus the stars' offsets, at the stars.
+
+    Stars outside the map are left out.
+
+    Returns
+    -------
+    dx, dy : `~numpy.ndarray`
+        Residuals in x and y, one per star inside the map.
+    """
+    ny, nx = x_offset.shape
+    inside = (x >= 0) & (x <= nx - 1) & (y >= 0) & (y <= ny - 1)
+    coords = np.vstack([y[inside], x[inside]])
+    dx = map_coordinates(x_offset, coords, order=1) - x_star[inside]
+    dy = map_coordinates(y_offset, coords, order=1) - y_star[inside]
+    return dx, dy
+
+
+def plot_map(omap, model=None, *, figure=None, max_size=800):
+    """Plot an offset map: X and Y maps, pixel-to-pixel jumps, and the star offsets.
+
+    See `OffsetMap.plot`.
+    """
+    import math
+
+    from matplotlib.figure import Figure
+
+    figure = figure if figure is not None else Figure(figsize=(11, 8.5), layout="constrained")
+    axes = figure.subplots(2, 2, sharex=True, sharey=True)
+    ny, nx = omap.shape
+    stride = max(1, math.ceil(max(ny, nx) / max_size))
+    extent = (-0.5, nx - 0.5, -0.5, ny - 0.5)
+    for ax, values, name in ((axes[0, 0], omap.x_offset, "X"), (axes[0, 1], omap.y_offset, "Y")):
+        image = ax.imshow(
+            values[::stride, ::stride],
+            origin="lower",
+            extent=extent,
+            cmap="viridis",
+            interpolation="nearest",
+        )
+        figure.colorbar(image, ax=ax, label="pixels")
+        ax.set_title(f"{name} offset: this frame minus the reference")
+    jumps = jump_map(omap.x_offset, omap.y_offset, stride)
+    largest = largest_jump(omap.x_offset, omap.y_offset)
+    image = axes[1, 0].imshow(
+        jumps,
+        origin="lower",
+        extent=extent,
+        cmap="magma",
+        vmin=0,
+        vmax=max(1.0, float(jumps.max())),
+        interpolation="nearest",
+    )
+    figure.colorbar(image, ax=axes[1, 0], label="pixels")
+    over = np.ma.masked_less_equal(jumps, 1.0)
+    axes[1, 0].imshow(
+        over, origin="lower", extent=extent, cmap="Reds", vmin=0, vmax=1, interpolation="nearest"
+    )
+    axes[1, 0].set_title(
+        f"jumps between neighbours: largest {largest:.3f} px\n"
+        "(red: over 1 px, which hurts drizzle)",
+        fontsize="medium",
+    )
+    ax = axes[1, 1]
+    ax.set_aspect("equal")
+    if model is not None:
+        x, y = model.x, model.y
+        u = model.x_offset - np.median(model.x_offset)
+        v = model.y_offset - np.median(model.y_offset)
+        arrows = ax.quiver(x, y, u, v, angles="xy", color="tab:blue", width=0.003)
+        length = float(np.percentile(np.hypot(u, v), 90)) or 1.0
+        ax.quiverkey(
+            arrows, 0.8, 0.04, length, f"{length:.2g} px", labelpos="E", coordinates="axes"
+        )
+        dx, dy = star_residuals(omap.x_offset, omap.y_offset, x, y, model.x_offset, model.y_offset)
+        rms = float(np.sqrt(np.mean(dx * dx + dy * dy))) if len(dx) else float("nan")
+        ax.set_title(
+            f"{len(x)} star offsets minus their median\n"
+            f"map minus stars at the stars: RMS {rms:.3f} px",
+            fontsize="medium",
+        )
+    else:
+        ax.text(0.5, 0.5, "no stars given", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlim(extent[0], extent[1])
+    ax.set_ylim(extent[2], extent[3])
+    for ax in axes[1]:
+        ax.set_xlabel("x (pixels)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("y (pixels)")
+    return figure

@@ -1,0 +1,77 @@
+"""Map diagnostics: jumps, residuals at the stars, header cards, plots."""
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+
+from astro_offsets import OffsetMap, OffsetModel
+from astro_offsets._cli import main
+from astro_offsets._diagnostics import jump_map, largest_jump
+
+
+def test_largest_jump_matches_a_plain_computation():
+    rng = np.random.default_rng(0)
+    # More rows than one block, so steps across block boundaries count too.
+    x = rng.normal(size=(600, 70)).astype(np.float32)
+    y = rng.normal(size=(600, 70)).astype(np.float32)
+    y[256, 10] = 40.0  # a step that straddles the first block boundary
+    expected = max(np.abs(np.diff(m, axis=a)).max() for m in (x, y) for a in (0, 1))
+    assert largest_jump(x, y) == expected
+    assert jump_map(x, y).max() == expected
+    assert jump_map(x, y, stride=7).shape == (86, 10)
+
+
+def test_diagnostics_in_the_header(tmp_path):
+    rng = np.random.default_rng(1)
+    model = OffsetModel(
+        rng.uniform(0, 99, 30), rng.uniform(0, 79, 30), rng.normal(0, 1, 30), rng.normal(0, 1, 30)
+    )
+    omap = model.to_map((80, 100))
+    found = omap.diagnostics()
+    assert found["max_jump"] == largest_jump(omap.x_offset, omap.y_offset)
+    assert 0 < found["star_rms"] < 1
+    omap.write(tmp_path / "a.offsets.fits")
+    header = fits.getheader(tmp_path / "a.offsets.fits")
+    assert header["MAXJUMP"] == pytest.approx(found["max_jump"], abs=1e-6)
+    assert header["STARRMS"] == pytest.approx(found["star_rms"], abs=1e-6)
+    read = OffsetMap.read(tmp_path / "a.offsets.fits")
+    assert read.meta["max_jump"] == header["MAXJUMP"]
+    # A map read back keeps what was recorded; one that never knew its stars
+    # records only the jump.
+    read.write(tmp_path / "b.offsets.fits")
+    assert fits.getheader(tmp_path / "b.offsets.fits")["STARRMS"] == header["STARRMS"]
+    OffsetMap(omap.x_offset, omap.y_offset).write(tmp_path / "c.offsets.fits")
+    header = fits.getheader(tmp_path / "c.offsets.fits")
+    assert "STARRMS" not in header
+    assert "MAXJUMP" in header
+
+
+def test_plot_panels():
+    model = OffsetModel([5.0, 30.0, 18.0], [4.0, 20.0, 9.0], [0.0, 3.0, 1.0], [0.0, 0.0, 1.0])
+    figure = model.to_map((25, 40)).plot()
+    titles = [ax.get_title() for ax in figure.axes]
+    assert any(t.startswith("X offset") for t in titles)
+    expected = largest_jump(*(lambda m: (m.x_offset, m.y_offset))(model.to_map((25, 40))))
+    assert any(t.startswith(f"jumps between neighbours: largest {expected:.3f} px") for t in titles)
+    assert any(t.startswith("3 star offsets") for t in titles)
+    bare = OffsetMap(np.zeros((5, 6)), np.zeros((5, 6))).plot()
+    assert any(t.texts and t.texts[0].get_text() == "no stars given" for t in bare.axes)
+
+
+def test_maps_command_plot(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    Table(
+        {
+            "x": rng.uniform(0, 60, 20),
+            "y": rng.uniform(0, 40, 20),
+            "x_offset": rng.normal(size=20),
+            "y_offset": rng.normal(size=20),
+        }
+    ).write(tmp_path / "f.offsets_table.ecsv")
+    assert (
+        main(["maps", str(tmp_path / "f.offsets_table.ecsv"), "--shape", "40", "60", "--plot"]) == 0
+    )
+    import matplotlib.image
+
+    assert matplotlib.image.imread(tmp_path / "f.offsets.png").ndim == 3
