@@ -139,6 +139,13 @@ def _parser():
         help="detection threshold in background sigma (default: 5)",
     )
     tables.add_argument(
+        "--min-snr",
+        type=float,
+        metavar="S",
+        help="keep in the tables only stars with at least this signal-to-noise ratio "
+        "(all stars still help to match)",
+    )
+    tables.add_argument(
         "--complete", action="store_true", help="keep only the stars matched in every frame"
     )
     tables.add_argument("--overwrite", action="store_true", help="replace existing tables")
@@ -198,6 +205,12 @@ def _parser():
     )
     stack.add_argument(
         "--no-preview", dest="preview", action="store_false", help="do not write the PNG preview"
+    )
+    stack.add_argument(
+        "--keep-hot-pixels",
+        dest="mask_hot_pixels",
+        action="store_false",
+        help="do not mask the frames' hot pixels",
     )
     stack.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     stack.set_defaults(run=_run_stack)
@@ -354,6 +367,7 @@ def _run_tables(args, report):
             outdir=args.outdir,
             fwhm=args.fwhm,
             threshold=args.threshold,
+            min_snr=args.min_snr,
             complete=args.complete,
             overwrite=args.overwrite,
             progress=True,
@@ -408,6 +422,7 @@ def _run_stack(args, report):
                 args.frames,
                 maps=args.maps,
                 reference=args.reference,
+                mask_hot_pixels=args.mask_hot_pixels,
                 progress=True,
                 callback=on_frame,
                 **options,

@@ -135,6 +135,24 @@ def _windowed_centroids(image, x, y, fwhm, iterations=10):
     return np.where(wandered, x0, x), np.where(wandered, y0, y)
 
 
+def _green_centroids(mosaic, colors, x, y, fwhm):
+    """Windowed centroids on the green pixels of a Bayer mosaic, at full resolution.
+
+    Green pixels are half of the mosaic, in a regular checkerboard, and one
+    colour channel is unaffected by the star's colour. The green background
+    is estimated on the green super-pixel means and subtracted.
+    """
+    green = ((colors == 1) | (colors == 3)).astype(np.float32)
+    level = bayer_luminance(mosaic * green) / 2
+    background, _ = _background(level)
+    background = np.broadcast_to(background, level.shape)
+    full = np.repeat(np.repeat(background, 2, axis=0), 2, axis=1)
+    fine = np.zeros_like(mosaic)
+    ny, nx = full.shape
+    fine[:ny, :nx] = (mosaic[:ny, :nx] - full) * green[:ny, :nx]
+    return _windowed_centroids(fine, x, y, fwhm)
+
+
 def detect_stars(data, *, fwhm=None, threshold=5.0, colors=None):
     """Find the stars of a frame.
 
@@ -144,7 +162,8 @@ def detect_stars(data, *, fwhm=None, threshold=5.0, colors=None):
     `~photutils.detection.DAOStarFinder`, and their positions refined with
     Gaussian-windowed centroids. For a colour raw frame (``colors``
     given) the search runs on 2 x 2 super-pixel sums of the Bayer mosaic (each
-    holds one red, two green and one blue pixel), and positions are mapped back to raw pixel
+    holds one red, two green and one blue pixel), and the positions are
+    refined on the mosaic's green pixels at full resolution, in raw pixel
     coordinates.
 
     Parameters
@@ -197,10 +216,13 @@ def detect_stars(data, *, fwhm=None, threshold=5.0, colors=None):
     else:
         found.sort("flux", reverse=True)
         x, y = _windowed_centroids(image, found["x_centroid"], found["y_centroid"], fwhm_image)
+        if bayer:
+            # Super-pixel (i, j) is centred on raw point (2i + 0.5, 2j + 0.5);
+            # super-pixels undersample the stars, so refine at full resolution.
+            x, y = _green_centroids(data, colors, 2 * x + 0.5, 2 * y + 0.5, 2 * fwhm_image)
         flux = np.asarray(found["flux"], float)
-        # Super-pixel (i, j) is centred on raw point (2i + 0.5, 2j + 0.5).
-        table["xcentroid"] = factor * x + (factor - 1) / 2
-        table["ycentroid"] = factor * y + (factor - 1) / 2
+        table["xcentroid"] = x
+        table["ycentroid"] = y
         table["flux"] = flux
         table["peak"] = np.asarray(found["peak"], float)
         area = np.pi * fwhm_image**2

@@ -12,6 +12,7 @@ from drizzle.resample import SUPPORTED_DRIZZLE_KERNELS, Drizzle
 from tqdm import tqdm
 
 from ._atomic import atomic_path
+from ._cosmetic import hot_pixels
 from ._frames import read_frame
 from ._naming import map_path
 from ._offset_map import OffsetMap
@@ -508,6 +509,7 @@ def stack_frames(
     scale=1.0,
     exposure_weighting=True,
     context=True,
+    mask_hot_pixels=True,
     progress=False,
     callback=None,
 ):
@@ -530,6 +532,11 @@ def stack_frames(
         without a map.
     kernel, pixfrac, scale, exposure_weighting, context
         Drizzle options; see `Stacker`.
+    mask_hot_pixels : bool, optional
+        Give no weight to each frame's hot pixels (isolated spikes far above
+        their neighbours): fixed to the sensor, they would otherwise draw
+        trails of dots across the stack as the frames move. The default is
+        `True`.
     progress : bool, optional
         Show a progress bar on stderr (when it is a terminal).
     callback : callable or `None`, optional
@@ -609,6 +616,7 @@ def stack_frames(
             stacker.add(
                 data.data,
                 omap,
+                mask=hot_pixels(data.data, data.colors) if mask_hot_pixels else None,
                 colors=data.colors,
                 exptime=data.exptime,
                 name=frame,

@@ -126,6 +126,7 @@ def make_tables(
     outdir=None,
     fwhm=None,
     threshold=5.0,
+    min_snr=None,
     complete=False,
     overwrite=False,
     progress=False,
@@ -155,6 +156,13 @@ def make_tables(
     threshold : float, optional
         Detection threshold in units of the background noise. The default
         is 5.
+    min_snr : float or `None`, optional
+        Keep in the tables only the matched stars with at least this
+        signal-to-noise ratio in the frame. Every star detected still helps
+        to match; but the offset maps interpolate the offsets exactly, so a
+        faint star's centroid noise goes straight into the map, and fewer,
+        better stars can give a better map (the demo uses 30). The default
+        `None` keeps all.
     complete : bool, optional
         Keep only the stars matched in every frame that could be matched (the
         seed notebook's "complete sequence"). The default is `False`.
@@ -240,6 +248,8 @@ def make_tables(
                 ref_flux=ref_stars["flux"],
             )
             table = offsets_table(stars, ref_stars, pairs)
+            if min_snr is not None:
+                table = table[table["snr"] >= min_snr]
             _stamp(table, frame, reference, info, detected, fwhm, threshold)
         except Exception as exc:
             finish(index, None, "failed", describe(frame, exc), detected, 0)

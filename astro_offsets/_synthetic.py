@@ -50,7 +50,7 @@ def render_stars(shape, x, y, flux, sigma=1.5):
         chunk = slice(start, start + 256)
         gx = _pixel_integrals(x[chunk], nx, sigma)
         gy = _pixel_integrals(y[chunk], ny, sigma)
-        image += np.einsum("k,kj,ki->ji", flux[chunk], gy, gx)
+        image += (gy * flux[chunk, None]).T @ gx
     return image
 
 

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from astropy.io import fits
 
 from astro_offsets import OffsetMap
 from astro_offsets._cli import main
@@ -27,12 +28,22 @@ def test_camera_motion_round_trip():
 
 @pytest.mark.slow
 def test_demo_command(tmp_path, capsys):
-    assert main(["demo", "--outdir", str(tmp_path / "demo")]) == 0
+    outdir = tmp_path / "demo"
+    assert main(["demo", "--outdir", str(outdir)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 3
-    assert lines[1].startswith(f"offset map: {tmp_path / 'demo' / 'demo.offsets.fits'}")
+    assert [line.split(":")[0] for line in lines[:4]] == ["frames", "tables", "maps", "stack"]
+    assert lines[4].startswith("done in ")
     rms = float(lines[2].split("RMS ")[1].split(" px")[0])
-    assert 0 < rms < 0.15
-    omap = OffsetMap.read(tmp_path / "demo" / "demo.offsets.fits")
-    assert omap.shape == DEMO_SHAPE
-    assert omap.meta["n_stars"] == 500
+    assert 0 < rms < 0.1
+    light = outdir / "light"
+    frames = sorted(light.glob("DEMO*.dng"))
+    assert len(frames) == 5
+    assert len(sorted(light.glob("DEMO*.offsets_table.fits"))) == 4
+    maps = sorted(light.glob("DEMO*.offsets.fits"))
+    assert len(maps) == 4
+    assert OffsetMap.read(maps[0]).shape == DEMO_SHAPE
+    assert (light / "DEMO0004.offsets.png").exists()
+    with fits.open(outdir / "stack.fits") as hdul:
+        assert hdul[0].header["NFRAMES"] == 5
+        assert [h.name for h in hdul][1:4] == ["RED", "GREEN", "BLUE"]
+    assert (outdir / "stack.png").exists()
