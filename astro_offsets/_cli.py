@@ -111,7 +111,7 @@ def _parser():
             "FWHM estimated unless given; colour raw frames through 2 x 2 super-pixels), match "
             "each frame's stars to the reference's directly (triangles and RANSAC, then "
             "nearest neighbours), and write <stem>.offsets_table.fits per frame with xcentroid, "
-            "ycentroid, xoffset, yoffset, ref_id and flux."
+            "ycentroid, xoffset, yoffset, ref_id, x_ref, y_ref, flux and snr."
         ),
     )
     tables.add_argument(
@@ -352,7 +352,9 @@ def _run_tables(args, report):
         if result.status == "failed":
             report.error(result.frame, result.message.removeprefix(f"{result.frame}: "))
         elif result.status == "skipped":
-            report.note(f"skipped {result.frame}: {result.message}")
+            report.note(
+                f"skipped {result.frame}: {result.table} exists (use --overwrite to replace it)"
+            )
         else:
             role = " (reference)" if result.status == "reference" else ""
             tqdm.write(
