@@ -263,6 +263,32 @@ class _Reporter:
     def note(self, text):
         tqdm.write(f"{PROG}: {text}", file=sys.stderr)
 
+    def make_outdir(self, outdir):
+        """Create the output directory if missing; report and return `False` if impossible."""
+        if outdir is None:
+            return True
+        try:
+            os.makedirs(outdir, exist_ok=True)
+        except OSError as exc:
+            self.error(outdir, exc)
+            return False
+        return True
+
+    def summary(self, command, results):
+        """Print the closing line of a run over files; return the exit status."""
+        counts = {
+            status: sum(r.status == status for r in results)
+            for status in ("written", "skipped", "failed")
+        }
+        line = (
+            f"{command}: {counts['written']} written, {counts['skipped']} skipped, "
+            f"{counts['failed']} failed"
+        )
+        if self.failed:
+            line += f" ({', '.join(self.failed)})"
+        print(line)
+        return 1 if self.failed else 0
+
     def usage(self, problem):
         """Report an error that concerns no one file (an option, the whole run)."""
         tqdm.write(f"{PROG}: error: {problem}", file=sys.stderr)
@@ -305,12 +331,8 @@ def _run_maps(args, report):
             return 2
     else:
         shape = tuple(args.shape)
-    if args.outdir is not None:
-        try:
-            os.makedirs(args.outdir, exist_ok=True)
-        except OSError as exc:
-            report.error(args.outdir, exc)
-            return 2
+    if not report.make_outdir(args.outdir):
+        return 2
     try:
         with _scheduler(args.scheduler):
             results = write_maps(
@@ -327,26 +349,12 @@ def _run_maps(args, report):
     except OSError as exc:
         report.error(args.scheduler, exc)
         return 2
-    counts = {
-        status: sum(r.status == status for r in results)
-        for status in ("written", "skipped", "failed")
-    }
-    summary = (
-        f"maps: {counts['written']} written, {counts['skipped']} skipped, {counts['failed']} failed"
-    )
-    if report.failed:
-        summary += f" ({', '.join(report.failed)})"
-    print(summary)
-    return 1 if report.failed else 0
+    return report.summary("maps", results)
 
 
 def _run_tables(args, report):
-    if args.outdir is not None:
-        try:
-            os.makedirs(args.outdir, exist_ok=True)
-        except OSError as exc:
-            report.error(args.outdir, exc)
-            return 2
+    if not report.make_outdir(args.outdir):
+        return 2
 
     def on_frame(result):
         if result.status == "failed":
@@ -378,18 +386,7 @@ def _run_tables(args, report):
     except (OSError, ValueError) as exc:
         report.error(args.reference, exc)
         return 2
-    counts = {
-        status: sum(r.status == status for r in results)
-        for status in ("written", "skipped", "failed")
-    }
-    summary = (
-        f"tables: {counts['written']} written, {counts['skipped']} skipped, "
-        f"{counts['failed']} failed"
-    )
-    if report.failed:
-        summary += f" ({', '.join(report.failed)})"
-    print(summary)
-    return 1 if report.failed else 0
+    return report.summary("tables", results)
 
 
 def _run_stack(args, report):
