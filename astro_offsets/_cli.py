@@ -172,7 +172,7 @@ def _parser():
     stack.add_argument(
         "--reference",
         metavar="FRAME",
-        help="the reference frame (default: the first frame without a map)",
+        help="the reference frame (default: the one frame without a map)",
     )
     stack.add_argument(
         "--kernel", default="square", choices=KERNELS, help="drizzle kernel (default: square)"
