@@ -19,6 +19,5 @@ def get_extensions():
             "astro_offsets._field",
             ["astro_offsets/_field.pyx"],
             extra_compile_args=COMPILE_ARGS,
-            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         )
     ]

@@ -40,8 +40,10 @@ def main():
     right.set_xlim(0, omap.shape[1])
     right.set_ylim(0, omap.shape[0])
     right.set_title(f"its {len(model)} stars: offsets minus the mean")
-    figure.suptitle(f"astro-offsets demo: maps within {result['rms']:.3f} px RMS of the true "
-                    "motion (drift, field rotation, lens distortion)")
+    figure.suptitle(
+        f"astro-offsets demo: maps within {result['rms']:.3f} px RMS of the true "
+        "motion (drift, field rotation, lens distortion)"
+    )
     figure.savefig(os.path.join(HERE, "_static", "readme.png"), dpi=72)
 
 
