@@ -380,7 +380,7 @@ class Stacker:
             weight = np.asarray(weight, dtype=np.float32)
             if weight.shape != self.shape:
                 raise ValueError(f"weight shape {weight.shape} differs from {self.shape}")
-            if not np.all(weight >= 0):
+            if not np.all(np.isfinite(weight) & (weight >= 0)):
                 raise ValueError("weight must be non-negative and finite everywhere")
             base *= weight
         if mask is not None:
@@ -393,6 +393,8 @@ class Stacker:
 
         if self.bayer:
             colors = np.asarray(colors)
+            if colors.dtype.kind not in "iu":
+                raise ValueError(f"colors must be integer colour indices, got dtype {colors.dtype}")
             if colors.shape != self.shape:
                 raise ValueError(f"colors shape {colors.shape} differs from {self.shape}")
             if colors.size and (colors.min() < 0 or colors.max() > 3):
@@ -413,7 +415,9 @@ class Stacker:
                 wht_scale=exptime if self.exposure_weighting else 1.0,
             )
         self._frames.append(name or f"frame {len(self._frames) + 1}")
-        self._maps.append(map_name if offset_map is not None else None)
+        if offset_map is not None and map_name is None:
+            map_name = "(an OffsetMap in memory)"
+        self._maps.append(map_name)
         self._total_exptime += exptime
 
     def stack(self):

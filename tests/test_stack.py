@@ -95,6 +95,21 @@ def test_flux_conserved_and_positions_scaled(star_field, scale):
     assert abs(cy[0] - (scale * (ry[0] + 0.5) - 0.5)) < 0.05 * max(scale, 1)
 
 
+def test_provenance_of_frames_and_maps():
+    stacker = Stacker((6, 7))
+    stacker.add(np.ones((6, 7)), name="ref.fits")
+    stacker.add(np.ones((6, 7)), OffsetMap(np.zeros((6, 7)), np.zeros((6, 7))))
+    stacker.add(
+        np.ones((6, 7)),
+        OffsetMap(np.zeros((6, 7)), np.zeros((6, 7))),
+        name="b.fits",
+        map_name="b.offsets.fits",
+    )
+    meta = stacker.stack().meta
+    assert meta["frames"] == ["ref.fits", "frame 2", "b.fits"]
+    assert meta["maps"] == [None, "(an OffsetMap in memory)", "b.offsets.fits"]
+
+
 def test_exposure_weighting_and_units():
     short = np.full((10, 12), 10.0, dtype=np.float32)  # 10 counts in 1 s
     long = np.full((10, 12), 60.0, dtype=np.float32)  # 60 counts in 3 s
@@ -155,6 +170,10 @@ def test_bad_frames_for_a_stacker():
         stacker.add(np.zeros((4, 5)), exptime=0)
     with pytest.raises(ValueError, match="weight must be non-negative"):
         stacker.add(np.zeros((4, 5)), weight=-np.ones((4, 5)))
+    with pytest.raises(ValueError, match="weight must be non-negative and finite"):
+        stacker.add(np.zeros((4, 5)), weight=np.full((4, 5), np.inf))
+    with pytest.raises(ValueError, match="colors must be integer colour indices, got dtype float"):
+        Stacker((4, 5), bayer=True).add(np.zeros((4, 5)), colors=np.zeros((4, 5)))
     with pytest.raises(ValueError, match="needs each frame's colors"):
         Stacker((4, 5), bayer=True).add(np.zeros((4, 5)))
 
