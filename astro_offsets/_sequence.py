@@ -67,7 +67,8 @@ def _write_map(omap, output, overwrite, plot):
 
         figure = omap.plot()
         FigureCanvasAgg(figure)
-        with atomic_path(output.removesuffix(".fits") + ".png", overwrite=overwrite) as tmp:
+        # The plot belongs to the map just written: a stale one is replaced.
+        with atomic_path(output.removesuffix(".fits") + ".png", overwrite=True) as tmp:
             figure.savefig(tmp, format="png", dpi=80)
 
 

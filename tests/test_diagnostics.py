@@ -75,3 +75,10 @@ def test_maps_command_plot(tmp_path, capsys):
     import matplotlib.image
 
     assert matplotlib.image.imread(tmp_path / "f.offsets.png").ndim == 3
+    # A plot left from an earlier map is replaced along with the map.
+    (tmp_path / "f.offsets.fits").unlink()
+    (tmp_path / "f.offsets.png").write_text("stale")
+    assert (
+        main(["maps", str(tmp_path / "f.offsets_table.ecsv"), "--shape", "40", "60", "--plot"]) == 0
+    )
+    assert matplotlib.image.imread(tmp_path / "f.offsets.png").ndim == 3
