@@ -5,7 +5,9 @@ import time
 
 import numpy as np
 
+from ._diagnostics import write_plot
 from ._dng import write_dng
+from ._model import OffsetModel
 from ._naming import map_path
 from ._offset_map import OffsetMap
 from ._sequence import write_maps
@@ -167,7 +169,7 @@ def run_demo(outdir, *, n_jobs=-1, echo=print):
     rms = float(np.sqrt(np.mean([e[0] ** 2 for e in errors])))
     worst = max(e[1] for e in errors)
     plot = map_path(tables[-1]).removesuffix(".fits") + ".png"
-    _plot(maps[-1].output, tables[-1], plot)
+    write_plot(OffsetMap.read(maps[-1].output), plot, OffsetModel.read(tables[-1]))
     echo(
         f"maps: {len(maps)} exact offset maps; against the true motion: RMS {rms:.3f} px, "
         f"max {worst:.2f} px; plot of the last in {plot} "
@@ -197,13 +199,3 @@ def run_demo(outdir, *, n_jobs=-1, echo=print):
         "seconds": seconds,
         "matched": matched,
     }
-
-
-def _plot(map_file, table_file, png):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    from ._model import OffsetModel
-
-    figure = OffsetMap.read(map_file).plot(OffsetModel.read(table_file))
-    FigureCanvasAgg(figure)
-    figure.savefig(png, dpi=80)

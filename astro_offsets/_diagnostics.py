@@ -3,7 +3,7 @@
 import numpy as np
 from scipy.ndimage import map_coordinates
 
-__all__ = ["largest_jump", "jump_map", "star_residuals", "plot_map"]
+__all__ = ["largest_jump", "jump_map", "star_residuals", "star_rms", "plot_map", "write_plot"]
 
 _ROWS = 256  # rows per block: no full-frame temporaries on large maps
 
@@ -74,6 +74,27 @@ def star_residuals(x_offset, y_offset, x, y, x_star, y_star):
     return dx, dy
 
 
+def star_rms(x_offset, y_offset, model):
+    """Return the RMS (px) over the stars of the map minus the stars' offsets, or `None`.
+
+    `None` when no star of ``model`` lies inside the map.
+    """
+    dx, dy = star_residuals(x_offset, y_offset, model.x, model.y, model.x_offset, model.y_offset)
+    return float(np.sqrt(np.mean(dx * dx + dy * dy))) if len(dx) else None
+
+
+def write_plot(omap, path, model=None):
+    """Write `plot_map` of ``omap`` as a PNG file, atomically, replacing an older one."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from ._atomic import atomic_path
+
+    figure = omap.plot(model)
+    FigureCanvasAgg(figure)
+    with atomic_path(path, overwrite=True) as tmp:
+        figure.savefig(tmp, format="png", dpi=80)
+
+
 def plot_map(omap, model=None, *, figure=None, max_size=800):
     """Plot an offset map: X and Y maps, pixel-to-pixel jumps, and the star offsets.
 
@@ -130,8 +151,8 @@ def plot_map(omap, model=None, *, figure=None, max_size=800):
         ax.quiverkey(
             arrows, 0.8, 0.04, length, f"{length:.2g} px", labelpos="E", coordinates="axes"
         )
-        dx, dy = star_residuals(omap.x_offset, omap.y_offset, x, y, model.x_offset, model.y_offset)
-        rms = float(np.sqrt(np.mean(dx * dx + dy * dy))) if len(dx) else float("nan")
+        rms = star_rms(omap.x_offset, omap.y_offset, model)
+        rms = float("nan") if rms is None else rms
         ax.set_title(
             f"{len(x)} star offsets minus their median\n"
             f"map minus stars at the stars: RMS {rms:.3f} px",

@@ -16,7 +16,7 @@ maps are bit-identical for any tiling.
 from libc.math cimport INFINITY, pow, sqrt
 from libc.stdlib cimport free, malloc
 
-__all__ = ["field_points", "field_grid", "CELL"]
+__all__ = ["field_points", "field_grid"]
 
 # Pixel blocks of three sizes (_BLOCK): a block of the first level keeps the
 # stars that may win a quadrant somewhere in it, chosen from all stars; a block
@@ -29,7 +29,6 @@ cdef enum:
 
 cdef Py_ssize_t[_LEVELS] _BLOCK = [1024, 128, _CELL]
 
-CELL = _CELL
 
 # Relative and absolute slack of the pruning bound. The bound holds exactly in
 # real arithmetic; the slack absorbs the rounding of the distances (relative

@@ -7,7 +7,7 @@ import numpy as np
 from astropy.io import fits
 
 from ._atomic import atomic_path
-from ._diagnostics import largest_jump, plot_map, star_residuals
+from ._diagnostics import largest_jump, plot_map, star_rms
 from ._validate import offset_maps
 from ._version import __version__
 from ._wcs import offsets_to_wcs
@@ -180,13 +180,12 @@ class OffsetMap:
         >>> round(d["max_jump"], 3), round(d["star_rms"], 3)
         (0.5, 0.036)
         """
-        result = {"max_jump": largest_jump(self.x_offset, self.y_offset), "star_rms": None}
-        if self._model is not None:
-            m = self._model
-            dx, dy = star_residuals(self.x_offset, self.y_offset, m.x, m.y, m.x_offset, m.y_offset)
-            if len(dx):
-                result["star_rms"] = float(np.sqrt(np.mean(dx * dx + dy * dy)))
-        return result
+        return {
+            "max_jump": largest_jump(self.x_offset, self.y_offset),
+            "star_rms": None
+            if self._model is None
+            else star_rms(self.x_offset, self.y_offset, self._model),
+        }
 
     def plot(self, model=None, *, figure=None):
         """Plot the X and Y maps, their pixel-to-pixel jumps and the star offsets.

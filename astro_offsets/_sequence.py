@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 from tqdm import tqdm
 
-from ._atomic import atomic_path
+from ._diagnostics import write_plot
 from ._model import OffsetModel
 from ._naming import map_path
 from ._tiling import output_maps
@@ -63,13 +63,8 @@ def _read_model(table, power):
 def _write_map(omap, output, overwrite, plot):
     omap.write(output, overwrite=overwrite)
     if plot:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-        figure = omap.plot()
-        FigureCanvasAgg(figure)
         # The plot belongs to the map just written: a stale one is replaced.
-        with atomic_path(output.removesuffix(".fits") + ".png", overwrite=True) as tmp:
-            figure.savefig(tmp, format="png", dpi=80)
+        write_plot(omap, output.removesuffix(".fits") + ".png")
 
 
 def write_maps(
