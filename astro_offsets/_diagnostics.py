@@ -77,9 +77,18 @@ def star_residuals(x_offset, y_offset, x, y, x_star, y_star):
 def star_rms(x_offset, y_offset, model):
     """Return the RMS (px) over the stars of the map minus the stars' offsets, or `None`.
 
-    `None` when no star of ``model`` lies inside the map.
+    `None` when no star of ``model`` lies inside the map. Stars the model
+    rejected by sigma-clipping are left out.
     """
-    dx, dy = star_residuals(x_offset, y_offset, model.x, model.y, model.x_offset, model.y_offset)
+    kept = ~model.rejected
+    dx, dy = star_residuals(
+        x_offset,
+        y_offset,
+        model.x[kept],
+        model.y[kept],
+        model.x_offset[kept],
+        model.y_offset[kept],
+    )
     return float(np.sqrt(np.mean(dx * dx + dy * dy))) if len(dx) else None
 
 
@@ -103,6 +112,8 @@ def plot_map(omap, model=None, *, figure=None, max_size=800):
     import math
 
     from matplotlib.figure import Figure
+
+    from ._selection import summary
 
     figure = figure if figure is not None else Figure(figsize=(11, 8.5), layout="constrained")
     axes = figure.subplots(2, 2, sharex=True, sharey=True)
@@ -151,17 +162,24 @@ def plot_map(omap, model=None, *, figure=None, max_size=800):
         ax.quiverkey(
             arrows, 0.8, 0.04, length, f"{length:.2g} px", labelpos="E", coordinates="axes"
         )
+        rejected = model.rejected
+        if rejected.any():
+            ax.plot(x[rejected], y[rejected], "x", color="tab:red", markersize=6)
         rms = star_rms(omap.x_offset, omap.y_offset, model)
         rms = float("nan") if rms is None else rms
         ax.set_title(
-            f"{len(x)} star offsets minus their median\n"
-            f"map minus stars at the stars: RMS {rms:.3f} px",
+            f"{len(x)} star offsets minus their median"
+            + (f" ({np.count_nonzero(rejected)} rejected: red)" if rejected.any() else "")
+            + f"\nmap minus stars at the stars: RMS {rms:.3f} px",
             fontsize="medium",
         )
     else:
         ax.text(0.5, 0.5, "no stars given", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlim(extent[0], extent[1])
     ax.set_ylim(extent[2], extent[3])
+    field = summary(omap.meta)
+    if field is not None:
+        figure.suptitle(field)
     for ax in axes[1]:
         ax.set_xlabel("x (pixels)")
     for ax in axes[:, 0]:

@@ -8,8 +8,9 @@ import warnings
 import numpy as np
 from astropy.utils.exceptions import AstropyUserWarning
 
-from ._field import field_points
+from ._fields import DEFAULTS, METHODS, Frame, evaluate, fit_field, min_stars
 from ._offset_map import OffsetMap
+from ._selection import N_FOLDS, cross_validate, default_candidates, describe, n_folds_for
 from ._tables import read_table, star_columns
 from ._tiling import evaluate_grid
 from ._validate import positive_pair
@@ -20,15 +21,65 @@ _MAX_POWER = 10.0
 _ARGUMENT_NAMES = ("x", "y", "x_offset", "y_offset")
 
 
-def _validate_power(power):
-    if (
-        isinstance(power, bool)
-        or not isinstance(power, numbers.Real)
-        or not math.isfinite(power)
-        or not 0 < power <= _MAX_POWER
-    ):
-        raise ValueError(f"power must be a number in (0, {_MAX_POWER:g}], got {power!r}")
-    return float(power)
+_MAX_DEGREE = 10
+
+
+def _is_real(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _validate_value(method, value):
+    """Check a method's parameter; return it as the method uses it."""
+    if method == "quadrant":
+        if not _is_real(value) or not 0 < value <= _MAX_POWER:
+            raise ValueError(f"power must be a number in (0, {_MAX_POWER:g}], got {value!r}")
+        return float(value)
+    if method == "polynomial":
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+            raise ValueError(f"degree must be an integer, got {value!r}")
+        if not 0 <= value <= _MAX_DEGREE:
+            raise ValueError(f"degree must be in [0, {_MAX_DEGREE}], got {value}")
+        return int(value)
+    if not _is_real(value) or value < 0:
+        raise ValueError(f"smoothing must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def _validate_method(method):
+    if method not in (*METHODS, "auto"):
+        choices = ", ".join(repr(m) for m in (*METHODS, "auto"))
+        raise ValueError(f"method must be one of {choices}, got {method!r}")
+    return method
+
+
+def _method_value(method, given):
+    """Return the parameter value of ``method`` from the keywords given.
+
+    ``given`` maps ``power``, ``degree`` and ``smoothing`` to a value or
+    `None`. A parameter of another method is an error, not silently ignored.
+    """
+    own = DEFAULTS[method][0] if method in DEFAULTS else None
+    for name, value in given.items():
+        if value is not None and name != own:
+            if method == "auto":
+                raise ValueError(
+                    f"method='auto' chooses {name} itself; give method="
+                    f"{next(m for m, (p, _) in DEFAULTS.items() if p == name)!r} to set it"
+                )
+            owner = next(m for m, (p, _) in DEFAULTS.items() if p == name)
+            raise ValueError(f"{name} applies to method={owner!r}, not {method!r}")
+    if own is None:
+        return None
+    value = given[own]
+    return _validate_value(method, DEFAULTS[method][1] if value is None else value)
+
+
+def _validate_clip(clip):
+    if clip is None:
+        return None
+    if not _is_real(clip) or clip <= 0:
+        raise ValueError(f"clip must be a positive number of sigmas or None, got {clip!r}")
+    return float(clip)
 
 
 def _star_arrays(values, source):
@@ -73,12 +124,36 @@ def _star_arrays(values, source):
 
 
 class OffsetModel:
-    r"""The X/Y offset field of a frame, interpolated between its stars.
+    r"""The X/Y offset field of a frame, from its stars.
 
     Each star gives its centroid ``(x, y)`` in this frame and its offset
     ``(x_offset, y_offset)``: position in this frame minus position in the
-    reference frame, in pixels. The model evaluates the quadrant
-    inverse-distance field of these offsets at any point.
+    reference frame, in pixels. The model turns them into a field defined
+    at every point, by one of these methods:
+
+    ``"quadrant"`` (the default)
+        The quadrant inverse-distance field of the stars (see Notes): it
+        passes through every star's offset, so it follows their centroid
+        noise and any mismatched star, and it steps where a quadrant's
+        nearest star changes.
+    ``"polynomial"``
+        A 2-D polynomial of ``degree`` per axis, least-squares fitted with
+        `astropy.modeling` in coordinates normalised to the stars' extent.
+        Smooth and noise-averaging; right for lens distortion, field rotation
+        and refraction when the degree is high enough.
+    ``"thin-plate"``
+        A smoothing thin-plate spline (`scipy.interpolate.RBFInterpolator`,
+        ``smoothing`` in normalised coordinates), evaluated on a lattice of
+        16-px spacing and interpolated (Catmull-Rom) between its nodes:
+        follows local distortions no low-order polynomial can.
+    ``"auto"``
+        The method and parameter with the lowest k-fold cross-validated
+        residual at the stars; see `cross_validate`.
+
+    The fitted methods reject mismatched stars by iterative sigma-clipping
+    (``clip``): a star whose residual exceeds ``clip`` robust standard
+    deviations in either axis is left out and the fit repeated, until no
+    star changes side (`rejected` tells which).
 
     Parameters
     ----------
@@ -87,8 +162,20 @@ class OffsetModel:
         pixel centres).
     x_offset, y_offset : array-like
         1-D star offsets, same length as ``x``.
+    method : {"quadrant", "polynomial", "thin-plate", "auto"}, optional
+        How the field is made. The default is ``"quadrant"``.
     power : float, optional
-        Inverse-distance power, in (0, 10]. The default is 1.
+        ``"quadrant"`` only: inverse-distance power, in (0, 10]. The default
+        is 1.
+    degree : int, optional
+        ``"polynomial"`` only: the degree, 0 to 10. The default is 3.
+    smoothing : float, optional
+        ``"thin-plate"`` only: smoothing, >= 0 (0 interpolates). The default
+        is 0.001.
+    clip : float or `None`, optional
+        Sigma-clipping threshold of the fitted methods, in robust standard
+        deviations; `None` keeps every star. The default is 3. Residuals
+        under 0.015 px are never clipped.
     source : str or `None`, optional
         Where the stars came from (a table file name), kept in ``meta`` and
         used in messages.
@@ -97,7 +184,9 @@ class OffsetModel:
     ------
     ValueError
         If the arrays are not numeric, not 1-D, differ in length, or no star
-        has a finite position and offset; if ``power`` is out of range.
+        has a finite position and offset; if ``method`` is unknown, a
+        parameter is out of range or belongs to another method; if there
+        are fewer stars than the polynomial has coefficients.
 
     Warns
     -----
@@ -110,8 +199,8 @@ class OffsetModel:
 
     Notes
     -----
-    For a point ``(px, py)`` and star ``k`` let ``dx = px - x_k``,
-    ``dy = py - y_k`` and :math:`d = \sqrt{dx^2 + dy^2}`.
+    The quadrant field: for a point ``(px, py)`` and star ``k`` let
+    ``dx = px - x_k``, ``dy = py - y_k`` and :math:`d = \sqrt{dx^2 + dy^2}`.
 
     1. If stars lie exactly on the point (``dx == dy == 0``), the field is the
        mean of their offsets.
@@ -123,9 +212,10 @@ class OffsetModel:
     4. The field is :math:`\sum_q w_q o_q / \sum_q w_q` with
        :math:`w_q = d_q^{-p}`, summed in quadrant order Q1..Q4.
 
-    The field is computed in float64 and is exact at every point: maps hold
-    it rounded once to float32 and do not depend on ``n_jobs`` or
-    ``block_size``.
+    Every field is computed in float64. Maps hold it rounded once to
+    float32 and do not depend on ``n_jobs`` or ``block_size``; for the
+    quadrant and polynomial fields, calling the model at a pixel centre
+    gives the map's value before rounding, bit for bit.
 
     Examples
     --------
@@ -140,23 +230,89 @@ class OffsetModel:
     >>> omap = model.to_map((64, 80))
     >>> omap.shape
     (64, 80)
+
+    A smooth field with one mismatched star, fitted by a polynomial:
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(1)
+    >>> x, y = rng.uniform(0, 1000, (2, 200))
+    >>> dx_true, dy_true = 2 + 1e-3 * x, -1 + 2e-6 * x * y
+    >>> dx_star = dx_true + rng.normal(0, 0.05, 200)
+    >>> dy_star = dy_true + rng.normal(0, 0.05, 200)
+    >>> dx_star[7] += 5.0  # a bad match
+    >>> fitted = OffsetModel(x, y, dx_star, dy_star, method="polynomial", degree=2)
+    >>> fitted
+    <OffsetModel: 200 stars, polynomial degree=2, 3 rejected>
+    >>> bool(fitted.rejected[7])  # the bad match, and two stars beyond 3 sigma
+    True
     """
 
-    def __init__(self, x, y, x_offset, y_offset, *, power=1.0, source=None):
-        self._power = _validate_power(power)
+    def __init__(
+        self,
+        x,
+        y,
+        x_offset,
+        y_offset,
+        *,
+        method="quadrant",
+        power=None,
+        degree=None,
+        smoothing=None,
+        clip=3.0,
+        source=None,
+    ):
+        method = _validate_method(method)
+        value = _method_value(method, {"power": power, "degree": degree, "smoothing": smoothing})
+        self._clip = _validate_clip(clip)
         label = os.fspath(source) if source is not None else "stars"
         self._stars, n_dropped = _star_arrays((x, y, x_offset, y_offset), label)
+        self._frame = Frame(self._stars[0], self._stars[1])
+        self._cv_table = None
+        self._cv_rms = None
+        self._cv_done = False
+        n = len(self._stars[0])
+        selection = None
+        if method == "auto":
+            method, value = self._choose()
+            selection = "auto"
+        elif n < min_stars(method, value):
+            raise ValueError(
+                f"{label}: a polynomial of degree {value} needs at least "
+                f"{min_stars(method, value)} stars, got {n}"
+            )
+        self._method, self._value = method, value
+        self._field, rejected = fit_field(method, value, self._frame, self._stars, self._clip)
+        rejected.flags.writeable = False
+        self._rejected = rejected
         self.meta = {
             "source": None if source is None else os.fspath(source),
-            "n_stars": len(self._stars[0]),
+            "n_stars": n,
             "n_rejected": n_dropped,
-            "method": "quadrant",
-            "power": self._power,
+            "method": method,
+            DEFAULTS[method][0]: value,
         }
+        if method != "quadrant":
+            self.meta["clip"] = self._clip
+            self.meta["n_clipped"] = int(np.count_nonzero(rejected))
+        if selection is not None:
+            self.meta["selection"] = selection
+
+    def _choose(self):
+        """Cross-validate the default candidates; return the best ``(method, value)``."""
+        n = len(self._stars[0])
+        if n_folds_for(n) < 2:
+            return "quadrant", DEFAULTS["quadrant"][1]
+        candidates = default_candidates(n)
+        table = cross_validate(self._frame, self._stars, candidates, clip=self._clip)
+        self._cv_table = table
+        best = int(np.flatnonzero(table["selected"])[0])
+        self._cv_rms = float(table["cv_rms"][best])
+        self._cv_done = True
+        return candidates[best]
 
     @classmethod
     def from_table(
-        cls, table, *, centroid_columns=None, offset_columns=None, power=1.0, source=None
+        cls, table, *, centroid_columns=None, offset_columns=None, source=None, **options
     ):
         """Build the model from a star table.
 
@@ -170,10 +326,11 @@ class OffsetModel:
             be in pixels.
         centroid_columns, offset_columns : tuple of str or `None`, optional
             Explicit ``(x, y)`` column names, overriding the aliases.
-        power : float, optional
-            Inverse-distance power. The default is 1.
         source : str or `None`, optional
             Name of the table in messages and provenance.
+        **options
+            ``method``, ``power``, ``degree``, ``smoothing``, ``clip``: as
+            for `OffsetModel`.
 
         Returns
         -------
@@ -197,10 +354,10 @@ class OffsetModel:
         columns = star_columns(
             table, centroid_columns=centroid_columns, offset_columns=offset_columns, source=source
         )
-        return cls(*columns, power=power, source=source)
+        return cls(*columns, source=source, **options)
 
     @classmethod
-    def read(cls, path, *, format=None, centroid_columns=None, offset_columns=None, power=1.0):
+    def read(cls, path, *, format=None, centroid_columns=None, offset_columns=None, **options):
         """Read a star table file and build the model.
 
         Parameters
@@ -212,8 +369,9 @@ class OffsetModel:
             Format name for `astropy.table.Table.read`; guessed when `None`.
         centroid_columns, offset_columns : tuple of str or `None`, optional
             Explicit column names; see `from_table`.
-        power : float, optional
-            Inverse-distance power. The default is 1.
+        **options
+            ``method``, ``power``, ``degree``, ``smoothing``, ``clip``: as
+            for `OffsetModel`.
 
         Returns
         -------
@@ -244,8 +402,8 @@ class OffsetModel:
             table,
             centroid_columns=centroid_columns,
             offset_columns=offset_columns,
-            power=power,
             source=path,
+            **options,
         )
 
     @property
@@ -269,15 +427,150 @@ class OffsetModel:
         return self._stars[3]
 
     @property
+    def method(self):
+        """The field's method: ``"quadrant"``, ``"polynomial"`` or ``"thin-plate"``.
+
+        For a model made with ``method="auto"``, the method it chose.
+        """
+        return self._method
+
+    @property
     def power(self):
-        """Inverse-distance power."""
-        return self._power
+        """Inverse-distance power of a quadrant field (`None` for the others)."""
+        return self._value if self._method == "quadrant" else None
+
+    @property
+    def degree(self):
+        """Degree of a polynomial field (`None` for the others)."""
+        return self._value if self._method == "polynomial" else None
+
+    @property
+    def smoothing(self):
+        """Smoothing of a thin-plate field (`None` for the others)."""
+        return self._value if self._method == "thin-plate" else None
+
+    @property
+    def rejected(self):
+        """Read-only boolean mask of the stars sigma-clipping left out of the fit."""
+        return self._rejected
+
+    @property
+    def cv_rms(self):
+        """Cross-validated RMS residual at the stars, in pixels (`None` below 2 stars).
+
+        The RMS length of the residual vectors of each star against the field
+        fitted without its fold (5-fold; outliers left out, as in
+        `cross_validate`). Computed on first use.
+        """
+        if not self._cv_done:
+            self._cv_done = True
+            if n_folds_for(len(self)) >= 2:
+                table = self.cross_validate([(self._method, self._value)])
+                self._cv_rms = float(table["cv_rms"][0])
+        return self._cv_rms if self._cv_rms is not None and math.isfinite(self._cv_rms) else None
 
     def __len__(self):
         return len(self._stars[0])
 
     def __repr__(self):
-        return f"<{type(self).__name__}: {len(self)} stars, power={self._power:g}>"
+        if self._method == "quadrant":
+            field = f"power={self._value:g}"
+        else:
+            field = f"{self._method} {describe(self._method, self._value)}"
+        if self.meta.get("selection") == "auto":
+            field += " (auto)"
+        n_rejected = int(np.count_nonzero(self._rejected))
+        if n_rejected:
+            field += f", {n_rejected} rejected"
+        return f"<{type(self).__name__}: {len(self)} stars, {field}>"
+
+    def cross_validate(self, candidates=None, *, n_folds=N_FOLDS):
+        """Compare fields on these stars by k-fold cross-validation.
+
+        The stars are split into ``n_folds`` folds (the same folds every
+        time for the same stars). Each candidate is fitted, sigma-clipped,
+        to all folds but one and evaluated at the stars of that fold, for
+        every fold in turn. Held-out residuals beyond ``clip`` robust
+        standard deviations (mismatched stars, mostly) are left out of the
+        scores, so that a few bad matches do not drown the comparison.
+
+        Parameters
+        ----------
+        candidates : list of tuple or `None`, optional
+            ``(method, value)`` pairs such as ``("polynomial", 4)``,
+            ``("thin-plate", 1e-3)`` or ``("quadrant", 1.0)``. By default the
+            candidates of ``method="auto"``: quadrant fields of power 1 and
+            2; polynomials of degree 1 to 7 while each fold trains on two
+            stars per coefficient; thin-plate splines of smoothing 1e-4 to
+            0.1 while each fold trains on 10 to 2000 stars (their fits cost
+            O(n**3)).
+        n_folds : int, optional
+            Number of folds, at least 2 (fewer with fewer stars). The default
+            is 5.
+
+        Returns
+        -------
+        `~astropy.table.Table`
+            One row per candidate: ``method``, ``parameters`` (such as
+            ``"degree=4"``), ``cv_rms`` (RMS length of the held-out residual
+            vectors, px), ``cv_max`` (the largest, px), ``n_scored`` (stars
+            scored), ``n_rejected`` (stars sigma-clipping leaves out of the
+            fit to all stars), ``selected`` (the lowest ``cv_rms``). A
+            candidate that cannot be fitted (too few stars) has NaN scores.
+
+        Raises
+        ------
+        ValueError
+            If there are fewer than 2 stars, or a candidate is invalid.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from astro_offsets import OffsetModel
+        >>> rng = np.random.default_rng(0)
+        >>> x, y = rng.uniform(0, 2000, (2, 300))
+        >>> r2 = ((x - 1000) ** 2 + (y - 1000) ** 2) / 1e6
+        >>> dx = 1.5 + 0.5 * r2 * (x - 1000) / 1000 + rng.normal(0, 0.03, 300)
+        >>> dy = -0.5 + 0.5 * r2 * (y - 1000) / 1000 + rng.normal(0, 0.03, 300)
+        >>> table = OffsetModel(x, y, dx, dy).cross_validate(
+        ...     [("quadrant", 1.0), ("polynomial", 1), ("polynomial", 3)])
+        >>> table["method", "parameters", "selected"]
+        <Table length=3>
+          method   parameters selected
+           str10      str8      bool
+        ---------- ---------- --------
+          quadrant    power=1    False
+        polynomial   degree=1    False
+        polynomial   degree=3     True
+        """
+        if isinstance(n_folds, bool) or not isinstance(n_folds, numbers.Integral) or n_folds < 2:
+            raise ValueError(f"n_folds must be an integer >= 2, got {n_folds!r}")
+        if n_folds_for(len(self), n_folds) < 2:
+            raise ValueError(f"cross-validation needs at least 2 stars, got {len(self)}")
+        if candidates is None:
+            if self._cv_table is not None and n_folds == N_FOLDS:
+                return self._cv_table.copy()
+            candidates = default_candidates(len(self), n_folds)
+        else:
+            candidates = [self._candidate(c) for c in candidates]
+        return cross_validate(
+            self._frame, self._stars, candidates, n_folds=n_folds, clip=self._clip
+        )
+
+    @staticmethod
+    def _candidate(candidate):
+        try:
+            method, value = candidate
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"a candidate is a (method, value) pair such as ('polynomial', 4), "
+                f"got {candidate!r}"
+            ) from None
+        if method not in METHODS:
+            raise ValueError(
+                f"candidate method must be one of {', '.join(map(repr, METHODS))}, got {method!r}"
+            )
+        return method, _validate_value(method, value)
 
     def __call__(self, px, py):
         """Evaluate the field at points.
@@ -316,28 +609,7 @@ class OffsetModel:
         dx = np.full(px.shape, np.nan)
         dy = np.full(px.shape, np.nan)
         ok = np.isfinite(px) & np.isfinite(py)
-        if ok.all():
-            field_points(
-                *self._stars,
-                self._power,
-                np.ascontiguousarray(px),
-                np.ascontiguousarray(py),
-                dx,
-                dy,
-            )
-        else:
-            out_u = np.empty(np.count_nonzero(ok))
-            out_v = np.empty_like(out_u)
-            field_points(
-                *self._stars,
-                self._power,
-                np.ascontiguousarray(px[ok]),
-                np.ascontiguousarray(py[ok]),
-                out_u,
-                out_v,
-            )
-            dx[ok] = out_u
-            dy[ok] = out_v
+        dx[ok], dy[ok] = evaluate(self._field, px[ok], py[ok])
         return dx.reshape(shape), dy.reshape(shape)
 
     def to_map(self, shape, *, n_jobs=None, block_size="auto", out=None):
@@ -390,9 +662,10 @@ class OffsetModel:
         """
         shape = positive_pair(shape, "shape")
         x_map, y_map = evaluate_grid(
-            self._stars, self._power, shape, n_jobs=n_jobs, block_size=block_size, out=out
+            self._field.for_grid(shape), shape, n_jobs=n_jobs, block_size=block_size, out=out
         )
-
-        omap = OffsetMap(x_map, y_map, meta=dict(self.meta))
+        meta = dict(self.meta)
+        meta["cv_rms"] = self.cv_rms
+        omap = OffsetMap(x_map, y_map, meta=meta)
         omap._model = self
         return omap

@@ -21,8 +21,14 @@ _PROVENANCE = (
     ("source", "SRCTABLE", "star table of the map"),
     ("n_stars", "NSTARS", "stars used"),
     ("n_rejected", "NREJECT", "table rows dropped (NaN/inf)"),
-    ("method", "METHOD", "nearest star per quadrant"),
-    ("power", "POWER", "inverse-distance power"),
+    ("method", "METHOD", "field: quadrant, polynomial or thin-plate"),
+    ("selection", "SELECTED", "how the method was chosen"),
+    ("power", "POWER", "quadrant: inverse-distance power"),
+    ("degree", "DEGREE", "polynomial: degree"),
+    ("smoothing", "SMOOTH", "thin-plate: smoothing (normalised units)"),
+    ("clip", "CLIPSIG", "sigma-clipping threshold (robust sigma)"),
+    ("n_clipped", "NCLIPPED", "stars rejected by sigma-clipping"),
+    ("cv_rms", "CVRMS", "5-fold cross-validated RMS at stars (px)"),
     ("max_jump", "MAXJUMP", "largest pixel-to-pixel step (px)"),
     ("star_rms", "STARRMS", "map minus star offsets at the stars (px)"),
 )
@@ -219,9 +225,10 @@ class OffsetMap:
     def _primary_header(self):
         header = fits.Header()
         meta = dict(self.meta)
-        for key, value in self.diagnostics().items():
-            if value is not None:
-                meta[key] = round(value, 6)
+        meta.update((k, v) for k, v in self.diagnostics().items() if v is not None)
+        for key in ("max_jump", "star_rms", "cv_rms"):
+            if meta.get(key) is not None:
+                meta[key] = round(meta[key], 6)
         meta["software"] = f"astro_offsets {__version__}"
         meta["date"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")
         for key, keyword, comment in _PROVENANCE:

@@ -94,8 +94,8 @@ def observe(rng, shape, x, y, flux, *, sigma=1.6, sky=200.0, read_noise=8.0):
 class CameraMotion:
     """A known motion of the stars between the reference and a frame.
 
-    Drift and field rotation about a pole, seen through a barrel-distorting
-    lens. The distortion is fixed to the camera, so it shows in the offsets
+    Drift and field rotation about a pole, seen through a lens with barrel
+    and mustache distortion. The distortion is fixed to the camera, so it shows in the offsets
     only through the stars' motion across it.
 
     Parameters
@@ -108,9 +108,9 @@ class CameraMotion:
         Field rotation about ``pole``, in degrees.
     pole : tuple of float, optional
         Centre of the field rotation, in pixels (often outside the frame).
-    barrel : float, optional
+    barrel, mustache : float, optional
         Radial distortion: a point at radius r from the axis is drawn at
-        r (1 - barrel r**2).
+        r (1 - barrel r**2 + mustache r**4).
 
     Examples
     --------
@@ -121,7 +121,14 @@ class CameraMotion:
     """
 
     def __init__(
-        self, shape, *, drift=(12.3, -7.8), rotation_deg=0.12, pole=(-900.0, 5200.0), barrel=8e-10
+        self,
+        shape,
+        *,
+        drift=(12.3, -7.8),
+        rotation_deg=0.12,
+        pole=(-900.0, 5200.0),
+        barrel=8e-10,
+        mustache=0.0,
     ):
         ny, nx = shape
         self.centre = ((nx - 1) / 2, (ny - 1) / 2)
@@ -129,11 +136,13 @@ class CameraMotion:
         self.rotation = np.deg2rad(rotation_deg)
         self.pole = pole
         self.barrel = barrel
+        self.mustache = mustache
 
     def _distort(self, x, y):
         cx, cy = self.centre
         rx, ry = x - cx, y - cy
-        scale = 1 - self.barrel * (rx * rx + ry * ry)
+        r2 = rx * rx + ry * ry
+        scale = 1 - self.barrel * r2 + self.mustache * r2 * r2
         return cx + rx * scale, cy + ry * scale
 
     def _undistort(self, x, y):

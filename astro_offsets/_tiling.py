@@ -10,7 +10,6 @@ import uuid
 import numpy as np
 from joblib import Parallel, delayed
 
-from ._field import field_grid
 from ._validate import positive_pair
 
 __all__ = ["resolve_block_size", "iter_tiles", "evaluate_grid", "output_maps"]
@@ -100,28 +99,28 @@ def output_maps(shape, out=None):
     return x_out, y_out
 
 
-def _evaluate_tile(stars, power, token, tile):
+def _evaluate_tile(field, token, tile):
     y0, y1, x0, x1 = tile
     shared = _OUTPUTS.get(token)
     if shared is not None:
         x_map, y_map = shared
-        field_grid(*stars, power, x0, y0, x_map[y0:y1, x0:x1], y_map[y0:y1, x0:x1])
+        field.fill(x0, y0, x_map[y0:y1, x0:x1], y_map[y0:y1, x0:x1])
         return tile, None, None
     out_u = np.empty((y1 - y0, x1 - x0), dtype=np.float32)
     out_v = np.empty_like(out_u)
-    field_grid(*stars, power, x0, y0, out_u, out_v)
+    field.fill(x0, y0, out_u, out_v)
     return tile, out_u, out_v
 
 
-def evaluate_grid(stars, power, shape, *, n_jobs=None, block_size="auto", out=None):
-    """Evaluate the field at every pixel centre of ``shape``.
+def evaluate_grid(field, shape, *, n_jobs=None, block_size="auto", out=None):
+    """Evaluate a field at every pixel centre of ``shape``.
 
     Parameters
     ----------
-    stars : tuple of `~numpy.ndarray`
-        Contiguous float64 ``(x, y, x_offset, y_offset)``, one entry per star.
-    power : float
-        Inverse-distance power.
+    field : object
+        Has ``fill(x0, y0, out_u, out_v)``, which writes the offsets of the
+        tile whose first pixel is ``(x0, y0)`` into two float32 arrays, the
+        same values for a pixel in any tile; picklable for process backends.
     shape : tuple of int
         Output shape ``(ny, nx)``.
     n_jobs : int or `None`, optional
@@ -139,7 +138,7 @@ def evaluate_grid(stars, power, shape, *, n_jobs=None, block_size="auto", out=No
     """
     tile_shape = resolve_block_size(shape, block_size)
     x_map, y_map = output_maps(shape, out)
-    # Threads by default: the kernel releases the GIL, so threads share the
+    # Threads by default: the kernels release the GIL, so threads share the
     # star arrays and the output without copies. A backend set by the caller
     # (loky, dask) takes precedence over this preference.
     parallel = Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator_unordered")
@@ -148,8 +147,7 @@ def evaluate_grid(stars, power, shape, *, n_jobs=None, block_size="auto", out=No
         _OUTPUTS[token] = (x_map, y_map)
     try:
         tasks = (
-            delayed(_evaluate_tile)(stars, power, token, tile)
-            for tile in iter_tiles(shape, tile_shape)
+            delayed(_evaluate_tile)(field, token, tile) for tile in iter_tiles(shape, tile_shape)
         )
         for (y0, y1, x0, x1), out_u, out_v in parallel(tasks):
             if out_u is not None:
