@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from ._demo import run_demo
 from ._frames import frame_shape
+from ._model import check_options
 from ._sequence import describe, write_maps
 from ._stack import KERNELS, Stacker, stack_frames
 from ._star_tables import make_tables
@@ -88,7 +89,27 @@ def _parser():
         help="parallel workers per map, joblib's meaning (default: -1, all cores)",
     )
     maps.add_argument(
-        "--power", type=float, default=1.0, metavar="P", help="inverse-distance power (default: 1)"
+        "--method",
+        choices=("quadrant", "polynomial", "thin-plate", "auto"),
+        default="quadrant",
+        help=(
+            "the field: quadrant interpolation (default), a fitted polynomial or thin-plate "
+            "spline, or auto: the one with the lowest cross-validated residual at the stars"
+        ),
+    )
+    maps.add_argument(
+        "--power", type=float, metavar="P", help="quadrant: inverse-distance power (default: 1)"
+    )
+    maps.add_argument("--degree", type=int, metavar="N", help="polynomial: degree (default: 3)")
+    maps.add_argument(
+        "--smoothing", type=float, metavar="S", help="thin-plate: smoothing (default: 0.001)"
+    )
+    maps.add_argument(
+        "--clip",
+        type=float,
+        default=3.0,
+        metavar="SIGMA",
+        help="fitted fields: reject stars beyond SIGMA robust sigmas (default: 3; 0 keeps all)",
     )
     maps.add_argument("--overwrite", action="store_true", help="replace existing maps")
     maps.add_argument(
@@ -303,6 +324,8 @@ class _Reporter:
             self.note(
                 f"skipped {result.table}: {result.output} exists (use --overwrite to replace it)"
             )
+        else:
+            tqdm.write(f"{result.output}: {result.field}")
 
 
 @contextlib.contextmanager
@@ -331,6 +354,18 @@ def _run_maps(args, report):
             return 2
     else:
         shape = tuple(args.shape)
+    options = {
+        "method": args.method,
+        "power": args.power,
+        "degree": args.degree,
+        "smoothing": args.smoothing,
+        "clip": args.clip or None,
+    }
+    try:
+        check_options(**options)
+    except ValueError as exc:
+        report.usage(str(exc))
+        return 2
     if not report.make_outdir(args.outdir):
         return 2
     try:
@@ -340,11 +375,11 @@ def _run_maps(args, report):
                 shape,
                 outdir=args.outdir,
                 n_jobs=args.jobs,
-                power=args.power,
                 overwrite=args.overwrite,
                 plot=args.plot,
                 progress=True,
                 callback=report.map_result,
+                **options,
             )
     except OSError as exc:
         report.error(args.scheduler, exc)

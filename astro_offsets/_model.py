@@ -15,7 +15,7 @@ from ._tables import read_table, star_columns
 from ._tiling import evaluate_grid
 from ._validate import positive_pair
 
-__all__ = ["OffsetModel"]
+__all__ = ["OffsetModel", "check_options"]
 
 _MAX_POWER = 10.0
 _ARGUMENT_NAMES = ("x", "y", "x_offset", "y_offset")
@@ -72,6 +72,22 @@ def _method_value(method, given):
         return None
     value = given[own]
     return _validate_value(method, DEFAULTS[method][1] if value is None else value)
+
+
+def check_options(**options):
+    """Check the field options of `OffsetModel` before any star is read.
+
+    Raises
+    ------
+    ValueError
+        If an option is unknown, out of range, or belongs to another method.
+    """
+    unknown = sorted(set(options) - {"method", "power", "degree", "smoothing", "clip"})
+    if unknown:
+        raise ValueError(f"unknown field option(s): {', '.join(unknown)}")
+    method = _validate_method(options.get("method", "quadrant"))
+    _method_value(method, {name: options.get(name) for name in ("power", "degree", "smoothing")})
+    _validate_clip(options.get("clip", 3.0))
 
 
 def _validate_clip(clip):

@@ -8,8 +8,9 @@ from typing import NamedTuple
 from tqdm import tqdm
 
 from ._diagnostics import write_plot
-from ._model import OffsetModel
+from ._model import OffsetModel, check_options
 from ._naming import map_path
+from ._selection import summary
 from ._tiling import output_maps
 
 __all__ = ["MapResult", "write_maps", "describe"]
@@ -51,12 +52,14 @@ class MapResult(NamedTuple):
     """One line naming the file and the problem; empty if written."""
     warnings: tuple
     """One line per warning, such as rows dropped for NaN values."""
+    field: str = ""
+    """The map's field in words (method, parameters, CV RMS, stars rejected)."""
 
 
-def _read_model(table, power):
+def _read_model(table, options):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model = OffsetModel.read(table, power=power)
+        model = OffsetModel.read(table, **options)
     return model, tuple(describe(table, str(w.message)) for w in caught)
 
 
@@ -74,11 +77,11 @@ def write_maps(
     outdir=None,
     n_jobs=None,
     block_size="auto",
-    power=1.0,
     overwrite=False,
     plot=False,
     progress=False,
     callback=None,
+    **options,
 ):
     """Write the offset map ``<stem>.offsets.fits`` of every star table of a sequence.
 
@@ -103,8 +106,6 @@ def write_maps(
         cluster of the active ``distributed.Client``.
     block_size : ``"auto"`` or tuple of int, optional
         Tile shape; see `OffsetModel.to_map`.
-    power : float, optional
-        Inverse-distance power. The default is 1.
     overwrite : bool, optional
         Replace existing maps. The default is `False`: they are kept, and the
         table is reported as skipped.
@@ -115,6 +116,9 @@ def write_maps(
         Show a progress bar on stderr (when it is a terminal).
     callback : callable or `None`, optional
         Called with each `MapResult` as soon as it is known.
+    **options
+        The field: ``method``, ``power``, ``degree``, ``smoothing``,
+        ``clip``, as for `OffsetModel` (checked before any table is read).
 
     Returns
     -------
@@ -134,6 +138,7 @@ def write_maps(
     >>> [(os.path.basename(r.output), r.status) for r in write_maps(tables, (10, 12))]
     [('a.offsets.fits', 'written'), ('b.offsets.fits', 'written'), ('c.offsets.fits', 'failed')]
     """
+    check_options(**options)
     tables = [os.fspath(table) for table in tables]
     results = [None] * len(tables)
     claimed = {}
@@ -144,13 +149,13 @@ def write_maps(
             callback(results[index])
 
     def collect(pending):
-        index, output, future, notes = pending
+        index, output, future, notes, field = pending
         try:
             future.result()
         except Exception as exc:
             finish(index, output, "failed", describe(tables[index], exc), notes)
         else:
-            finish(index, output, "written", "", notes)
+            finish(index, output, "written", "", notes, field)
 
     pending = None
     # Two pairs of output maps, used in turn: the c-th map computed goes into
@@ -178,7 +183,7 @@ def write_maps(
             if len(buffers) == computed % 2:
                 buffers.append(output_maps(shape))
             try:
-                model, notes = _read_model(table, power)
+                model, notes = _read_model(table, options)
                 omap = model.to_map(
                     shape, n_jobs=n_jobs, block_size=block_size, out=buffers[computed % 2]
                 )
@@ -189,7 +194,7 @@ def write_maps(
             if pending is not None:
                 collect(pending)
             future = writer.submit(_write_map, omap, output, overwrite, plot)
-            pending = (index, output, future, notes)
+            pending = (index, output, future, notes, summary(omap.meta))
         if pending is not None:
             collect(pending)
     return results

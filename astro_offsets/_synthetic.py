@@ -3,7 +3,15 @@
 import numpy as np
 from scipy.special import erf
 
-__all__ = ["CameraMotion", "observe", "render_stars", "star_field"]
+__all__ = [
+    "CameraMotion",
+    "LocalDistortion",
+    "PolynomialMotion",
+    "observe",
+    "render_stars",
+    "star_field",
+    "star_offsets",
+]
 
 
 def _pixel_integrals(centres, n, sigma):
@@ -173,3 +181,114 @@ class CameraMotion:
         """Return the true ``(x_offset, y_offset)`` at frame points ``(x, y)``."""
         ref_x, ref_y = self.to_reference(x, y)
         return x - ref_x, y - ref_y
+
+
+class PolynomialMotion:
+    """A known offset field that is a cubic polynomial of the position.
+
+    Examples
+    --------
+    >>> from astro_offsets._synthetic import PolynomialMotion
+    >>> [round(float(v), 3) for v in PolynomialMotion((100, 200)).offset(0.0, 0.0)]
+    [3.0, -2.0]
+    """
+
+    def __init__(self, shape):
+        ny, nx = shape
+        self.scale = max(nx, ny) / 2
+
+    def offset(self, x, y):
+        """Return the true ``(x_offset, y_offset)`` at frame points ``(x, y)``."""
+        u, v = np.asarray(x) / self.scale, np.asarray(y) / self.scale
+        return (
+            3.0 + 0.8 * u - 0.5 * v + 0.4 * u * v - 0.3 * u**3 + 0.2 * u * v * v,
+            -2.0 + 0.3 * u + 0.6 * v - 0.25 * u * u + 0.35 * v**3 - 0.15 * u * u * v,
+        )
+
+
+class LocalDistortion:
+    """A smooth motion plus a local Gaussian bump no low-order polynomial follows.
+
+    Parameters
+    ----------
+    base : object
+        A motion with an ``offset(x, y)`` method, such as `CameraMotion`.
+    centre : tuple of float
+        Centre ``(x, y)`` of the bump, in pixels.
+    sigma : float
+        Gaussian width of the bump, in pixels.
+    amplitude : tuple of float
+        Peak ``(x, y)`` offset the bump adds, in pixels.
+
+    Examples
+    --------
+    >>> from astro_offsets._synthetic import LocalDistortion, PolynomialMotion
+    >>> field = LocalDistortion(PolynomialMotion((100, 200)), (0.0, 0.0), 10.0, (1.0, 0.5))
+    >>> [round(float(v), 3) for v in field.offset(0.0, 0.0)]
+    [4.0, -1.5]
+    """
+
+    def __init__(self, base, centre, sigma, amplitude):
+        self.base = base
+        self.centre = centre
+        self.sigma = sigma
+        self.amplitude = amplitude
+
+    def offset(self, x, y):
+        """Return the true ``(x_offset, y_offset)`` at frame points ``(x, y)``."""
+        u, v = self.base.offset(x, y)
+        cx, cy = self.centre
+        g = np.exp(-((np.asarray(x) - cx) ** 2 + (np.asarray(y) - cy) ** 2) / (2 * self.sigma**2))
+        return u + self.amplitude[0] * g, v + self.amplitude[1] * g
+
+
+def star_offsets(rng, motion, shape, n, *, noise=0.05, mismatched=0.0, mismatch=5.0):
+    """Return a star table's columns for a known motion: measured offsets of random stars.
+
+    Parameters
+    ----------
+    rng : `numpy.random.Generator`
+        Source of the positions, the noise and the mismatches.
+    motion : object
+        Has ``offset(x, y)`` giving the true offsets.
+    shape : tuple of int
+        Frame shape ``(ny, nx)``; stars are spread uniformly over it.
+    n : int
+        Number of stars.
+    noise : float, optional
+        Centroid noise: Gaussian sigma of each offset component, in pixels.
+    mismatched : float, optional
+        Fraction of stars given a wrong match: their offsets are off by
+        ``mismatch`` pixels in a random direction.
+    mismatch : float, optional
+        Size of the mismatches, in pixels.
+
+    Returns
+    -------
+    x, y, x_offset, y_offset : `~numpy.ndarray`
+        The star columns.
+    bad : `~numpy.ndarray`
+        Boolean mask of the mismatched stars.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_offsets._synthetic import PolynomialMotion, star_offsets
+    >>> shape = (100, 200)
+    >>> x, y, dx, dy, bad = star_offsets(np.random.default_rng(0), PolynomialMotion(shape),
+    ...                                  shape, 50, mismatched=0.1)
+    >>> int(bad.sum()), x.shape
+    (5, (50,))
+    """
+    ny, nx = shape
+    x = rng.uniform(0, nx - 1, n)
+    y = rng.uniform(0, ny - 1, n)
+    dx, dy = motion.offset(x, y)
+    dx = dx + rng.normal(0, noise, n)
+    dy = dy + rng.normal(0, noise, n)
+    bad = np.zeros(n, bool)
+    bad[rng.choice(n, round(mismatched * n), replace=False)] = True
+    angle = rng.uniform(0, 2 * np.pi, int(bad.sum()))
+    dx[bad] += mismatch * np.cos(angle)
+    dy[bad] += mismatch * np.sin(angle)
+    return x, y, dx, dy, bad
