@@ -6,6 +6,7 @@ tile, so maps do not depend on how they are tiled; the fitted fields also
 give ``points`` and maps the same arithmetic, pixel for pixel.
 """
 
+import contextlib
 import itertools
 import math
 import warnings
@@ -25,6 +26,7 @@ __all__ = [
     "fit_field",
     "min_stars",
     "robust_outliers",
+    "thin_plate_folds",
 ]
 
 METHODS = ("quadrant", "polynomial", "thin-plate")
@@ -273,13 +275,13 @@ class _ThinPlateField:
             out[:] = _weighted4(row_weights, *along_x)
 
 
-def _thin_plate_loo(points, values, smoothing):
-    """Leave-one-out residuals of a smoothing thin-plate spline.
+def _thin_plate_star_block(points, smoothing):
+    """Return ``M``, the star block of the inverse of the spline's system.
 
-    With ``M`` the star block of the inverse of the spline's system
-    ``[[K + s I, P], [P^T, 0]]`` (the system scipy solves), the spline's
-    coefficients are ``c = M d`` and the residual of star ``i`` against the
-    spline fitted without it is ``c_i / M_ii``.
+    The system is ``[[K + s I, P], [P^T, 0]]`` with ``K`` the thin-plate
+    kernel ``r**2 log r`` between the stars and ``P`` the linear polynomials:
+    the system scipy's `~scipy.interpolate.RBFInterpolator` solves. The
+    spline's coefficients are ``M d``.
     """
     n = len(points)
     r2 = (points[:, None, 0] - points[None, :, 0]) ** 2
@@ -290,28 +292,71 @@ def _thin_plate_loo(points, values, smoothing):
     system[:n, n] = system[n, :n] = 1.0
     system[:n, n + 1 :] = points
     system[n + 1 :, :n] = points.T
-    star_block = np.linalg.inv(system)[:n, :n]
-    diagonal = np.diagonal(star_block)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        residuals = (star_block @ values) / np.where(diagonal > 0, diagonal, np.nan)[:, None]
-    return residuals[:, 0], residuals[:, 1]
+    return np.linalg.inv(system)[:n, :n]
+
+
+def _held_out(star_block, values, labels=None):
+    """Residuals of the stars against the spline fitted without them, exactly.
+
+    The residuals of a group ``T`` of stars left out together are
+    ``M_TT^-1 (M d)_T`` (Rippa's formula, for groups): each star alone
+    (``labels`` `None`, leave-one-out: ``c_i / M_ii``), or each fold of
+    ``labels`` in turn. No spline is refitted.
+    """
+    coefficients = star_block @ values
+    if labels is None:
+        diagonal = np.diagonal(star_block)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return coefficients / np.where(diagonal > 0, diagonal, np.nan)[:, None]
+    residuals = np.full(values.shape, np.nan)
+    for fold in np.unique(labels):
+        group = np.flatnonzero(labels == fold)
+        # Too few stars left to fit without the fold: not scored.
+        with contextlib.suppress(np.linalg.LinAlgError):
+            residuals[group] = np.linalg.solve(
+                star_block[np.ix_(group, group)], coefficients[group]
+            )
+    return residuals
+
+
+def _spline_points(frame, stars):
+    x, y, u, v = stars
+    return np.column_stack([frame.u(x), frame.v(y)]), np.column_stack([u, v])
 
 
 def _fit_thin_plate(frame, stars, smoothing, loo):
-    x, y, u, v = stars
-    points = np.column_stack([frame.u(x), frame.v(y)])
-    values = np.column_stack([u, v])
+    points, values = _spline_points(frame, stars)
     try:
         spline = RBFInterpolator(
             points, values, kernel="thin_plate_spline", smoothing=smoothing, degree=1
         )
-        residuals = _thin_plate_loo(points, values, smoothing) if loo else None
+        if loo:
+            residuals = _held_out(_thin_plate_star_block(points, smoothing), values).T
     except (ValueError, np.linalg.LinAlgError) as error:
         # Collinear stars leave the spline's linear part undetermined.
         raise ValueError(
-            f"cannot fit a thin-plate spline to {len(x)} stars (are they on one line?): {error}"
+            f"cannot fit a thin-plate spline to {len(points)} stars (are they on one line?): "
+            f"{error}"
         ) from None
-    return _ThinPlateField(frame, spline), residuals
+    return _ThinPlateField(frame, spline), (residuals if loo else None)
+
+
+def thin_plate_folds(field, smoothing, frame, stars, labels, rejected):
+    """Held-out residuals of a thin-plate spline over folds, without refitting.
+
+    ``field`` is the spline fitted to the stars not ``rejected``. Those
+    stars' residuals against the spline fitted without their fold are exact
+    (see `_held_out`); a rejected star, in no fit, is compared with ``field``.
+    """
+    kept = ~rejected
+    points, values = _spline_points(frame, tuple(s[kept] for s in stars))
+    du = np.empty(len(labels))
+    dv = np.empty(len(labels))
+    held_out = _held_out(_thin_plate_star_block(points, smoothing), values, labels[kept])
+    du[kept], dv[kept] = held_out.T
+    fu, fv = evaluate(field, stars[0][rejected], stars[1][rejected])
+    du[rejected], dv[rejected] = stars[2][rejected] - fu, stars[3][rejected] - fv
+    return du, dv
 
 
 def robust_outliers(du, dv, clip, reference=None):

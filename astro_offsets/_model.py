@@ -61,12 +61,11 @@ def _method_value(method, given):
     own = DEFAULTS[method][0] if method in DEFAULTS else None
     for name, value in given.items():
         if value is not None and name != own:
+            owner = next(m for m, (parameter, _) in DEFAULTS.items() if parameter == name)
             if method == "auto":
                 raise ValueError(
-                    f"method='auto' chooses {name} itself; give method="
-                    f"{next(m for m, (p, _) in DEFAULTS.items() if p == name)!r} to set it"
+                    f"method='auto' chooses {name} itself; give method={owner!r} to set it"
                 )
-            owner = next(m for m, (p, _) in DEFAULTS.items() if p == name)
             raise ValueError(f"{name} applies to method={owner!r}, not {method!r}")
     if own is None:
         return None
@@ -504,11 +503,16 @@ class OffsetModel:
         """Compare fields on these stars by k-fold cross-validation.
 
         The stars are split into ``n_folds`` folds (the same folds every
-        time for the same stars). Each candidate is fitted, sigma-clipped,
-        to all folds but one and evaluated at the stars of that fold, for
-        every fold in turn. Held-out residuals beyond ``clip`` robust
-        standard deviations (mismatched stars, mostly) are left out of the
-        scores, so that a few bad matches do not drown the comparison.
+        time for the same stars). Each candidate is fitted to all folds but
+        one and evaluated at the stars of that fold, for every fold in turn;
+        the stars sigma-clipping rejects from the candidate's fit to all
+        stars stay out of every fold's fit. (A thin-plate spline's held-out
+        residuals are computed exactly from its fit to all stars, by Rippa's
+        formula, rather than by refitting.) Every candidate is scored on the
+        same stars: all but those whose held-out residual lies beyond
+        ``clip`` robust standard deviations for every candidate — mismatched
+        stars, which no field follows. A local distortion that only some
+        fields follow counts against the others.
 
         Parameters
         ----------

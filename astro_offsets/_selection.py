@@ -5,7 +5,14 @@ import math
 import numpy as np
 from astropy.table import Table
 
-from ._fields import DEFAULTS, evaluate, fit_field, min_stars, robust_outliers
+from ._fields import (
+    DEFAULTS,
+    evaluate,
+    fit_field,
+    min_stars,
+    robust_outliers,
+    thin_plate_folds,
+)
 
 __all__ = ["N_FOLDS", "default_candidates", "describe", "summary", "cross_validate"]
 
@@ -77,22 +84,25 @@ def _fold_labels(n, n_folds):
     return labels
 
 
-def _held_out_residuals(method, value, frame, stars, labels, n_folds, rejected):
+def _held_out_residuals(method, value, frame, stars, labels, n_folds, clip):
     """Residuals of each star against the field fitted to the other folds.
 
-    The folds' fits leave out the stars that sigma-clipping rejected from
-    the fit to all stars, rather than clipping each fold again.
+    Also returns how many stars sigma-clipping rejected from the fit to all
+    stars; the folds' fits leave those stars out rather than clipping again.
     """
+    field, rejected = fit_field(method, value, frame, stars, clip)
+    if method == "thin-plate":
+        return thin_plate_folds(field, value, frame, stars, labels, rejected), rejected
     du = np.empty(len(labels))
     dv = np.empty(len(labels))
     for fold in range(n_folds):
         test = labels == fold
         train = ~test & ~rejected
-        field, _ = fit_field(method, value, frame, tuple(s[train] for s in stars), None)
-        fu, fv = evaluate(field, stars[0][test], stars[1][test])
+        fold_field, _ = fit_field(method, value, frame, tuple(s[train] for s in stars), None)
+        fu, fv = evaluate(fold_field, stars[0][test], stars[1][test])
         du[test] = stars[2][test] - fu
         dv[test] = stars[3][test] - fv
-    return du, dv
+    return (du, dv), rejected
 
 
 def _outliers(du, dv, clip):
@@ -151,9 +161,10 @@ def cross_validate(frame, stars, candidates, *, n_folds=N_FOLDS, clip=3.0):
         n_rejected = 0
         if train >= min_stars(method, value):
             try:
-                rejected = fit_field(method, value, frame, stars, clip)[1]
+                (du, dv), rejected = _held_out_residuals(
+                    method, value, frame, stars, labels, folds, clip
+                )
                 n_rejected = int(np.count_nonzero(rejected))
-                du, dv = _held_out_residuals(method, value, frame, stars, labels, folds, rejected)
             except ValueError:  # a spline through collinear stars: not a candidate
                 pass
         residuals.append((du, dv))

@@ -11,7 +11,12 @@ Prints, for random star tables:
    written the way the seed notebook did it, both timed on a sample of pixels
    and compared per pixel;
 3. ``write_maps`` over a sequence of 12-Mpix tables: time per frame with the
-   writes, and how busy the cores were.
+   writes, and how busy the cores were;
+4. the fitted fields on a 12-Mpix frame (a wide-field lens, 0.05 px centroid
+   noise): the time to fit, to cross-validate (``cv_rms``; ``method="auto"``
+   cross-validates all its candidates while fitting) and to make the map, for
+   100 to 2000 stars, and how far the thin-plate lattice strays from the
+   spline itself.
 
 Run: ``python benchmarks/bench_maps.py`` (``--quick`` for a short run).
 """
@@ -33,6 +38,7 @@ from scipy.interpolate import LinearNDInterpolator
 
 import astro_offsets
 from astro_offsets import OffsetModel, write_maps
+from astro_offsets._synthetic import CameraMotion, star_offsets
 
 FRAMES = {"1 Mpix": (816, 1224), "12 Mpix": (2848, 4256), "42 Mpix": (5304, 7952)}
 STARS = (50, 500, 5000, 20000)
@@ -179,6 +185,47 @@ def sequence(n_frames):
     )
 
 
+def fitted_fields(stars=(100, 500, 1500, 2000)):
+    shape = FRAMES["12 Mpix"]
+    ny, nx = shape
+    lens = CameraMotion(shape, rotation_deg=0.4, pole=(-1500.0, 6000.0), barrel=4e-9)
+    fields = (
+        ("quadrant", {}),
+        ("polynomial", {"degree": 4}),
+        ("thin-plate", {"smoothing": 0.01}),
+        ("auto", {}),
+    )
+    print(f"\nfitted fields on a {nx} x {ny} frame, n_jobs=-1: fit / cross-validate / map (s)")
+    print(f"{'stars':>6} " + "".join(f"{name:>24}" for name, _ in fields) + "   auto chose")
+    for n in stars:
+        columns = star_offsets(np.random.default_rng(n), lens, shape, n)[:4]
+        cells = []
+        for name, options in fields:
+            start = time.perf_counter()
+            model = OffsetModel(*columns, method=name, **options)
+            fit = time.perf_counter() - start
+            start = time.perf_counter()
+            model.cv_rms  # noqa: B018 (computed on first use)
+            cv = time.perf_counter() - start
+            start = time.perf_counter()
+            model.to_map(shape, n_jobs=-1)
+            cells.append(f"{fit:7.2f} {cv:7.2f} {time.perf_counter() - start:7.2f}")
+        print(f"{n:>6} " + "".join(f"{cell:>24}" for cell in cells) + f"   {model!r}")
+    # The thin-plate map against the spline itself, at random points.
+    model = OffsetModel(
+        *star_offsets(np.random.default_rng(0), lens, shape, 500)[:4],
+        method="thin-plate",
+        smoothing=0.01,
+    )
+    px, py = sample_pixels(shape, 20000)
+    field = model._field
+    exact = field.spline(np.column_stack([field.frame.u(px), field.frame.v(py)])).T
+    print(
+        "thin-plate lattice (16 px, Catmull-Rom) against the spline, 500 stars, smoothing "
+        f"0.01: largest difference {np.abs(np.array(model(px, py)) - exact).max():.2e} px"
+    )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and samples")
@@ -197,6 +244,7 @@ def main():
     scaling_table(FRAMES, STARS, repeat)
     comparisons(repeat, 2000 if args.quick else 20000)
     sequence(args.frames)
+    fitted_fields((100, 500) if args.quick else (100, 500, 1500, 2000))
 
 
 if __name__ == "__main__":
