@@ -554,14 +554,8 @@ class OffsetModel:
         >>> dy = -0.5 + 0.5 * r2 * (y - 1000) / 1000 + rng.normal(0, 0.03, 300)
         >>> table = OffsetModel(x, y, dx, dy).cross_validate(
         ...     [("quadrant", 1.0), ("polynomial", 1), ("polynomial", 3)])
-        >>> table["method", "parameters", "selected"]
-        <Table length=3>
-          method   parameters selected
-           str10      str8      bool
-        ---------- ---------- --------
-          quadrant    power=1    False
-        polynomial   degree=1    False
-        polynomial   degree=3     True
+        >>> [(str(row["parameters"]), bool(row["selected"])) for row in table]
+        [('power=1', False), ('degree=1', False), ('degree=3', True)]
         """
         if isinstance(n_folds, bool) or not isinstance(n_folds, numbers.Integral) or n_folds < 2:
             raise ValueError(f"n_folds must be an integer >= 2, got {n_folds!r}")
