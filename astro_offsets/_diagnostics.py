@@ -78,9 +78,9 @@ def star_rms(x_offset, y_offset, model):
     """Return the RMS (px) over the stars of the map minus the stars' offsets, or `None`.
 
     `None` when no star of ``model`` lies inside the map. Stars the model
-    rejected by sigma-clipping are left out.
+    left out by sigma-clipping are left out here too.
     """
-    kept = ~model.rejected
+    kept = ~model.clipped
     dx, dy = star_residuals(
         x_offset,
         y_offset,
@@ -162,14 +162,14 @@ def plot_map(omap, model=None, *, figure=None, max_size=800):
         ax.quiverkey(
             arrows, 0.8, 0.04, length, f"{length:.2g} px", labelpos="E", coordinates="axes"
         )
-        rejected = model.rejected
-        if rejected.any():
-            ax.plot(x[rejected], y[rejected], "x", color="tab:red", markersize=6)
+        clipped = model.clipped
+        if clipped.any():
+            ax.plot(x[clipped], y[clipped], "x", color="tab:red", markersize=6)
         rms = star_rms(omap.x_offset, omap.y_offset, model)
         rms = float("nan") if rms is None else rms
         ax.set_title(
             f"{len(x)} star offsets minus their median"
-            + (f" ({np.count_nonzero(rejected)} rejected: red)" if rejected.any() else "")
+            + (f" ({np.count_nonzero(clipped)} clipped: red)" if clipped.any() else "")
             + f"\nmap minus stars at the stars: RMS {rms:.3f} px",
             fontsize="medium",
         )

@@ -10,6 +10,7 @@ import contextlib
 import itertools
 import math
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 from astropy.modeling import fitting, models
@@ -23,6 +24,7 @@ __all__ = [
     "DEFAULTS",
     "LATTICE_STEP",
     "Frame",
+    "Fit",
     "fit_field",
     "min_stars",
     "robust_outliers",
@@ -150,14 +152,14 @@ def _fit_polynomial(frame, stars, degree, loo):
         coefficients[:, i, j] = parameter
     field = _PolynomialField(frame, coefficients)
     if not loo:
-        return field, None
+        return field, None, None
     # Leave-one-out residuals of a least-squares fit: residual / (1 - leverage).
     q, _ = np.linalg.qr(_design(frame, x, y, degree))
     free = 1.0 - np.einsum("ij,ij->i", q, q)
     fu, fv = evaluate(field, x, y)
     with np.errstate(divide="ignore", invalid="ignore"):
         scale = np.where(free > 1e-9, 1.0 / free, np.nan)  # NaN: a star the fit must pass
-    return field, ((values[0] - fu) * scale, (values[1] - fv) * scale)
+    return field, ((values[0] - fu) * scale, (values[1] - fv) * scale), None
 
 
 def _catmull_rom(t):
@@ -264,10 +266,13 @@ class _ThinPlateField:
         columns = np.broadcast_to(
             column_cells[:, None, None] + offsets[None, None, :], (px.size, 4, 4)
         )
-        pairs, inverse = np.unique(
-            np.column_stack([rows.ravel(), columns.ravel()]), axis=0, return_inverse=True
+        # One int64 key per node, within the points' bounding box of cells.
+        top, left = rows.min(), columns.min()
+        width = columns.max() - left + 1
+        keys, inverse = np.unique(
+            (rows - top).ravel() * width + (columns - left).ravel(), return_inverse=True
         )
-        values = self._nodes(pairs[:, 0], pairs[:, 1])[:, inverse.ravel()]
+        values = self._nodes(keys // width + top, keys % width + left)[:, inverse.ravel()]
         for out, nodes in zip((out_u, out_v), values.reshape(2, px.size, 4, 4), strict=True):
             along_x = [
                 _weighted4(column_weights, *(nodes[:, k, m] for m in range(4))) for k in range(4)
@@ -330,32 +335,35 @@ def _fit_thin_plate(frame, stars, smoothing, loo):
         spline = RBFInterpolator(
             points, values, kernel="thin_plate_spline", smoothing=smoothing, degree=1
         )
-        if loo:
-            residuals = _held_out(_thin_plate_star_block(points, smoothing), values).T
+        star_block = _thin_plate_star_block(points, smoothing) if loo else None
     except (ValueError, np.linalg.LinAlgError) as error:
         # Collinear stars leave the spline's linear part undetermined.
         raise ValueError(
             f"cannot fit a thin-plate spline to {len(points)} stars (are they on one line?): "
             f"{error}"
         ) from None
-    return _ThinPlateField(frame, spline), (residuals if loo else None)
+    residuals = None if star_block is None else _held_out(star_block, values).T
+    return _ThinPlateField(frame, spline), residuals, star_block
 
 
-def thin_plate_folds(field, smoothing, frame, stars, labels, rejected):
+def thin_plate_folds(fit, smoothing, frame, stars, labels):
     """Held-out residuals of a thin-plate spline over folds, without refitting.
 
-    ``field`` is the spline fitted to the stars not ``rejected``. Those
-    stars' residuals against the spline fitted without their fold are exact
-    (see `_held_out`); a rejected star, in no fit, is compared with ``field``.
+    ``fit`` is the `Fit` of the spline to ``stars``. The residuals of the
+    stars in the fit, against the spline fitted without their fold, are exact
+    (see `_held_out`); a clipped star, in no fit, is compared with the spline.
     """
-    kept = ~rejected
+    kept = ~fit.clipped
     points, values = _spline_points(frame, tuple(s[kept] for s in stars))
+    star_block = fit.star_block
+    if star_block is None:
+        star_block = _thin_plate_star_block(points, smoothing)
     du = np.empty(len(labels))
     dv = np.empty(len(labels))
-    held_out = _held_out(_thin_plate_star_block(points, smoothing), values, labels[kept])
-    du[kept], dv[kept] = held_out.T
-    fu, fv = evaluate(field, stars[0][rejected], stars[1][rejected])
-    du[rejected], dv[rejected] = stars[2][rejected] - fu, stars[3][rejected] - fv
+    du[kept], dv[kept] = _held_out(star_block, values, labels[kept]).T
+    clipped = fit.clipped
+    fu, fv = evaluate(fit.field, stars[0][clipped], stars[1][clipped])
+    du[clipped], dv[clipped] = stars[2][clipped] - fu, stars[3][clipped] - fv
     return du, dv
 
 
@@ -381,9 +389,13 @@ def robust_outliers(du, dv, clip, reference=None):
 
 
 def _fit_once(method, value, frame, stars, loo=False):
-    """Fit a field to stars; with ``loo``, also each star's leave-one-out residuals."""
+    """Fit a field to stars.
+
+    Returns the field, with ``loo`` each star's leave-one-out residuals, and
+    for a thin-plate spline the star block of its system's inverse.
+    """
     if method == "quadrant":
-        return _QuadrantField(stars, value), None
+        return _QuadrantField(stars, value), None, None
     if method == "polynomial":
         return _fit_polynomial(frame, stars, value, loo)
     return _fit_thin_plate(frame, stars, value, loo)
@@ -398,8 +410,24 @@ def evaluate(field, px, py):
     return out_u, out_v
 
 
+class Fit(NamedTuple):
+    """A field fitted to stars."""
+
+    field: object
+    """The field."""
+    clipped: np.ndarray
+    """Boolean mask of the stars sigma-clipping left out of the fit."""
+    star_block: object = None
+    """A thin-plate spline's star block of its system's inverse, if computed."""
+
+
 def fit_field(method, value, frame, stars, clip):
     """Fit a field to stars, rejecting outliers by iterative sigma-clipping.
+
+    A star in the fit is judged by its leave-one-out residual (its offset
+    minus the field fitted without it), a star left out by its residual
+    against the field; the fit is repeated until no star changes side, or the
+    same stars come back, or 10 times.
 
     Parameters
     ----------
@@ -417,29 +445,28 @@ def fit_field(method, value, frame, stars, clip):
 
     Returns
     -------
-    field
-        The fitted field.
-    rejected : `~numpy.ndarray`
-        Boolean mask of the stars left out of the fit.
+    `Fit`
     """
     n = len(stars[0])
-    rejected = np.zeros(n, bool)
+    clipped = np.zeros(n, bool)
     clipping = method != "quadrant" and clip is not None
-    field, loo = _fit_once(method, value, frame, stars, loo=clipping)
+    field, loo, star_block = _fit_once(method, value, frame, stars, loo=clipping)
     if not clipping:
-        return field, rejected
+        return Fit(field, clipped, star_block)
     # Never clip below what the fit needs, nor below half of the stars.
     least = max(min_stars(method, value) + 1, math.ceil(n / 2))
+    seen = {clipped.tobytes()}
     du, dv = np.empty(n), np.empty(n)
     for _ in range(_MAX_CLIP_ITERATIONS):
-        # A star in the fit is judged by the field fitted without it; one
-        # left out, by the field: either may change side.
-        du[~rejected], dv[~rejected] = loo
-        fu, fv = evaluate(field, stars[0][rejected], stars[1][rejected])
-        du[rejected], dv[rejected] = stars[2][rejected] - fu, stars[3][rejected] - fv
-        new = robust_outliers(du, dv, clip, reference=~rejected)
-        if np.array_equal(new, rejected) or n - np.count_nonzero(new) < least:
+        du[~clipped], dv[~clipped] = loo
+        fu, fv = evaluate(field, stars[0][clipped], stars[1][clipped])
+        du[clipped], dv[clipped] = stars[2][clipped] - fu, stars[3][clipped] - fv
+        new = robust_outliers(du, dv, clip, reference=~clipped)
+        if new.tobytes() in seen or n - np.count_nonzero(new) < least:
             break
-        rejected = new
-        field, loo = _fit_once(method, value, frame, tuple(s[~rejected] for s in stars), loo=True)
-    return field, rejected
+        seen.add(new.tobytes())
+        clipped = new
+        field, loo, star_block = _fit_once(
+            method, value, frame, tuple(s[~clipped] for s in stars), loo=True
+        )
+    return Fit(field, clipped, star_block)

@@ -27,7 +27,7 @@ _PROVENANCE = (
     ("degree", "DEGREE", "polynomial: degree"),
     ("smoothing", "SMOOTH", "thin-plate: smoothing (normalised units)"),
     ("clip", "CLIPSIG", "sigma-clipping threshold (robust sigma)"),
-    ("n_clipped", "NCLIPPED", "stars rejected by sigma-clipping"),
+    ("n_clipped", "NCLIPPED", "stars left out by sigma-clipping"),
     ("cv_rms", "CVRMS", "5-fold cross-validated RMS at stars (px)"),
     ("max_jump", "MAXJUMP", "largest pixel-to-pixel step (px)"),
     ("star_rms", "STARRMS", "map minus star offsets at the stars (px)"),

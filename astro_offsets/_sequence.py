@@ -53,7 +53,7 @@ class MapResult(NamedTuple):
     warnings: tuple
     """One line per warning, such as rows dropped for NaN values."""
     field: str = ""
-    """The map's field in words (method, parameters, CV RMS, stars rejected)."""
+    """The map's field in words (method, parameters, CV RMS, stars clipped)."""
 
 
 def _read_model(table, options):
