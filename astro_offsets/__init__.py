@@ -3,7 +3,9 @@
 Stars measured in every frame of a sequence (`make_tables`, with
 `detect_stars` and `match_stars`) give, per frame, a table of centroids and
 offsets against the reference frame. `OffsetModel` turns such a
-table into the quadrant inverse-distance offset field, `OffsetMap` holds the
+table into an offset field: the quadrant inverse-distance field, or a
+polynomial or thin-plate spline fitted to the stars with mismatched stars
+sigma-clipped, or whichever cross-validates best. `OffsetMap` holds the
 field evaluated at every pixel, writes it as FITS and hands it to drizzle as a
 pixel map; `write_maps` makes the maps of a whole sequence, and `Stacker` and
 `stack_frames` drizzle the frames onto the reference grid (Bayer drizzle for

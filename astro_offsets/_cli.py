@@ -32,6 +32,16 @@ def _positive_int(text):
     return value
 
 
+def _clip(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of sigmas, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of sigmas >= 0, got {text!r}")
+    return value
+
+
 def _jobs(text):
     try:
         value = int(text)
@@ -106,7 +116,7 @@ def _parser():
     )
     maps.add_argument(
         "--clip",
-        type=float,
+        type=_clip,
         default=3.0,
         metavar="SIGMA",
         help="fitted fields: reject stars beyond SIGMA robust sigmas (default: 3; 0 keeps all)",

@@ -2,8 +2,10 @@
 
 A field evaluates offsets at points (``points``) and fills tiles of a map
 (``for_grid(shape).fill``). Every field gives a pixel the same value in any
-tile, so maps do not depend on how they are tiled; the fitted fields also
-give ``points`` and maps the same arithmetic, pixel for pixel.
+tile, so maps do not depend on how they are tiled. The quadrant and
+polynomial fields give ``points`` and maps the same arithmetic, pixel for
+pixel; a thin-plate spline's lattice values come from scipy in batches, so
+its points and maps agree to about 1e-12 px, not bit for bit.
 """
 
 import contextlib
@@ -26,7 +28,9 @@ __all__ = [
     "Frame",
     "Fit",
     "fit_field",
+    "clip_stars",
     "min_stars",
+    "residuals",
     "robust_outliers",
     "thin_plate_folds",
 ]
@@ -47,6 +51,9 @@ LATTICE_STEP = 16
 _SIGMA_FLOOR = 0.005
 _MAX_CLIP_ITERATIONS = 10
 _POINT_CHUNK = 65536
+# Points farther than this (px) from the origin get NaN from a thin-plate
+# field: their lattice cells would overflow int64 keys.
+_FAR = 1e12
 
 
 class Frame:
@@ -68,6 +75,15 @@ class Frame:
 
     def v(self, y):
         return (y - self.cy) / self.scale
+
+
+def clip_stars(method, value):
+    """Return the fewest stars a fit of the method is sigma-clipped with.
+
+    At least 10, and two per polynomial coefficient: with fewer, every star
+    pulls the fit so hard that good ones look like outliers.
+    """
+    return max(10, 2 * min_stars(method, value))
 
 
 def min_stars(method, value):
@@ -139,6 +155,14 @@ def _design(frame, x, y, degree):
 
 def _fit_polynomial(frame, stars, degree, loo):
     x, y, *values = stars
+    design = _design(frame, x, y, degree)
+    rank = np.linalg.matrix_rank(design)
+    if rank < design.shape[1]:
+        raise ValueError(
+            f"cannot fit a polynomial of degree {degree} to {len(x)} stars: their positions "
+            f"determine only {rank} of its {design.shape[1]} coefficients (are they on one "
+            "line, or on too few distinct points?)"
+        )
     # Both axes in one fit: a set of two models sharing the design matrix.
     model = models.Polynomial2D(degree, n_models=2)
     with warnings.catch_warnings():
@@ -154,7 +178,7 @@ def _fit_polynomial(frame, stars, degree, loo):
     if not loo:
         return field, None, None
     # Leave-one-out residuals of a least-squares fit: residual / (1 - leverage).
-    q, _ = np.linalg.qr(_design(frame, x, y, degree))
+    q, _ = np.linalg.qr(design)
     free = 1.0 - np.einsum("ij,ij->i", q, q)
     fu, fv = evaluate(field, x, y)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -251,6 +275,14 @@ class _ThinPlateField:
         return _LatticeField(values.reshape(2, len(rows), len(columns)), (-1, -1))
 
     def points(self, px, py, out_u, out_v):
+        far = (np.abs(px) > _FAR) | (np.abs(py) > _FAR)
+        if far.any():  # lattice cells beyond int64: NaN, as for NaN points
+            out_u[far] = out_v[far] = np.nan
+            near = ~far
+            u, v = np.empty(np.count_nonzero(near)), np.empty(np.count_nonzero(near))
+            self.points(px[near], py[near], u, v)
+            out_u[near], out_v[near] = u, v
+            return
         # In chunks: each point takes 16 nodes of work space.
         for start in range(0, px.size, _POINT_CHUNK):
             chunk = slice(start, start + _POINT_CHUNK)
@@ -361,10 +393,14 @@ def thin_plate_folds(fit, smoothing, frame, stars, labels):
     du = np.empty(len(labels))
     dv = np.empty(len(labels))
     du[kept], dv[kept] = _held_out(star_block, values, labels[kept]).T
-    clipped = fit.clipped
-    fu, fv = evaluate(fit.field, stars[0][clipped], stars[1][clipped])
-    du[clipped], dv[clipped] = stars[2][clipped] - fu, stars[3][clipped] - fv
+    du[fit.clipped], dv[fit.clipped] = residuals(fit.field, stars, fit.clipped)
     return du, dv
+
+
+def residuals(field, stars, mask):
+    """Return the offsets of the stars in ``mask`` minus the field there."""
+    fu, fv = evaluate(field, stars[0][mask], stars[1][mask])
+    return stars[2][mask] - fu, stars[3][mask] - fv
 
 
 def robust_outliers(du, dv, clip, reference=None):
@@ -453,14 +489,15 @@ def fit_field(method, value, frame, stars, clip):
     field, loo, star_block = _fit_once(method, value, frame, stars, loo=clipping)
     if not clipping:
         return Fit(field, clipped, star_block)
+    if n < clip_stars(method, value):
+        return Fit(field, clipped, star_block)
     # Never clip below what the fit needs, nor below half of the stars.
     least = max(min_stars(method, value) + 1, math.ceil(n / 2))
     seen = {clipped.tobytes()}
     du, dv = np.empty(n), np.empty(n)
     for _ in range(_MAX_CLIP_ITERATIONS):
         du[~clipped], dv[~clipped] = loo
-        fu, fv = evaluate(field, stars[0][clipped], stars[1][clipped])
-        du[clipped], dv[clipped] = stars[2][clipped] - fu, stars[3][clipped] - fv
+        du[clipped], dv[clipped] = residuals(field, stars, clipped)
         new = robust_outliers(du, dv, clip, reference=~clipped)
         if new.tobytes() in seen or n - np.count_nonzero(new) < least:
             break

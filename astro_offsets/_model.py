@@ -166,9 +166,12 @@ class OffsetModel:
         residual at the stars; see `cross_validate`.
 
     The fitted methods reject mismatched stars by iterative sigma-clipping
-    (``clip``): a star whose residual exceeds ``clip`` robust standard
-    deviations in either axis is left out and the fit repeated, until no
-    star changes side (`clipped` tells which).
+    (``clip``): a star whose leave-one-out residual exceeds ``clip`` robust
+    standard deviations in either axis is left out and the fit repeated,
+    until no star changes side (`clipped` tells which). Clipping never
+    leaves fewer than half of the stars (a round that would is not taken),
+    and fits to fewer than 10 stars, or fewer than two per polynomial
+    coefficient, are not clipped.
 
     Parameters
     ----------
@@ -201,8 +204,9 @@ class OffsetModel:
     ValueError
         If the arrays are not numeric, not 1-D, differ in length, or no star
         has a finite position and offset; if ``method`` is unknown, a
-        parameter is out of range or belongs to another method; if there
-        are fewer stars than the polynomial has coefficients.
+        parameter is out of range or belongs to another method; if the
+        stars cannot determine the fitted field (fewer stars than the
+        polynomial has coefficients, stars on one line).
 
     Warns
     -----
@@ -229,9 +233,15 @@ class OffsetModel:
        :math:`w_q = d_q^{-p}`, summed in quadrant order Q1..Q4.
 
     Every field is computed in float64. Maps hold it rounded once to
-    float32 and do not depend on ``n_jobs`` or ``block_size``; for the
-    quadrant and polynomial fields, calling the model at a pixel centre
-    gives the map's value before rounding, bit for bit.
+    float32 and do not depend on ``n_jobs``, ``block_size`` or the joblib
+    backend; for the quadrant and polynomial fields, calling the model at a
+    pixel centre gives the map's value before rounding, bit for bit. A
+    fitted field goes through LAPACK and BLAS, whose results can differ in
+    the last bits with their number of threads (``OPENBLAS_NUM_THREADS``):
+    maps are bit-identical between runs with the same number.
+
+    A polynomial grows fast beyond its stars: `to_map` warns when the map
+    reaches far beyond the stars' extent.
 
     Examples
     --------
@@ -292,12 +302,19 @@ class OffsetModel:
             method, value = self._choose()
             selection = "auto"
         elif n < min_stars(method, value):
+            field = (
+                f"a polynomial of degree {value}"
+                if method == "polynomial"
+                else "a thin-plate spline"
+            )
             raise ValueError(
-                f"{label}: a polynomial of degree {value} needs at least "
-                f"{min_stars(method, value)} stars, got {n}"
+                f"{label}: {field} needs at least {min_stars(method, value)} stars, got {n}"
             )
         self._method, self._value = method, value
-        fit = fit_field(method, value, self._frame, self._stars, self._clip)
+        try:
+            fit = fit_field(method, value, self._frame, self._stars, self._clip)
+        except ValueError as error:
+            raise ValueError(f"{label}: {error}") from None
         self._field = fit.field
         self._clipped = fit.clipped
         self._clipped.flags.writeable = False
@@ -322,6 +339,8 @@ class OffsetModel:
         candidates = default_candidates(n)
         table = cross_validate(self._frame, self._stars, candidates, clip=self._clip)
         self._cv_table = table
+        if not table["selected"].any():
+            raise ValueError("no field could be cross-validated on these stars")
         best = int(np.flatnonzero(table["selected"])[0])
         self._cv_rms = float(table["cv_rms"][best])
         self._cv_done = True
@@ -468,16 +487,24 @@ class OffsetModel:
 
     @property
     def clipped(self):
-        """Read-only boolean mask of the stars sigma-clipping left out of the fit."""
+        """Read-only boolean mask of the stars sigma-clipping left out of the fit.
+
+        One entry per star of the model, in the order given, after any rows
+        with NaN or infinite values were dropped (see ``meta["n_rejected"]``):
+        with such rows, it does not index the input table directly.
+        """
         return self._clipped
 
     @property
     def cv_rms(self):
-        """Cross-validated RMS residual at the stars, in pixels (`None` below 2 stars).
+        """Cross-validated RMS residual at the stars, in pixels, or `None`.
 
         The RMS length of the residual vectors of each star against the field
-        fitted without its fold (5-fold; outliers left out, as in
-        `cross_validate`). Computed on first use.
+        fitted without its fold (5-fold; mismatched stars left out, as in
+        `cross_validate`, whose table gives this field the same value).
+        `None` when it cannot be computed: fewer than 2 stars, or folds too
+        small for the field (a polynomial needs as many training stars as
+        coefficients). Computed on first use.
         """
         if not self._cv_done:
             self._cv_done = True
@@ -578,6 +605,25 @@ class OffsetModel:
         return cross_validate(
             self._frame, self._stars, candidates, n_folds=n_folds, clip=self._clip
         )
+
+    def _warn_extrapolation(self, shape):
+        """Warn when a map reaches beyond the stars by more than their extent."""
+        ny, nx = shape
+        x, y = self._stars[0], self._stars[1]
+        reach = max(
+            float(x.min()),
+            nx - 1 - float(x.max()),
+            float(y.min()),
+            ny - 1 - float(y.max()),
+        )
+        if reach > self._frame.scale:
+            warnings.warn(
+                f"{self.meta['source'] or 'stars'}: the polynomial map of shape {shape} reaches "
+                f"{reach:.0f} px beyond the stars, which span {2 * self._frame.scale:.0f} px: "
+                "a polynomial extrapolated that far is unreliable",
+                AstropyUserWarning,
+                stacklevel=3,
+            )
 
     @staticmethod
     def _candidate(candidate):
@@ -691,6 +737,8 @@ class OffsetModel:
         (dtype('float32'), (16, 20))
         """
         shape = positive_pair(shape, "shape")
+        if self._method == "polynomial":
+            self._warn_extrapolation(shape)
         x_map, y_map = evaluate_grid(
             self._field.for_grid(shape), shape, n_jobs=n_jobs, block_size=block_size, out=out
         )

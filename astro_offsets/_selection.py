@@ -108,13 +108,18 @@ def _held_out_residuals(method, value, frame, stars, labels, n_folds, clip):
 
 
 def _outliers(du, dv, clip):
-    """Held-out residuals beyond ``clip`` robust sigmas, clipped iteratively."""
+    """Held-out residuals beyond ``clip`` robust sigmas, clipped iteratively.
+
+    Clipping stops before it would leave fewer than half of the finite
+    residuals: a small ``clip`` must not leave a handful of stars to score.
+    """
     outliers = ~(np.isfinite(du) & np.isfinite(dv))
     if clip is None:
         return outliers
+    least = math.ceil(np.count_nonzero(~outliers) / 2)
     while not outliers.all():
         new = outliers | robust_outliers(du, dv, clip, reference=~outliers)
-        if np.array_equal(new, outliers):
+        if np.array_equal(new, outliers) or np.count_nonzero(~new) < least:
             break
         outliers = new
     return outliers

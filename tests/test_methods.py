@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.table import Table
+from astropy.utils.exceptions import AstropyUserWarning
 
 from astro_offsets import OffsetMap, OffsetModel, write_maps
 from astro_offsets._cli import main
@@ -311,8 +312,9 @@ def test_cli_field_options(tmp_path, capsys):
     assert main([*argv, "--degree", "2"]) == 2
     err = capsys.readouterr().err
     assert "error: degree applies to method='polynomial', not 'quadrant'" in err
-    assert main([*argv, "--method", "thin-plate", "--clip", "-1"]) == 2
-    assert "clip must be a positive number of sigmas" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*argv, "--method", "thin-plate", "--clip", "-1"])
+    assert "expected a number of sigmas >= 0, got '-1'" in capsys.readouterr().err
 
 
 def test_write_maps_checks_options_before_reading(tmp_path):
@@ -324,3 +326,55 @@ def test_write_maps_checks_options_before_reading(tmp_path):
     [result] = write_maps(tables, (32, 48), method="polynomial", degree=3)
     assert result.status == "written"
     assert result.field.startswith("polynomial degree=3, CV RMS ")
+
+
+def test_small_clip_keeps_half_of_the_stars_scored():
+    rng = np.random.default_rng(5)
+    for n, clip in ((20, 0.5), (200, 0.01)):
+        x, y = rng.uniform(0, 500, (2, n))
+        dx = 1.0 + 1e-3 * x + rng.normal(0, 0.05, n)
+        dy = -2.0 + rng.normal(0, 0.05, n)
+        model = OffsetModel(x, y, dx, dy, method="auto", clip=clip)
+        table = model.cross_validate()
+        assert table.meta["n_scored"] >= n / 2
+        assert model.cv_rms is not None
+
+
+def test_stars_that_cannot_determine_the_fit():
+    x = np.linspace(0, 100, 20)
+    y = np.full(20, 7.0)  # one horizontal line
+    with pytest.raises(ValueError, match=r"line\.ecsv: cannot fit a polynomial of degree 2"):
+        OffsetModel(x, y, x * 0, x * 0, method="polynomial", degree=2, source="line.ecsv")
+    # auto still works: the quadrant field needs no fit.
+    assert OffsetModel(x, y, 1e-3 * x, x * 0, method="auto").method == "quadrant"
+    with pytest.raises(ValueError, match="a thin-plate spline needs at least 3 stars, got 2"):
+        OffsetModel([1.0, 2.0], [3.0, 1.0], [0.0] * 2, [0.0] * 2, method="thin-plate")
+
+
+def test_few_stars_are_not_clipped():
+    rng = np.random.default_rng(2)
+    x, y = rng.uniform(0, 300, (2, 15))
+    dx, dy = rng.normal(0, 0.05, (2, 15))
+    assert not OffsetModel(x, y, dx, dy, method="polynomial", degree=3).clipped.any()
+
+
+def test_polynomial_extrapolation_warns():
+    rng = np.random.default_rng(4)
+    x, y = rng.uniform(100, 120, (2, 30))
+    dx, dy = rng.normal(0, 0.05, (2, 30))
+    model = OffsetModel(x, y, dx, dy, method="polynomial", degree=3)
+    with pytest.warns(AstropyUserWarning, match="reaches .* px beyond the stars"):
+        model.to_map((200, 300))
+    # Stars spread over the frame, with the usual margins: no warning.
+    x, y = rng.uniform(20, 280, (2, 30))
+    OffsetModel(x, y, dx, dy, method="polynomial", degree=3).to_map((300, 300))
+
+
+def test_thin_plate_far_points_are_nan():
+    *columns, _ = stars("bump")
+    model = OffsetModel(*columns, method="thin-plate")
+    dx, dy = model([5.0, 1e20, 700.0], [5.0, 3.0, np.nan])
+    assert np.isfinite(dx[0])
+    assert np.isnan(dx[1:]).all()
+    assert np.isnan(dy[1:]).all()
+    np.testing.assert_allclose(dx[0], model(5.0, 5.0)[0], atol=1e-9)
