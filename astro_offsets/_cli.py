@@ -2,6 +2,7 @@
 
 import argparse
 import contextlib
+import math
 import os
 import sys
 import warnings
@@ -22,34 +23,30 @@ __all__ = ["main"]
 PROG = "astro-offsets"
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _argument(convert, accept, expected, refusal=None):
+    """Return an argparse type: ``convert`` the text, then require ``accept(value)``.
+
+    The error says ``expected <expected>, got '<text>'``, or ``refusal`` when
+    the text converts but is not accepted.
+    """
+
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(refusal or f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _clip(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of sigmas, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number of sigmas >= 0, got {text!r}")
-    return value
-
-
-def _jobs(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value == 0:
-        raise argparse.ArgumentTypeError("0 jobs: use 1 for serial, -1 for all cores")
-    return value
+_positive_int = _argument(int, lambda value: value >= 1, "a positive integer")
+_clip = _argument(float, lambda value: 0 <= value < math.inf, "a number of sigmas >= 0")
+_jobs = _argument(
+    int, lambda value: value != 0, "an integer", "0 jobs: use 1 for serial, -1 for all cores"
+)
 
 
 def _parser():

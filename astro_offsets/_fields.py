@@ -25,7 +25,7 @@ __all__ = [
     "METHODS",
     "DEFAULTS",
     "LATTICE_STEP",
-    "Frame",
+    "Normalisation",
     "Fit",
     "fit_field",
     "clip_stars",
@@ -56,7 +56,7 @@ _POINT_CHUNK = 65536
 _FAR = 1e12
 
 
-class Frame:
+class Normalisation:
     """The normalised coordinates of a star set: centre and scale of its bounding box.
 
     Fits work in ``u = (x - cx) / scale``, ``v = (y - cy) / scale``, which lie
@@ -121,8 +121,8 @@ def _horner(coefficients, t):
 class _PolynomialField:
     """A 2-D polynomial per axis: ``sum c[i, j] u**i v**j`` over ``i + j <= degree``."""
 
-    def __init__(self, frame, coefficients):
-        self.frame = frame
+    def __init__(self, norm, coefficients):
+        self.norm = norm
         self.coefficients = coefficients  # (2, degree + 1, degree + 1): axis, i, j
 
     def _evaluate(self, u, v, axis):
@@ -132,7 +132,7 @@ class _PolynomialField:
         return _horner([_horner(c[i], v) for i in range(c.shape[0])], u)
 
     def points(self, px, py, out_u, out_v):
-        u, v = self.frame.u(px), self.frame.v(py)
+        u, v = self.norm.u(px), self.norm.v(py)
         out_u[:] = self._evaluate(u, v, 0)
         out_v[:] = self._evaluate(u, v, 1)
 
@@ -141,21 +141,21 @@ class _PolynomialField:
 
     def fill(self, x0, y0, out_u, out_v):
         ny, nx = out_u.shape
-        u = self.frame.u(x0 + np.arange(nx, dtype=np.float64))[None, :]
-        v = self.frame.v(y0 + np.arange(ny, dtype=np.float64))[:, None]
+        u = self.norm.u(x0 + np.arange(nx, dtype=np.float64))[None, :]
+        v = self.norm.v(y0 + np.arange(ny, dtype=np.float64))[:, None]
         out_u[...] = self._evaluate(u, v, 0)
         out_v[...] = self._evaluate(u, v, 1)
 
 
-def _design(frame, x, y, degree):
+def _design(norm, x, y, degree):
     """Return the design matrix of a polynomial fit: columns ``u**i v**j``."""
-    u, v = frame.u(x), frame.v(y)
+    u, v = norm.u(x), norm.v(y)
     return np.column_stack([u**i * v**j for i in range(degree + 1) for j in range(degree + 1 - i)])
 
 
-def _fit_polynomial(frame, stars, degree, loo):
+def _fit_polynomial(norm, stars, degree, loo):
     x, y, *values = stars
-    design = _design(frame, x, y, degree)
+    design = _design(norm, x, y, degree)
     rank = np.linalg.matrix_rank(design)
     if rank < design.shape[1]:
         raise ValueError(
@@ -169,12 +169,12 @@ def _fit_polynomial(frame, stars, degree, loo):
         # Badly placed stars show in the residuals and the cross-validation;
         # astropy's rank warning would add nothing to them.
         warnings.simplefilter("ignore")
-        fitted = fitting.LinearLSQFitter()(model, frame.u(x), frame.v(y), np.stack(values))
+        fitted = fitting.LinearLSQFitter()(model, norm.u(x), norm.v(y), np.stack(values))
     coefficients = np.zeros((2, degree + 1, degree + 1))
     for name, parameter in zip(fitted.param_names, fitted.parameters.reshape(-1, 2), strict=True):
         i, j = map(int, name[1:].split("_"))
         coefficients[:, i, j] = parameter
-    field = _PolynomialField(frame, coefficients)
+    field = _PolynomialField(norm, coefficients)
     if not loo:
         return field, None, None
     # Leave-one-out residuals of a least-squares fit: residual / (1 - leverage).
@@ -252,16 +252,16 @@ class _LatticeField:
 class _ThinPlateField:
     """A smoothing thin-plate spline, read off a lattice of ``LATTICE_STEP`` px."""
 
-    def __init__(self, frame, spline):
-        self.frame = frame
+    def __init__(self, norm, spline):
+        self.norm = norm
         self.spline = spline
 
     def _nodes(self, rows, columns):
         """Spline values (2, n) at lattice nodes given by cell indices."""
         points = np.column_stack(
             [
-                self.frame.u(columns * float(LATTICE_STEP)),
-                self.frame.v(rows * float(LATTICE_STEP)),
+                self.norm.u(columns * float(LATTICE_STEP)),
+                self.norm.v(rows * float(LATTICE_STEP)),
             ]
         )
         return self.spline(points).T
@@ -356,13 +356,13 @@ def _held_out(star_block, values, labels=None):
     return residuals
 
 
-def _spline_points(frame, stars):
+def _spline_points(norm, stars):
     x, y, u, v = stars
-    return np.column_stack([frame.u(x), frame.v(y)]), np.column_stack([u, v])
+    return np.column_stack([norm.u(x), norm.v(y)]), np.column_stack([u, v])
 
 
-def _fit_thin_plate(frame, stars, smoothing, loo):
-    points, values = _spline_points(frame, stars)
+def _fit_thin_plate(norm, stars, smoothing, loo):
+    points, values = _spline_points(norm, stars)
     try:
         spline = RBFInterpolator(
             points, values, kernel="thin_plate_spline", smoothing=smoothing, degree=1
@@ -375,10 +375,10 @@ def _fit_thin_plate(frame, stars, smoothing, loo):
             f"{error}"
         ) from None
     residuals = None if star_block is None else _held_out(star_block, values).T
-    return _ThinPlateField(frame, spline), residuals, star_block
+    return _ThinPlateField(norm, spline), residuals, star_block
 
 
-def thin_plate_folds(fit, smoothing, frame, stars, labels):
+def thin_plate_folds(fit, smoothing, norm, stars, labels):
     """Held-out residuals of a thin-plate spline over folds, without refitting.
 
     ``fit`` is the `Fit` of the spline to ``stars``. The residuals of the
@@ -386,7 +386,7 @@ def thin_plate_folds(fit, smoothing, frame, stars, labels):
     (see `_held_out`); a clipped star, in no fit, is compared with the spline.
     """
     kept = ~fit.clipped
-    points, values = _spline_points(frame, tuple(s[kept] for s in stars))
+    points, values = _spline_points(norm, tuple(s[kept] for s in stars))
     star_block = fit.star_block
     if star_block is None:
         star_block = _thin_plate_star_block(points, smoothing)
@@ -424,7 +424,7 @@ def robust_outliers(du, dv, clip, reference=None):
     return outliers
 
 
-def _fit_once(method, value, frame, stars, loo=False):
+def _fit_once(method, value, norm, stars, loo=False):
     """Fit a field to stars.
 
     Returns the field, with ``loo`` each star's leave-one-out residuals, and
@@ -433,8 +433,8 @@ def _fit_once(method, value, frame, stars, loo=False):
     if method == "quadrant":
         return _QuadrantField(stars, value), None, None
     if method == "polynomial":
-        return _fit_polynomial(frame, stars, value, loo)
-    return _fit_thin_plate(frame, stars, value, loo)
+        return _fit_polynomial(norm, stars, value, loo)
+    return _fit_thin_plate(norm, stars, value, loo)
 
 
 def evaluate(field, px, py):
@@ -457,7 +457,7 @@ class Fit(NamedTuple):
     """A thin-plate spline's star block of its system's inverse, if computed."""
 
 
-def fit_field(method, value, frame, stars, clip):
+def fit_field(method, value, norm, stars, clip):
     """Fit a field to stars, rejecting outliers by iterative sigma-clipping.
 
     A star in the fit is judged by its leave-one-out residual (its offset
@@ -471,7 +471,7 @@ def fit_field(method, value, frame, stars, clip):
         One of `METHODS`.
     value : float or int
         The method's parameter (power, degree or smoothing).
-    frame : `Frame`
+    norm : `Normalisation`
         Normalised coordinates of the fit.
     stars : tuple of `~numpy.ndarray`
         ``(x, y, x_offset, y_offset)``, contiguous float64.
@@ -486,7 +486,7 @@ def fit_field(method, value, frame, stars, clip):
     n = len(stars[0])
     clipped = np.zeros(n, bool)
     clipping = method != "quadrant" and clip is not None
-    field, loo, star_block = _fit_once(method, value, frame, stars, loo=clipping)
+    field, loo, star_block = _fit_once(method, value, norm, stars, loo=clipping)
     if not clipping:
         return Fit(field, clipped, star_block)
     if n < clip_stars(method, value):
@@ -504,6 +504,6 @@ def fit_field(method, value, frame, stars, clip):
         seen.add(new.tobytes())
         clipped = new
         field, loo, star_block = _fit_once(
-            method, value, frame, tuple(s[~clipped] for s in stars), loo=True
+            method, value, norm, tuple(s[~clipped] for s in stars), loo=True
         )
     return Fit(field, clipped, star_block)

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 from astropy.utils.exceptions import AstropyUserWarning
 
-from ._fields import DEFAULTS, METHODS, Frame, evaluate, fit_field, min_stars
+from ._fields import DEFAULTS, METHODS, Normalisation, evaluate, fit_field, min_stars
 from ._offset_map import OffsetMap
 from ._selection import N_FOLDS, cross_validate, default_candidates, describe, n_folds_for
 from ._tables import read_table, star_columns
@@ -292,10 +292,11 @@ class OffsetModel:
         self._clip = _validate_clip(clip)
         label = os.fspath(source) if source is not None else "stars"
         self._stars, n_dropped = _star_arrays((x, y, x_offset, y_offset), label)
-        self._frame = Frame(self._stars[0], self._stars[1])
+        self._norm = Normalisation(self._stars[0], self._stars[1])
         self._cv_table = None
         self._cv_rms = None
         self._cv_done = False
+        self._fits = {}
         n = len(self._stars[0])
         selection = None
         if method == "auto":
@@ -311,10 +312,15 @@ class OffsetModel:
                 f"{label}: {field} needs at least {min_stars(method, value)} stars, got {n}"
             )
         self._method, self._value = method, value
-        try:
-            fit = fit_field(method, value, self._frame, self._stars, self._clip)
-        except ValueError as error:
-            raise ValueError(f"{label}: {error}") from None
+        fit = self._fits.get((method, value))
+        if fit is None:
+            try:
+                fit = fit_field(method, value, self._norm, self._stars, self._clip)
+            except ValueError as error:
+                raise ValueError(f"{label}: {error}") from None
+        # The fit to all stars, kept for cross-validating this field; the
+        # other candidates' fits (auto) are let go.
+        self._fits = {(method, value): fit._replace(star_block=None)}
         self._field = fit.field
         self._clipped = fit.clipped
         self._clipped.flags.writeable = False
@@ -337,7 +343,9 @@ class OffsetModel:
         if n_folds_for(n) < 2:
             return "quadrant", DEFAULTS["quadrant"][1]
         candidates = default_candidates(n)
-        table = cross_validate(self._frame, self._stars, candidates, clip=self._clip)
+        table = cross_validate(
+            self._norm, self._stars, candidates, clip=self._clip, fits=self._fits
+        )
         self._cv_table = table
         if not table["selected"].any():
             raise ValueError("no field could be cross-validated on these stars")
@@ -603,7 +611,12 @@ class OffsetModel:
         else:
             candidates = [self._candidate(c) for c in candidates]
         return cross_validate(
-            self._frame, self._stars, candidates, n_folds=n_folds, clip=self._clip
+            self._norm,
+            self._stars,
+            candidates,
+            n_folds=n_folds,
+            clip=self._clip,
+            fits=dict(self._fits),
         )
 
     def _warn_extrapolation(self, shape):
@@ -616,10 +629,10 @@ class OffsetModel:
             float(y.min()),
             ny - 1 - float(y.max()),
         )
-        if reach > self._frame.scale:
+        if reach > self._norm.scale:
             warnings.warn(
                 f"{self.meta['source'] or 'stars'}: the polynomial map of shape {shape} reaches "
-                f"{reach:.0f} px beyond the stars, which span {2 * self._frame.scale:.0f} px: "
+                f"{reach:.0f} px beyond the stars, which span {2 * self._norm.scale:.0f} px: "
                 "a polynomial extrapolated that far is unreliable",
                 AstropyUserWarning,
                 stacklevel=3,

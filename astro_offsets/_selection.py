@@ -8,9 +8,9 @@ from astropy.table import Table
 
 from ._fields import (
     DEFAULTS,
-    evaluate,
     fit_field,
     min_stars,
+    residuals,
     robust_outliers,
     thin_plate_folds,
 )
@@ -85,26 +85,22 @@ def _fold_labels(n, n_folds):
     return labels
 
 
-def _held_out_residuals(method, value, frame, stars, labels, n_folds, clip):
+def _held_out_residuals(method, value, norm, stars, labels, n_folds, fit):
     """Residuals of each star against the field fitted to the other folds.
 
-    Also returns how many stars sigma-clipping left out of the fit to all
-    stars; the folds' fits leave those stars out rather than clipping again.
+    ``fit`` is the candidate's `~astro_offsets._fields.Fit` to all stars: the
+    folds' fits leave out the stars it clipped rather than clipping again.
     """
-    fit = fit_field(method, value, frame, stars, clip)
-    n_clipped = int(np.count_nonzero(fit.clipped))
     if method == "thin-plate":
-        return thin_plate_folds(fit, value, frame, stars, labels), n_clipped
+        return thin_plate_folds(fit, value, norm, stars, labels)
     du = np.empty(len(labels))
     dv = np.empty(len(labels))
     for fold in range(n_folds):
         test = labels == fold
         train = ~test & ~fit.clipped
-        fold_fit = fit_field(method, value, frame, tuple(s[train] for s in stars), None)
-        fu, fv = evaluate(fold_fit.field, stars[0][test], stars[1][test])
-        du[test] = stars[2][test] - fu
-        dv[test] = stars[3][test] - fv
-    return (du, dv), n_clipped
+        fold_fit = fit_field(method, value, norm, tuple(s[train] for s in stars), None)
+        du[test], dv[test] = residuals(fold_fit.field, stars, test)
+    return du, dv
 
 
 def _outliers(du, dv, clip):
@@ -133,12 +129,12 @@ def _score(du, dv, scored):
     return float(np.sqrt(np.mean(r * r))), float(r.max())
 
 
-def cross_validate(frame, stars, candidates, *, n_folds=N_FOLDS, clip=3.0):
+def cross_validate(norm, stars, candidates, *, n_folds=N_FOLDS, clip=3.0, fits=None):
     """Cross-validate candidate fields on the stars.
 
     Parameters
     ----------
-    frame : `~astro_offsets._fields.Frame`
+    norm : `~astro_offsets._fields.Normalisation`
         Normalised coordinates of the fits.
     stars : tuple of `~numpy.ndarray`
         ``(x, y, x_offset, y_offset)``.
@@ -149,6 +145,10 @@ def cross_validate(frame, stars, candidates, *, n_folds=N_FOLDS, clip=3.0):
     clip : float or `None`, optional
         Sigma-clipping threshold, for the fits and for the held-out residuals
         that are scored.
+    fits : dict or `None`, optional
+        Fits to all stars by ``(method, value)``, made with this ``clip``:
+        those given are used rather than fitted again, and those made here
+        are added (without their thin-plate star block, to spare memory).
 
     Returns
     -------
@@ -163,6 +163,8 @@ def cross_validate(frame, stars, candidates, *, n_folds=N_FOLDS, clip=3.0):
     train = _training_size(n, folds)
     results = {}
 
+    fits = {} if fits is None else fits
+
     def held_out(candidate):
         if candidate not in results:
             method, value = candidate
@@ -170,7 +172,14 @@ def cross_validate(frame, stars, candidates, *, n_folds=N_FOLDS, clip=3.0):
             if train >= min_stars(method, value):
                 # A spline through collinear stars is no candidate: NaN scores.
                 with contextlib.suppress(ValueError):
-                    found = _held_out_residuals(method, value, frame, stars, labels, folds, clip)
+                    fit = fits.get(candidate)
+                    if fit is None:
+                        fit = fit_field(method, value, norm, stars, clip)
+                        fits[candidate] = fit._replace(star_block=None)
+                    found = (
+                        _held_out_residuals(method, value, norm, stars, labels, folds, fit),
+                        int(np.count_nonzero(fit.clipped)),
+                    )
             results[candidate] = found
         return results[candidate]
 

@@ -219,7 +219,7 @@ def fitted_fields(stars=(100, 500, 1500, 2000)):
     )
     px, py = sample_pixels(shape, 20000)
     field = model._field
-    exact = field.spline(np.column_stack([field.frame.u(px), field.frame.v(py)])).T
+    exact = field.spline(np.column_stack([field.norm.u(px), field.norm.v(py)])).T
     print(
         "thin-plate lattice (16 px, Catmull-Rom) against the spline, 500 stars, smoothing "
         f"0.01: largest difference {np.abs(np.array(model(px, py)) - exact).max():.2e} px"

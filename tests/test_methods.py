@@ -236,7 +236,7 @@ def test_thin_plate_lattice_follows_the_spline():
     model = OffsetModel(*columns, method="thin-plate", smoothing=0.01)
     field = model._field
     px, py = GRID_X.ravel() + 0.37, GRID_Y.ravel() + 0.81
-    exact = field.spline(np.column_stack([field.frame.u(px), field.frame.v(py)])).T
+    exact = field.spline(np.column_stack([field.norm.u(px), field.norm.v(py)])).T
     assert np.abs(np.array(model(px, py)) - exact).max() < 0.005
 
 
