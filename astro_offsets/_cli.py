@@ -13,8 +13,9 @@ from tqdm import tqdm
 from ._demo import run_demo
 from ._frames import frame_shape
 from ._model import check_options
+from ._provenance import product_kind
 from ._sequence import describe, write_maps
-from ._stack import KERNELS, Stacker, stack_frames
+from ._stack import KERNELS, check_stack_options, stack_frames
 from ._star_tables import make_tables
 from ._version import __version__
 
@@ -43,6 +44,8 @@ def _argument(convert, accept, expected, refusal=None):
 
 
 _positive_int = _argument(int, lambda value: value >= 1, "a positive integer")
+_positive = _argument(float, lambda value: 0 < value < math.inf, "a positive number")
+_non_negative = _argument(float, lambda value: 0 <= value < math.inf, "a number >= 0")
 _clip = _argument(float, lambda value: 0 <= value < math.inf, "a number of sigmas >= 0")
 _jobs = _argument(
     int, lambda value: value != 0, "an integer", "0 jobs: use 1 for serial, -1 for all cores"
@@ -55,8 +58,74 @@ def _parser():
         description="Dense per-pixel offset maps from star tables, for drizzle stacking.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help="in the order of the pipeline:"
+    )
+    # In the order of the pipeline: frames -> star tables -> maps -> stack.
+    subparsers = {
+        name: add(commands)
+        for name, add in (
+            ("tables", _add_tables),
+            ("maps", _add_maps),
+            ("stack", _add_stack),
+            ("demo", _add_demo),
+        )
+    }
+    return parser, subparsers
 
+
+def _add_tables(commands):
+    tables = commands.add_parser(
+        "tables",
+        help="find and match stars: a star table <stem>.offsets_table.fits per frame",
+        description=(
+            "Detect stars in the reference frame and in every frame (background removed, "
+            "FWHM estimated unless given; colour raw frames through 2 x 2 super-pixels), match "
+            "each frame's stars to the reference's directly (triangles and RANSAC, then "
+            "nearest neighbours), and write <stem>.offsets_table.fits per frame with xcentroid, "
+            "ycentroid, xoffset, yoffset, ref_id, x_ref, y_ref, flux and snr."
+        ),
+    )
+    tables.add_argument(
+        "frames", nargs="+", metavar="FRAME", help="frames: camera raw files or FITS images"
+    )
+    tables.add_argument(
+        "--reference", required=True, metavar="FRAME", help="the reference frame (gets no table)"
+    )
+    tables.add_argument(
+        "--outdir",
+        metavar="DIR",
+        help="output directory (created if missing); default: beside each frame",
+    )
+    tables.add_argument(
+        "--fwhm",
+        type=_positive,
+        metavar="F",
+        help="stars' FWHM in pixels (default: estimated on the reference)",
+    )
+    tables.add_argument(
+        "--threshold",
+        type=_positive,
+        default=5.0,
+        metavar="T",
+        help="detection threshold in background sigma (default: 5)",
+    )
+    tables.add_argument(
+        "--min-snr",
+        type=_non_negative,
+        metavar="S",
+        help="keep in the tables only stars with at least this signal-to-noise ratio "
+        "(all stars still help to match)",
+    )
+    tables.add_argument(
+        "--complete", action="store_true", help="keep only the stars matched in every frame"
+    )
+    tables.add_argument("--overwrite", action="store_true", help="replace existing tables")
+    tables.set_defaults(run=_run_tables)
+    return tables
+
+
+def _add_maps(commands):
     maps = commands.add_parser(
         "maps",
         help="write an offset map <stem>.offsets.fits for each star table",
@@ -130,55 +199,10 @@ def _parser():
         help="run the tiles on the dask cluster at this scheduler address (needs the dask extra)",
     )
     maps.set_defaults(run=_run_maps)
+    return maps
 
-    tables = commands.add_parser(
-        "tables",
-        help="find and match stars: a star table <stem>.offsets_table.fits per frame",
-        description=(
-            "Detect stars in the reference frame and in every frame (background removed, "
-            "FWHM estimated unless given; colour raw frames through 2 x 2 super-pixels), match "
-            "each frame's stars to the reference's directly (triangles and RANSAC, then "
-            "nearest neighbours), and write <stem>.offsets_table.fits per frame with xcentroid, "
-            "ycentroid, xoffset, yoffset, ref_id, x_ref, y_ref, flux and snr."
-        ),
-    )
-    tables.add_argument(
-        "frames", nargs="+", metavar="FRAME", help="frames: camera raw files or FITS images"
-    )
-    tables.add_argument(
-        "--reference", required=True, metavar="FRAME", help="the reference frame (gets no table)"
-    )
-    tables.add_argument(
-        "--outdir",
-        metavar="DIR",
-        help="output directory (created if missing); default: beside each frame",
-    )
-    tables.add_argument(
-        "--fwhm",
-        type=float,
-        metavar="F",
-        help="stars' FWHM in pixels (default: estimated on the reference)",
-    )
-    tables.add_argument(
-        "--threshold",
-        type=float,
-        default=5.0,
-        metavar="T",
-        help="detection threshold in background sigma (default: 5)",
-    )
-    tables.add_argument(
-        "--min-snr",
-        type=float,
-        metavar="S",
-        help="keep in the tables only stars with at least this signal-to-noise ratio "
-        "(all stars still help to match)",
-    )
-    tables.add_argument(
-        "--complete", action="store_true", help="keep only the stars matched in every frame"
-    )
-    tables.add_argument("--overwrite", action="store_true", help="replace existing tables")
-    tables.set_defaults(run=_run_tables)
 
+def _add_stack(commands):
     stack = commands.add_parser(
         "stack",
         help="drizzle frames onto the reference grid with their offset maps",
@@ -242,14 +266,19 @@ def _parser():
     )
     stack.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     stack.set_defaults(run=_run_stack)
+    return stack
 
+
+def _add_demo(commands):
     demo = commands.add_parser(
         "demo",
-        help="run on built-in synthetic data and report the accuracy",
+        help="run the whole pipeline on a built-in synthetic raw sequence",
         description=(
-            "Synthesize the star table of a 12-Mpix frame with a known offset field (drift, "
-            "field rotation, barrel distortion, centroid noise), make its offset map, and "
-            "report the time and the map's error against the true field."
+            "Write five synthetic raw frames (DNG: a Bayer mosaic of 900 coloured stars, sky, "
+            "noise and hot pixels) moved by a known drift, field rotation and lens distortion; "
+            "take them through star tables, offset maps (--method auto, with a plot) and a "
+            "Bayer drizzle stack (stack.fits and stack.png), as the other commands would; and "
+            "report the time of each step and the maps' error against the true motion."
         ),
     )
     demo.add_argument(
@@ -266,7 +295,7 @@ def _parser():
         help="parallel workers, joblib's meaning (default: -1, all cores)",
     )
     demo.set_defaults(run=_run_demo)
-    return parser
+    return demo
 
 
 def _run_demo(args, report):
@@ -283,6 +312,7 @@ class _Reporter:
 
     def __init__(self):
         self.failed = []
+        self.ignored = {}
 
     def error(self, path, problem):
         self.failed.append(str(path))
@@ -291,48 +321,53 @@ class _Reporter:
     def note(self, text):
         tqdm.write(f"{PROG}: {text}", file=sys.stderr)
 
-    def make_outdir(self, outdir):
-        """Create the output directory if missing; report and return `False` if impossible."""
-        if outdir is None:
+    def make_directory(self, directory):
+        """Create a directory if missing; report it and return `False` if that is impossible."""
+        if not directory:
             return True
         try:
-            os.makedirs(outdir, exist_ok=True)
+            os.makedirs(directory, exist_ok=True)
         except OSError as exc:
-            self.error(outdir, exc)
+            self.error(directory, exc)
             return False
         return True
 
-    def summary(self, command, results):
-        """Print the closing line of a run over files; return the exit status."""
-        counts = {
-            status: sum(r.status == status for r in results)
-            for status in ("written", "skipped", "failed")
-        }
-        line = (
-            f"{command}: {counts['written']} written, {counts['skipped']} skipped, "
-            f"{counts['failed']} failed"
+    def result(self, result, path, output=None):
+        """Report a file's result: an error, a skip, or a file left out; `True` otherwise."""
+        if result.status == "failed":
+            self.failed.append(path)
+            tqdm.write(f"{PROG}: error: {result.message}", file=sys.stderr)
+        elif result.status == "ignored":
+            kind = product_kind(path)
+            self.ignored[kind] = self.ignored.get(kind, 0) + 1
+        elif result.status == "skipped":
+            self.note(f"skipped {path}: {output} exists (use --overwrite to replace it)")
+        else:
+            return True
+        return False
+
+    def summary(self, command, results, counted=("written", "skipped", "failed"), extra=""):
+        """Print the closing line of a run over files; return the exit status.
+
+        Files of ours left out of the run get one line before it.
+        """
+        if self.ignored:
+            n = sum(self.ignored.values())
+            kinds = ", ".join(
+                f"{count} {kind}{'s' if count > 1 else ''}" for kind, count in self.ignored.items()
+            )
+            self.note(f"skipped {n} file{'s' if n > 1 else ''} written by {PROG} ({kinds})")
+        line = f"{command}: " + ", ".join(
+            f"{sum(r.status == status for r in results)} {status}" for status in counted
         )
         if self.failed:
             line += f" ({', '.join(self.failed)})"
-        print(line)
+        print(line + extra)
         return 1 if self.failed else 0
 
     def usage(self, problem):
         """Report an error that concerns no one file (an option, the whole run)."""
         tqdm.write(f"{PROG}: error: {problem}", file=sys.stderr)
-
-    def map_result(self, result):
-        for line in result.warnings:
-            tqdm.write(f"{PROG}: warning: {line}", file=sys.stderr)
-        if result.status == "failed":
-            self.failed.append(result.table)
-            tqdm.write(f"{PROG}: error: {result.message}", file=sys.stderr)
-        elif result.status == "skipped":
-            self.note(
-                f"skipped {result.table}: {result.output} exists (use --overwrite to replace it)"
-            )
-        else:
-            tqdm.write(f"{result.output}: {result.field}")
 
 
 @contextlib.contextmanager
@@ -344,12 +379,16 @@ def _scheduler(address):
     try:
         from distributed import Client
     except ImportError:
-        raise OSError(
+        raise _MissingDependencyError(
             "--scheduler needs dask.distributed: pip install 'astro_offsets[dask]'"
         ) from None
     # The connection timeout is dask's: distributed.comm.timeouts.connect.
     with Client(address) as client, joblib.parallel_config(backend="dask"):
         yield client
+
+
+class _MissingDependencyError(Exception):
+    """An optional dependency that an option needs is not installed."""
 
 
 def _run_maps(args, report):
@@ -373,8 +412,15 @@ def _run_maps(args, report):
     except ValueError as exc:
         report.usage(str(exc))
         return 2
-    if not report.make_outdir(args.outdir):
+    if not report.make_directory(args.outdir):
         return 2
+
+    def on_table(result):
+        for line in result.warnings:
+            tqdm.write(f"{PROG}: warning: {line}", file=sys.stderr)
+        if report.result(result, result.table, result.output):
+            tqdm.write(f"{result.output}: {result.field}")
+
     try:
         with _scheduler(args.scheduler):
             results = write_maps(
@@ -385,7 +431,7 @@ def _run_maps(args, report):
                 overwrite=args.overwrite,
                 plot=args.plot,
                 progress=True,
-                callback=report.map_result,
+                callback=on_table,
                 **options,
             )
     except OSError as exc:
@@ -394,23 +440,24 @@ def _run_maps(args, report):
     return report.summary("maps", results)
 
 
+def _stars(result):
+    """Return the stars of a frame in `make_tables`, in words."""
+    if result.status == "reference":
+        return f"{result.frame} (reference): {result.detected} stars detected"
+    return (
+        f"{result.frame}: {result.detected} stars detected, {result.matched} matched "
+        f"to the reference ({result.kept} kept in the table), {result.outside} outside "
+        f"the reference frame, {result.unmatched} unmatched"
+    )
+
+
 def _run_tables(args, report):
-    if not report.make_outdir(args.outdir):
+    if not report.make_directory(args.outdir):
         return 2
 
     def on_frame(result):
-        if result.status == "failed":
-            report.error(result.frame, result.message.removeprefix(f"{result.frame}: "))
-        elif result.status == "skipped":
-            report.note(
-                f"skipped {result.frame}: {result.table} exists (use --overwrite to replace it)"
-            )
-        else:
-            role = " (reference)" if result.status == "reference" else ""
-            tqdm.write(
-                f"{result.frame}{role}: {result.detected} detected, {result.matched} "
-                f"matched, {result.rejected} rejected"
-            )
+        if report.result(result, result.frame, result.table):
+            tqdm.write(_stars(result))
 
     try:
         results = make_tables(
@@ -440,19 +487,22 @@ def _run_stack(args, report):
         "context": args.context,
     }
     try:
-        Stacker((1, 1), **options)
+        check_stack_options(**options)
     except ValueError as exc:
         report.usage(exc)
         return 2
     preview = os.path.splitext(args.out)[0] + ".png"
-    for path in (args.out, preview) if args.preview else (args.out,):
-        if os.path.lexists(path) and not args.overwrite:
-            report.error(path, OSError("already exists (use --overwrite to replace it)"))
-            return 2
+    outputs = (args.out, preview) if args.preview else (args.out,)
+    kept = [path for path in outputs if os.path.lexists(path)]
+    if kept and not args.overwrite:
+        # As tables and maps keep theirs: a rerun does no harm and no work.
+        print(f"stack: kept {' and '.join(kept)} (use --overwrite to replace it); nothing stacked")
+        return 0
+    if not report.make_directory(os.path.dirname(args.out)):
+        return 2
 
     def on_frame(result):
-        if result.status == "failed":
-            report.error(result.frame, result.message.removeprefix(f"{result.frame}: "))
+        report.result(result, result.frame)
 
     with warnings.catch_warnings(record=True) as caught:
         # drizzle's own warnings (a kernel that does not conserve flux, ...)
@@ -470,32 +520,21 @@ def _run_stack(args, report):
             )
         except ValueError as exc:
             report.usage(exc)
-            return 1
+            return 2
     for text in dict.fromkeys(str(w.message) for w in caught):
         report.note(f"warning: {text}")
     try:
         stack.write(args.out, overwrite=args.overwrite, context=args.context)
-        written = [args.out]
         if args.preview:
             stack.write_preview(preview, overwrite=args.overwrite)
-            written.append(preview)
-    except ImportError:
-        report.note("no preview: it needs matplotlib (pip install 'astro_offsets[plot]')")
     except OSError as exc:
         report.error(args.out, exc)
         return 1
-    stacked = sum(r.status == "stacked" for r in results)
     contents = (
         ", ".join(stack.channels) + " and their weights" + (" and contexts" if args.context else "")
     )
-    summary = (
-        f"stack: {stacked} frame{'s' if stacked != 1 else ''} stacked, "
-        f"{len(results) - stacked} failed"
-        + (f" ({', '.join(report.failed)})" if report.failed else "")
-        + f"; wrote {' and '.join(written)} ({contents})"
-    )
-    print(summary)
-    return 1 if report.failed else 0
+    wrote = f"; wrote {' and '.join(outputs)} ({contents})"
+    return report.summary("stack", results, counted=("stacked", "failed"), extra=wrote)
 
 
 def main(argv=None):
@@ -511,10 +550,17 @@ def main(argv=None):
     int
         Exit status: 0 on success, 1 if any input failed, 2 on bad usage.
     """
-    args = _parser().parse_args(argv)
+    parser, subparsers = _parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # The command's own usage, not the top-level one, for a mistyped option.
+        subparsers[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     report = _Reporter()
     try:
         return args.run(args, report)
+    except _MissingDependencyError as exc:
+        report.usage(exc)
+        return 2
     except KeyboardInterrupt:
         report.note("interrupted")
         return 130

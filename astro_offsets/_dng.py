@@ -1,6 +1,13 @@
-"""Writing Bayer mosaics as DNG raw files that rawpy (LibRaw) reads back exactly."""
+"""Writing Bayer mosaics as DNG raw files that rawpy (LibRaw) reads back exactly.
+
+A DNG file is a TIFF file with a few more tags. The writer lays out a
+little-endian TIFF by hand: the header, the main image file directory (IFD),
+an EXIF IFD for the exposure, and the pixels as one uncompressed strip of
+16-bit samples. No third-party encoder is needed.
+"""
 
 import math
+import struct
 from fractions import Fraction
 
 import numpy as np
@@ -15,8 +22,19 @@ _BAYER_PATTERNS = ("RGGB", "BGGR", "GRBG", "GBRG")
 
 # LibRaw rejects raw images smaller than this in either direction as "not RAW".
 _MIN_SIDE = 22
-# pidng writes TileWidth and TileLength as TIFF SHORT.
-_MAX_SIDE = 65535
+# The pixels are one strip, whose length TIFF stores as a 32-bit count.
+_MAX_BYTES = 2**32 - 1
+
+# TIFF field types: code and struct format of one value.
+_BYTE, _ASCII, _SHORT, _LONG, _RATIONAL, _SRATIONAL = (
+    (1, "B"),
+    (2, "s"),
+    (3, "H"),
+    (4, "I"),
+    (5, "II"),
+    (10, "ii"),
+)
+_D65 = 21  # CalibrationIlluminant: standard light D65
 
 
 def write_dng(
@@ -34,13 +52,11 @@ def write_dng(
 ):
     """Write a Bayer mosaic (2-D integer array, ny x nx) as a DNG file that rawpy reads back.
 
-    The file is uncompressed, one tile, with each sample in a 16-bit container
-    whatever ``bits`` is: pidng 4.0.9 packs 14-bit samples wrongly and 10- and
-    12-bit ones only for widths divisible by 4 and 2, while 16-bit containers
-    work for any size, odd ones included. ``bits`` sets the value range and
-    the default white level. The file is written under a temporary name next
-    to ``path`` and renamed into place, so a crash never leaves a partial
-    file; an existing file is replaced.
+    The file is uncompressed, with each sample in a 16-bit container whatever
+    ``bits`` is; ``bits`` sets the value range and the default white level.
+    The file is written under a temporary name next to ``path`` and renamed
+    into place, so a crash never leaves a partial file; an existing file is
+    replaced.
 
     Parameters
     ----------
@@ -48,7 +64,7 @@ def write_dng(
         Destination, used exactly as given (no suffix is added).
     mosaic : array-like of int, shape (ny, nx)
         Raw sensor values, ``0 <= value < 2**bits``; ``ny`` and ``nx`` are
-        22 to 65535 (LibRaw rejects smaller images).
+        at least 22 (LibRaw rejects smaller images).
     cfa : {'RGGB', 'BGGR', 'GRBG', 'GBRG'}, optional
         Colours of the top-left 2x2 cell, row by row (case-insensitive).
     bits : int, optional
@@ -70,8 +86,6 @@ def write_dng(
     ------
     ValueError
         If any argument is out of range; the message says what was found.
-    ImportError
-        If pidng is not installed.
     FileNotFoundError
         If the destination directory does not exist.
 
@@ -96,67 +110,95 @@ def write_dng(
         if not isinstance(text, str) or not text.isascii():
             raise ValueError(f"{name} must be an ASCII string, got {text!r}")
 
-    try:
-        from pidng.core import RAW2DNG
-        from pidng.defs import CalibrationIlluminant, Orientation, PhotometricInterpretation
-        from pidng.dng import DNGTags, Tag, Type, dngIFD, dngTag
-    except ImportError as exc:
-        raise ImportError(
-            'writing DNG files needs pidng: pip install "astro_offsets[test]"'
-        ) from exc
-
     ny, nx = mosaic.shape
-    identity = [[1, 1], [0, 1], [0, 1], [0, 1], [1, 1], [0, 1], [0, 1], [0, 1], [1, 1]]
-    tags = DNGTags()
-    for tag, value in (
-        (Tag.ImageWidth, nx),
-        (Tag.ImageLength, ny),
-        (Tag.TileWidth, nx),
-        (Tag.TileLength, ny),
-        (Tag.BitsPerSample, 16),
-        (Tag.SamplesPerPixel, 1),
-        (Tag.PhotometricInterpretation, PhotometricInterpretation.Color_Filter_Array),
-        (Tag.Orientation, Orientation.Horizontal),
-        (Tag.CFARepeatPatternDim, [2, 2]),
-        (Tag.CFAPattern, cfa_codes),
-        (Tag.CFAPlaneColor, [0, 1, 2]),
-        (Tag.CFALayout, 1),
-        (Tag.BlackLevel, int(black_level)),
-        (Tag.WhiteLevel, int(white_level)),
-        # Raw camera values are already the output colours: identity colour
-        # matrix and neutral white balance, which DNG readers require.
-        (Tag.ColorMatrix1, identity),
-        (Tag.CalibrationIlluminant1, CalibrationIlluminant.D65),
-        (Tag.AsShotNeutral, [[1, 1], [1, 1], [1, 1]]),
-        (Tag.Make, make),
-        (Tag.Model, model),
-        (Tag.UniqueCameraModel, f"{make} {model}"),
-    ):
-        tags.set(tag, value)
-    exif = dngIFD()
+    # The DNG is little-endian, on any machine.
+    pixels = np.ascontiguousarray(mosaic, dtype="<u2").tobytes()
+    exif = []
     if shutter is not None:
-        exif.tags.append(dngTag(Tag.ExposureTime, [shutter]))
+        exif.append((33434, _RATIONAL, [shutter]))  # ExposureTime
     if iso is not None:
         # LibRaw reads the ISO speed only from the EXIF IFD, not from IFD 0.
-        exif.tags.append(dngTag(Tag.PhotographicSensitivity, [int(iso)]))
-    if exif.tags:
-        # pidng 4.0.9 cannot encode its own IFD-typed tags (it adds str to
-        # bytes), so declare the pointer as the LONG TIFF stores and attach the
-        # sub-IFD, which pidng then lays out and writes.
-        pointer = (Tag.EXIF_IFD[0], Type.Long)
-        tags.set(pointer, 0)
-        tags.get(pointer).subIFD = exif
-
-    writer = RAW2DNG()
-    writer.options(tags, path="", compress=False)
-    # The DNG is little-endian: give pidng (which wants native uint16 and
-    # calls tobytes) little-endian bytes on any machine.
-    samples = np.ascontiguousarray(mosaic, dtype="<u2").view(np.uint16)
-    # Without a file name pidng returns the bytes instead of writing
-    # "<name>.dng" itself, which lets the write go through atomic_path.
-    data = writer.convert(samples)
+        exif.append((34855, _SHORT, [int(iso)]))  # ISOSpeedRatings
+    main = [
+        (254, _LONG, [0]),  # NewSubFileType: the main image
+        (256, _LONG, [nx]),  # ImageWidth
+        (257, _LONG, [ny]),  # ImageLength
+        (258, _SHORT, [16]),  # BitsPerSample
+        (259, _SHORT, [1]),  # Compression: none
+        (262, _SHORT, [32803]),  # PhotometricInterpretation: colour filter array
+        (271, _ASCII, make),  # Make
+        (272, _ASCII, model),  # Model
+        (273, _LONG, [0]),  # StripOffsets, set below
+        (274, _SHORT, [1]),  # Orientation: row 0 at the top, column 0 at the left
+        (277, _SHORT, [1]),  # SamplesPerPixel
+        (278, _LONG, [ny]),  # RowsPerStrip: one strip
+        (279, _LONG, [len(pixels)]),  # StripByteCounts
+        (284, _SHORT, [1]),  # PlanarConfiguration: chunky
+        (33421, _SHORT, [2, 2]),  # CFARepeatPatternDim
+        (33422, _BYTE, cfa_codes),  # CFAPattern
+        (50706, _BYTE, [1, 4, 0, 0]),  # DNGVersion
+        (50707, _BYTE, [1, 1, 0, 0]),  # DNGBackwardVersion
+        (50708, _ASCII, f"{make} {model}"),  # UniqueCameraModel
+        (50710, _BYTE, [0, 1, 2]),  # CFAPlaneColor
+        (50711, _SHORT, [1]),  # CFALayout: rectangular
+        (50714, _LONG, [int(black_level)]),  # BlackLevel
+        (50717, _LONG, [int(white_level)]),  # WhiteLevel
+        # Raw camera values are already the output colours: identity colour
+        # matrix and neutral white balance, which DNG readers require.
+        (50721, _SRATIONAL, [[int(i == j), 1] for i in range(3) for j in range(3)]),
+        (50728, _RATIONAL, [[1, 1]] * 3),  # AsShotNeutral
+        (50778, _SHORT, [_D65]),  # CalibrationIlluminant1
+    ]
+    if exif:
+        main.append((34665, _LONG, [0]))  # ExifIFD pointer, set below
+    # Entries and their values keep their size whatever the offsets, so the
+    # layout is known before the offsets are: header, IFD 0, EXIF IFD, pixels.
+    exif_offset = 8 + len(_ifd(main, 0))
+    pixel_offset = exif_offset + (len(_ifd(exif, 0)) if exif else 0)
+    pixel_offset += pixel_offset % 2
+    main = [
+        (tag, kind, {273: [pixel_offset], 34665: [exif_offset]}.get(tag, values))
+        for tag, kind, values in main
+    ]
+    head = b"II" + struct.pack("<HI", 42, 8) + _ifd(main, 8)
+    if exif:
+        head += _ifd(exif, exif_offset)
+    head = head.ljust(pixel_offset, b"\0")
     with atomic_path(path, overwrite=True) as tmp, open(tmp, "wb") as file:
-        file.write(data)
+        file.write(head)
+        file.write(pixels)
+
+
+def _encode(kind, values):
+    """Return the TIFF type code, the value count and the bytes of a field."""
+    code, fmt = kind
+    if kind is _ASCII:
+        data = values.encode("ascii") + b"\0"
+        return code, len(data), data
+    count = len(values)
+    flat = [v for value in values for v in (value if isinstance(value, list) else [value])]
+    return code, count, struct.pack(f"<{fmt * count}", *flat)
+
+
+def _ifd(entries, offset):
+    """Return the bytes of an image file directory placed at ``offset``, with its values.
+
+    Values longer than four bytes follow the directory, each at an even
+    offset; shorter ones sit in their entry.
+    """
+    entries = sorted(entries, key=lambda entry: entry[0])
+    values_at = offset + 2 + 12 * len(entries) + 4
+    table = struct.pack("<H", len(entries))
+    values = b""
+    for tag, kind, content in entries:
+        code, count, data = _encode(kind, content)
+        if len(data) <= 4:
+            field = data.ljust(4, b"\0")
+        else:
+            field = struct.pack("<I", values_at + len(values))
+            values += data + b"\0" * (len(data) % 2)
+        table += struct.pack("<HHI", tag, code, count) + field
+    return table + struct.pack("<I", 0) + values
 
 
 def _check_int(name, value, low, high):
@@ -181,10 +223,10 @@ def _check_mosaic(mosaic, maximum, bits):
     if mosaic.dtype.kind not in "iu":
         raise ValueError(f"mosaic must have an integer dtype, got {mosaic.dtype}")
     ny, nx = mosaic.shape
-    if not (_MIN_SIDE <= ny <= _MAX_SIDE and _MIN_SIDE <= nx <= _MAX_SIDE):
+    if ny < _MIN_SIDE or nx < _MIN_SIDE or 2 * ny * nx > _MAX_BYTES:
         raise ValueError(
-            f"mosaic must be {_MIN_SIDE} to {_MAX_SIDE} pixels in each direction "
-            f"(LibRaw and DNG tile limits), got shape {mosaic.shape}"
+            f"mosaic must be at least {_MIN_SIDE} pixels in each direction (LibRaw's limit) "
+            f"and at most 2 Gpix in all, got shape {mosaic.shape}"
         )
     low, high = int(mosaic.min()), int(mosaic.max())
     if low < 0 or high > maximum:

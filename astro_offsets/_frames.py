@@ -4,6 +4,7 @@ import os
 from typing import NamedTuple
 
 import numpy as np
+import rawpy
 from astropy.io import fits
 
 __all__ = ["Frame", "frame_shape", "read_frame"]
@@ -76,8 +77,6 @@ def frame_shape(path):
     ValueError
         If the file is a directory, an unreadable FITS or raw file, or a FITS
         file without an image.
-    ImportError
-        If a raw file is given and rawpy is not installed.
 
     Examples
     --------
@@ -112,8 +111,6 @@ def read_frame(path):
         If the file is a directory, an unreadable FITS or raw file, a FITS
         file without an image, or a raw file that is not a colour filter
         mosaic (such as a Foveon or linear DNG file).
-    ImportError
-        If a raw file is given and rawpy is not installed.
 
     Examples
     --------
@@ -180,12 +177,6 @@ def _fits_frame(path, hdu):
 
 
 def _read_raw(path, use):
-    try:
-        import rawpy
-    except ImportError as exc:
-        raise ImportError(
-            f'{path}: reading raw camera files needs rawpy: pip install "astro_offsets[raw]"'
-        ) from exc
     try:
         with rawpy.imread(path) as raw:
             return use(path, raw)

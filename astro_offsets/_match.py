@@ -173,7 +173,8 @@ def match_stars(frame_xy, ref_xy, *, frame_flux=None, ref_flux=None):
     info : dict
         ``transform`` (2 x 2 matrix and shift of the similarity frame ->
         reference), ``radius`` (final match radius, px), ``rms`` (residual
-        of the polynomial fit, px).
+        of the polynomial fit, px), ``mapped`` (``(n, 2)``: every frame
+        star's position on the reference, by the fitted mapping).
 
     Raises
     ------
@@ -233,5 +234,6 @@ def match_stars(frame_xy, ref_xy, *, frame_flux=None, ref_flux=None):
         residual = np.hypot(*(mapping(frame_xy[pairs[:, 0]]) - ref_xy[pairs[:, 1]]).T)
         rms = float(np.sqrt(np.mean(residual**2)))
         radius = float(np.clip(5 * rms, _MIN_RADIUS, _MAX_RADIUS))
-    pairs = _mutual_matches(mapping(frame_xy), ref_xy, radius)
-    return pairs, {"transform": transform, "radius": radius, "rms": rms}
+    mapped = mapping(frame_xy)
+    pairs = _mutual_matches(mapped, ref_xy, radius)
+    return pairs, {"transform": transform, "radius": radius, "rms": rms, "mapped": mapped}

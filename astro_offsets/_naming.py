@@ -2,10 +2,12 @@
 
 import os
 
-__all__ = ["stem", "map_path", "table_path"]
+__all__ = ["MAP_SUFFIX", "TABLE_ENDINGS", "stem", "map_path", "table_path"]
 
 _COMPRESSION = (".gz", ".bz2", ".xz")
-_TABLE_ENDINGS = (".offsets_table_clean", ".offsets_table")
+MAP_SUFFIX = ".offsets.fits"
+# Star tables: ours, and the original notebook's cleaned ones.
+TABLE_ENDINGS = (".offsets_table_clean", ".offsets_table")
 
 
 def stem(path):
@@ -26,7 +28,7 @@ def stem(path):
         name = name.removesuffix(suffix)
     root, _ = os.path.splitext(name)
     name = root or name
-    for ending in _TABLE_ENDINGS:
+    for ending in TABLE_ENDINGS:
         if name.endswith(ending) and len(name) > len(ending):
             return name.removesuffix(ending)
     return name
@@ -48,7 +50,7 @@ def map_path(table_path, outdir=None):
     >>> map_path("light/DSC03770.offsets_table.fits")
     'light/DSC03770.offsets.fits'
     """
-    return _beside(table_path, outdir, ".offsets.fits")
+    return _beside(table_path, outdir, MAP_SUFFIX)
 
 
 def table_path(frame_path, outdir=None):
@@ -62,4 +64,4 @@ def table_path(frame_path, outdir=None):
     >>> table_path("light/DSC03770.ARW", "tables")
     'tables/DSC03770.offsets_table.fits'
     """
-    return _beside(frame_path, outdir, ".offsets_table.fits")
+    return _beside(frame_path, outdir, f"{TABLE_ENDINGS[1]}.fits")

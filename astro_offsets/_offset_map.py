@@ -1,6 +1,5 @@
 """Dense X/Y offset maps: the pixmap for drizzle, WCS lookup tables, FITS files."""
 
-import datetime
 import os
 
 import numpy as np
@@ -8,13 +7,14 @@ from astropy.io import fits
 
 from ._atomic import atomic_path
 from ._diagnostics import largest_jump, plot_map, star_rms
+from ._provenance import provenance_cards
 from ._validate import offset_maps
-from ._version import __version__
 from ._wcs import offsets_to_wcs
 
 __all__ = ["OffsetMap"]
 
-# meta key, FITS keyword, comment. One table drives both writing and reading.
+# meta key, FITS keyword, comment. One table drives both writing and reading;
+# the software, date and product cards come first (see _provenance).
 _PROVENANCE = (
     ("software", "CREATOR", "software and version"),
     ("date", "DATE", "UTC time the file was written"),
@@ -229,9 +229,9 @@ class OffsetMap:
         for key in ("max_jump", "star_rms", "cv_rms"):
             if meta.get(key) is not None:
                 meta[key] = round(meta[key], 6)
-        meta["software"] = f"astro_offsets {__version__}"
-        meta["date"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        for key, keyword, comment in _PROVENANCE:
+        for keyword, value, comment in provenance_cards("offset map"):
+            header[keyword] = (value, comment)
+        for key, keyword, comment in _PROVENANCE[2:]:
             value = meta.get(key)
             if value is not None:
                 # A long value (a path, a development version) goes without

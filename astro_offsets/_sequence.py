@@ -8,8 +8,11 @@ from typing import NamedTuple
 from tqdm import tqdm
 
 from ._diagnostics import write_plot
+from ._fields import DEFAULTS
 from ._model import OffsetModel, check_options
 from ._naming import map_path
+from ._offset_map import OffsetMap
+from ._provenance import not_an_input
 from ._selection import summary
 from ._tiling import output_maps
 
@@ -20,15 +23,16 @@ def describe(path, problem):
     """One line naming the file, without repeating a path the text starts with.
 
     ``problem`` is an exception or a text. Our own errors (`OSError`,
-    `ValueError`) carry a complete message; for anything else its type tells
-    the user, or a bug report, more.
+    `ValueError`, `ImportError`) carry a complete message; for anything else
+    its type tells the user, or a bug report, more.
     """
-    if isinstance(problem, BaseException) and not isinstance(problem, (OSError, ValueError)):
-        text = f"{type(problem).__name__}: {problem}"
-    else:
-        text = str(problem).strip()
-    text = text.splitlines()[0] if text else "unknown problem"
-    return f"{path}: {text.removeprefix(f'{path}: ')}"
+    text = str(problem).strip()
+    text = text.splitlines()[0].removeprefix(f"{path}: ") if text else "unknown problem"
+    if isinstance(problem, BaseException) and not isinstance(
+        problem, (OSError, ValueError, ImportError)
+    ):
+        text = f"{type(problem).__name__}: {text}"
+    return f"{path}: {text}"
 
 
 class MapResult(NamedTuple):
@@ -47,7 +51,8 @@ class MapResult(NamedTuple):
     output: str
     """The map file, ``<stem>.offsets.fits``."""
     status: str
-    """``"written"``, ``"skipped"`` (the map existed) or ``"failed"``."""
+    """``"written"``, ``"skipped"`` (the map existed), ``"failed"``, or
+    ``"ignored"`` (a map or stack astro_offsets wrote, not a star table)."""
     message: str
     """One line naming the file and the problem; empty if written."""
     warnings: tuple
@@ -63,11 +68,42 @@ def _read_model(table, options):
     return model, tuple(describe(table, str(w.message)) for w in caught)
 
 
+def _plot_path(output):
+    return output.removesuffix(".fits") + ".png"
+
+
+def _write_plot(omap, output, model):
+    """Write the plot of a map; return the warnings, one line each (a failed plot)."""
+    try:
+        write_plot(omap, _plot_path(output), model)
+    except Exception as exc:
+        return (describe(_plot_path(output), exc),)
+    return ()
+
+
 def _write_map(omap, output, overwrite, plot):
+    """Write a map, and its plot if asked; return the warnings, one line each.
+
+    A plot that fails leaves the map written: a warning, not a failure.
+    """
     omap.write(output, overwrite=overwrite)
-    if plot:
-        # The plot belongs to the map just written: a stale one is replaced.
-        write_plot(omap, output.removesuffix(".fits") + ".png")
+    # The plot belongs to the map just written: a stale one is replaced.
+    return _write_plot(omap, output, None) if plot else ()
+
+
+def _plot_kept_map(output, table):
+    """Plot a map kept from an earlier run, with the stars and field its header names."""
+    omap = OffsetMap.read(output)
+    method = omap.meta.get("method", "quadrant")
+    options = {"method": method, "clip": omap.meta.get("clip")}
+    parameter = DEFAULTS.get(method, (None,))[0]
+    if omap.meta.get(parameter) is not None:
+        options[parameter] = omap.meta[parameter]
+    try:
+        model, _ = _read_model(table, options)
+    except Exception:  # the table changed or is gone: the map alone
+        model = None
+    return _write_plot(omap, output, model)
 
 
 def write_maps(
@@ -151,11 +187,11 @@ def write_maps(
     def collect(pending):
         index, output, future, notes, field = pending
         try:
-            future.result()
+            plot_notes = future.result()
         except Exception as exc:
             finish(index, output, "failed", describe(tables[index], exc), notes)
         else:
-            finish(index, output, "written", "", notes, field)
+            finish(index, output, "written", "", notes + plot_notes, field)
 
     pending = None
     # Two pairs of output maps, used in turn: the c-th map computed goes into
@@ -167,6 +203,10 @@ def write_maps(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="astro-offsets-writer") as writer:
         progress_bar = tqdm(tables, desc="maps", unit="table", disable=None if progress else True)
         for index, table in enumerate(progress_bar):
+            ignored = not_an_input(table, "star table", keep=("star table",))
+            if ignored is not None:
+                finish(index, "", "ignored", ignored, ())
+                continue
             output = map_path(table, outdir)
             key = os.path.abspath(output)
             if key in claimed:
@@ -175,9 +215,11 @@ def write_maps(
                 continue
             claimed[key] = table
             if os.path.lexists(output) and not overwrite:
-                finish(
-                    index, output, "skipped", f"{output} exists (use overwrite to replace it)", ()
-                )
+                # A plot asked for now, of a map made without one, is made.
+                missing = plot and not os.path.lexists(_plot_path(output))
+                notes = _plot_kept_map(output, table) if missing else ()
+                message = f"{output} exists (use overwrite to replace it)"
+                finish(index, output, "skipped", message, notes)
                 continue
             notes = ()
             if len(buffers) == computed % 2:

@@ -1,6 +1,5 @@
 """Drizzle frames onto the reference grid with their offset maps: mono and Bayer."""
 
-import datetime
 import math
 import numbers
 import os
@@ -16,11 +15,11 @@ from ._cosmetic import hot_pixels
 from ._frames import read_frame
 from ._naming import map_path
 from ._offset_map import OffsetMap
+from ._provenance import not_an_input, provenance_cards
 from ._sequence import describe
 from ._validate import positive_pair
-from ._version import __version__
 
-__all__ = ["Stack", "Stacker", "StackResult", "stack_frames", "KERNELS"]
+__all__ = ["Stack", "Stacker", "StackResult", "stack_frames", "check_stack_options", "KERNELS"]
 
 KERNELS = tuple(SUPPORTED_DRIZZLE_KERNELS)
 
@@ -173,8 +172,7 @@ def _suffixed(name, suffix):
 
 
 def _provenance_cards(meta):
-    yield "CREATOR", f"astro_offsets {__version__}", "software and version"
-    yield "DATE", datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S"), "UTC"
+    yield from provenance_cards("stack")
     yield "KERNEL", meta["kernel"], "drizzle kernel"
     yield "PIXFRAC", meta["pixfrac"], "drop size, fraction of an input pixel"
     yield "SCALE", meta["scale"], "output pixels per input pixel, per axis"
@@ -196,6 +194,37 @@ def _check_option(name, value, low, high):
     ):
         raise ValueError(f"{name} must be a number in ({low:g}, {high:g}], got {value!r}")
     return float(value)
+
+
+def check_stack_options(
+    *, kernel="square", pixfrac=1.0, scale=1.0, exposure_weighting=True, context=True
+):
+    """Check the drizzle options of `Stacker` before any frame is read.
+
+    Returns
+    -------
+    dict
+        The options, as the stacker uses them.
+
+    Raises
+    ------
+    ValueError
+        If an option is out of range.
+    """
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {', '.join(KERNELS)}; got {kernel!r}")
+    checked = _check_option("pixfrac", pixfrac, 0, 1)
+    if kernel.startswith("lanczos") and checked != 1.0:
+        raise ValueError(
+            f"the {kernel} kernel takes no pixfrac (drizzle uses 1); got pixfrac={pixfrac!r}"
+        )
+    return {
+        "kernel": kernel,
+        "pixfrac": checked,
+        "scale": _check_option("scale", scale, 0, 8),
+        "exposure_weighting": bool(exposure_weighting),
+        "context": bool(context),
+    }
 
 
 class Stacker:
@@ -281,17 +310,18 @@ class Stacker:
         context=True,
     ):
         self.shape = positive_pair(shape, "shape")
-        if kernel not in KERNELS:
-            raise ValueError(f"kernel must be one of {', '.join(KERNELS)}; got {kernel!r}")
-        self.kernel = kernel
-        self.pixfrac = _check_option("pixfrac", pixfrac, 0, 1)
-        if kernel.startswith("lanczos") and self.pixfrac != 1.0:
-            raise ValueError(
-                f"the {kernel} kernel takes no pixfrac (drizzle uses 1); got pixfrac={pixfrac!r}"
-            )
-        self.scale = _check_option("scale", scale, 0, 8)
+        options = check_stack_options(
+            kernel=kernel,
+            pixfrac=pixfrac,
+            scale=scale,
+            exposure_weighting=exposure_weighting,
+            context=context,
+        )
+        self.kernel = options["kernel"]
+        self.pixfrac = options["pixfrac"]
+        self.scale = options["scale"]
         self.bayer = bool(bayer)
-        self.exposure_weighting = bool(exposure_weighting)
+        self.exposure_weighting = options["exposure_weighting"]
         self.channels = _RGB if self.bayer else _MONO
         ny, nx = self.shape
         self.out_shape = (max(1, round(ny * self.scale)), max(1, round(nx * self.scale)))
@@ -466,9 +496,15 @@ class StackResult(NamedTuple):
     map: str | None
     """Its map file, or `None` for the reference frame."""
     status: str
-    """``"stacked"`` or ``"failed"``."""
+    """``"stacked"``, ``"failed"``, or ``"ignored"`` (a file astro_offsets wrote, not a frame)."""
     message: str
     """One line naming the file and the problem; empty if stacked."""
+
+
+_MAKE_MAPS = (
+    "make the maps first: astro-offsets tables FRAME... --reference FRAME, "
+    "then astro-offsets maps TABLE... --image FRAME"
+)
 
 
 def _plan(frames, maps, reference):
@@ -477,9 +513,17 @@ def _plan(frames, maps, reference):
     The reference frame is ``reference``, or else the one frame without a
     map; several frames without a map and no ``reference`` is an error, as
     stacking a frame unmoved that is not the reference doubles every star.
+    So is a plan in which no frame has a map: it would stack the reference
+    alone.
     """
     expected = [map_path(frame, maps) for frame in frames]
     found = [path if os.path.exists(path) else None for path in expected]
+    if frames and not any(found):
+        where = "beside the frames" if maps is None else f"in {maps}"
+        raise ValueError(
+            f"none of the {len(frames)} frames has a map {where} (such as {expected[0]}): "
+            + _MAKE_MAPS
+        )
     if reference is not None:
         reference = os.path.abspath(reference)
         if reference not in {os.path.abspath(f) for f in frames}:
@@ -489,8 +533,9 @@ def _plan(frames, maps, reference):
         if len(missing) > 1:
             shown = ", ".join(missing[:4]) + (", ..." if len(missing) > 4 else "")
             raise ValueError(
-                f"{len(missing)} frames have no map ({shown}); only the reference frame may "
-                "have none: name it as the reference"
+                f"{len(missing)} frames have no map ({shown}), and only the reference frame "
+                f"may have none: {_MAKE_MAPS}; or, if the others' tables or maps failed, "
+                "name the reference (--reference) to stack the frames that have maps"
             )
         reference = os.path.abspath(missing[0]) if missing else None
     plan = []
@@ -551,7 +596,9 @@ def stack_frames(
     stack : `Stack`
         The stack of the frames that could be stacked.
     results : list of `StackResult`
-        One per frame, in the order given.
+        One per frame, in the order given. Files that astro_offsets wrote
+        (maps, star tables, stacks, recognised by their header or name) are
+        left out, as ``"ignored"``.
 
     Raises
     ------
@@ -579,7 +626,8 @@ def stack_frames(
     ('SCI',)
     """
     frames = [os.fspath(frame) for frame in frames]
-    plan = _plan(frames, maps, reference)
+    ignored = {frame: not_an_input(frame, "frame") for frame in frames}
+    plan = _plan([f for f in frames if ignored[f] is None], maps, reference)
     options = {
         "kernel": kernel,
         "pixfrac": pixfrac,
@@ -588,7 +636,7 @@ def stack_frames(
         "context": context,
     }
     # Options are checked before any frame is read.
-    Stacker((1, 1), **options)
+    check_stack_options(**options)
     stacker = None
     results = []
 
@@ -597,8 +645,14 @@ def stack_frames(
         if callback is not None:
             callback(results[-1])
 
-    bar = tqdm(plan, desc="stack", unit="frame", disable=None if progress else True)
+    # The plan in the order given, with the files left out in their places.
+    steps = iter(plan)
+    order = [(f, None, ignored[f]) if ignored[f] else next(steps) for f in frames]
+    bar = tqdm(order, desc="stack", unit="frame", disable=None if progress else True)
     for frame, omap_path, problem in bar:
+        if ignored[frame] is not None:
+            finish(frame, None, "ignored", ignored[frame])
+            continue
         if problem is not None:
             finish(frame, omap_path, "failed", describe(frame, problem))
             continue

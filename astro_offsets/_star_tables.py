@@ -1,6 +1,5 @@
 """Star tables from frames: detect, match to the reference, measure offsets."""
 
-import datetime
 import math
 import os
 from typing import NamedTuple
@@ -14,8 +13,8 @@ from ._detect import detect_stars
 from ._frames import read_frame
 from ._match import match_stars
 from ._naming import table_path
+from ._provenance import not_an_input, provenance_cards
 from ._sequence import describe
-from ._version import __version__
 
 __all__ = ["TableResult", "make_tables", "offsets_table"]
 
@@ -23,11 +22,18 @@ __all__ = ["TableResult", "make_tables", "offsets_table"]
 class TableResult(NamedTuple):
     """What became of one frame in `make_tables`.
 
+    A frame's detected stars are ``matched`` to the reference, ``outside``
+    it (the frame's field reaches beyond the reference's), or `unmatched`;
+    of the matched stars, ``kept`` go into the table (``min_snr`` and
+    ``complete`` leave out the others).
+
     Examples
     --------
     >>> from astro_offsets import TableResult
-    >>> TableResult("DSC0002.ARW", "DSC0002.offsets_table.fits", "written", "", 512, 498).rejected
-    14
+    >>> result = TableResult("DSC0002.ARW", "DSC0002.offsets_table.fits", "written", "",
+    ...                      detected=512, matched=470, outside=30, kept=455)
+    >>> result.unmatched
+    12
     """
 
     frame: str
@@ -35,18 +41,23 @@ class TableResult(NamedTuple):
     table: str | None
     """The star table written (or kept); `None` for the reference frame."""
     status: str
-    """``"written"``, ``"skipped"`` (the table existed), ``"failed"`` or ``"reference"``."""
+    """``"written"``, ``"skipped"`` (the table existed), ``"failed"``,
+    ``"reference"``, or ``"ignored"`` (a file astro_offsets wrote, not a frame)."""
     message: str
     """One line naming the file and the problem; empty otherwise."""
-    detected: int
+    detected: int = 0
     """Stars detected in the frame."""
-    matched: int
-    """Stars matched to the reference (and kept)."""
+    matched: int = 0
+    """Stars matched to a star of the reference."""
+    outside: int = 0
+    """Stars whose place on the reference lies outside the reference frame."""
+    kept: int = 0
+    """Matched stars written to the table."""
 
     @property
-    def rejected(self):
-        """Stars detected but not matched (or not kept)."""
-        return self.detected - self.matched
+    def unmatched(self):
+        """Stars inside the reference frame that matched no star of it."""
+        return self.detected - self.matched - self.outside
 
 
 def offsets_table(frame_stars, ref_stars, pairs):
@@ -97,10 +108,9 @@ def offsets_table(frame_stars, ref_stars, pairs):
 
 def _stamp(table, frame, reference, info, detected, fwhm, threshold):
     matrix, shift = info["transform"]
+    table.meta.update((keyword, value) for keyword, value, _ in provenance_cards("star table"))
     table.meta.update(
         {
-            "CREATOR": f"astro_offsets {__version__}",
-            "DATE": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S"),
             "FRAME": os.path.basename(frame),
             "REFFRAME": os.path.basename(reference),
             "FWHM": round(float(fwhm), 4),
@@ -117,6 +127,15 @@ def _stamp(table, frame, reference, info, detected, fwhm, threshold):
             ],
         }
     )
+
+
+def _outside(mapped, pairs, shape):
+    """Count the unmatched stars whose place on the reference is outside its frame."""
+    ny, nx = shape
+    unmatched = np.ones(len(mapped), bool)
+    unmatched[pairs[:, 0]] = False
+    x, y = mapped[unmatched].T
+    return int(np.count_nonzero((x < -0.5) | (x > nx - 0.5) | (y < -0.5) | (y > ny - 0.5)))
 
 
 def make_tables(
@@ -221,60 +240,69 @@ def make_tables(
     results = [None] * len(frames)
     tables = {}
 
-    def finish(index, *fields):
-        results[index] = TableResult(frames[index], *fields)
+    def finish(index, table, status, message, detected=0, matched=0, outside=0, kept=0):
+        results[index] = TableResult(
+            frames[index], table, status, message, detected, matched, outside, kept
+        )
         if callback is not None:
             callback(results[index])
 
     bar = tqdm(frames, desc="tables", unit="frame", disable=None if progress else True)
     for index, frame in enumerate(bar):
+        ignored = not_an_input(frame, "frame")
+        if ignored is not None:
+            finish(index, None, "ignored", ignored)
+            continue
         if os.path.abspath(frame) == os.path.abspath(reference):
-            finish(index, None, "reference", "", len(ref_stars), len(ref_stars))
+            n = len(ref_stars)
+            finish(index, None, "reference", "", n, n, 0, n)
             continue
         output = table_path(frame, outdir)
         if os.path.lexists(output) and not overwrite:
-            finish(index, output, "skipped", f"{output} exists (use overwrite to replace it)", 0, 0)
+            finish(index, output, "skipped", f"{output} exists (use overwrite to replace it)")
             continue
         detected = 0
         try:
             data = read_frame(frame)
             stars = detect_stars(data.data, fwhm=fwhm, threshold=threshold, colors=data.colors)
             detected = len(stars)
-            del data
             pairs, info = match_stars(
                 np.column_stack([stars["xcentroid"], stars["ycentroid"]]),
                 np.column_stack([ref_stars["xcentroid"], ref_stars["ycentroid"]]),
                 frame_flux=stars["flux"],
                 ref_flux=ref_stars["flux"],
             )
+            counts = (detected, len(pairs), _outside(info["mapped"], pairs, data.data.shape))
+            del data
             table = offsets_table(stars, ref_stars, pairs)
             if min_snr is not None:
                 table = table[table["snr"] >= min_snr]
             _stamp(table, frame, reference, info, detected, fwhm, threshold)
         except Exception as exc:
-            finish(index, None, "failed", describe(frame, exc), detected, 0)
+            finish(index, None, "failed", describe(frame, exc), detected)
             continue
         if complete:
-            tables[index] = (output, table)
+            tables[index] = (output, table, counts)
         else:
-            _write(index, output, table, overwrite, finish)
+            written, status, message, kept = _write(output, table, overwrite)
+            finish(index, written, status, message, *counts, kept)
 
     if complete and tables:
-        common = set.intersection(*(set(t["ref_id"]) for _, t in tables.values()))
-        for index, (output, table) in tables.items():
+        common = set.intersection(*(set(t["ref_id"]) for _, t, _ in tables.values()))
+        for index, (output, table, counts) in tables.items():
             table = table[np.isin(table["ref_id"], sorted(common))]
             table.meta["NMATCH"] = len(table)
             table.meta["COMPLETE"] = True
-            _write(index, output, table, overwrite, finish)
+            written, status, message, kept = _write(output, table, overwrite)
+            finish(index, written, status, message, *counts, kept)
     return results
 
 
-def _write(index, output, table, overwrite, finish):
-    detected = table.meta["NDETECT"]
+def _write(output, table, overwrite):
+    """Write a star table; return the file, the status, the message and the rows kept."""
     try:
         with atomic_path(output, overwrite=overwrite) as tmp:
             table.write(tmp, format="fits")
     except OSError as exc:
-        finish(index, None, "failed", describe(output, exc), detected, 0)
-    else:
-        finish(index, output, "written", "", detected, len(table))
+        return None, "failed", describe(output, exc), 0
+    return output, "written", "", len(table)

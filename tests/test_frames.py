@@ -15,7 +15,7 @@ from astro_offsets._dng import write_dng
 from astro_offsets._frames import frame_shape, read_frame
 
 rawpy = pytest.importorskip("rawpy")
-pytest.importorskip("pidng")
+
 
 # rawpy's raw_colors: 0 red, 1 green, 2 blue, 3 the green in the blue rows.
 COLORS = {
@@ -125,7 +125,7 @@ ZEROS = np.zeros((64, 96), np.uint16)
         (ZEROS.astype(bool), {}, "integer dtype, got bool"),
         (np.full((64, 96), 2**14), {}, r"within 0\.\.16383 for bits=14, found 16384\.\.16384"),
         (np.arange(-1, 64 * 96 - 1).reshape(64, 96), {"bits": 16}, r"found -1\.\.6142"),
-        (np.zeros((21, 96), np.uint16), {}, r"22 to 65535 .* got shape \(21, 96\)"),
+        (np.zeros((21, 96), np.uint16), {}, r"at least 22 pixels .* got shape \(21, 96\)"),
         (ZEROS, {"cfa": "RGBG"}, "cfa must be one of RGGB, BGGR, GRBG, GBRG, got 'RGBG'"),
         (ZEROS, {"bits": 17}, r"bits must be within 1\.\.16, got 17"),
         (ZEROS, {"bits": 14.0}, r"bits must be an integer, got 14\.0"),

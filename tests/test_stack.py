@@ -254,7 +254,7 @@ def test_stack_command_colour(raw_sequence, tmp_path, capsys):
     assert main(["stack", *frames, "--out", str(out), "--pixfrac", "0.8"]) == 0
     summary = capsys.readouterr().out.strip()
     assert summary == (
-        f"stack: 5 frames stacked, 0 failed; wrote {out} and "
+        f"stack: 5 stacked, 0 failed; wrote {out} and "
         f"{tmp_path / 'stack.png'} (RED, GREEN, BLUE and their weights)"
     )
     with fits.open(out) as hdul:
@@ -294,10 +294,13 @@ def test_stack_command_reports_bad_frames(raw_sequence, tmp_path, capsys):
     out = tmp_path / "stack.fits"
     argv = [*frames, str(orphan), str(broken), str(odd)]
     # Two frames without a map: which is the reference must be said.
-    assert main(["stack", *argv, "--out", str(out), "--no-preview"]) == 1
+    assert main(["stack", *argv, "--out", str(out), "--no-preview"]) == 2
     assert capsys.readouterr().err.strip() == (
-        f"astro-offsets: error: 2 frames have no map ({frames[0]}, {orphan}); only the "
-        "reference frame may have none: name it as the reference"
+        f"astro-offsets: error: 2 frames have no map ({frames[0]}, {orphan}), and only the "
+        "reference frame may have none: make the maps first: astro-offsets tables FRAME... "
+        "--reference FRAME, then astro-offsets maps TABLE... --image FRAME; or, if the "
+        "others' tables or maps failed, name the reference (--reference) to stack the frames "
+        "that have maps"
     )
     assert not out.exists()
     status = main(["stack", *argv, "--out", str(out), "--no-preview", "--reference", frames[0]])
@@ -312,7 +315,7 @@ def test_stack_command_reports_bad_frames(raw_sequence, tmp_path, capsys):
         f"astro-offsets: error: {odd}: frame shape (40, 50) differs from its map's (64, 80) "
         f"({tmp_path / 'DSC0097.offsets.fits'})",
     ]
-    assert captured.out.startswith("stack: 5 frames stacked, 3 failed (")
+    assert captured.out.startswith("stack: 5 stacked, 3 failed (")
     with fits.open(out) as hdul:
         assert hdul[0].header["NFRAMES"] == 5
 
@@ -355,9 +358,14 @@ def test_stack_command_mono_and_existing_output(tmp_path, capsys):
         np.testing.assert_allclose(hdul["SCI"].data, 10.0)  # every frame: 10 counts / s
         np.testing.assert_allclose(hdul["WHT"].data, 60.0)  # weights: exposure times
     capsys.readouterr()
-    assert main(["stack", *frames, "--out", str(out)]) == 2
-    assert "already exists" in capsys.readouterr().err
-    assert os.path.exists(tmp_path / "mono.png")
+    # A rerun keeps the outputs, as tables and maps keep theirs, and says so.
+    before = out.read_bytes()
+    assert main(["stack", *frames, "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == (
+        f"stack: kept {out} and {tmp_path / 'mono.png'} (use --overwrite to replace it); "
+        "nothing stacked"
+    )
+    assert out.read_bytes() == before
 
 
 def test_mixed_mono_and_colour(raw_sequence, tmp_path):
@@ -368,7 +376,10 @@ def test_mixed_mono_and_colour(raw_sequence, tmp_path):
     _stack, results = stack_frames([frames[0], str(mono)], reference=frames[0])
     assert results[1].status == "failed"
     assert "a mono frame, but the stack is colour" in results[1].message
+    broken = tmp_path / "broken.fits"
+    broken.write_text("not FITS")
+    OffsetMap(np.zeros(RAW_SHAPE), np.zeros(RAW_SHAPE)).write(tmp_path / "broken.offsets.fits")
     with pytest.raises(ValueError, match="no frame could be stacked"):
-        stack_frames([str(tmp_path / "missing.fits")])
+        stack_frames([str(broken)])
     with pytest.raises(ValueError, match="the reference frame is not among the frames"):
         stack_frames(frames, reference="other.dng")

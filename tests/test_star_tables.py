@@ -59,6 +59,10 @@ def sequence(sky, tmp_path_factory):
     return folder, paths, positions
 
 
+def in_frame(px, py):
+    return (px > -0.5) & (px < SHAPE[1] - 0.5) & (py > -0.5) & (py < SHAPE[0] - 0.5)
+
+
 def identify(xd, yd, xt, yt):
     """Injected star of each detection, or -1 where unresolvable or missing.
 
@@ -81,12 +85,27 @@ def test_tables_of_a_sequence(sequence, sky, tmp_path, capsys):
     assert status == 1  # the frame of pure noise
     assert f"astro-offsets: error: {paths['noise']}: " in err
     assert out.strip().endswith(f"tables: 3 written, 0 skipped, 1 failed ({paths['noise']})")
-    for name in ("reference", *MOTIONS):
+    inside = lambda px, py: (px > 6) & (px < SHAPE[1] - 7) & (py > 6) & (py < SHAPE[0] - 7)  # noqa: E731
+    line = next(line for line in out.splitlines() if line.startswith(paths["reference"]))
+    assert re.fullmatch(r".*reference\.fits \(reference\): \d+ stars detected", line), line
+    pattern = (
+        r".*: (\d+) stars detected, (\d+) matched to the reference \((\d+) kept in the "
+        r"table\), (\d+) outside the reference frame, (\d+) unmatched"
+    )
+    for name in MOTIONS:
         line = next(line for line in out.splitlines() if line.startswith(paths[name]))
-        assert re.search(r": \d+ detected, \d+ matched, \d+ rejected$", line), line
+        detected, matched, kept, outside, unmatched = map(int, re.fullmatch(pattern, line).groups())
+        assert detected == matched + outside + unmatched
+        assert kept == matched
+        # Stars the motion took out of the reference frame are told apart from
+        # stars inside it that found no partner: fewer, at the detection limit.
+        fx, fy = positions[name]
+        rx, ry = positions["reference"]
+        gone = in_frame(fx, fy) & ~in_frame(rx, ry)
+        bright_gone = np.count_nonzero(gone & inside(fx, fy) & (snr(flux) >= 10))
+        assert bright_gone <= outside <= np.count_nonzero(gone), (name, outside)
 
     rx, ry = positions["reference"]
-    inside = lambda px, py: (px > 6) & (px < SHAPE[1] - 7) & (py > 6) & (py < SHAPE[0] - 7)  # noqa: E731
     for name in MOTIONS:
         table = Table.read(tmp_path / f"{name}.offsets_table.fits")
         assert {"xcentroid", "ycentroid", "xoffset", "yoffset", "ref_id", "flux"} <= set(
@@ -119,7 +138,7 @@ def test_complete_sequence_keeps_common_stars(sequence, tmp_path):
     assert [r.status for r in results] == ["written", "written"]
     ids = [set(Table.read(r.table)["ref_id"]) for r in results]
     assert ids[0] == ids[1]
-    assert all(r.matched == len(ids[0]) for r in results)
+    assert all(r.kept == len(ids[0]) < r.matched for r in results)
     assert Table.read(results[0].table).meta["COMPLETE"]
 
 
