@@ -3,9 +3,12 @@
 import numpy as np
 from scipy.ndimage import map_coordinates
 
+from ._naming import stem
+
 __all__ = ["largest_jump", "jump_map", "star_residuals", "star_rms", "plot_map", "write_plot"]
 
 _ROWS = 256  # rows per block: no full-frame temporaries on large maps
+_RED = "Reds_r"
 
 
 def largest_jump(x_offset, y_offset):
@@ -111,6 +114,7 @@ def plot_map(omap, model=None, *, figure=None, max_size=800):
     """
     import math
 
+    from matplotlib.colors import PowerNorm
     from matplotlib.figure import Figure
 
     from ._selection import summary
@@ -132,23 +136,29 @@ def plot_map(omap, model=None, *, figure=None, max_size=800):
         ax.set_title(f"{name} offset: this frame minus the reference")
     jumps = jump_map(omap.x_offset, omap.y_offset, stride)
     largest = largest_jump(omap.x_offset, omap.y_offset)
+    # The scale follows the jumps themselves: a smooth field's thousandths of
+    # a pixel are seen, not drowned on a 0..1 scale; red marks what hurts.
+    top = max(float(np.nanmax(jumps)), 1e-6) if np.isfinite(jumps).any() else 1.0
     image = axes[1, 0].imshow(
         jumps,
         origin="lower",
         extent=extent,
         cmap="magma",
-        vmin=0,
-        vmax=max(1.0, float(jumps.max())),
+        # A square-root scale: the small steps of a smooth field show too.
+        norm=PowerNorm(0.5, vmin=0, vmax=top),
         interpolation="nearest",
     )
     figure.colorbar(image, ax=axes[1, 0], label="pixels")
     over = np.ma.masked_less_equal(jumps, 1.0)
-    axes[1, 0].imshow(
-        over, origin="lower", extent=extent, cmap="Reds", vmin=0, vmax=1, interpolation="nearest"
-    )
+    if over.count():
+        axes[1, 0].imshow(over, origin="lower", extent=extent, cmap=_RED, interpolation="nearest")
     axes[1, 0].set_title(
-        f"jumps between neighbours: largest {largest:.3f} px\n"
-        "(red: over 1 px, which hurts drizzle)",
+        f"jumps between neighbours: largest {largest:.3g} px\n"
+        + (
+            f"red: {over.count()} sampled pixels over 1 px, which hurts drizzle"
+            if over.count()
+            else "none over 1 px, which would hurt drizzle"
+        ),
         fontsize="medium",
     )
     ax = axes[1, 1]
@@ -159,8 +169,15 @@ def plot_map(omap, model=None, *, figure=None, max_size=800):
         v = model.y_offset - np.median(model.y_offset)
         arrows = ax.quiver(x, y, u, v, angles="xy", color="tab:blue", width=0.003)
         length = float(np.percentile(np.hypot(u, v), 90)) or 1.0
+        # The key sits under the panel, clear of the arrows.
         ax.quiverkey(
-            arrows, 0.8, 0.04, length, f"{length:.2g} px", labelpos="E", coordinates="axes"
+            arrows,
+            0.02,
+            -0.2,
+            length,
+            f"arrow of {length:.2g} px",
+            labelpos="E",
+            coordinates="axes",
         )
         clipped = model.clipped
         if clipped.any():
@@ -177,9 +194,10 @@ def plot_map(omap, model=None, *, figure=None, max_size=800):
         ax.text(0.5, 0.5, "no stars given", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlim(extent[0], extent[1])
     ax.set_ylim(extent[2], extent[3])
-    field = summary(omap.meta)
-    if field is not None:
-        figure.suptitle(field)
+    source = omap.meta.get("source")
+    title = [stem(source) if source else None, summary(omap.meta)]
+    if any(title):
+        figure.suptitle(": ".join(part for part in title if part))
     for ax in axes[1]:
         ax.set_xlabel("x (pixels)")
     for ax in axes[:, 0]:

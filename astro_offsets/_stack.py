@@ -3,11 +3,15 @@
 import math
 import numbers
 import os
+import warnings
 from typing import NamedTuple
 
 import numpy as np
 from astropy.io import fits
+from astropy.nddata import block_reduce
+from astropy.stats import sigma_clipped_stats
 from drizzle.resample import SUPPORTED_DRIZZLE_KERNELS, Drizzle
+from scipy.ndimage import uniform_filter
 from tqdm import tqdm
 
 from ._atomic import atomic_path
@@ -28,6 +32,9 @@ _RGB = ("RED", "GREEN", "BLUE")
 # rawpy's raw_colors_visible (0 red, 1 green, 2 blue, 3 the other green) to
 # the channel of the stack.
 _CFA_CHANNEL = np.array([0, 1, 2, 1], dtype=np.uint8)
+# The sky of a colour preview, in noise sigmas of its noisiest channel above
+# black: a dark grey in which under 1 % of the sky pixels are clipped.
+_SKY_LEVEL = 2.5
 
 
 class Stack(NamedTuple):
@@ -107,7 +114,13 @@ class Stack(NamedTuple):
         """Return a display image: asinh-stretched grey, or Lupton RGB for colour.
 
         Large stacks are binned (block means) to at most ``max_pixels``: a
-        preview is for looking, and binning keeps its memory small.
+        preview is for looking, and binning keeps its memory small. A pixel
+        that one colour's drops missed (Bayer stacks leave such holes at the
+        edges, where a colour's pixels alternate) takes that colour from its
+        neighbours; pixels no frame reached are black. Colour previews show
+        the sky as a dark neutral grey: each channel's sky level is taken out
+        and one common level, 2.5 times the noisiest channel's noise, put
+        back, so that the sky's noise is not clipped into a colour cast.
 
         Parameters
         ----------
@@ -124,19 +137,32 @@ class Stack(NamedTuple):
 
         ny, nx = self.images[self.channels[0]].shape
         factor = max(1, math.ceil(math.sqrt(ny * nx / max_pixels)))
-        images = [_binned(self.images[name], factor) for name in self.channels]
+        images = [_fill_holes(_binned(self.images[name], factor)) for name in self.channels]
+        covered = np.logical_and.reduce([np.isfinite(image) for image in images])
+        if not covered.any():
+            return np.zeros(
+                (*covered.shape, len(images)) if len(images) > 1 else covered.shape, np.uint8
+            )
         if len(images) == 1:
             interval = PercentileInterval(99.5)
             stretch = AsinhStretch(0.05)
-            scaled = stretch(interval(images[0], clip=True))
-            return np.round(scaled * 255).astype(np.uint8)
-        # Sky level out, then one stretch for all channels so colours stay true.
-        backgrounds = [np.median(image) for image in images]
-        images = [image - level for image, level in zip(images, backgrounds, strict=True)]
-        bright = max(float(np.percentile(image, 99.9)) for image in images)
-        # Lupton's stretch divides by the mean intensity, 0 on the sky.
+            scaled = stretch(interval(images[0][covered], clip=True))
+            out = np.zeros(covered.shape, np.uint8)
+            out[covered] = np.round(scaled * 255)
+            return out
+        # Each channel's sky out, then one level for all, so that the sky is
+        # grey and its noise above black; one stretch for all channels so
+        # colours stay true.
+        skies = [sigma_clipped_stats(image[covered], sigma=3.0)[1:] for image in images]
+        level = _SKY_LEVEL * max(noise for _, noise in skies)
+        images = [
+            np.where(covered, image - sky + level, 0.0)
+            for image, (sky, _) in zip(images, skies, strict=True)
+        ]
+        bright = max(float(np.percentile(image[covered], 99.9)) for image in images)
+        # Lupton's stretch divides by the mean intensity, 0 where nothing fell.
         with np.errstate(invalid="ignore", divide="ignore"):
-            return make_lupton_rgb(*images, minimum=0.0, stretch=max(bright, 1e-30) / 4, Q=8)
+            return make_lupton_rgb(*images, minimum=0.0, stretch=max(bright, 1e-30), Q=8)
 
     def write_preview(self, path, *, overwrite=False):
         """Write `preview` as a PNG file, atomically (needs matplotlib).
@@ -158,13 +184,26 @@ class Stack(NamedTuple):
 
 
 def _binned(image, factor):
-    """Block means of ``factor`` x ``factor`` pixels (edges cropped), NaN as 0."""
+    """Block means of ``factor`` x ``factor`` pixels (edges cropped), NaN left out of them."""
     if factor == 1:
-        return np.nan_to_num(image, nan=0.0)
-    ny, nx = (n // factor * factor for n in image.shape)
-    blocks = image[:ny, :nx].reshape(ny // factor, factor, nx // factor, factor)
-    with np.errstate(invalid="ignore"):
-        return np.nan_to_num(np.nanmean(blocks, axis=(1, 3), dtype=np.float32), nan=0.0)
+        return image
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a block with no value: NaN
+        return block_reduce(image, factor, func=np.nanmean).astype(np.float32)
+
+
+def _fill_holes(image):
+    """Fill NaN pixels beside values with the mean of their neighbours' values."""
+    holes = ~np.isfinite(image)
+    if not holes.any():
+        return image
+    values = np.where(holes, 0.0, image)
+    counts = uniform_filter((~holes).astype(np.float32), 3, mode="constant")
+    sums = uniform_filter(values.astype(np.float32), 3, mode="constant")
+    filled = image.copy()
+    reached = holes & (counts > 0)
+    filled[reached] = sums[reached] / counts[reached]
+    return filled
 
 
 def _suffixed(name, suffix):

@@ -205,13 +205,15 @@ def rggb_mosaic(planes):
     return mosaic
 
 
-@pytest.fixture(scope="module")
-def raw_sequence(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("raw")
+def write_raw_sequence(folder, rng=None):
+    """The dithered colour scene as DNG files with their maps; photon noise with ``rng``."""
     frames = []
     for k, shift in enumerate(DITHERS):
         path = folder / f"DSC{k:04d}.dng"
-        mosaic = np.round(rggb_mosaic(colour_scene(shift))) + 512
+        mosaic = rggb_mosaic(colour_scene(shift))
+        if rng is not None:
+            mosaic = rng.poisson(mosaic)
+        mosaic = np.round(mosaic) + 512
         write_dng(path, mosaic.astype(np.uint16), cfa="RGGB", exposure_time=30.0)
         if k:
             OffsetMap(np.full(RAW_SHAPE, shift[0]), np.full(RAW_SHAPE, shift[1])).write(
@@ -219,6 +221,30 @@ def raw_sequence(tmp_path_factory):
             )
         frames.append(str(path))
     return folder, frames
+
+
+@pytest.fixture(scope="module")
+def raw_sequence(tmp_path_factory):
+    return write_raw_sequence(tmp_path_factory.mktemp("raw"))
+
+
+def test_colour_preview_has_a_grey_sky_and_no_holes(tmp_path):
+    _, frames = write_raw_sequence(tmp_path, np.random.default_rng(6))
+    stack, _ = stack_frames(frames, pixfrac=0.8)
+    # The dithers leave holes in red and blue at the edges, where a colour's
+    # pixels alternate: whole columns and rows of NaN.
+    assert any(np.isnan(stack.images[name]).all(axis=0).any() for name in ("RED", "BLUE"))
+    preview = stack.preview()
+    assert preview.shape == (*RAW_SHAPE, 3)
+    # No black column or row: the holes take their colour from neighbours.
+    assert preview.max(axis=(0, 2)).min() > 0
+    assert preview.max(axis=(1, 2)).min() > 0
+    # The sky is a neutral grey above black, whatever each colour's sky.
+    sky = preview[:12, 35:]  # away from the stars
+    levels = [float(np.median(sky[..., c])) for c in range(3)]
+    assert min(levels) >= 4
+    assert max(levels) <= 1.02 * min(levels), levels
+    assert np.mean(sky == 0) < 0.02
 
 
 def test_bayer_stack_covers_every_colour_without_checkerboard(raw_sequence):
