@@ -13,7 +13,7 @@ from tqdm import tqdm
 from ._demo import run_demo
 from ._frames import frame_shape
 from ._model import check_options
-from ._provenance import product_kind
+from ._provenance import PRODUCTS, product_kind
 from ._sequence import describe, write_maps
 from ._stack import KERNELS, check_stack_options, stack_frames
 from ._star_tables import make_tables
@@ -55,7 +55,10 @@ _jobs = _argument(
 def _parser():
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Dense per-pixel offset maps from star tables, for drizzle stacking.",
+        description=(
+            "Drizzle-stack an image sequence through a dense per-pixel offset map per frame: "
+            "star tables (tables), their offset maps (maps), then the stack (stack)."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(
@@ -77,7 +80,7 @@ def _parser():
 def _add_tables(commands):
     tables = commands.add_parser(
         "tables",
-        help="find and match stars: a star table <stem>.offsets_table.fits per frame",
+        help="find and match stars: <stem>.offsets_table.fits per frame",
         description=(
             "Detect stars in the reference frame and in every frame (background removed, "
             "FWHM estimated unless given; colour raw frames through 2 x 2 super-pixels), match "
@@ -353,8 +356,10 @@ class _Reporter:
         """
         if self.ignored:
             n = sum(self.ignored.values())
+            order = [*PRODUCTS, "file"]  # in the order of the pipeline
             kinds = ", ".join(
-                f"{count} {kind}{'s' if count > 1 else ''}" for kind, count in self.ignored.items()
+                f"{self.ignored[kind]} {kind}{'s' if self.ignored[kind] > 1 else ''}"
+                for kind in sorted(self.ignored, key=order.index)
             )
             self.note(f"skipped {n} file{'s' if n > 1 else ''} written by {PROG} ({kinds})")
         line = f"{command}: " + ", ".join(

@@ -139,7 +139,7 @@ def run_demo(outdir, *, n_jobs=-1, echo=print):
         ``frames``, ``tables``, ``maps`` (paths), ``stack`` (path), ``rms`` and
         ``max_error`` (px, the maps against the true offsets), ``quadrant_rms``
         and ``quadrant_max_error`` (the same for the quadrant field),
-        ``seconds`` (per step) and ``matched`` (stars per frame).
+        ``seconds`` (per step) and ``matched`` (stars kept in each table).
     """
     start = time.perf_counter()
     outdir = os.fspath(outdir)
@@ -165,7 +165,7 @@ def run_demo(outdir, *, n_jobs=-1, echo=print):
     failed = [r.message for r in results if r.status == "failed"]
     if failed:
         raise RuntimeError("; ".join(failed))
-    matched = [r.matched for r in results if r.status == "written"]
+    matched = [r.kept for r in results if r.status == "written"]
     per_frame = seconds["tables"] / len(frames)
     echo(
         f"tables: stars found and matched to the reference in {len(matched)} frames, "

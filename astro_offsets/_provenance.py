@@ -18,7 +18,7 @@ from ._version import __version__
 __all__ = ["PRODUCTS", "provenance_cards", "product_kind", "not_an_input"]
 
 # The value of the PRODUCT card of each kind of file we write.
-PRODUCTS = ("offset map", "star table", "stack")
+PRODUCTS = ("star table", "offset map", "stack")
 _CREATOR = "astro_offsets"
 _FITS = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz")
 

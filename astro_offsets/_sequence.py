@@ -213,8 +213,8 @@ def write_maps(
                 message = describe(table, f"same output {output} as {claimed[key]}")
                 finish(index, output, "failed", message, ())
                 continue
-            claimed[key] = table
             if os.path.lexists(output) and not overwrite:
+                claimed[key] = table
                 # A plot asked for now, of a map made without one, is made.
                 missing = plot and not os.path.lexists(_plot_path(output))
                 notes = _plot_kept_map(output, table) if missing else ()
@@ -226,6 +226,8 @@ def write_maps(
                 buffers.append(output_maps(shape))
             try:
                 model, notes = _read_model(table, options)
+                # The output is this table's once it proved a star table.
+                claimed[key] = table
                 omap = model.to_map(
                     shape, n_jobs=n_jobs, block_size=block_size, out=buffers[computed % 2]
                 )

@@ -13,6 +13,7 @@ from astropy.table import Table
 from astro_offsets import OffsetMap, OffsetModel
 from astro_offsets._cli import main
 from astro_offsets._dng import write_dng
+from astro_offsets._sequence import describe
 
 SHAPE = (30, 44)
 
@@ -45,12 +46,69 @@ def run(capsys, *argv):
 SCRIPT = str(Path(sys.executable).with_name("astro-offsets"))
 
 
-def test_help_lists_subcommands(tmp_path):
+def test_help_lists_subcommands_in_pipeline_order(tmp_path):
     result = subprocess.run(
         [SCRIPT, "--help"], capture_output=True, text=True, check=True, cwd=tmp_path
     )
-    assert "maps" in result.stdout
-    assert "demo" in result.stdout
+    listed = [line.split()[0] for line in result.stdout.splitlines() if line.startswith("    ")]
+    assert listed == ["tables", "maps", "stack", "demo"]
+
+
+def test_demo_help_describes_the_demo(capsys):
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "synthetic raw frames (DNG" in text
+    assert "Bayer drizzle stack (stack.fits and stack.png)" in text
+
+
+def test_mistyped_option_gets_its_command_usage(capsys, tmp_path):
+    frame = tmp_path / "f.fits"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tables", str(frame), "--reference", str(frame), "--min-snrr", "5"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: astro-offsets tables ")
+    assert "error: unrecognized arguments: --min-snrr" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--min-snr", "-5"], "argument --min-snr: expected a number >= 0, got '-5'"),
+        (["--threshold", "0"], "argument --threshold: expected a positive number, got '0'"),
+        (["--fwhm", "nan"], "argument --fwhm: expected a positive number, got 'nan'"),
+    ],
+)
+def test_tables_numbers_are_checked(capsys, tmp_path, argv, message):
+    frame = str(tmp_path / "f.fits")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tables", frame, "--reference", frame, *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_optional_dependency_is_one_line(capsys, sequence, monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if dask were not installed
+    status, out, err = run(capsys, "maps", *sequence, "--shape", *SHAPE, "--scheduler", "x:1")
+    assert status == 2
+    assert err == (
+        "astro-offsets: error: --scheduler needs dask.distributed: "
+        "pip install 'astro_offsets[dask]'\n"
+    )
+    assert out == ""
+
+
+def test_problems_name_their_file_once():
+    path = "light/DSC0001.dng"
+    for error in (
+        ImportError(f"{path}: reading it needs a module"),
+        ValueError(f"{path}: not a readable raw file"),
+        OSError("disk full"),
+    ):
+        line = describe(path, error)
+        assert line.count(path) == 1, line
+    assert describe(path, KeyError("x")) == f"{path}: KeyError: 'x'"
 
 
 def test_maps_for_a_sequence(capsys, sequence, tmp_path):

@@ -1,5 +1,7 @@
 """The embedded demo: runs with no data of its own and reports an honest accuracy."""
 
+import re
+
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -33,6 +35,10 @@ def test_demo_command(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(":")[0] for line in lines[:4]] == ["frames", "tables", "maps", "stack"]
     assert lines[4].startswith("done in ")
+    # Of 900 stars, those matched with SNR >= 30 are kept: a few hundred.
+    kept = re.search(r"(\d+) to (\d+) stars with SNR >= 30 kept", lines[1])
+    fewest, most = map(int, kept.groups())
+    assert 100 < fewest <= most < 400
     # The fitted fields auto chose beat the exact quadrant field of the same
     # tables (0.023 against 0.072 px RMS when last run).
     rms, quadrant_rms = (float(part.split(" px")[0]) for part in lines[2].split("RMS ")[1:])

@@ -409,3 +409,36 @@ def test_mixed_mono_and_colour(raw_sequence, tmp_path):
         stack_frames([str(broken)])
     with pytest.raises(ValueError, match="the reference frame is not among the frames"):
         stack_frames(frames, reference="other.dng")
+
+
+def test_stack_before_maps_says_to_make_them(tmp_path, capsys):
+    frames = []
+    for k in range(3):
+        frames.append(str(tmp_path / f"light{k}.fits"))
+        fits.PrimaryHDU(np.ones((20, 30), np.float32)).writeto(frames[-1])
+    out = tmp_path / "stack.fits"
+    for extra in ([], ["--reference", frames[0]]):
+        assert main(["stack", *frames, "--out", str(out), *extra]) == 2
+        err = capsys.readouterr().err
+        assert err == (
+            f"astro-offsets: error: none of the 3 frames has a map beside the frames (such as "
+            f"{tmp_path / 'light0.offsets.fits'}): make the maps first: astro-offsets tables "
+            "FRAME... --reference FRAME, then astro-offsets maps TABLE... --image FRAME\n"
+        )
+        assert sorted(os.listdir(tmp_path)) == ["light0.fits", "light1.fits", "light2.fits"]
+
+
+def test_stack_output_directory(tmp_path, capsys):
+    frames = [str(tmp_path / f"light{k}.fits") for k in range(2)]
+    for frame in frames:
+        fits.PrimaryHDU(np.ones((20, 30), np.float32)).writeto(frame)
+    OffsetMap(np.zeros((20, 30)), np.zeros((20, 30))).write(tmp_path / "light1.offsets.fits")
+    # A missing directory is made, as --outdir of tables and maps is.
+    out = tmp_path / "new" / "dir" / "stack.fits"
+    assert main(["stack", *frames, "--out", str(out)]) == 0
+    assert out.exists()
+    # One that cannot be made is a usage error, found before any frame is read.
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file")
+    assert main(["stack", *frames, "--out", str(blocker / "stack.fits")]) == 2
+    assert capsys.readouterr().err.startswith(f"astro-offsets: error: {blocker}: ")
