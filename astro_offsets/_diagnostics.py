@@ -14,7 +14,7 @@ _RED = "Reds_r"
 def largest_jump(x_offset, y_offset):
     """Return the largest difference between neighbouring pixels of either map (px).
 
-    The seed notebook's author checked Laplacians for pixel-to-pixel jumps:
+    The original notebook's author checked Laplacians for pixel-to-pixel jumps:
     a jump over 1 px moves neighbouring input pixels apart (or onto each
     other) in the drizzled output.
 

@@ -284,10 +284,10 @@ class OffsetMap:
 
     @classmethod
     def read(cls, path):
-        """Read a map written by `write`, or by the seed notebook.
+        """Read a map written by `write`, or by the original notebook.
 
         Files with ``XOFFSET`` and ``YOFFSET`` extensions are read by name;
-        files of the seed notebook (an empty primary HDU and two unnamed
+        files of the original notebook (an empty primary HDU and two unnamed
         image extensions, X then Y) by position.
 
         Parameters
@@ -330,7 +330,8 @@ def _find_map_hdus(hdul, path):
     names = [hdu.name for hdu in hdul]
     if "XOFFSET" in names and "YOFFSET" in names:
         return hdul["XOFFSET"], hdul["YOFFSET"]
-    # The seed's layout: unnamed image extensions after the primary, X first.
+    # The original notebook's layout: unnamed image extensions after the
+    # primary, X first.
     images = [
         hdu
         for hdu in hdul[1:]

@@ -39,7 +39,7 @@ def summary(meta):
     """Return the field of a map or model's ``meta`` in words.
 
     Such as ``"polynomial degree=4 (auto), CV RMS 0.073 px, 3 stars clipped"``;
-    `None` when ``meta`` names no method (a map the seed wrote).
+    `None` when ``meta`` names no method (a map the original notebook wrote).
     """
     method = meta.get("method")
     if method not in DEFAULTS:

@@ -184,7 +184,7 @@ def make_tables(
         `None` keeps all.
     complete : bool, optional
         Keep only the stars matched in every frame that could be matched (the
-        seed notebook's "complete sequence"). The default is `False`.
+        original notebooks' "complete sequence"). The default is `False`.
     overwrite : bool, optional
         Replace existing tables. The default is `False`: they are kept and
         the frame is reported as skipped.

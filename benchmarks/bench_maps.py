@@ -8,7 +8,7 @@ Prints, for random star tables:
    ``scipy.interpolate.LinearNDInterpolator`` (Delaunay; a different, simpler
    interpolant) over the whole frame, ``photutils``'
    ``ShepardIDWInterpolator`` (k=4, not by quadrant) and a per-pixel loop
-   written the way the seed notebook did it, both timed on a sample of pixels
+   written the way the original notebook did it, both timed on a sample of pixels
    and compared per pixel;
 3. ``write_maps`` over a sequence of 12-Mpix tables: time per frame with the
    writes, and how busy the cores were;
@@ -64,8 +64,8 @@ def best_time(function, repeat):
     return min(times)
 
 
-def seed_style_pixel(px, py, x, y, u, v):
-    """One pixel the way the seed notebook computed it (its quadrants and its loop)."""
+def notebook_style_pixel(px, py, x, y, u, v):
+    """One pixel the way the original notebook computed it (its quadrants and its loop)."""
     diff_x = px - x
     diff_y = py - y
     index, dist = [], []
@@ -151,14 +151,14 @@ def comparisons(repeat, sample):
         "faster per pixel"
     )
 
-    seed_sample = max(sample // 20, 200)
+    notebook_sample = max(sample // 20, 200)
     start = time.perf_counter()
-    for a, b in zip(px[:seed_sample], py[:seed_sample], strict=True):
-        seed_style_pixel(a, b, x, y, u, v)
-    per_pixel = (time.perf_counter() - start) / seed_sample
+    for a, b in zip(px[:notebook_sample], py[:notebook_sample], strict=True):
+        notebook_style_pixel(a, b, x, y, u, v)
+    per_pixel = (time.perf_counter() - start) / notebook_sample
     print(
-        f"  seed-style per-pixel loop:                {per_pixel * nx * ny:8.1f} s "
-        f"(from {seed_sample} pixels)   astro_offsets is {per_pixel / per_pixel_ours:7.0f} x "
+        f"  notebook-style per-pixel loop:            {per_pixel * nx * ny:8.1f} s "
+        f"(from {notebook_sample} pixels)   astro_offsets is {per_pixel / per_pixel_ours:7.0f} x "
         "faster per pixel"
     )
 

@@ -143,7 +143,7 @@ def test_equal_distance_lowest_row_wins():
 
 
 def test_first_row_counts_like_any_other():
-    # The seed dropped row 0 from the numerator but not the denominator.
+    # The original notebook dropped row 0 from the numerator but not the denominator.
     model = OffsetModel([0.0, 100.0], [0.0, 100.0], [50.0, 50.0], [50.0, 50.0])
     omap = model.to_map((101, 101))
     assert np.all(omap.x_offset == 50.0)

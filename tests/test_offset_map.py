@@ -1,4 +1,4 @@
-"""OffsetMap: pixmap, FITS files (ours and the seed's), atomic writes."""
+"""OffsetMap: pixmap, FITS files (ours and the original notebook's), atomic writes."""
 
 import os
 
@@ -129,7 +129,7 @@ def test_write_into_missing_directory(tmp_path, omap):
 
 
 def write_seed_file(path, x_map, y_map, dtype=np.float32):
-    # The seed notebook's layout: empty primary with DATE and PATH cards, then
+    # The original notebook's layout: empty primary with DATE and PATH cards, then
     # two unnamed image extensions, X then Y, with BAND cards.
     primary = fits.PrimaryHDU()
     primary.header["DATE"] = "2023-03-02"
