@@ -1,5 +1,10 @@
 """Dense per-pixel offset maps from star tables, for drizzle-stacking image sequences.
 
+The package follows the pipeline, one subpackage per stage: `frames`
+(reading them), `stars` (star tables), `field` (offset fields and their
+maps), `maps` (the maps, the product) and `stack` (drizzle), with synthetic
+data in `datasets`. Users import from here.
+
 Stars measured in every frame of a sequence (`make_tables`, with
 `detect_stars` and `match_stars`) give, per frame, a table of centroids and
 offsets against the reference frame. `OffsetModel` turns such a
@@ -12,15 +17,13 @@ pixel map; `write_maps` makes the maps of a whole sequence, and `Stacker` and
 colour raw frames).
 """
 
-from ._detect import detect_stars
-from ._frames import Frame, read_frame
-from ._match import MatchError, match_stars
-from ._model import OffsetModel
-from ._offset_map import OffsetMap
-from ._sequence import MapResult, write_maps
-from ._stack import KERNELS, Stack, Stacker, StackResult, stack_frames
-from ._star_tables import TableResult, make_tables, offsets_table
+from . import datasets
 from ._version import __version__
+from .field import MapResult, OffsetModel, write_maps
+from .frames import Frame, read_frame
+from .maps import OffsetMap, StarOffsets
+from .stack import KERNELS, Stack, Stacker, StackResult, stack_frames
+from .stars import MatchError, TableResult, detect_stars, make_tables, match_stars, offsets_table
 
 __all__ = [
     "KERNELS",
@@ -32,8 +35,10 @@ __all__ = [
     "Stack",
     "StackResult",
     "Stacker",
+    "StarOffsets",
     "TableResult",
     "__version__",
+    "datasets",
     "detect_stars",
     "make_tables",
     "match_stars",

@@ -11,13 +11,14 @@ import joblib
 from tqdm import tqdm
 
 from ._demo import run_demo
-from ._frames import frame_shape
-from ._model import check_options
-from ._provenance import PRODUCTS, product_kind
-from ._sequence import describe, write_maps
-from ._stack import KERNELS, check_stack_options, stack_frames
-from ._star_tables import make_tables
+from ._utils.batch import describe
+from ._utils.naming import preview_path
+from ._utils.provenance import PRODUCTS, product_kind
 from ._version import __version__
+from .field import METHODS, check_options, write_maps
+from .frames import frame_shape
+from .stack import KERNELS, check_stack_options, stack_frames
+from .stars import make_tables
 
 __all__ = ["main"]
 
@@ -46,7 +47,6 @@ def _argument(convert, accept, expected, refusal=None):
 _positive_int = _argument(int, lambda value: value >= 1, "a positive integer")
 _positive = _argument(float, lambda value: 0 < value < math.inf, "a positive number")
 _non_negative = _argument(float, lambda value: 0 <= value < math.inf, "a number >= 0")
-_clip = _argument(float, lambda value: 0 <= value < math.inf, "a number of sigmas >= 0")
 _jobs = _argument(
     int, lambda value: value != 0, "an integer", "0 jobs: use 1 for serial, -1 for all cores"
 )
@@ -169,26 +169,36 @@ def _add_maps(commands):
     )
     maps.add_argument(
         "--method",
-        choices=("quadrant", "polynomial", "thin-plate", "auto"),
+        choices=(*METHODS, "auto"),
         default="quadrant",
         help=(
             "the field: quadrant interpolation (default), a fitted polynomial or thin-plate "
             "spline, or auto: the one with the lowest cross-validated residual at the stars"
         ),
     )
-    maps.add_argument(
-        "--power", type=float, metavar="P", help="quadrant: inverse-distance power (default: 1)"
-    )
-    maps.add_argument("--degree", type=int, metavar="N", help="polynomial: degree (default: 3)")
-    maps.add_argument(
-        "--smoothing", type=float, metavar="S", help="thin-plate: smoothing (default: 0.001)"
-    )
-    maps.add_argument(
+    # Each method's parameter, from the methods themselves.
+    for method in METHODS.values():
+        maps.add_argument(
+            f"--{method.parameter}",
+            type=method.convert,
+            metavar=method.parameter[0].upper(),
+            help=method.summary,
+        )
+    clipping = maps.add_mutually_exclusive_group()
+    clipping.add_argument(
         "--clip",
-        type=_clip,
+        type=_positive,
         default=3.0,
         metavar="SIGMA",
-        help="fitted fields: reject stars beyond SIGMA robust sigmas (default: 3; 0 keeps all)",
+        help="fitted fields: reject stars beyond SIGMA robust sigmas (default: 3)",
+    )
+    clipping.add_argument(
+        "--no-clip", dest="clip", action="store_const", const=None, help="keep every star"
+    )
+    maps.add_argument(
+        "--cv",
+        action="store_true",
+        help="cross-validate each map's field and record its CV RMS (auto always does)",
     )
     maps.add_argument("--overwrite", action="store_true", help="replace existing maps")
     maps.add_argument(
@@ -335,16 +345,18 @@ class _Reporter:
             return False
         return True
 
-    def result(self, result, path, output=None):
+    def result(self, result):
         """Report a file's result: an error, a skip, or a file left out; `True` otherwise."""
         if result.status == "failed":
-            self.failed.append(path)
+            self.failed.append(result.path)
             tqdm.write(f"{PROG}: error: {result.message}", file=sys.stderr)
         elif result.status == "ignored":
-            kind = product_kind(path)
+            kind = product_kind(result.path)
             self.ignored[kind] = self.ignored.get(kind, 0) + 1
         elif result.status == "skipped":
-            self.note(f"skipped {path}: {output} exists (use --overwrite to replace it)")
+            self.note(
+                f"skipped {result.path}: {result.output} exists (use --overwrite to replace it)"
+            )
         else:
             return True
         return False
@@ -405,13 +417,8 @@ def _run_maps(args, report):
             return 2
     else:
         shape = tuple(args.shape)
-    options = {
-        "method": args.method,
-        "power": args.power,
-        "degree": args.degree,
-        "smoothing": args.smoothing,
-        "clip": args.clip or None,
-    }
+    options = {"method": args.method, "clip": args.clip}
+    options.update((m.parameter, getattr(args, m.parameter)) for m in METHODS.values())
     try:
         check_options(**options)
     except ValueError as exc:
@@ -423,7 +430,7 @@ def _run_maps(args, report):
     def on_table(result):
         for line in result.warnings:
             tqdm.write(f"{PROG}: warning: {line}", file=sys.stderr)
-        if report.result(result, result.table, result.output):
+        if report.result(result):
             tqdm.write(f"{result.output}: {result.field}")
 
     try:
@@ -435,6 +442,7 @@ def _run_maps(args, report):
                 n_jobs=args.jobs,
                 overwrite=args.overwrite,
                 plot=args.plot,
+                cv=args.cv,
                 progress=True,
                 callback=on_table,
                 **options,
@@ -448,9 +456,9 @@ def _run_maps(args, report):
 def _stars(result):
     """Return the stars of a frame in `make_tables`, in words."""
     if result.status == "reference":
-        return f"{result.frame} (reference): {result.detected} stars detected"
+        return f"{result.path} (reference): {result.detected} stars detected"
     return (
-        f"{result.frame}: {result.detected} stars detected, {result.matched} matched "
+        f"{result.path}: {result.detected} stars detected, {result.matched} matched "
         f"to the reference ({result.kept} kept in the table), {result.outside} outside "
         f"the reference frame, {result.unmatched} unmatched"
     )
@@ -461,7 +469,7 @@ def _run_tables(args, report):
         return 2
 
     def on_frame(result):
-        if report.result(result, result.frame, result.table):
+        if report.result(result):
             tqdm.write(_stars(result))
 
     try:
@@ -496,7 +504,7 @@ def _run_stack(args, report):
     except ValueError as exc:
         report.usage(exc)
         return 2
-    preview = os.path.splitext(args.out)[0] + ".png"
+    preview = preview_path(args.out)
     outputs = (args.out, preview) if args.preview else (args.out,)
     kept = [path for path in outputs if os.path.lexists(path)]
     if kept and not args.overwrite:
@@ -507,7 +515,7 @@ def _run_stack(args, report):
         return 2
 
     def on_frame(result):
-        report.result(result, result.frame)
+        report.result(result)
 
     with warnings.catch_warnings(record=True) as caught:
         # drizzle's own warnings (a kernel that does not conserve flux, ...)

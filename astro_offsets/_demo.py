@@ -6,15 +6,12 @@ from collections import Counter
 
 import numpy as np
 
-from ._diagnostics import write_plot
-from ._dng import write_dng
-from ._model import OffsetModel
-from ._naming import map_path
-from ._offset_map import OffsetMap
-from ._sequence import write_maps
-from ._stack import stack_frames
-from ._star_tables import make_tables
-from ._synthetic import CameraMotion, render_stars, star_field
+from ._utils.naming import plot_path
+from .datasets import CameraMotion, render_stars, star_field, write_dng
+from .field import OffsetModel, write_maps
+from .maps import OffsetMap
+from .stack import stack_frames
+from .stars import make_tables
 
 __all__ = ["run_demo"]
 
@@ -81,7 +78,7 @@ def synthesize_sequence(folder, rng):
         path = os.path.join(folder, f"DEMO{k:04d}.dng")
         raw = np.clip(np.round(mosaic) + _BLACK, 0, 2**14 - 1).astype(np.uint16)
         write_dng(
-            path, raw, black_level=_BLACK, exposure_time=30.0, iso=3200, model="astro_offsets demo"
+            path, raw, black_level=_BLACK, exptime=30.0, iso=3200, model="astro_offsets demo"
         )
         frames.append(path)
     return frames, motions
@@ -118,7 +115,7 @@ def run_demo(outdir, *, n_jobs=-1, echo=print):
     distribution, sky, photon and read noise, hot pixels) are written with a
     known motion (drift, field rotation about a distant pole, seen through a
     barrel-distorting lens); then star tables, offset maps (``method="auto"``,
-    with a plot of the last) and a Bayer drizzle stack are made from them, as
+    with their plots) and a Bayer drizzle stack are made from them, as
     the command line would, and the maps, and the quadrant fields of the same
     tables, are compared with the true motion.
 
@@ -174,8 +171,10 @@ def run_demo(outdir, *, n_jobs=-1, echo=print):
     )
 
     t = time.perf_counter()
-    tables = [r.table for r in results if r.status == "written"]
-    maps = write_maps(tables, DEMO_SHAPE, n_jobs=n_jobs, overwrite=True, method="auto")
+    tables = [r.output for r in results if r.status == "written"]
+    maps = write_maps(
+        tables, DEMO_SHAPE, n_jobs=n_jobs, overwrite=True, plot=True, method="auto"
+    )
     seconds["maps"] = time.perf_counter() - t
     failed = [m.message for m in maps if m.status == "failed"]
     if failed:
@@ -183,14 +182,13 @@ def run_demo(outdir, *, n_jobs=-1, echo=print):
     accuracy = _accuracy([m.output for m in maps], tables, motions[1:])
     (rms, worst), (quadrant_rms, quadrant_worst) = accuracy["maps"], accuracy["quadrant"]
     chosen = Counter(m.field.split(" (auto)")[0] for m in maps)
-    plot = map_path(tables[-1]).removesuffix(".fits") + ".png"
-    write_plot(OffsetMap.read(maps[-1].output), plot, OffsetModel.read(tables[-1], method="auto"))
+    plot = plot_path(maps[-1].output)
     echo(
         f"maps: {len(maps)} offset maps, the field chosen by cross-validation ("
         + ", ".join(f"{field} x{n}" for field, n in sorted(chosen.items()))
         + f"); against the true motion: RMS {rms:.3f} px, max {worst:.2f} px (the exact "
-        f"quadrant field: RMS {quadrant_rms:.3f} px, max {quadrant_worst:.2f} px); plot of "
-        f"the last in {plot} ({seconds['maps'] / len(maps):.2f} s per frame)"
+        f"quadrant field: RMS {quadrant_rms:.3f} px, max {quadrant_worst:.2f} px); plots "
+        f"beside them, such as {plot} ({seconds['maps'] / len(maps):.2f} s per frame)"
     )
 
     t = time.perf_counter()

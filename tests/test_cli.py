@@ -12,8 +12,8 @@ from astropy.table import Table
 
 from astro_offsets import OffsetMap, OffsetModel
 from astro_offsets._cli import main
-from astro_offsets._dng import write_dng
-from astro_offsets._sequence import describe
+from astro_offsets._utils.batch import describe
+from astro_offsets.datasets import write_dng
 
 SHAPE = (30, 44)
 
@@ -119,7 +119,7 @@ def test_maps_for_a_sequence(capsys, sequence, tmp_path):
     assert [line.split(": ")[0] for line in lines] == [
         str(tmp_path / f"DSC0{k}.offsets.fits") for k in range(3)
     ]
-    assert all(": quadrant power=1, CV RMS " in line for line in lines), lines
+    assert all(line.endswith(": quadrant power=1") for line in lines), lines
     assert "error" not in err
     for k, table in enumerate(sequence):
         omap = OffsetMap.read(tmp_path / f"DSC0{k}.offsets.fits")

@@ -11,13 +11,14 @@ import astro_offsets
 
 MODULES = sorted(
     name
-    for _, name, _ in pkgutil.iter_modules(astro_offsets.__path__, "astro_offsets.")
+    for _, name, _ in pkgutil.walk_packages(astro_offsets.__path__, "astro_offsets.")
     if not name.endswith(("setup_package", "compiler_version"))
 )
 
 
 @pytest.mark.parametrize("name", MODULES)
-def test_docstring_examples(name):
+def test_docstring_examples(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # examples that write files write them here
     module = importlib.import_module(name)
     with np.printoptions(legacy=False):
         result = doctest.testmod(
@@ -26,8 +27,16 @@ def test_docstring_examples(name):
     assert result.failed == 0
 
 
-def test_examples_exist_for_public_names():
-    for name in astro_offsets.__all__:
-        obj = getattr(astro_offsets, name)
-        if callable(obj):
-            assert "Examples" in (obj.__doc__ or ""), name
+@pytest.mark.parametrize(
+    ("package", "name"),
+    [
+        (package, name)
+        for package in (astro_offsets, astro_offsets.datasets)
+        for name in package.__all__
+        if name not in ("__version__", "datasets")
+    ],
+)
+def test_examples_exist_for_public_names(package, name):
+    obj = getattr(package, name)
+    if callable(obj):
+        assert "Examples" in (obj.__doc__ or ""), name

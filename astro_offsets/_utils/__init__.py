@@ -1,0 +1,1 @@
+"""Helpers every stage of the pipeline uses: files, names, checks, provenance, batches."""

@@ -1,0 +1,164 @@
+"""Running a command over the files of a sequence: one result per file, in order.
+
+`make_tables`, `write_maps` and `stack_frames` all take a list of files and
+give back one result per file, with one vocabulary of statuses (`STATUSES`);
+`Batch` is their common loop: the progress bar, the files of ours left out,
+outputs kept unless replaced, errors turned into one line naming the file,
+and the callback that reports each result as soon as it is known.
+"""
+
+import os
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from tqdm import tqdm
+
+from .provenance import not_an_input
+
+__all__ = ["STATUSES", "Batch", "Result", "describe"]
+
+STATUSES = MappingProxyType(
+    {
+        "written": "its output was written",
+        "stacked": "it went into the stack",
+        "reference": "the reference frame: no output of its own",
+        "skipped": "its output existed and was kept (overwrite replaces it)",
+        "ignored": "a file astro_offsets wrote, not an input of this command",
+        "failed": "it could not be used; the message says why",
+    }
+)
+
+
+def describe(path, problem):
+    """Return one line naming the file, without repeating a path the text starts with.
+
+    ``problem`` is an exception or a text. Our own errors (`OSError`,
+    `ValueError`, `ImportError`) carry a complete message; for anything else
+    its type tells the user, or a bug report, more.
+
+    Examples
+    --------
+    >>> from astro_offsets._utils.batch import describe
+    >>> describe("a.fits", ValueError("a.fits: not a readable FITS file"))
+    'a.fits: not a readable FITS file'
+    >>> describe("a.fits", KeyError("x"))
+    "a.fits: KeyError: 'x'"
+    """
+    text = str(problem).strip()
+    text = text.splitlines()[0].removeprefix(f"{path}: ") if text else "unknown problem"
+    if isinstance(problem, BaseException) and not isinstance(
+        problem, (OSError, ValueError, ImportError)
+    ):
+        text = f"{type(problem).__name__}: {text}"
+    return f"{path}: {text}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Result:
+    """What became of one input file of a command.
+
+    Examples
+    --------
+    >>> from astro_offsets._utils.batch import Result
+    >>> Result(path="a.fits", status="failed", message="a.fits: no such file").status
+    'failed'
+    """
+
+    path: str
+    """The input file."""
+    status: str
+    """One of `STATUSES`: ``"written"``, ``"stacked"``, ``"reference"``,
+    ``"skipped"``, ``"ignored"`` or ``"failed"``."""
+    message: str = ""
+    """One line naming the file and the problem (failed), the output kept
+    (skipped) or what the file is (ignored); empty otherwise."""
+    warnings: tuple = ()
+    """One line per warning, such as rows dropped for NaN values."""
+
+
+class Batch:
+    """The loop of a command over its input files.
+
+    Iterating gives ``(index, path)`` of each file to process, under a
+    progress bar; files that astro_offsets wrote and that are no input of
+    this command are finished as ``"ignored"`` on the way. Every file is
+    finished exactly once, by `finish`, `fail` or `kept`; `results` holds
+    them in the order given.
+
+    Parameters
+    ----------
+    paths : iterable of str or path-like
+        The input files.
+    result : type
+        The result class of the command (`Result` or a subclass).
+    what : str
+        What the command takes, for messages: ``"frame"``, ``"star table"``.
+    name : str
+        The progress bar's label.
+    keep : tuple of str, optional
+        Kinds of our products that are inputs of this command.
+    progress : bool, optional
+        Show a progress bar on stderr (when it is a terminal).
+    callback : callable or `None`, optional
+        Called with each result as soon as it is known.
+    """
+
+    def __init__(self, paths, result, *, what, name, keep=(), progress=False, callback=None):
+        self.paths = [os.fspath(path) for path in paths]
+        self.results = [None] * len(self.paths)
+        self._result = result
+        self._ignored = [not_an_input(path, what, keep=keep) for path in self.paths]
+        self._bar = tqdm(
+            total=len(self.paths),
+            desc=name,
+            unit=what.split()[-1],
+            disable=None if progress else True,
+        )
+        self._callback = callback
+
+    @property
+    def inputs(self):
+        """The paths to process, in order: those not left out as files of ours."""
+        return [
+            path for path, ignored in zip(self.paths, self._ignored, strict=True) if not ignored
+        ]
+
+    def __iter__(self):
+        with self._bar:
+            for index, (path, message) in enumerate(zip(self.paths, self._ignored, strict=True)):
+                if message is not None:
+                    self.finish(index, "ignored", message)
+                else:
+                    yield index, path
+                self._bar.update()
+
+    def finish(self, index, status, message="", **fields):
+        """Record the result of file ``index`` and report it."""
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}")
+        result = self._result(path=self.paths[index], status=status, message=message, **fields)
+        self.results[index] = result
+        if self._callback is not None:
+            self._callback(result)
+
+    def fail(self, index, problem, **fields):
+        """Record that file ``index`` failed, with ``problem`` in one line naming it."""
+        self.finish(index, "failed", describe(self.paths[index], problem), **fields)
+
+    def kept(self, index, output, overwrite, **fields):
+        """Finish file ``index`` as skipped if ``output`` exists and is not to be replaced.
+
+        Returns
+        -------
+        bool
+            `True` if the file was finished so.
+        """
+        if overwrite or not os.path.lexists(output):
+            return False
+        message = f"{output} exists (use overwrite to replace it)"
+        self.finish(index, "skipped", message, output=output, **fields)
+        return True
+
+    def count(self, status):
+        """Return the number of results of a status."""
+        return sum(result is not None and result.status == status for result in self.results)

@@ -1,0 +1,99 @@
+"""File names of a sequence: frame stems, star tables, maps and their pictures."""
+
+import os
+
+__all__ = [
+    "MAP_SUFFIX",
+    "TABLE_ENDINGS",
+    "map_path",
+    "plot_path",
+    "preview_path",
+    "stem",
+    "table_path",
+]
+
+_COMPRESSION = (".gz", ".bz2", ".xz")
+MAP_SUFFIX = ".offsets.fits"
+# Star tables: ours, and the original notebook's cleaned ones.
+TABLE_ENDINGS = (".offsets_table_clean", ".offsets_table")
+
+
+def stem(path):
+    """Return the frame stem of a frame or star table file name.
+
+    The file name without its last extension (and a compression suffix), and
+    for a star table without its ``.offsets_table`` or
+    ``.offsets_table_clean`` ending.
+
+    Examples
+    --------
+    >>> from astro_offsets._utils.naming import stem
+    >>> stem("light/DSC03770.ARW"), stem("DSC03770.offsets_table_clean.fits.gz")
+    ('DSC03770', 'DSC03770')
+    """
+    name = os.path.basename(os.fspath(path))
+    for suffix in _COMPRESSION:
+        name = name.removesuffix(suffix)
+    root, _ = os.path.splitext(name)
+    name = root or name
+    for ending in TABLE_ENDINGS:
+        if name.endswith(ending) and len(name) > len(ending):
+            return name.removesuffix(ending)
+    return name
+
+
+def _beside(path, outdir, suffix):
+    directory = os.path.dirname(os.fspath(path)) if outdir is None else os.fspath(outdir)
+    return os.path.join(directory, f"{stem(path)}{suffix}")
+
+
+def map_path(table_path, outdir=None):
+    """Return the path of the map made from a star table, ``<stem>.offsets.fits``.
+
+    It goes into ``outdir``, or beside the table when ``outdir`` is `None`.
+
+    Examples
+    --------
+    >>> from astro_offsets._utils.naming import map_path
+    >>> map_path("light/DSC03770.offsets_table.fits")
+    'light/DSC03770.offsets.fits'
+    """
+    return _beside(table_path, outdir, MAP_SUFFIX)
+
+
+def table_path(frame_path, outdir=None):
+    """Return the path of the star table of a frame, ``<stem>.offsets_table.fits``.
+
+    It goes into ``outdir``, or beside the frame when ``outdir`` is `None`.
+
+    Examples
+    --------
+    >>> from astro_offsets._utils.naming import table_path
+    >>> table_path("light/DSC03770.ARW", "tables")
+    'tables/DSC03770.offsets_table.fits'
+    """
+    return _beside(frame_path, outdir, f"{TABLE_ENDINGS[1]}.fits")
+
+
+def plot_path(map_file):
+    """Return the path of a map's plot, ``<stem>.offsets.png`` beside it.
+
+    Examples
+    --------
+    >>> from astro_offsets._utils.naming import plot_path
+    >>> plot_path("maps/DSC03770.offsets.fits")
+    'maps/DSC03770.offsets.png'
+    """
+    return os.path.splitext(os.fspath(map_file))[0] + ".png"
+
+
+def preview_path(stack_file):
+    """Return the path of a stack's PNG preview, beside it.
+
+    Examples
+    --------
+    >>> from astro_offsets._utils.naming import preview_path
+    >>> preview_path("out/stack.fits")
+    'out/stack.png'
+    """
+    return os.path.splitext(os.fspath(stack_file))[0] + ".png"

@@ -1,0 +1,168 @@
+"""The provenance of the files astro_offsets writes, and how they are recognised.
+
+Every product (a star table, an offset map, a stack) is a FITS file whose
+header starts with the same cards: ``CREATOR`` (the software and its
+version), ``DATE`` and ``PRODUCT`` (what it is), then the product's own.
+Reading them back tells our products from the frames beside them, so that a
+user's ``light_*.fits`` can pick up ``light_001.offsets.fits`` without harm.
+"""
+
+import datetime
+import os
+
+from astropy.io import fits
+
+from .._version import __version__
+from .atomic import atomic_path
+from .naming import MAP_SUFFIX, TABLE_ENDINGS
+
+__all__ = [
+    "PRODUCTS",
+    "not_an_input",
+    "product_kind",
+    "provenance_cards",
+    "provenance_header",
+    "write_product",
+]
+
+# The value of the PRODUCT card of each kind of file we write.
+PRODUCTS = ("star table", "offset map", "stack")
+_CREATOR = "astro_offsets"
+_FITS = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz")
+
+
+def provenance_cards(product):
+    """Return the first cards of a product's header: ``(keyword, value, comment)``.
+
+    Examples
+    --------
+    >>> from astro_offsets._utils.provenance import provenance_cards
+    >>> [card[0] for card in provenance_cards("stack")]
+    ['CREATOR', 'DATE', 'PRODUCT']
+    """
+    if product not in PRODUCTS:
+        raise ValueError(f"unknown product {product!r}; expected one of {PRODUCTS}")
+    return [
+        ("CREATOR", f"{_CREATOR} {__version__}", "software and version"),
+        ("DATE", datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S"), "UTC"),
+        ("PRODUCT", product, "what this file is"),
+    ]
+
+
+def provenance_header(product, cards=(), comments=()):
+    """Return the header of a product: the provenance cards, then ``cards`` and ``comments``.
+
+    Parameters
+    ----------
+    product : str
+        One of `PRODUCTS`.
+    cards : iterable of tuple, optional
+        ``(keyword, value, comment)``; a `None` value is left out, and a long
+        value (a path, a development version) goes without its comment, which
+        would not fit on the card.
+    comments : iterable of str, optional
+        ``COMMENT`` lines.
+
+    Examples
+    --------
+    >>> from astro_offsets._utils.provenance import provenance_header
+    >>> header = provenance_header("stack", [("KERNEL", "square", "drizzle kernel")])
+    >>> header["PRODUCT"], header["KERNEL"]
+    ('stack', 'square')
+    """
+    header = fits.Header()
+    for keyword, value, comment in (*provenance_cards(product), *cards):
+        if value is not None:
+            header[keyword] = (value, "" if len(str(value)) > 35 else comment)
+    for line in comments:
+        header["COMMENT"] = line
+    return header
+
+
+def write_product(path, hdus, *, overwrite=False):
+    """Write a product's HDUs as a FITS file, atomically (see `atomic_path`)."""
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        fits.HDUList(hdus).writeto(tmp)
+
+
+def _kind_from_header(header):
+    creator = str(header.get("CREATOR", ""))
+    if not creator.startswith(_CREATOR):
+        return None
+    product = header.get("PRODUCT")
+    return product if product in PRODUCTS else "file"
+
+
+def _kind_from_name(name):
+    name = name.lower()
+    for suffix in _FITS:
+        if name.endswith(suffix):
+            root = name.removesuffix(suffix)
+            if root.endswith(MAP_SUFFIX.removesuffix(".fits")):
+                return "offset map"
+            if root.endswith(TABLE_ENDINGS):
+                return "star table"
+    return None
+
+
+def product_kind(path):
+    """Return what astro_offsets product ``path`` is, or `None` for any other file.
+
+    A FITS file is ours when its primary header (or, for star tables of
+    earlier versions, its first extension's) has a ``CREATOR`` card naming
+    astro_offsets; its ``PRODUCT`` card says what it is. The names we give
+    our products (``<stem>.offsets.fits``, ``<stem>.offsets_table.fits``,
+    ``<stem>.offsets_table_clean.fits``) mark them too, also those written
+    by the original notebooks. Files that do not exist, are not FITS, or
+    cannot be read are not products: the reader of frames reports them.
+
+    Returns
+    -------
+    str or `None`
+        ``"offset map"``, ``"star table"``, ``"stack"``, ``"file"`` (ours, of
+        an unknown kind), or `None`.
+
+    Examples
+    --------
+    >>> from astro_offsets._utils.provenance import product_kind
+    >>> product_kind("light/DSC0002.offsets_table.fits"), product_kind("light/DSC0002.ARW")
+    ('star table', None)
+    """
+    path = os.fspath(path)
+    by_name = _kind_from_name(os.path.basename(path))
+    if by_name is not None or not path.lower().endswith(_FITS) or not os.path.isfile(path):
+        return by_name
+    try:
+        with fits.open(path, lazy_load_hdus=True) as hdul:
+            kind = _kind_from_header(hdul[0].header)
+            if kind is None and len(hdul) > 1 and isinstance(hdul[1], fits.BinTableHDU):
+                kind = _kind_from_header(hdul[1].header)
+            return kind
+    except Exception:  # a file astropy cannot read is no product of ours
+        return None
+
+
+def not_an_input(path, what, keep=()):
+    """Return why ``path`` is left out of a run, or `None` if it is an input.
+
+    Parameters
+    ----------
+    path : str
+        An input file, such as one of a user's ``light_*.fits``.
+    what : str
+        What the run takes, for the message: ``"frame"``, ``"star table"``.
+    keep : tuple of str, optional
+        Kinds of product that are inputs of this run (``"star table"`` for
+        maps).
+
+    Examples
+    --------
+    >>> from astro_offsets._utils.provenance import not_an_input
+    >>> not_an_input("light/DSC0002.offsets.fits", "frame")
+    'light/DSC0002.offsets.fits: an offset map written by astro_offsets, not a frame'
+    """
+    kind = product_kind(path)
+    if kind is None or kind in keep:
+        return None
+    article = "an" if kind[0] in "aeiou" else "a"
+    return f"{path}: {article} {kind} written by astro_offsets, not a {what}"

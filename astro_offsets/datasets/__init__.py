@@ -1,0 +1,25 @@
+"""Synthetic data with a known truth: star fields, their images, motions, raw files.
+
+Like `photutils.datasets`, for trying the pipeline, testing it and
+documenting it: stars with a power-law brightness distribution
+(`star_field`), their images with sky and noise (`render_stars`,
+`observe`), known motions between the reference and a frame (drift, field
+rotation, lens distortion: `CameraMotion`; a polynomial field; a local
+bump), star tables measured from such a motion (`star_offsets`), and Bayer
+mosaics written as DNG raw files that rawpy reads (`write_dng`).
+"""
+
+from ._dng import write_dng
+from ._motions import CameraMotion, LocalDistortion, PolynomialMotion
+from ._stars import observe, render_stars, star_field, star_offsets
+
+__all__ = [
+    "CameraMotion",
+    "LocalDistortion",
+    "PolynomialMotion",
+    "observe",
+    "render_stars",
+    "star_field",
+    "star_offsets",
+    "write_dng",
+]

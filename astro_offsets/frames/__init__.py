@@ -1,0 +1,19 @@
+"""Frames: reading FITS images and camera raw files, colour filters, hot pixels.
+
+The first stage of the pipeline: everything after it works on the pixels,
+colour filters and exposure times that `read_frame` gives.
+"""
+
+from ._cfa import CFA_CHANNEL, green, superpixels
+from ._cosmetic import hot_pixels
+from ._read import Frame, frame_shape, read_frame
+
+__all__ = [
+    "CFA_CHANNEL",
+    "Frame",
+    "frame_shape",
+    "green",
+    "hot_pixels",
+    "read_frame",
+    "superpixels",
+]

@@ -1,0 +1,26 @@
+"""Offset maps: the product of the pipeline, per frame.
+
+An `OffsetMap` holds a frame's X and Y offsets at every pixel; it gives
+drizzle its pixel map, astropy.wcs its lookup tables, and reads and writes
+its FITS files. It knows nothing of the field that made it: what it records
+of its stars (`StarOffsets`) and its provenance are given to it.
+"""
+
+from ._diagnostics import StarOffsets, jump_map, largest_jump, star_residuals, star_rms
+from ._offset_map import OffsetMap, field_summary
+from ._plot import plot_map, write_plot
+from ._wcs import default_wcs, offsets_to_wcs
+
+__all__ = [
+    "OffsetMap",
+    "StarOffsets",
+    "default_wcs",
+    "field_summary",
+    "jump_map",
+    "largest_jump",
+    "offsets_to_wcs",
+    "plot_map",
+    "star_residuals",
+    "star_rms",
+    "write_plot",
+]

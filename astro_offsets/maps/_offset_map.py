@@ -1,0 +1,389 @@
+"""Dense X/Y offset maps: the pixmap for drizzle, WCS lookup tables, FITS files."""
+
+import os
+
+import numpy as np
+from astropy.io import fits
+
+from .._utils.provenance import provenance_header, write_product
+from ._arrays import offset_maps
+from ._diagnostics import largest_jump, star_rms
+from ._plot import plot_map
+from ._wcs import offsets_to_wcs
+
+__all__ = ["OffsetMap", "field_summary"]
+
+# meta key, FITS keyword, comment. One table drives both writing and reading;
+# the software, date and product cards come first (see provenance_header).
+_PROVENANCE = (
+    ("source", "SRCTABLE", "star table of the map"),
+    ("n_stars", "NSTARS", "stars used"),
+    ("n_dropped", "NDROPPED", "table rows dropped (NaN/inf)"),
+    ("method", "METHOD", "offset field method"),
+    ("selection", "SELECTED", "how the method was chosen"),
+    ("parameter", "PARNAME", "the method's parameter"),
+    ("parameter_value", "PARVALUE", "its value"),
+    ("clip", "CLIPSIG", "sigma-clipping threshold (robust sigma)"),
+    ("n_clipped", "NCLIPPED", "stars left out by sigma-clipping"),
+    ("cv_rms", "CVRMS", "5-fold cross-validated RMS at stars (px)"),
+    ("max_jump", "MAXJUMP", "largest pixel-to-pixel step (px)"),
+    ("star_rms", "STARRMS", "map minus star offsets at the stars (px)"),
+)
+# Maps of earlier versions: their keyword, the meta key and parameter now.
+_EARLIER = (
+    ("NREJECT", "n_dropped", None),
+    ("POWER", "parameter_value", "power"),
+    ("DEGREE", "parameter_value", "degree"),
+    ("SMOOTH", "parameter_value", "smoothing"),
+)
+_CONVENTION = (
+    "XOFFSET, YOFFSET: position in this frame minus position in the",
+    "reference frame, in pixels, at each pixel centre; 0-based, pixel",
+    "[j, i] is the point x=i, y=j.",
+    "Drizzle pixmap onto the reference grid: (x - XOFFSET, y - YOFFSET).",
+)
+_EXTENSIONS = (("XOFFSET", "X offsets"), ("YOFFSET", "Y offsets"))
+
+
+def field_summary(meta):
+    """Return the field of a map's ``meta`` in words, or `None` if it names no method.
+
+    Examples
+    --------
+    >>> from astro_offsets.maps import field_summary
+    >>> field_summary({"method": "polynomial", "parameter": "degree", "parameter_value": 4,
+    ...                "selection": "auto", "cv_rms": 0.0731, "n_clipped": 3})
+    'polynomial degree=4 (auto), CV RMS 0.073 px, 3 stars clipped'
+    """
+    method = meta.get("method")
+    if not method:
+        return None
+    words = method
+    if meta.get("parameter") and meta.get("parameter_value") is not None:
+        words += f" {meta['parameter']}={meta['parameter_value']:g}"
+    if meta.get("selection"):
+        words += f" ({meta['selection']})"
+    if meta.get("cv_rms") is not None:
+        words += f", CV RMS {meta['cv_rms']:.3f} px"
+    if meta.get("n_clipped"):
+        words += f", {meta['n_clipped']} star{'s' if meta['n_clipped'] > 1 else ''} clipped"
+    return words
+
+
+class OffsetMap:
+    """Per-pixel X and Y offsets of a frame against the reference frame.
+
+    Parameters
+    ----------
+    x_offset, y_offset : array-like
+        2-D maps of equal shape ``(ny, nx)``: at pixel ``[j, i]`` (the point
+        ``x = i, y = j``), position in this frame minus position in the
+        reference frame. Stored as float32.
+    meta : dict or `None`, optional
+        Provenance (``source``, ``n_stars``, ``method``, ``parameter``,
+        ``parameter_value``, ...), written to the FITS header by `write`.
+    stars : `StarOffsets` or `None`, optional
+        The stars the map was made from, for the diagnostics at the stars
+        and the plot; `OffsetModel.to_map` gives them. A map read from a
+        file has none.
+
+    Raises
+    ------
+    ValueError
+        If the maps are not numeric, not 2-D, empty, differ in shape, or hold
+        infinite values (NaN is allowed: drizzle skips such pixels).
+
+    See Also
+    --------
+    OffsetModel.to_map
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_offsets import OffsetMap
+    >>> omap = OffsetMap(np.full((3, 4), 0.25), np.zeros((3, 4)))
+    >>> omap
+    <OffsetMap: 3 x 4 pixels>
+    >>> omap.pixmap()[0, :, 0]
+    array([-0.25,  0.75,  1.75,  2.75])
+    """
+
+    def __init__(self, x_offset, y_offset, *, meta=None, stars=None):
+        self.x_offset, self.y_offset = offset_maps(x_offset, y_offset)
+        self.meta = dict(meta or {})
+        self.stars = stars
+
+    @property
+    def field_summary(self):
+        """The field of the map in words (method, parameter, CV RMS, stars clipped), or `None`."""
+        return field_summary(self.meta)
+
+    @property
+    def shape(self):
+        """Map shape ``(ny, nx)``."""
+        return self.x_offset.shape
+
+    def __repr__(self):
+        ny, nx = self.shape
+        stars = self.meta.get("n_stars")
+        extra = f", {stars} stars" if stars is not None else ""
+        return f"<{type(self).__name__}: {ny} x {nx} pixels{extra}>"
+
+    def pixmap(self):
+        """Return the drizzle pixel map of this frame onto the reference grid.
+
+        Returns
+        -------
+        `~numpy.ndarray`
+            float64 array of shape ``(ny, nx, 2)``: ``[..., 0] = x - x_offset``
+            and ``[..., 1] = y - y_offset``, as
+            `drizzle.resample.Drizzle.add_image` expects.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from astro_offsets import OffsetMap
+        >>> pixmap = OffsetMap(np.ones((2, 3)), np.zeros((2, 3))).pixmap()
+        >>> pixmap.shape, pixmap[1, 2]
+        ((2, 3, 2), array([1., 1.]))
+        """
+        ny, nx = self.shape
+        pixmap = np.empty((ny, nx, 2), dtype=np.float64)
+        np.subtract(
+            np.arange(nx, dtype=np.float64)[np.newaxis, :], self.x_offset, out=pixmap[..., 0]
+        )
+        np.subtract(
+            np.arange(ny, dtype=np.float64)[:, np.newaxis], self.y_offset, out=pixmap[..., 1]
+        )
+        return pixmap
+
+    def to_wcs(self, wcs=None):
+        """Return a WCS carrying this map as distortion lookup tables.
+
+        The maps become FITS distortion-paper ``CPDIS1``/``CPDIS2`` lookup
+        tables (written as ``WCSDVARR`` extensions by
+        `astropy.wcs.WCS.to_fits`), which astropy.wcs and drizzlepac apply.
+
+        Parameters
+        ----------
+        wcs : `~astropy.wcs.WCS` or `None`, optional
+            The reference frame's WCS to attach the tables to (a copy; the
+            argument is not modified). It must carry no distortion of its
+            own (SIP, lookup tables). `None` attaches them to a gnomonic WCS
+            with 1 arcsec pixels centred on the frame at (RA, Dec) =
+            (180, 0) deg.
+
+        Returns
+        -------
+        `~astropy.wcs.WCS`
+            ``w.p4_pix2foc(x, y, 0)`` equals `pixmap`, and
+            ``drizzle.utils.calc_pixmap(omap.to_wcs(base), base)`` reproduces
+            it (to about 1e-9 px). With ``wcs=None`` the ``base`` is the
+            result with its tables removed (``w.cpdis1 = w.cpdis2 = None`` on
+            a copy).
+
+        Raises
+        ------
+        ValueError
+            If the map holds NaN or infinite values (lookup tables spread
+            them to neighbouring pixels), or ``wcs`` is not 2-D, already
+            carries distortion, or has a different pixel shape.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from astro_offsets import OffsetMap
+        >>> omap = OffsetMap(np.full((4, 5), 0.5), np.zeros((4, 5)))
+        >>> w = omap.to_wcs()
+        >>> w.p4_pix2foc(np.array([2.0]), np.array([1.0]), 0)
+        [array([1.5]), array([1.])]
+        """
+        return offsets_to_wcs(self.x_offset, self.y_offset, wcs)
+
+    def diagnostics(self):
+        """Return the map's largest pixel-to-pixel jump and its residual at the stars.
+
+        Returns
+        -------
+        dict
+            ``max_jump``: the largest difference between neighbouring pixels
+            of either map, in pixels (jumps over 1 px move neighbouring input
+            pixels apart in drizzle's output); ``star_rms``: the RMS over the
+            stars of the map (bilinearly interpolated) minus the star's
+            offset, in pixels, or `None` when the map has no `stars`.
+
+        Examples
+        --------
+        >>> from astro_offsets import OffsetModel
+        >>> model = OffsetModel([5.3, 20.2, 12.7], [5.6, 12.4, 3.1], [1.0, 2.0, 1.5],
+        ...                     [0.0, 0.5, 0.2])
+        >>> d = model.to_map((16, 24)).diagnostics()
+        >>> round(d["max_jump"], 3), round(d["star_rms"], 3)
+        (0.5, 0.036)
+        """
+        return {
+            "max_jump": largest_jump(self.x_offset, self.y_offset),
+            "star_rms": None
+            if self.stars is None
+            else star_rms(self.x_offset, self.y_offset, self.stars),
+        }
+
+    def plot(self, stars=None, *, figure=None):
+        """Plot the X and Y maps, their pixel-to-pixel jumps and the star offsets.
+
+        Large maps are shown subsampled; the jumps are still between
+        neighbouring pixels. The title names the frame and the field.
+
+        Parameters
+        ----------
+        stars : `StarOffsets`, `OffsetModel` or `None`, optional
+            The stars, drawn as arrows (offset minus the median offset), the
+            clipped ones marked; by default the map's own `stars`.
+        figure : `matplotlib.figure.Figure` or `None`, optional
+            Figure to draw on; a new one (not attached to pyplot) by default.
+
+        Returns
+        -------
+        `matplotlib.figure.Figure`
+
+        Examples
+        --------
+        >>> from astro_offsets import OffsetModel
+        >>> model = OffsetModel([5.0, 20.0, 12.0], [5.0, 12.0, 3.0], [1.0, 2.0, 1.5],
+        ...                     [0.0, 0.5, 0.2])
+        >>> figure = model.to_map((16, 24)).plot()
+        >>> len(figure.axes)  # four panels and three colour bars
+        7
+        """
+        return plot_map(self, stars, figure=figure)
+
+    def _primary_header(self):
+        meta = dict(self.meta)
+        meta.update((k, v) for k, v in self.diagnostics().items() if v is not None)
+        for key in ("max_jump", "star_rms", "cv_rms"):
+            if meta.get(key) is not None:
+                meta[key] = round(meta[key], 6)
+        ny, nx = self.shape
+        cards = [(keyword, meta.get(key), comment) for key, keyword, comment in _PROVENANCE]
+        cards += [
+            ("MAPNY", ny, "map rows (image height)"),
+            ("MAPNX", nx, "map columns (image width)"),
+        ]
+        return provenance_header("offset map", cards, _CONVENTION)
+
+    def write(self, path, *, overwrite=False):
+        """Write the map as FITS, atomically.
+
+        Layout: HDU 0 holds the provenance (software and version, date,
+        source table, star count, method and its parameter, shape, sign
+        convention);
+        HDU 1 ``XOFFSET`` and HDU 2 ``YOFFSET`` hold the float32 maps.
+
+        Parameters
+        ----------
+        path : str or path-like
+            Output file, by convention ``<stem>.offsets.fits``.
+        overwrite : bool, optional
+            Replace an existing file. The default is `False`.
+
+        Raises
+        ------
+        FileExistsError
+            If the file exists and ``overwrite`` is `False`; it is left as is.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> from astro_offsets import OffsetMap
+        >>> path = os.path.join(tempfile.mkdtemp(), "frame.offsets.fits")
+        >>> OffsetMap(np.zeros((4, 5)), np.ones((4, 5))).write(path)
+        >>> OffsetMap.read(path).y_offset[0, 0]
+        np.float32(1.0)
+        """
+        hdus = [fits.PrimaryHDU(header=self._primary_header())]
+        for (extname, band), data in zip(_EXTENSIONS, (self.x_offset, self.y_offset), strict=True):
+            hdu = fits.ImageHDU(data=data, name=extname)
+            hdu.header["BAND"] = (band, "offsets, this frame minus reference")
+            hdu.header["BUNIT"] = ("pixel", "offsets are in pixels")
+            hdus.append(hdu)
+        write_product(path, hdus, overwrite=overwrite)
+
+    @classmethod
+    def read(cls, path):
+        """Read a map written by `write`, or by the original notebook.
+
+        Files with ``XOFFSET`` and ``YOFFSET`` extensions are read by name;
+        files of the original notebook (an empty primary HDU and two unnamed
+        image extensions, X then Y) by position.
+
+        Parameters
+        ----------
+        path : str or path-like
+            A ``<stem>.offsets.fits`` file.
+
+        Returns
+        -------
+        `OffsetMap`
+
+        Raises
+        ------
+        FileNotFoundError
+            If the file does not exist.
+        ValueError
+            If it is not a FITS file or holds no recognisable pair of maps
+            (the message lists the HDUs found).
+        """
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path}: no such file")
+        try:
+            hdul = fits.open(path, memmap=False)
+        except OSError as exc:
+            raise ValueError(f"{path}: not a readable FITS file ({exc})") from exc
+        with hdul:
+            x_hdu, y_hdu = _find_map_hdus(hdul, path)
+            meta = _read_provenance(hdul[0].header)
+            try:
+                return cls(x_hdu.data, y_hdu.data, meta=meta)
+            except ValueError as exc:
+                raise ValueError(f"{path}: {exc}") from None
+
+
+def _read_provenance(header):
+    """Return the ``meta`` a map's primary header records, also of earlier versions' maps."""
+    meta = {key: header[keyword] for key, keyword, _ in _PROVENANCE if keyword in header}
+    for keyword, key, parameter in _EARLIER:
+        if keyword in header and key not in meta:
+            meta[key] = header[keyword]
+            if parameter is not None:
+                meta["parameter"] = parameter
+    if "source" not in meta and "PATH" in header:  # the original notebook's card
+        meta["source"] = header["PATH"]
+    return meta
+
+
+def _find_map_hdus(hdul, path):
+    names = [hdu.name for hdu in hdul]
+    if "XOFFSET" in names and "YOFFSET" in names:
+        return hdul["XOFFSET"], hdul["YOFFSET"]
+    # The original notebook's layout: unnamed image extensions after the
+    # primary, X first.
+    images = [
+        hdu
+        for hdu in hdul[1:]
+        if isinstance(hdu, fits.ImageHDU) and hdu.data is not None and hdu.data.ndim == 2
+    ]
+    if len(images) == 2:
+        bands = [str(hdu.header.get("BAND", "")).strip().lower() for hdu in images]
+        if bands in (["x offsets", "y offsets"], ["", ""]):
+            return images
+    found = ", ".join(
+        f"{i}:{hdu.name or '(unnamed)'} {type(hdu).__name__}"
+        f"{'' if getattr(hdu, 'shape', None) in (None, ()) else ' ' + str(hdu.shape)}"
+        for i, hdu in enumerate(hdul)
+    )
+    raise ValueError(
+        f"{path}: no offset maps found (expected XOFFSET and YOFFSET image extensions, "
+        f"or two unnamed image extensions X then Y); HDUs: {found}"
+    )

@@ -1,0 +1,203 @@
+"""The stack: drizzled images, weights and contexts by channel; its FITS file and preview."""
+
+import math
+import warnings
+from typing import NamedTuple
+
+import numpy as np
+from astropy.io import fits
+from astropy.nddata import block_reduce
+from astropy.stats import sigma_clipped_stats
+from scipy.ndimage import uniform_filter
+
+from .._utils.atomic import atomic_path
+from .._utils.provenance import provenance_header, write_product
+
+__all__ = ["Stack"]
+
+# The sky of a colour preview, in noise sigmas of its noisiest channel above
+# black: a dark grey in which under 1 % of the sky pixels are clipped.
+_SKY_LEVEL = 2.5
+
+
+class Stack(NamedTuple):
+    """A drizzled stack: images, weights and contexts by channel.
+
+    Mono stacks have the one channel ``"SCI"``; colour stacks of raw frames
+    ``"RED"``, ``"GREEN"`` and ``"BLUE"``. Pixels that no input pixel reached
+    are NaN in the image and 0 in the weight.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_offsets import Stacker
+    >>> stacker = Stacker((20, 30))
+    >>> stacker.add(np.ones((20, 30), dtype=np.float32))
+    >>> stack = stacker.stack()
+    >>> stack.channels, float(stack.images["SCI"][10, 10])
+    (('SCI',), 1.0)
+    """
+
+    channels: tuple
+    """Channel names, ``("SCI",)`` or ``("RED", "GREEN", "BLUE")``."""
+    images: dict
+    """float32 image of each channel, in frame units per second of exposure."""
+    weights: dict
+    """float32 weight of each channel."""
+    contexts: dict
+    """int32 context (bit k set: frame k contributed) of each channel, or `None`."""
+    meta: dict
+    """Provenance: frames, kernel, pixfrac, scale, exposure time, ..."""
+
+    def write(self, path, *, overwrite=False, context=False):
+        """Write the stack as FITS, atomically.
+
+        HDU 0 holds the provenance; then one image extension per channel
+        (``SCI``, or ``RED``, ``GREEN``, ``BLUE``) followed by their weights
+        (``WHT``, or ``RED_WHT``, ...), and with ``context=True`` their
+        contexts (``CTX``, or ``RED_CTX``, ...).
+
+        Parameters
+        ----------
+        path : str or path-like
+            Output FITS file.
+        overwrite : bool, optional
+            Replace an existing file. The default is `False`.
+        context : bool, optional
+            Also write the context arrays. The default is `False`.
+
+        Raises
+        ------
+        FileExistsError
+            If the file exists and ``overwrite`` is `False`.
+        ValueError
+            If ``context`` is asked for and the stack has none.
+        """
+        if context and self.contexts is None:
+            raise ValueError("this stack was made without context arrays")
+        hdus = [fits.PrimaryHDU(header=provenance_header("stack", _cards(self.meta)))]
+        for name in self.channels:
+            hdu = fits.ImageHDU(self.images[name], name=name)
+            if self.meta["unit"]:
+                hdu.header["BUNIT"] = (self.meta["unit"], "drizzled intensity")
+            hdu.header["COMMENT"] = "Frame units per second of exposure; NaN where WHT is 0."
+            hdus.append(hdu)
+        for name in self.channels:
+            hdus.append(fits.ImageHDU(self.weights[name], name=_suffixed(name, "WHT")))
+        if context:
+            for name in self.channels:
+                hdus.append(fits.ImageHDU(self.contexts[name], name=_suffixed(name, "CTX")))
+        write_product(path, hdus, overwrite=overwrite)
+
+    def preview(self, *, max_pixels=4_000_000):
+        """Return a display image: asinh-stretched grey, or Lupton RGB for colour.
+
+        Large stacks are binned (block means) to at most ``max_pixels``: a
+        preview is for looking, and binning keeps its memory small. A pixel
+        that one colour's drops missed (Bayer stacks leave such holes at the
+        edges, where a colour's pixels alternate) takes that colour from its
+        neighbours; pixels no frame reached are black. Colour previews show
+        the sky as a dark neutral grey: each channel's sky level is taken out
+        and one common level, 2.5 times the noisiest channel's noise, put
+        back, so that the sky's noise is not clipped into a colour cast.
+
+        Parameters
+        ----------
+        max_pixels : int, optional
+            Largest preview, in pixels. The default is 4 million.
+
+        Returns
+        -------
+        `~numpy.ndarray`
+            uint8, ``(ny, nx)`` for mono, ``(ny, nx, 3)`` for colour, row 0
+            first (as a photo is shown).
+        """
+        from astropy.visualization import AsinhStretch, PercentileInterval, make_lupton_rgb
+
+        ny, nx = self.images[self.channels[0]].shape
+        factor = max(1, math.ceil(math.sqrt(ny * nx / max_pixels)))
+        images = [_fill_holes(_binned(self.images[name], factor)) for name in self.channels]
+        covered = np.logical_and.reduce([np.isfinite(image) for image in images])
+        if not covered.any():
+            return np.zeros(
+                (*covered.shape, len(images)) if len(images) > 1 else covered.shape, np.uint8
+            )
+        if len(images) == 1:
+            interval = PercentileInterval(99.5)
+            stretch = AsinhStretch(0.05)
+            scaled = stretch(interval(images[0][covered], clip=True))
+            out = np.zeros(covered.shape, np.uint8)
+            out[covered] = np.round(scaled * 255)
+            return out
+        # Each channel's sky out, then one level for all, so that the sky is
+        # grey and its noise above black; one stretch for all channels so
+        # colours stay true.
+        skies = [sigma_clipped_stats(image[covered], sigma=3.0)[1:] for image in images]
+        level = _SKY_LEVEL * max(noise for _, noise in skies)
+        images = [
+            np.where(covered, image - sky + level, 0.0)
+            for image, (sky, _) in zip(images, skies, strict=True)
+        ]
+        bright = max(float(np.percentile(image[covered], 99.9)) for image in images)
+        # Lupton's stretch divides by the mean intensity, 0 where nothing fell.
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return make_lupton_rgb(*images, minimum=0.0, stretch=max(bright, 1e-30), Q=8)
+
+    def write_preview(self, path, *, overwrite=False):
+        """Write `preview` as a PNG file, atomically (needs matplotlib).
+
+        Parameters
+        ----------
+        path : str or path-like
+            Output PNG file.
+        overwrite : bool, optional
+            Replace an existing file. The default is `False`.
+        """
+        import matplotlib.image
+
+        image = self.preview()
+        with atomic_path(path, overwrite=overwrite) as tmp:
+            matplotlib.image.imsave(
+                tmp, image, cmap="gray" if image.ndim == 2 else None, format="png"
+            )
+
+
+def _binned(image, factor):
+    """Block means of ``factor`` x ``factor`` pixels (edges cropped), NaN left out of them."""
+    if factor == 1:
+        return image
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a block with no value: NaN
+        return block_reduce(image, factor, func=np.nanmean).astype(np.float32)
+
+
+def _fill_holes(image):
+    """Fill NaN pixels beside values with the mean of their neighbours' values."""
+    holes = ~np.isfinite(image)
+    if not holes.any():
+        return image
+    values = np.where(holes, 0.0, image)
+    counts = uniform_filter((~holes).astype(np.float32), 3, mode="constant")
+    sums = uniform_filter(values.astype(np.float32), 3, mode="constant")
+    filled = image.copy()
+    reached = holes & (counts > 0)
+    filled[reached] = sums[reached] / counts[reached]
+    return filled
+
+
+def _suffixed(name, suffix):
+    return suffix if name == "SCI" else f"{name}_{suffix}"
+
+
+def _cards(meta):
+    """Yield the stack's own provenance cards."""
+    yield "KERNEL", meta["kernel"], "drizzle kernel"
+    yield "PIXFRAC", meta["pixfrac"], "drop size, fraction of an input pixel"
+    yield "SCALE", meta["scale"], "output pixels per input pixel, per axis"
+    yield "EXPWGHT", meta["exposure_weighting"], "frames weighted by exposure time"
+    yield "TEXPTIME", meta["total_exptime"], "total exposure time of the frames (s)"
+    yield "NFRAMES", len(meta["frames"]), "frames stacked"
+    # FRMnnnnn and MAPnnnnn fit FITS's 8-character keywords up to 99999 frames.
+    for index, (frame, omap) in enumerate(zip(meta["frames"], meta["maps"], strict=True)):
+        yield f"FRM{index + 1:05d}", frame, ""
+        yield f"MAP{index + 1:05d}", omap or "(reference)", ""

@@ -1,0 +1,203 @@
+"""Stacking a sequence of frame files with their map files."""
+
+import os
+from dataclasses import dataclass
+
+from .._utils.batch import Batch, Result
+from .._utils.naming import map_path
+from ..frames import hot_pixels, read_frame
+from ..maps import OffsetMap
+from ._stacker import Stacker, check_stack_options
+
+__all__ = ["StackResult", "stack_frames"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class StackResult(Result):
+    """What became of one frame in `stack_frames`.
+
+    Examples
+    --------
+    >>> from astro_offsets import StackResult
+    >>> StackResult(path="DSC0001.ARW", status="stacked", map="DSC0001.offsets.fits").status
+    'stacked'
+    """
+
+    map: str | None = None
+    """Its map file, or `None` for the reference frame."""
+
+
+_MAKE_MAPS = (
+    "make the maps first: astro-offsets tables FRAME... --reference FRAME, "
+    "then astro-offsets maps TABLE... --image FRAME"
+)
+
+
+def _plan(frames, maps, reference):
+    """Return ``{frame: (map path or None, problem or None)}``.
+
+    The reference frame is ``reference``, or else the one frame without a
+    map; several frames without a map and no ``reference`` is an error, as
+    stacking a frame unmoved that is not the reference doubles every star.
+    So is a plan in which no frame has a map: it would stack the reference
+    alone.
+    """
+    expected = [map_path(frame, maps) for frame in frames]
+    found = [path if os.path.exists(path) else None for path in expected]
+    if frames and not any(found):
+        where = "beside the frames" if maps is None else f"in {maps}"
+        raise ValueError(
+            f"none of the {len(frames)} frames has a map {where} (such as {expected[0]}): "
+            + _MAKE_MAPS
+        )
+    if reference is not None:
+        reference = os.path.abspath(reference)
+        if reference not in {os.path.abspath(f) for f in frames}:
+            raise ValueError(f"{reference}: the reference frame is not among the frames")
+    else:
+        missing = [frame for frame, path in zip(frames, found, strict=True) if path is None]
+        if len(missing) > 1:
+            shown = ", ".join(missing[:4]) + (", ..." if len(missing) > 4 else "")
+            raise ValueError(
+                f"{len(missing)} frames have no map ({shown}), and only the reference frame "
+                f"may have none: {_MAKE_MAPS}; or, if the others' tables or maps failed, "
+                "name the reference (--reference) to stack the frames that have maps"
+            )
+        reference = os.path.abspath(missing[0]) if missing else None
+    plan = {}
+    for frame, path, wanted in zip(frames, found, expected, strict=True):
+        is_reference = os.path.abspath(frame) == reference
+        problem = None
+        if path is None and not is_reference:
+            problem = f"no map {wanted}, and it is not the reference frame"
+        plan[frame] = (path, problem)
+    return plan
+
+
+def stack_frames(
+    frames,
+    *,
+    maps=None,
+    reference=None,
+    kernel="square",
+    pixfrac=1.0,
+    scale=1.0,
+    exposure_weighting=True,
+    context=True,
+    mask_hot_pixels=True,
+    progress=False,
+    callback=None,
+):
+    """Drizzle frame files onto the reference frame's grid with their map files.
+
+    Each frame ``<stem>.<ext>`` is moved by its map ``<stem>.offsets.fits``
+    (beside it, or in ``maps``); the reference frame has no map and stacks
+    unmoved. Raw files give a colour (Bayer drizzle) stack, FITS files a mono
+    one. Frames are read one at a time. A frame that cannot be stacked is
+    reported and the others are still stacked.
+
+    Parameters
+    ----------
+    frames : iterable of str or path-like
+        Frame files: camera raw files (rawpy) or FITS images, all of one size.
+    maps : str, path-like or `None`, optional
+        Directory of the maps; `None` looks beside each frame.
+    reference : str, path-like or `None`, optional
+        The reference frame, which may have no map; by default the one frame
+        without a map.
+    kernel, pixfrac, scale, exposure_weighting, context
+        Drizzle options; see `Stacker`.
+    mask_hot_pixels : bool, optional
+        Give no weight to each frame's hot pixels (isolated spikes far above
+        their neighbours): fixed to the sensor, they would otherwise draw
+        trails of dots across the stack as the frames move. The default is
+        `True`.
+    progress : bool, optional
+        Show a progress bar on stderr (when it is a terminal).
+    callback : callable or `None`, optional
+        Called with each `StackResult` as soon as it is known.
+
+    Returns
+    -------
+    stack : `Stack`
+        The stack of the frames that could be stacked.
+    results : list of `StackResult`
+        One per frame, in the order given. Files that astro_offsets wrote
+        (maps, star tables, stacks, recognised by their header or name) are
+        left out, as ``"ignored"``.
+
+    Raises
+    ------
+    ValueError
+        If no frame could be stacked, an option is out of range,
+        ``reference`` is not one of ``frames``, or it is not given and
+        several frames have no map.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from astropy.io import fits
+    >>> from astro_offsets import OffsetMap, stack_frames
+    >>> folder = tempfile.mkdtemp()
+    >>> frames = [os.path.join(folder, f"light{k}.fits") for k in range(2)]
+    >>> for frame in frames:
+    ...     fits.PrimaryHDU(np.ones((20, 30), np.float32)).writeto(frame)
+    >>> OffsetMap(np.full((20, 30), 0.5), np.zeros((20, 30))).write(
+    ...     os.path.join(folder, "light1.offsets.fits"))
+    >>> stack, results = stack_frames(frames)
+    >>> [(os.path.basename(r.path), r.status) for r in results]
+    [('light0.fits', 'stacked'), ('light1.fits', 'stacked')]
+    >>> stack.channels
+    ('SCI',)
+    """
+    options = {
+        "kernel": kernel,
+        "pixfrac": pixfrac,
+        "scale": scale,
+        "exposure_weighting": exposure_weighting,
+        "context": context,
+    }
+    # Options are checked before any frame is read.
+    check_stack_options(**options)
+    batch = Batch(
+        frames, StackResult, what="frame", name="stack", progress=progress, callback=callback
+    )
+    plan = _plan(batch.inputs, maps, reference)
+    stacker = None
+    for index, frame in batch:
+        omap_path, problem = plan[frame]
+        if problem is not None:
+            batch.fail(index, problem, map=omap_path)
+            continue
+        try:
+            data = read_frame(frame)
+            omap = OffsetMap.read(omap_path) if omap_path is not None else None
+            if omap is not None and omap.shape != data.data.shape:
+                raise ValueError(
+                    f"frame shape {data.data.shape} differs from its map's "
+                    f"{omap.shape} ({omap_path})"
+                )
+            if stacker is None:
+                stacker = Stacker(data.data.shape, bayer=data.colors is not None, **options)
+            elif (data.colors is not None) != stacker.bayer:
+                kind = "a colour raw frame" if data.colors is not None else "a mono frame"
+                raise ValueError(
+                    f"{kind}, but the stack is {'colour' if stacker.bayer else 'mono'}"
+                )
+            stacker.add(
+                data.data,
+                omap,
+                mask=hot_pixels(data.data, data.colors) if mask_hot_pixels else None,
+                colors=data.colors,
+                exptime=data.exptime,
+                name=frame,
+                map_name=omap_path,
+            )
+        except Exception as exc:
+            batch.fail(index, exc, map=omap_path)
+            continue
+        batch.finish(index, "stacked", map=omap_path)
+    if stacker is None:
+        raise ValueError("no frame could be stacked")
+    return stacker.stack(), batch.results

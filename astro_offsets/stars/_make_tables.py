@@ -1,0 +1,247 @@
+"""Star tables from frames: detect, match to the reference, measure offsets."""
+
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from astropy.io import fits
+
+from .._utils.batch import Batch, Result, describe
+from .._utils.naming import table_path
+from .._utils.provenance import provenance_header, write_product
+from ..frames import read_frame
+from ._detect import detect_stars
+from ._match import match_stars
+from ._schema import CENTROID, offsets_table
+
+__all__ = ["TableResult", "make_tables"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TableResult(Result):
+    """What became of one frame in `make_tables`.
+
+    A frame's detected stars are ``matched`` to the reference, ``outside``
+    it (the frame's field reaches beyond the reference's), or `unmatched`;
+    of the matched stars, ``kept`` go into the table (``min_snr`` and
+    ``complete`` leave out the others).
+
+    Examples
+    --------
+    >>> from astro_offsets import TableResult
+    >>> result = TableResult(path="DSC0002.ARW", status="written",
+    ...                      output="DSC0002.offsets_table.fits",
+    ...                      detected=512, matched=470, outside=30, kept=455)
+    >>> result.unmatched
+    12
+    """
+
+    output: str | None = None
+    """The star table written (or kept); `None` for the reference frame."""
+    detected: int = 0
+    """Stars detected in the frame."""
+    matched: int = 0
+    """Stars matched to a star of the reference."""
+    outside: int = 0
+    """Stars whose place on the reference lies outside the reference frame."""
+    kept: int = 0
+    """Matched stars written to the table."""
+
+    @property
+    def unmatched(self):
+        """Stars inside the reference frame that matched no star of it."""
+        return self.detected - self.matched - self.outside
+
+
+def _header(frame, reference, info, counts, kept, fwhm, threshold, complete):
+    """Return the provenance of a star table: its frames, its stars, how they matched."""
+    matrix, shift = info["transform"]
+    cards = [
+        ("FRAME", os.path.basename(frame), "frame of the stars"),
+        ("REFFRAME", os.path.basename(reference), "reference frame"),
+        ("FWHM", round(float(fwhm), 4), "stars' FWHM (px)"),
+        ("THRESH", float(threshold), "detection threshold (background sigma)"),
+        ("NDETECT", counts["detected"], "stars detected"),
+        ("NMATCH", int(kept), "stars in the table"),
+        ("ROTATION", round(math.degrees(math.atan2(matrix[1, 0], matrix[0, 0])), 6), "deg"),
+        ("XSHIFT", round(float(shift[0]), 4), "px"),
+        ("YSHIFT", round(float(shift[1]), 4), "px"),
+        ("MATCHRAD", round(float(info["radius"]), 4), "final match radius (px)"),
+        ("COMPLETE", True if complete else None, "only stars matched in every frame"),
+    ]
+    comments = (
+        "xoffset, yoffset: position in this frame minus position in the reference",
+        "ROTATION, XSHIFT, YSHIFT: similarity taking this frame to the reference",
+    )
+    return provenance_header("star table", cards, comments)
+
+
+def _outside(mapped, pairs, shape):
+    """Count the unmatched stars whose place on the reference is outside its frame."""
+    ny, nx = shape
+    unmatched = np.ones(len(mapped), bool)
+    unmatched[pairs[:, 0]] = False
+    x, y = mapped[unmatched].T
+    return int(np.count_nonzero((x < -0.5) | (x > nx - 0.5) | (y < -0.5) | (y > ny - 0.5)))
+
+
+def make_tables(
+    frames,
+    reference,
+    *,
+    outdir=None,
+    fwhm=None,
+    threshold=5.0,
+    min_snr=None,
+    complete=False,
+    overwrite=False,
+    progress=False,
+    callback=None,
+):
+    """Find, match and measure stars: a star table ``<stem>.offsets_table.fits`` per frame.
+
+    Stars are detected in the reference frame and in every frame (see
+    `detect_stars`), each frame's stars matched directly to the reference's
+    (see `match_stars`, which survives large drifts and field rotation), and
+    the table of the matched stars written with their offsets (position in
+    this frame minus position in the reference). A frame that cannot be
+    read or matched is reported and the others are still processed.
+
+    Parameters
+    ----------
+    frames : iterable of str or path-like
+        Frame files (camera raw files or FITS images). The reference frame
+        may be among them; it gets no table.
+    reference : str or path-like
+        The reference frame.
+    outdir : str, path-like or `None`, optional
+        Output directory (it must exist); `None` writes beside each frame.
+    fwhm : float or `None`, optional
+        Stars' FWHM in pixels; estimated on the reference frame when `None`
+        and used for every frame.
+    threshold : float, optional
+        Detection threshold in units of the background noise. The default
+        is 5.
+    min_snr : float or `None`, optional
+        Keep in the tables only the matched stars with at least this
+        signal-to-noise ratio in the frame. Every star detected still helps
+        to match; but the offset maps interpolate the offsets exactly, so a
+        faint star's centroid noise goes straight into the map, and fewer,
+        better stars can give a better map (the demo uses 30). The default
+        `None` keeps all.
+    complete : bool, optional
+        Keep only the stars matched in every frame that could be matched (the
+        original notebooks' "complete sequence"). The default is `False`.
+    overwrite : bool, optional
+        Replace existing tables. The default is `False`: they are kept and
+        the frame is reported as skipped.
+    progress : bool, optional
+        Show a progress bar on stderr (when it is a terminal).
+    callback : callable or `None`, optional
+        Called with each `TableResult` as soon as it is known (with
+        ``complete``, once all frames are matched).
+
+    Returns
+    -------
+    list of `TableResult`
+        One per frame, in the order given.
+
+    Raises
+    ------
+    ValueError
+        If the reference frame cannot be read, or has too few stars.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from astropy.io import fits
+    >>> from astro_offsets import make_tables
+    >>> from astro_offsets.datasets import render_stars
+    >>> rng = np.random.default_rng(2)
+    >>> x, y = rng.uniform(10, 190, 40), rng.uniform(10, 140, 40)
+    >>> flux = rng.uniform(2e3, 2e4, 40)
+    >>> folder = tempfile.mkdtemp()
+    >>> frames = []
+    >>> for k, (dx, dy) in enumerate([(0, 0), (6.3, -4.1)]):
+    ...     image = 100 + render_stars((150, 200), x + dx, y + dy, flux)
+    ...     frames.append(os.path.join(folder, f"light{k}.fits"))
+    ...     fits.PrimaryHDU(image + rng.normal(0, 3, image.shape)).writeto(frames[-1])
+    >>> results = make_tables(frames, reference=frames[0])
+    >>> [(r.status, r.matched > 30) for r in results]
+    [('reference', True), ('written', True)]
+    """
+    frames = [os.fspath(frame) for frame in frames]
+    reference = os.fspath(reference)
+    ref_frame = read_frame(reference)
+    ref_stars = detect_stars(
+        ref_frame.data, fwhm=fwhm, threshold=threshold, colors=ref_frame.colors
+    )
+    del ref_frame
+    fwhm = ref_stars.meta["fwhm"]
+    if len(ref_stars) < 5:
+        raise ValueError(
+            f"{reference}: only {len(ref_stars)} stars found in the reference "
+            f"frame (threshold {threshold:g} sigma, FWHM {fwhm:.2f} px)"
+        )
+    ref_xy = np.column_stack([ref_stars[name] for name in CENTROID])
+    batch = Batch(
+        frames, TableResult, what="frame", name="tables", progress=progress, callback=callback
+    )
+
+    def write(index, output, table, info, counts):
+        """Write a frame's star table and finish the frame."""
+        header = _header(
+            batch.paths[index], reference, info, counts, len(table), fwhm, threshold, complete
+        )
+        hdu = fits.table_to_hdu(table)
+        hdu.header.extend(header)
+        try:
+            write_product(output, [fits.PrimaryHDU(), hdu], overwrite=overwrite)
+        except OSError as exc:
+            batch.finish(index, "failed", describe(output, exc), **counts)
+        else:
+            batch.finish(index, "written", output=output, kept=len(table), **counts)
+
+    pending = {}  # with complete: the tables of all frames, written once all are matched
+    for index, frame in batch:
+        if os.path.abspath(frame) == os.path.abspath(reference):
+            n = len(ref_stars)
+            batch.finish(index, "reference", detected=n, matched=n, kept=n)
+            continue
+        output = table_path(frame, outdir)
+        if batch.kept(index, output, overwrite):
+            continue
+        detected = 0
+        try:
+            data = read_frame(frame)
+            stars = detect_stars(data.data, fwhm=fwhm, threshold=threshold, colors=data.colors)
+            detected = len(stars)
+            pairs, info = match_stars(
+                np.column_stack([stars[name] for name in CENTROID]),
+                ref_xy,
+                frame_flux=stars["flux"],
+                ref_flux=ref_stars["flux"],
+            )
+            counts = {
+                "detected": detected,
+                "matched": len(pairs),
+                "outside": _outside(info["mapped"], pairs, data.data.shape),
+            }
+            del data
+            table = offsets_table(stars, ref_stars, pairs)
+            if min_snr is not None:
+                table = table[table["snr"] >= min_snr]
+        except Exception as exc:
+            batch.fail(index, exc, detected=detected)
+            continue
+        if complete:
+            pending[index] = (output, table, info, counts)
+        else:
+            write(index, output, table, info, counts)
+    if pending:
+        common = sorted(set.intersection(*(set(t["ref_id"]) for _, t, _, _ in pending.values())))
+        for index, (output, table, info, counts) in pending.items():
+            write(index, output, table[np.isin(table["ref_id"], common)], info, counts)
+    return batch.results

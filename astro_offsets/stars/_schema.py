@@ -1,0 +1,187 @@
+"""The star-table schema: the column names we write, the aliases we read, reading tables.
+
+Star tables keep the names of the original notebooks, which the tables of a
+sequence have always had (and DESIGN fixes): ``xcentroid``, ``ycentroid``,
+``xoffset``, ``yoffset``. Reading, the first pair present of each alias
+tuple wins, so that tables of photutils 3 (``x_centroid``), of aperture
+photometry (``xcenter``) and plain ones (``x``, ``x_offset``) read as well.
+"""
+
+import os
+
+import numpy as np
+from astropy import units as u
+from astropy.table import QTable, Table
+
+__all__ = [
+    "CENTROID",
+    "CENTROID_COLUMNS",
+    "OFFSET",
+    "OFFSET_COLUMNS",
+    "offsets_table",
+    "read_table",
+    "star_columns",
+]
+
+# The columns we write.
+CENTROID = ("xcentroid", "ycentroid")
+OFFSET = ("xoffset", "yoffset")
+# Ordered aliases, first match wins: ours (photutils < 3, the original
+# notebooks), photutils >= 3, aperture-photometry tables, plain names.
+CENTROID_COLUMNS = (CENTROID, ("x_centroid", "y_centroid"), ("xcenter", "ycenter"), ("x", "y"))
+OFFSET_COLUMNS = (OFFSET, ("x_offset", "y_offset"))
+
+
+def read_table(path, *, format=None):
+    """Read a star table from any file astropy's unified I/O reads.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Table file (FITS, ECSV, CSV, ...).
+    format : str or `None`, optional
+        Format name passed to `astropy.table.Table.read`; `None` guesses it
+        from the file.
+
+    Returns
+    -------
+    `~astropy.table.Table`
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        If the file cannot be read as a table.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise ValueError(f"{path}: is a directory, not a table file")
+    try:
+        return Table.read(path, format=format)
+    except Exception as exc:  # astropy raises many types for unreadable files
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path}: cannot read as a table ({reason})") from exc
+
+
+def _pick_pair(colnames, explicit, aliases, what, source):
+    if explicit is not None:
+        pair = tuple(explicit)
+        if len(pair) != 2 or not all(isinstance(name, str) for name in pair):
+            raise ValueError(f"{what} columns must be two column names, got {explicit!r}")
+        missing = [name for name in pair if name not in colnames]
+        if missing:
+            raise ValueError(
+                f"{source}: no {what} column {', '.join(map(repr, missing))}; "
+                f"found columns: {', '.join(colnames) or 'none'}"
+            )
+        return pair
+    for pair in aliases:
+        if pair[0] in colnames and pair[1] in colnames:
+            return pair
+    expected = ", ".join("/".join(pair) for pair in aliases)
+    raise ValueError(
+        f"{source}: no {what} columns (expected one of {expected}); "
+        f"found columns: {', '.join(colnames) or 'none'}"
+    )
+
+
+def _as_float(column, name, source):
+    """Column values as float64 pixels; masked entries become NaN."""
+    unit = getattr(column, "unit", None)
+    if unit is not None and unit not in (u.pix, u.dimensionless_unscaled):
+        raise ValueError(f"{source}: column {name!r} has unit {unit}, expected pixels")
+    values = column.value if isinstance(column, u.Quantity) else column
+    dtype = np.asarray(values).dtype
+    if dtype.kind not in "iuf":
+        raise ValueError(
+            f"{source}: column {name!r} is not numeric (dtype {dtype}); "
+            "expected pixel coordinates or offsets"
+        )
+    if np.asarray(values).ndim != 1:
+        raise ValueError(
+            f"{source}: column {name!r} has shape {np.shape(values)}, expected one value per row"
+        )
+    if np.ma.isMaskedArray(values):
+        return np.ma.filled(values.astype(np.float64), np.nan)
+    return np.array(values, dtype=np.float64)
+
+
+def star_columns(table, *, centroid_columns=None, offset_columns=None, source=None):
+    """Return ``x, y, x_offset, y_offset`` of a star table as float64 arrays.
+
+    Parameters
+    ----------
+    table : `~astropy.table.Table` or `~astropy.table.QTable`
+        The star table.
+    centroid_columns, offset_columns : tuple of str or `None`, optional
+        Explicit ``(x, y)`` column names; `None` takes the first alias pair of
+        `CENTROID_COLUMNS` / `OFFSET_COLUMNS` present in the table.
+    source : str or `None`, optional
+        Name of the table in error messages (a file name).
+
+    Returns
+    -------
+    x, y, x_offset, y_offset : `~numpy.ndarray`
+        float64 arrays; masked entries are NaN.
+
+    Raises
+    ------
+    ValueError
+        If columns are missing (the message lists the columns found), not
+        numeric, or not in pixels.
+    """
+    source = source or "table"
+    colnames = list(table.colnames)
+    xc, yc = _pick_pair(colnames, centroid_columns, CENTROID_COLUMNS, "centroid", source)
+    xo, yo = _pick_pair(colnames, offset_columns, OFFSET_COLUMNS, "offset", source)
+    return tuple(_as_float(table[name], name, source) for name in (xc, yc, xo, yo))
+
+
+def offsets_table(frame_stars, ref_stars, pairs):
+    """Return the star table of a frame: positions here, offsets against the reference.
+
+    Parameters
+    ----------
+    frame_stars, ref_stars : `~astropy.table.QTable`
+        Stars of the frame and of the reference, from `detect_stars`.
+    pairs : array-like
+        ``(m, 2)`` (frame row, reference row), from `match_stars`.
+
+    Returns
+    -------
+    `~astropy.table.QTable`
+        ``xcentroid``, ``ycentroid`` (this frame), ``xoffset``, ``yoffset``
+        (this frame minus the reference), ``ref_id`` (reference star row),
+        ``x_ref``, ``y_ref``, ``flux``, ``snr``; sorted by ``ref_id``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astropy.table import QTable
+    >>> from astro_offsets import offsets_table
+    >>> ref = QTable({"xcentroid": [10.0, 50.0], "ycentroid": [20.0, 30.0],
+    ...               "flux": [1e4, 2e4], "snr": [80.0, 120.0]})
+    >>> frame = QTable({"xcentroid": [52.5, 12.5], "ycentroid": [29.0, 19.0],
+    ...                 "flux": [2e4, 1e4], "snr": [118.0, 79.0]})
+    >>> table = offsets_table(frame, ref, [[1, 0], [0, 1]])
+    >>> list(table["xoffset"]), list(table["yoffset"])
+    ([np.float64(2.5), np.float64(2.5)], [np.float64(-1.0), np.float64(-1.0)])
+    """
+    pairs = np.asarray(pairs, int).reshape(-1, 2)
+    pairs = pairs[np.argsort(pairs[:, 1], kind="stable")]
+    f, r = pairs[:, 0], pairs[:, 1]
+    table = QTable()
+    references = ("x_ref", "y_ref")
+    for name in CENTROID:
+        table[name] = np.asarray(frame_stars[name], float)[f]
+    for name, reference in zip(CENTROID, references, strict=True):
+        table[reference] = np.asarray(ref_stars[name], float)[r]
+    for name, centroid, reference in zip(OFFSET, CENTROID, references, strict=True):
+        table[name] = table[centroid] - table[reference]
+    table["ref_id"] = r
+    table["flux"] = np.asarray(frame_stars["flux"], float)[f]
+    table["snr"] = np.asarray(frame_stars["snr"], float)[f]
+    return table

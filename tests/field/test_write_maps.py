@@ -1,0 +1,201 @@
+"""Maps of a sequence: write_maps, writing into caller's arrays, dask clusters."""
+
+import os
+import time
+
+import joblib
+import numpy as np
+import pytest
+from astropy.table import Table
+
+from astro_offsets import OffsetMap, OffsetModel, write_maps
+from astro_offsets._cli import main
+
+SHAPE = (90, 130)
+
+
+def write_table(path, seed):
+    rng = np.random.default_rng(seed)
+    n = 25
+    Table(
+        {
+            "xcentroid": rng.uniform(0, SHAPE[1], n),
+            "ycentroid": rng.uniform(0, SHAPE[0], n),
+            "xoffset": rng.normal(0, 2, n),
+            "yoffset": rng.normal(0, 2, n),
+        }
+    ).write(path)
+    return str(path)
+
+
+@pytest.fixture
+def tables(tmp_path):
+    return [write_table(tmp_path / f"IMG_{k:04d}.offsets_table.fits", k) for k in range(5)]
+
+
+def test_write_maps_results_in_order(tables, tmp_path):
+    (tmp_path / "out").mkdir()
+    seen = []
+    broken = tmp_path / "IMG_9999.offsets_table.fits"
+    broken.write_text("not a table")
+    argv = [tables[0], str(broken), *tables[1:], tables[2]]
+    results = write_maps(argv, SHAPE, outdir=tmp_path / "out", n_jobs=2, callback=seen.append)
+    assert [r.path for r in results] == argv
+    assert [r.status for r in results] == ["written", "failed", *["written"] * 4, "failed"]
+    assert "cannot read as a table" in results[1].message
+    assert "same output" in results[-1].message
+    assert sorted(seen, key=results.index) == results
+    for result in results:
+        if result.status == "written":
+            expected = OffsetModel.read(result.path).to_map(SHAPE)
+            got = OffsetMap.read(result.output)
+            assert np.array_equal(got.x_offset, expected.x_offset)
+            assert os.path.dirname(result.output) == str(tmp_path / "out")
+
+
+def test_write_maps_keeps_existing(tables, tmp_path):
+    existing = tmp_path / "IMG_0001.offsets.fits"
+    existing.write_bytes(b"mine")
+    results = write_maps(tables, SHAPE)
+    assert [r.status for r in results].count("skipped") == 1
+    assert existing.read_bytes() == b"mine"
+    assert [r.status for r in write_maps(tables, SHAPE, overwrite=True)] == ["written"] * 5
+
+
+def test_failed_write_reported_and_nothing_left(tables, tmp_path):
+    results = write_maps(tables[:2], SHAPE, outdir=tmp_path / "missing")
+    assert [r.status for r in results] == ["failed", "failed"]
+    assert "does not exist" in results[0].message
+    assert not (tmp_path / "missing").exists()
+
+
+def test_to_map_into_memory_map(tmp_path):
+    model = OffsetModel.read(write_table(tmp_path / "t.offsets_table.fits", 3))
+    x_out = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float32, shape=SHAPE)
+    y_out = np.lib.format.open_memmap(tmp_path / "y.npy", mode="w+", dtype=np.float32, shape=SHAPE)
+    omap = model.to_map(SHAPE, n_jobs=2, block_size=(7, 50), out=(x_out, y_out))
+    expected = model.to_map(SHAPE)
+    assert np.shares_memory(omap.x_offset, x_out)
+    x_out.flush()
+    assert np.array_equal(np.load(tmp_path / "x.npy"), expected.x_offset)
+    assert np.array_equal(y_out, expected.y_offset)
+
+
+def test_to_map_out_from_other_processes():
+    rng = np.random.default_rng(8)
+    model = OffsetModel(
+        rng.uniform(0, 60, 30), rng.uniform(0, 40, 30), rng.normal(size=30), rng.normal(size=30)
+    )
+    out = (np.zeros((40, 60), np.float32), np.zeros((40, 60), np.float32))
+    with joblib.parallel_config(backend="loky", n_jobs=2):
+        omap = model.to_map((40, 60), block_size=(9, 13), out=out)
+    assert np.shares_memory(omap.x_offset, out[0])
+    assert np.array_equal(out[0], model.to_map((40, 60)).x_offset)
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [
+        ((np.zeros((4, 5), np.float32),), "out must be a pair of arrays"),
+        (
+            (np.zeros((4, 5)), np.zeros((4, 5), np.float32)),
+            "out x_offset must be float32 of "
+            r"shape \(4, 5\), got float64",
+        ),
+        ((np.zeros((4, 5), np.float32), np.zeros((5, 4), np.float32)), "out y_offset must"),
+        (
+            (np.zeros((4, 10), np.float32)[:, ::2], np.zeros((4, 5), np.float32)),
+            "must be C-contiguous",
+        ),
+        (([[0.0]], np.zeros((4, 5), np.float32)), "out x_offset must be a numpy array"),
+    ],
+)
+def test_bad_out(out, message):
+    model = OffsetModel([1.0], [1.0], [0.0], [0.0])
+    with pytest.raises(ValueError, match=message):
+        model.to_map((4, 5), out=out)
+    shared = np.zeros((4, 5), np.float32)
+    with pytest.raises(ValueError, match="must not share memory"):
+        model.to_map((4, 5), out=(shared, shared))
+
+
+@pytest.fixture(scope="module")
+def dask_cluster():
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+    ) as cluster:
+        yield cluster
+
+
+@pytest.mark.slow
+def test_maps_on_a_dask_cluster(dask_cluster, tables):
+    from distributed import Client, get_task_stream
+
+    models = [OffsetModel.read(t) for t in tables[:2]]
+    with (
+        Client(dask_cluster) as client,
+        get_task_stream(client) as stream,
+        joblib.parallel_config(backend="dask"),
+    ):
+        remote = [m.to_map(SHAPE, n_jobs=-1, block_size=(16, 64)) for m in models]
+    tile_tasks = [t for t in stream.data if "_evaluate_tile" in str(t["key"])]
+    assert len(tile_tasks) >= 2 * 6 * 3 / 4  # tiles (batched by joblib) ran on the cluster
+    assert len({t["worker"] for t in tile_tasks}) == 2
+    for model, omap in zip(models, remote, strict=True):
+        local = model.to_map(SHAPE)
+        assert np.array_equal(local.x_offset, omap.x_offset)
+        assert np.array_equal(local.y_offset, omap.y_offset)
+
+
+@pytest.mark.slow
+def test_cli_scheduler(dask_cluster, tables, tmp_path, capsys):
+    status = main(
+        [
+            "maps",
+            *tables,
+            "--shape",
+            *map(str, SHAPE),
+            "--outdir",
+            str(tmp_path / "cluster"),
+            "--scheduler",
+            dask_cluster.scheduler_address,
+        ]
+    )
+    assert status == 0
+    assert (
+        capsys.readouterr().out.strip().splitlines()[-1] == "maps: 5 written, 0 skipped, 0 failed"
+    )
+    for table in tables:
+        name = os.path.basename(table).replace(".offsets_table.fits", ".offsets.fits")
+        got = OffsetMap.read(tmp_path / "cluster" / name)
+        assert np.array_equal(got.x_offset, OffsetModel.read(table).to_map(SHAPE).x_offset)
+
+
+def test_cli_scheduler_unreachable(tables, capsys):
+    dask = pytest.importorskip("dask")
+    pytest.importorskip("distributed")
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        status = main(["maps", tables[0], "--shape", "5", "5", "--scheduler", "tcp://127.0.0.1:9"])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert err.startswith("astro-offsets: error: tcp://127.0.0.1:9: ")
+
+
+def test_maps_written_while_the_next_is_computed_stay_intact(tables, tmp_path, monkeypatch):
+    # A slow disk: each write starts long after the next map's computation,
+    # which must not reuse the buffers still being written.
+    original = OffsetMap.write
+
+    def slow_write(self, *args, **kwargs):
+        time.sleep(0.2)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(OffsetMap, "write", slow_write)
+    results = write_maps(tables, SHAPE, outdir=tmp_path, n_jobs=2)
+    assert [r.status for r in results] == ["written"] * len(tables)
+    for result in results:
+        expected = OffsetModel.read(result.path).to_map(SHAPE)
+        got = OffsetMap.read(result.output)
+        assert np.array_equal(got.x_offset, expected.x_offset)
+        assert np.array_equal(got.y_offset, expected.y_offset)

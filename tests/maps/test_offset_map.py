@@ -1,0 +1,219 @@
+"""OffsetMap: pixmap, FITS files (ours and the original notebook's), atomic writes."""
+
+import os
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+import astro_offsets
+from astro_offsets import OffsetMap, OffsetModel
+
+
+@pytest.fixture
+def omap():
+    rng = np.random.default_rng(7)
+    model = OffsetModel(
+        rng.uniform(0, 60, 20),
+        rng.uniform(0, 40, 20),
+        rng.normal(0, 2, 20),
+        rng.normal(0, 2, 20),
+        source="DSC01.offsets_table.fits",
+    )
+    return model.to_map((40, 60))
+
+
+def test_pixmap_follows_sign_convention(omap):
+    pixmap = omap.pixmap()
+    assert pixmap.shape == (40, 60, 2)
+    assert pixmap.dtype == np.float64
+    j, i = 13, 52
+    assert pixmap[j, i, 0] == i - np.float64(omap.x_offset[j, i])
+    assert pixmap[j, i, 1] == j - np.float64(omap.y_offset[j, i])
+
+
+def test_constructor_validation():
+    with pytest.raises(ValueError, match=r"x_offset must be 2-D \(ny, nx\), got shape \(3,\)"):
+        OffsetMap(np.zeros(3), np.zeros(3))
+    with pytest.raises(ValueError, match=r"differ in shape: \(3, 4\) and \(4, 3\)"):
+        OffsetMap(np.zeros((3, 4)), np.zeros((4, 3)))
+    with pytest.raises(ValueError, match="y_offset must be a real numeric array, got dtype <U1"):
+        OffsetMap(np.zeros((3, 4)), np.full((3, 4), "a"))
+    omap = OffsetMap(np.zeros((3, 4), dtype=np.float64), np.zeros((3, 4), dtype=int))
+    assert omap.x_offset.dtype == omap.y_offset.dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    ("x_offset", "message"),
+    [
+        (np.zeros((0, 4)), r"x_offset must not be empty, got shape \(0, 4\)"),
+        (
+            np.zeros((3, 4), dtype=complex),
+            "x_offset must be a real numeric array, got dtype complex",
+        ),
+        (np.zeros((3, 4), dtype=bool), "must be a real numeric array, got dtype bool"),
+        (np.zeros((3, 4), dtype=object), "must be a real numeric array, got dtype object"),
+        (np.full((3, 4), np.inf), "x_offset has infinite values"),
+        (np.full((3, 4), 1e300), "values beyond float32's range"),
+        (np.float32(1.0), r"x_offset must be 2-D \(ny, nx\), got shape \(\)"),
+    ],
+)
+def test_bad_maps(x_offset, message):
+    with pytest.raises(ValueError, match=message):
+        OffsetMap(x_offset, np.zeros((3, 4)))
+
+
+def test_nan_holes_are_kept_but_not_put_in_a_wcs():
+    x_offset = np.zeros((3, 4))
+    x_offset[1, 2] = np.nan
+    omap = OffsetMap(x_offset, np.zeros((3, 4)))
+    assert np.isnan(omap.pixmap()[1, 2, 0])
+    with pytest.raises(ValueError, match="x_offset contains NaN; fill it first"):
+        omap.to_wcs()
+
+
+def test_write_read_round_trip_with_provenance(tmp_path, omap):
+    path = tmp_path / "DSC01.offsets.fits"
+    omap.write(path)
+    with fits.open(path) as hdul:
+        assert [hdu.name for hdu in hdul] == ["PRIMARY", "XOFFSET", "YOFFSET"]
+        header = hdul[0].header
+        assert header["CREATOR"] == f"astro_offsets {astro_offsets.__version__}"
+        assert header["SRCTABLE"] == "DSC01.offsets_table.fits"
+        assert header["NSTARS"] == 20
+        assert header["METHOD"] == "quadrant"
+        assert header["PRODUCT"] == "offset map"
+        assert (header["PARNAME"], header["PARVALUE"]) == ("power", 1.0)
+        assert (header["MAPNY"], header["MAPNX"]) == (40, 60)
+        comments = [str(line) for line in header["COMMENT"]]
+        assert "XOFFSET, YOFFSET: position in this frame minus position in the" in comments
+        assert all(len(line) <= 72 for line in comments)
+        assert len(header["DATE"]) == 19
+        assert hdul["XOFFSET"].header["BAND"] == "X offsets"
+        assert hdul["YOFFSET"].header["BAND"] == "Y offsets"
+        assert hdul["XOFFSET"].data.dtype == np.dtype(">f4")
+    back = OffsetMap.read(path)
+    np.testing.assert_array_equal(back.x_offset, omap.x_offset)
+    np.testing.assert_array_equal(back.y_offset, omap.y_offset)
+    assert back.meta["source"] == "DSC01.offsets_table.fits"
+    assert back.meta["n_stars"] == 20
+
+
+def test_existing_file_is_kept(tmp_path, omap):
+    path = tmp_path / "DSC01.offsets.fits"
+    path.write_bytes(b"precious")
+    with pytest.raises(FileExistsError, match="already exists"):
+        omap.write(path)
+    assert path.read_bytes() == b"precious"
+    omap.write(path, overwrite=True)
+    np.testing.assert_array_equal(OffsetMap.read(path).x_offset, omap.x_offset)
+    assert os.listdir(tmp_path) == ["DSC01.offsets.fits"]
+
+
+def test_failed_write_leaves_nothing(tmp_path, omap, monkeypatch):
+    path = tmp_path / "DSC01.offsets.fits"
+    path.write_bytes(b"precious")
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(fits.HDUList, "writeto", fail)
+    with pytest.raises(OSError, match="disk full"):
+        omap.write(path, overwrite=True)
+    assert path.read_bytes() == b"precious"
+    assert os.listdir(tmp_path) == ["DSC01.offsets.fits"]
+
+
+def test_write_into_missing_directory(tmp_path, omap):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        omap.write(tmp_path / "nowhere" / "a.offsets.fits")
+
+
+def write_seed_file(path, x_map, y_map, dtype=np.float32):
+    # The original notebook's layout: empty primary with DATE and PATH cards, then
+    # two unnamed image extensions, X then Y, with BAND cards.
+    primary = fits.PrimaryHDU()
+    primary.header["DATE"] = "2023-03-02"
+    primary.header["PATH"] = "../data/light/DSC03770.offsets_table.fits"
+    hx = fits.ImageHDU(x_map.astype(dtype))
+    hx.header["BAND"] = "X offsets"
+    hy = fits.ImageHDU(y_map.astype(dtype))
+    hy.header["BAND"] = "Y offsets"
+    fits.HDUList([primary, hx, hy]).writeto(path)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_read_seed_layout(tmp_path, dtype):
+    rng = np.random.default_rng(3)
+    x_map = rng.normal(size=(6, 9))
+    y_map = rng.normal(size=(6, 9))
+    path = tmp_path / "DSC03770.offsets.fits"
+    write_seed_file(path, x_map, y_map, dtype)
+    omap = OffsetMap.read(path)
+    np.testing.assert_array_equal(omap.x_offset, x_map.astype(np.float32))
+    np.testing.assert_array_equal(omap.y_offset, y_map.astype(np.float32))
+    assert omap.meta["source"] == "../data/light/DSC03770.offsets_table.fits"
+
+
+def test_read_bad_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        OffsetMap.read(tmp_path / "missing.fits")
+    text = tmp_path / "text.fits"
+    text.write_text("hello")
+    with pytest.raises(ValueError, match=r"text\.fits: not a readable FITS file"):
+        OffsetMap.read(text)
+    one = tmp_path / "one.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((2, 2)), name="SCI")]).writeto(one)
+    with pytest.raises(
+        ValueError,
+        match=r"one.fits: no offset maps found .* HDUs: 0:PRIMARY "
+        r"PrimaryHDU, 1:SCI ImageHDU \(2, 2\)",
+    ):
+        OffsetMap.read(one)
+    mismatched = tmp_path / "mismatched.fits"
+    fits.HDUList(
+        [
+            fits.PrimaryHDU(),
+            fits.ImageHDU(np.zeros((2, 2)), name="XOFFSET"),
+            fits.ImageHDU(np.zeros((2, 3)), name="YOFFSET"),
+        ]
+    ).writeto(mismatched)
+    with pytest.raises(ValueError, match=r"mismatched.fits: x_offset and y_offset differ"):
+        OffsetMap.read(mismatched)
+
+
+def test_to_wcs_reproduces_pixmap(omap):
+    w = omap.to_wcs()
+    ny, nx = omap.shape
+    j, i = np.mgrid[0:ny, 0:nx]
+    fx, fy = w.p4_pix2foc(i.ravel().astype(float), j.ravel().astype(float), 0)
+    pixmap = omap.pixmap()
+    np.testing.assert_array_equal(fx.reshape(omap.shape), pixmap[..., 0])
+    np.testing.assert_array_equal(fy.reshape(omap.shape), pixmap[..., 1])
+
+
+def test_long_provenance_values_are_kept(tmp_path):
+    source = "/data/" + "very_long_directory_name/" * 6 + "DSC03770.offsets_table_clean.fits"
+    omap = OffsetMap(
+        np.zeros((2, 2)), np.zeros((2, 2)), meta={"source": source, "method": "quadrant" * 8}
+    )
+    path = tmp_path / "long.offsets.fits"
+    omap.write(path)
+    meta = OffsetMap.read(path).meta
+    assert meta["source"] == source
+    assert meta["method"] == "quadrant" * 8
+
+
+def test_to_wcs_through_drizzle_calc_pixmap(omap):
+    from astropy.wcs import WCS
+    from drizzle.utils import calc_pixmap
+
+    ny, nx = omap.shape
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [83.8, -5.4]
+    w.wcs.crpix = [nx / 2, ny / 2]
+    w.wcs.cd = [[-1.1e-3, 2e-5], [2e-5, 1.1e-3]]
+    w.array_shape = omap.shape
+    np.testing.assert_allclose(calc_pixmap(omap.to_wcs(w), w), omap.pixmap(), rtol=0, atol=1e-6)
+    assert w.cpdis1 is None  # the caller's WCS is untouched

@@ -1,0 +1,443 @@
+"""Stacking through real drizzle: positions, flux, Bayer drizzle of real DNG files, errors."""
+
+import os
+import re
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from photutils.centroids import centroid_com, centroid_sources
+
+from astro_offsets import OffsetMap, OffsetModel, Stacker, stack_frames
+from astro_offsets._cli import main
+from astro_offsets.datasets import render_stars, write_dng
+
+SHAPE = (200, 260)
+
+
+def distortion(x, y, shift=(3.37, -2.61), angle_deg=0.25, barrel=4e-7):
+    """Positions in a frame of stars at reference positions (x, y)."""
+    cy, cx = (SHAPE[0] - 1) / 2, (SHAPE[1] - 1) / 2
+    c, s = np.cos(np.deg2rad(angle_deg)), np.sin(np.deg2rad(angle_deg))
+    rx, ry = x - cx, y - cy
+    k = 1 + barrel * (rx * rx + ry * ry)
+    return (cx + k * (c * rx - s * ry) + shift[0], cy + k * (s * rx + c * ry) + shift[1])
+
+
+@pytest.fixture(scope="module")
+def star_field():
+    rng = np.random.default_rng(4)
+    n = 320
+    x = rng.uniform(8, SHAPE[1] - 9, n)
+    y = rng.uniform(8, SHAPE[0] - 9, n)
+    flux = rng.uniform(3e3, 3e4, n)
+    return x, y, flux
+
+
+def isolated(x, y, radius=9.0):
+    separation = np.hypot(x[:, None] - x[None, :], y[:, None] - y[None, :])
+    np.fill_diagonal(separation, np.inf)
+    return separation.min(axis=1) > radius
+
+
+def test_distorted_frame_lands_on_reference(star_field):
+    x, y, flux = star_field
+    fx, fy = distortion(x, y)
+    frame = render_stars(SHAPE, fx, fy, flux)
+    reference = render_stars(SHAPE, x, y, flux)
+    # Noise-free offsets at the stars: this frame minus the reference.
+    omap = OffsetModel(fx, fy, fx - x, fy - y).to_map(SHAPE)
+    stacker = Stacker(SHAPE)
+    stacker.add(frame, omap)
+    image = np.nan_to_num(stacker.stack().images["SCI"])
+
+    inside = isolated(x, y) & (fx > 8) & (fx < SHAPE[1] - 9) & (fy > 8) & (fy < SHAPE[0] - 9)
+    assert inside.sum() > 40
+    ref_x, ref_y = centroid_sources(
+        reference, x[inside], y[inside], box_size=7, centroid_func=centroid_com
+    )
+    out_x, out_y = centroid_sources(
+        image, x[inside], y[inside], box_size=7, centroid_func=centroid_com
+    )
+    error = np.hypot(out_x - ref_x, out_y - ref_y)
+    assert error.mean() < 0.02
+    # Without the map the stars would be off by the distortion itself.
+    assert np.hypot(fx - x, fy - y)[inside].mean() > 2
+
+
+@pytest.mark.parametrize("scale", [1.0, 2.0, 0.5])
+def test_flux_conserved_and_positions_scaled(star_field, scale):
+    x, y, flux = star_field
+    shift = (1.6, -0.7)
+    frame = render_stars(SHAPE, x + shift[0], y + shift[1], flux)
+    omap = OffsetMap(np.full(SHAPE, shift[0]), np.full(SHAPE, shift[1]))
+    stacker = Stacker(SHAPE, scale=scale, kernel="square")
+    stacker.add(frame, omap)
+    stack = stacker.stack()
+    assert stack.images["SCI"].shape == (round(SHAPE[0] * scale), round(SHAPE[1] * scale))
+    image = np.nan_to_num(stack.images["SCI"])
+    # All the frame's flux lands somewhere on the output grid.
+    np.testing.assert_allclose(image.sum(), frame.sum(), rtol=1e-4)
+    # A bright isolated star lands at scale * (x + 0.5) - 0.5 on the finer grid.
+    k = np.flatnonzero(isolated(x, y, 14))[0]
+    box = max(5, int(7 * scale) | 1)
+    cx, cy = centroid_sources(
+        image,
+        scale * (x[k] + 0.5) - 0.5,
+        scale * (y[k] + 0.5) - 0.5,
+        box_size=box,
+        centroid_func=centroid_com,
+    )
+    ref = render_stars(SHAPE, x[k : k + 1], y[k : k + 1], flux[k : k + 1])
+    rx, ry = centroid_sources(ref, x[k], y[k], box_size=7, centroid_func=centroid_com)
+    assert abs(cx[0] - (scale * (rx[0] + 0.5) - 0.5)) < 0.05 * max(scale, 1)
+    assert abs(cy[0] - (scale * (ry[0] + 0.5) - 0.5)) < 0.05 * max(scale, 1)
+
+
+def test_provenance_of_frames_and_maps():
+    stacker = Stacker((6, 7))
+    stacker.add(np.ones((6, 7)), name="ref.fits")
+    stacker.add(np.ones((6, 7)), OffsetMap(np.zeros((6, 7)), np.zeros((6, 7))))
+    stacker.add(
+        np.ones((6, 7)),
+        OffsetMap(np.zeros((6, 7)), np.zeros((6, 7))),
+        name="b.fits",
+        map_name="b.offsets.fits",
+    )
+    meta = stacker.stack().meta
+    assert meta["frames"] == ["ref.fits", "frame 2", "b.fits"]
+    assert meta["maps"] == [None, "(an OffsetMap in memory)", "b.offsets.fits"]
+
+
+def test_exposure_weighting_and_units():
+    short = np.full((10, 12), 10.0, dtype=np.float32)  # 10 counts in 1 s
+    long = np.full((10, 12), 60.0, dtype=np.float32)  # 60 counts in 3 s
+    weighted = Stacker((10, 12))
+    weighted.add(short, exptime=1.0)
+    weighted.add(long, exptime=3.0)
+    stack = weighted.stack()
+    np.testing.assert_allclose(stack.images["SCI"], 17.5)  # (1 * 10 + 3 * 20) / 4 per second
+    np.testing.assert_allclose(stack.weights["SCI"], 4.0)
+    assert stack.meta["total_exptime"] == 4.0
+    plain = Stacker((10, 12), exposure_weighting=False)
+    plain.add(short, exptime=1.0)
+    plain.add(long, exptime=3.0)
+    np.testing.assert_allclose(plain.stack().images["SCI"], 15.0)
+
+
+def test_masks_weights_and_nan_pixels():
+    data = np.full((8, 9), 5.0, dtype=np.float32)
+    data[2, 3] = np.nan
+    mask = np.zeros((8, 9), bool)
+    mask[4, 4] = True
+    weight = np.ones((8, 9), np.float32)
+    weight[6, 1] = 0.0
+    stacker = Stacker((8, 9), kernel="point")
+    stacker.add(data, mask=mask, weight=weight)
+    stack = stacker.stack()
+    for j, i in [(2, 3), (4, 4), (6, 1)]:
+        assert stack.weights["SCI"][j, i] == 0
+        assert np.isnan(stack.images["SCI"][j, i])
+    assert stack.images["SCI"][0, 0] == 5.0
+    assert stack.contexts["SCI"].shape == (1, 8, 9)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"kernel": "boxy"}, "kernel must be one of square"),
+        ({"pixfrac": 0}, r"pixfrac must be a number in \(0, 1\]"),
+        ({"pixfrac": 1.5}, "pixfrac must be"),
+        ({"scale": -2}, r"scale must be a number in \(0, 8\]"),
+        ({"scale": float("nan")}, "scale must be"),
+    ],
+)
+def test_bad_options(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Stacker((4, 4), **kwargs)
+
+
+def test_bad_frames_for_a_stacker():
+    stacker = Stacker((4, 5))
+    with pytest.raises(ValueError, match=r"frame shape \(5, 4\) differs from the stack's"):
+        stacker.add(np.zeros((5, 4)))
+    with pytest.raises(ValueError, match=r"map shape \(3, 3\) differs from the frame shape"):
+        stacker.add(np.zeros((4, 5)), OffsetMap(np.zeros((3, 3)), np.zeros((3, 3))))
+    with pytest.raises(ValueError, match="colors given for a mono stack"):
+        stacker.add(np.zeros((4, 5)), colors=np.zeros((4, 5), np.uint8))
+    with pytest.raises(ValueError, match="exptime must be a number > 0, got 0"):
+        stacker.add(np.zeros((4, 5)), exptime=0)
+    with pytest.raises(ValueError, match="weight must be non-negative"):
+        stacker.add(np.zeros((4, 5)), weight=-np.ones((4, 5)))
+    with pytest.raises(ValueError, match="weight must be non-negative and finite"):
+        stacker.add(np.zeros((4, 5)), weight=np.full((4, 5), np.inf))
+    with pytest.raises(ValueError, match="colors must be integer colour indices, got dtype float"):
+        Stacker((4, 5), bayer=True).add(np.zeros((4, 5)), colors=np.zeros((4, 5)))
+    with pytest.raises(ValueError, match="needs each frame's colors"):
+        Stacker((4, 5), bayer=True).add(np.zeros((4, 5)))
+
+
+# --- Bayer drizzle of real DNG files -------------------------------------------------------
+
+RAW_SHAPE = (64, 80)
+DITHERS = [(0.0, 0.0), (1.25, 0.1), (0.2, 1.3), (1.1, 1.2), (0.6, 0.7)]
+# A colour scene: grey-blue sky with three stars of different colours.
+SKY = {"R": 300.0, "G": 500.0, "B": 700.0}
+STARS = [(20.3, 30.6, (4e4, 2e4, 1e4)), (50.7, 15.2, (1e4, 2e4, 4e4)), (60.1, 45.8, (2e4,) * 3)]
+
+
+def colour_scene(shift):
+    planes = []
+    for c, colour in enumerate("RGB"):
+        xs = [x + shift[0] for x, _, _ in STARS]
+        ys = [y + shift[1] for _, y, _ in STARS]
+        flux = [f[c] for _, _, f in STARS]
+        planes.append(SKY[colour] + render_stars(RAW_SHAPE, xs, ys, flux, sigma=1.8))
+    return planes
+
+
+def rggb_mosaic(planes):
+    r, g, b = planes
+    mosaic = g.copy()
+    mosaic[0::2, 0::2] = r[0::2, 0::2]
+    mosaic[1::2, 1::2] = b[1::2, 1::2]
+    return mosaic
+
+
+def write_raw_sequence(folder, rng=None):
+    """The dithered colour scene as DNG files with their maps; photon noise with ``rng``."""
+    frames = []
+    for k, shift in enumerate(DITHERS):
+        path = folder / f"DSC{k:04d}.dng"
+        mosaic = rggb_mosaic(colour_scene(shift))
+        if rng is not None:
+            mosaic = rng.poisson(mosaic)
+        mosaic = np.round(mosaic) + 512
+        write_dng(path, mosaic.astype(np.uint16), cfa="RGGB", exptime=30.0)
+        if k:
+            OffsetMap(np.full(RAW_SHAPE, shift[0]), np.full(RAW_SHAPE, shift[1])).write(
+                folder / f"DSC{k:04d}.offsets.fits"
+            )
+        frames.append(str(path))
+    return folder, frames
+
+
+@pytest.fixture(scope="module")
+def raw_sequence(tmp_path_factory):
+    return write_raw_sequence(tmp_path_factory.mktemp("raw"))
+
+
+def test_colour_preview_has_a_grey_sky_and_no_holes(tmp_path):
+    _, frames = write_raw_sequence(tmp_path, np.random.default_rng(6))
+    stack, _ = stack_frames(frames, pixfrac=0.8)
+    # The dithers leave holes in red and blue at the edges, where a colour's
+    # pixels alternate: whole columns and rows of NaN.
+    assert any(np.isnan(stack.images[name]).all(axis=0).any() for name in ("RED", "BLUE"))
+    preview = stack.preview()
+    assert preview.shape == (*RAW_SHAPE, 3)
+    # No black column or row: the holes take their colour from neighbours.
+    assert preview.max(axis=(0, 2)).min() > 0
+    assert preview.max(axis=(1, 2)).min() > 0
+    # The sky is a neutral grey above black, whatever each colour's sky.
+    sky = preview[:12, 35:]  # away from the stars
+    levels = [float(np.median(sky[..., c])) for c in range(3)]
+    assert min(levels) >= 4
+    assert max(levels) <= 1.02 * min(levels), levels
+    assert np.mean(sky == 0) < 0.02
+
+
+def test_bayer_stack_covers_every_colour_without_checkerboard(raw_sequence):
+    _, frames = raw_sequence
+    stack, results = stack_frames(frames, pixfrac=1.0)
+    assert [r.status for r in results] == ["stacked"] * len(frames)
+    assert results[0].map is None  # the reference
+    assert stack.channels == ("RED", "GREEN", "BLUE")
+    footprint = (slice(4, RAW_SHAPE[0] - 4), slice(4, RAW_SHAPE[1] - 4))
+    for name, colour in zip(stack.channels, "RGB", strict=True):
+        weight = stack.weights[name][footprint]
+        assert np.all(weight > 0), name
+        image = stack.images[name][footprint]
+        # The sky, away from the stars, is flat: no 2 x 2 Bayer pattern.
+        sky = image[:10, 40:]
+        blocks = [sky[a::2, b::2].mean() for a in (0, 1) for b in (0, 1)]
+        assert np.ptp(blocks) < 0.01 * SKY[colour], (name, blocks)
+        np.testing.assert_allclose(np.median(sky), SKY[colour] / 30.0, rtol=0.01)
+    # Above the sky, the red star is red and the blue star blue.
+    above = {
+        name: stack.images[name] - SKY[c] / 30.0
+        for name, c in zip(stack.channels, "RGB", strict=True)
+    }
+    red_star = (slice(28, 34), slice(17, 24))
+    blue_star = (slice(13, 18), slice(48, 54))
+    assert above["RED"][red_star].max() > 3 * above["BLUE"][red_star].max()
+    assert above["BLUE"][blue_star].max() > 3 * above["RED"][blue_star].max()
+
+
+def test_stack_command_colour(raw_sequence, tmp_path, capsys):
+    folder, frames = raw_sequence
+    out = tmp_path / "stack.fits"
+    assert main(["stack", *frames, "--out", str(out), "--pixfrac", "0.8"]) == 0
+    summary = capsys.readouterr().out.strip()
+    assert summary == (
+        f"stack: 5 stacked, 0 failed; wrote {out} and "
+        f"{tmp_path / 'stack.png'} (RED, GREEN, BLUE and their weights)"
+    )
+    with fits.open(out) as hdul:
+        assert [h.name for h in hdul] == [
+            "PRIMARY",
+            "RED",
+            "GREEN",
+            "BLUE",
+            "RED_WHT",
+            "GREEN_WHT",
+            "BLUE_WHT",
+        ]
+        header = hdul[0].header
+        assert header["NFRAMES"] == 5
+        assert header["PIXFRAC"] == 0.8
+        assert header["KERNEL"] == "square"
+        assert header["TEXPTIME"] == 150.0
+        assert header["FRM00001"] == frames[0]
+        assert header["MAP00001"] == "(reference)"
+        assert header["MAP00002"] == str(folder / "DSC0001.offsets.fits")
+    import matplotlib.image
+
+    preview = matplotlib.image.imread(tmp_path / "stack.png")
+    assert preview.shape[:2] == RAW_SHAPE
+
+
+def test_stack_command_reports_bad_frames(raw_sequence, tmp_path, capsys):
+    _folder, frames = raw_sequence
+    orphan = tmp_path / "DSC0099.dng"
+    write_dng(orphan, np.full(RAW_SHAPE, 600, np.uint16))
+    broken = tmp_path / "DSC0098.ARW"
+    broken.write_text("not raw")
+    odd = tmp_path / "DSC0097.dng"
+    write_dng(odd, np.full((40, 50), 600, np.uint16))
+    OffsetMap(np.zeros(RAW_SHAPE), np.zeros(RAW_SHAPE)).write(tmp_path / "DSC0097.offsets.fits")
+    OffsetMap(np.zeros(RAW_SHAPE), np.zeros(RAW_SHAPE)).write(tmp_path / "DSC0098.offsets.fits")
+    out = tmp_path / "stack.fits"
+    argv = [*frames, str(orphan), str(broken), str(odd)]
+    # Two frames without a map: which is the reference must be said.
+    assert main(["stack", *argv, "--out", str(out), "--no-preview"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"astro-offsets: error: 2 frames have no map ({frames[0]}, {orphan}), and only the "
+        "reference frame may have none: make the maps first: astro-offsets tables FRAME... "
+        "--reference FRAME, then astro-offsets maps TABLE... --image FRAME; or, if the "
+        "others' tables or maps failed, name the reference (--reference) to stack the frames "
+        "that have maps"
+    )
+    assert not out.exists()
+    status = main(["stack", *argv, "--out", str(out), "--no-preview", "--reference", frames[0]])
+    captured = capsys.readouterr()
+    assert status == 1
+    errors = [line for line in captured.err.splitlines() if "error:" in line]
+    assert errors == [
+        f"astro-offsets: error: {orphan}: no map {tmp_path / 'DSC0099.offsets.fits'}, and it "
+        "is not the reference frame",
+        f"astro-offsets: error: {broken}: not a readable raw file (LibRaw: "
+        + errors[1].split("(LibRaw: ")[1],
+        f"astro-offsets: error: {odd}: frame shape (40, 50) differs from its map's (64, 80) "
+        f"({tmp_path / 'DSC0097.offsets.fits'})",
+    ]
+    assert captured.out.startswith("stack: 5 stacked, 3 failed (")
+    with fits.open(out) as hdul:
+        assert hdul[0].header["NFRAMES"] == 5
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--pixfrac", "1.5"], r"pixfrac must be a number in \(0, 1\], got 1.5"),
+        (["--scale", "0"], r"scale must be a number in \(0, 8\]"),
+        (["--kernel", "lanczos3", "--pixfrac", "0.5"], "the lanczos3 kernel takes no pixfrac"),
+    ],
+)
+def test_stack_command_bad_options(raw_sequence, tmp_path, capsys, options, message):
+    _, frames = raw_sequence
+    status = main(["stack", *frames, "--out", str(tmp_path / "s.fits"), *options])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert err.startswith("astro-offsets: error: ")
+    assert re.search(message, err)
+    assert not os.listdir(tmp_path)
+
+
+def test_stack_command_mono_and_existing_output(tmp_path, capsys):
+    frames = []
+    for k in range(3):
+        path = tmp_path / f"light{k}.fits"
+        hdu = fits.PrimaryHDU(np.full((30, 40), 100.0 * (k + 1), np.float32))
+        hdu.header["EXPTIME"] = 10.0 * (k + 1)
+        hdu.writeto(path)
+        frames.append(str(path))
+    (tmp_path / "maps").mkdir()
+    for k in (1, 2):
+        OffsetMap(np.zeros((30, 40)), np.zeros((30, 40))).write(
+            tmp_path / "maps" / f"light{k}.offsets.fits"
+        )
+    out = tmp_path / "mono.fits"
+    assert main(["stack", *frames, "--out", str(out), "--maps", str(tmp_path / "maps")]) == 0
+    with fits.open(out) as hdul:
+        assert [h.name for h in hdul] == ["PRIMARY", "SCI", "WHT"]
+        np.testing.assert_allclose(hdul["SCI"].data, 10.0)  # every frame: 10 counts / s
+        np.testing.assert_allclose(hdul["WHT"].data, 60.0)  # weights: exposure times
+    capsys.readouterr()
+    # A rerun keeps the outputs, as tables and maps keep theirs, and says so.
+    before = out.read_bytes()
+    assert main(["stack", *frames, "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == (
+        f"stack: kept {out} and {tmp_path / 'mono.png'} (use --overwrite to replace it); "
+        "nothing stacked"
+    )
+    assert out.read_bytes() == before
+
+
+def test_mixed_mono_and_colour(raw_sequence, tmp_path):
+    _, frames = raw_sequence
+    mono = tmp_path / "mono.fits"
+    fits.PrimaryHDU(np.zeros(RAW_SHAPE, np.float32)).writeto(mono)
+    OffsetMap(np.zeros(RAW_SHAPE), np.zeros(RAW_SHAPE)).write(tmp_path / "mono.offsets.fits")
+    _stack, results = stack_frames([frames[0], str(mono)], reference=frames[0])
+    assert results[1].status == "failed"
+    assert "a mono frame, but the stack is colour" in results[1].message
+    broken = tmp_path / "broken.fits"
+    broken.write_text("not FITS")
+    OffsetMap(np.zeros(RAW_SHAPE), np.zeros(RAW_SHAPE)).write(tmp_path / "broken.offsets.fits")
+    with pytest.raises(ValueError, match="no frame could be stacked"):
+        stack_frames([str(broken)])
+    with pytest.raises(ValueError, match="the reference frame is not among the frames"):
+        stack_frames(frames, reference="other.dng")
+
+
+def test_stack_before_maps_says_to_make_them(tmp_path, capsys):
+    frames = []
+    for k in range(3):
+        frames.append(str(tmp_path / f"light{k}.fits"))
+        fits.PrimaryHDU(np.ones((20, 30), np.float32)).writeto(frames[-1])
+    out = tmp_path / "stack.fits"
+    for extra in ([], ["--reference", frames[0]]):
+        assert main(["stack", *frames, "--out", str(out), *extra]) == 2
+        err = capsys.readouterr().err
+        assert err == (
+            f"astro-offsets: error: none of the 3 frames has a map beside the frames (such as "
+            f"{tmp_path / 'light0.offsets.fits'}): make the maps first: astro-offsets tables "
+            "FRAME... --reference FRAME, then astro-offsets maps TABLE... --image FRAME\n"
+        )
+        assert sorted(os.listdir(tmp_path)) == ["light0.fits", "light1.fits", "light2.fits"]
+
+
+def test_stack_output_directory(tmp_path, capsys):
+    frames = [str(tmp_path / f"light{k}.fits") for k in range(2)]
+    for frame in frames:
+        fits.PrimaryHDU(np.ones((20, 30), np.float32)).writeto(frame)
+    OffsetMap(np.zeros((20, 30)), np.zeros((20, 30))).write(tmp_path / "light1.offsets.fits")
+    # A missing directory is made, as --outdir of tables and maps is.
+    out = tmp_path / "new" / "dir" / "stack.fits"
+    assert main(["stack", *frames, "--out", str(out)]) == 0
+    assert out.exists()
+    # One that cannot be made is a usage error, found before any frame is read.
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file")
+    assert main(["stack", *frames, "--out", str(blocker / "stack.fits")]) == 2
+    assert capsys.readouterr().err.startswith(f"astro-offsets: error: {blocker}: ")

@@ -1,0 +1,204 @@
+"""Star tables from synthetic sequences with known drift, rotation and distortion."""
+
+import os
+import re
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+from scipy.spatial import cKDTree
+
+from astro_offsets import MatchError, detect_stars, make_tables, match_stars
+from astro_offsets._cli import main
+from astro_offsets.datasets import CameraMotion, observe, star_field, write_dng
+
+SHAPE = (600, 800)
+SIGMA = 1.6
+FWHM = 2.3548 * SIGMA
+SKY, READ = 200.0, 8.0
+MOTIONS = {
+    "drift": CameraMotion(SHAPE, drift=(37.3, -22.8), rotation_deg=0.0, barrel=0.0),
+    "rotation": CameraMotion(
+        SHAPE, drift=(-12.6, 41.2), rotation_deg=1.0, pole=(399.5, 299.5), barrel=0.0
+    ),
+    "lens": CameraMotion(
+        SHAPE, drift=(28.4, 19.9), rotation_deg=-0.6, pole=(-2500.0, 900.0), barrel=3e-7
+    ),
+}
+
+
+def snr(flux):
+    area = np.pi * FWHM**2
+    return flux / np.sqrt(flux + area * (SKY + READ**2))
+
+
+@pytest.fixture(scope="module")
+def sky():
+    rng = np.random.default_rng(12)
+    return star_field(rng, 420, SHAPE)
+
+
+@pytest.fixture(scope="module")
+def sequence(sky, tmp_path_factory):
+    """Reference, three moved frames and a frame of pure noise, as FITS files."""
+    folder = tmp_path_factory.mktemp("sequence")
+    rng = np.random.default_rng(5)
+    x, y, flux = sky
+    paths = {}
+    positions = {"reference": (x, y)}
+    positions.update({name: motion.to_frame(x, y) for name, motion in MOTIONS.items()})
+    for name, (fx, fy) in positions.items():
+        paths[name] = str(folder / f"{name}.fits")
+        image = observe(rng, SHAPE, fx, fy, flux, sigma=SIGMA, sky=SKY, read_noise=READ)
+        fits.PrimaryHDU(image.astype(np.float32)).writeto(paths[name])
+    paths["noise"] = str(folder / "noise.fits")
+    noise = SKY + rng.normal(0, np.sqrt(SKY + READ**2), SHAPE)
+    fits.PrimaryHDU(noise.astype(np.float32)).writeto(paths["noise"])
+    return folder, paths, positions
+
+
+def in_frame(px, py):
+    return (px > -0.5) & (px < SHAPE[1] - 0.5) & (py > -0.5) & (py < SHAPE[0] - 0.5)
+
+
+def identify(xd, yd, xt, yt):
+    """Injected star of each detection, or -1 where unresolvable or missing.
+
+    A detection is identified with an injected star within 1 px that has no
+    other injected star within 1.5 FWHM (closer pairs blend into one source).
+    """
+    tree = cKDTree(np.column_stack([xt, yt]))
+    distance, index = tree.query(np.column_stack([xd, yd]))
+    second, _ = tree.query(np.column_stack([xt, yt])[index], k=2)
+    return np.where((distance < 1.0) & (second[:, 1] > 1.5 * FWHM), index, -1)
+
+
+@pytest.mark.slow
+def test_tables_of_a_sequence(sequence, sky, tmp_path, capsys):
+    _, paths, positions = sequence
+    flux = sky[2]
+    frames = [paths[name] for name in ("reference", *MOTIONS, "noise")]
+    status = main(["tables", *frames, "--reference", paths["reference"], "--outdir", str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert status == 1  # the frame of pure noise
+    assert f"astro-offsets: error: {paths['noise']}: " in err
+    assert out.strip().endswith(f"tables: 3 written, 0 skipped, 1 failed ({paths['noise']})")
+    inside = lambda px, py: (px > 6) & (px < SHAPE[1] - 7) & (py > 6) & (py < SHAPE[0] - 7)  # noqa: E731
+    line = next(line for line in out.splitlines() if line.startswith(paths["reference"]))
+    assert re.fullmatch(r".*reference\.fits \(reference\): \d+ stars detected", line), line
+    pattern = (
+        r".*: (\d+) stars detected, (\d+) matched to the reference \((\d+) kept in the "
+        r"table\), (\d+) outside the reference frame, (\d+) unmatched"
+    )
+    for name in MOTIONS:
+        line = next(line for line in out.splitlines() if line.startswith(paths[name]))
+        detected, matched, kept, outside, unmatched = map(int, re.fullmatch(pattern, line).groups())
+        assert detected == matched + outside + unmatched
+        assert kept == matched
+        # Stars the motion took out of the reference frame are told apart from
+        # stars inside it that found no partner: fewer, at the detection limit.
+        fx, fy = positions[name]
+        rx, ry = positions["reference"]
+        gone = in_frame(fx, fy) & ~in_frame(rx, ry)
+        bright_gone = np.count_nonzero(gone & inside(fx, fy) & (snr(flux) >= 10))
+        assert bright_gone <= outside <= np.count_nonzero(gone), (name, outside)
+
+    rx, ry = positions["reference"]
+    for name in MOTIONS:
+        table = Table.read(tmp_path / f"{name}.offsets_table.fits")
+        assert {"xcentroid", "ycentroid", "xoffset", "yoffset", "ref_id", "flux"} <= set(
+            table.colnames
+        )
+        assert table.meta["REFFRAME"] == "reference.fits"
+        fx, fy = positions[name]
+        id_ref = identify(table["x_ref"], table["y_ref"], rx, ry)
+        id_frame = identify(table["xcentroid"], table["ycentroid"], fx, fy)
+        both = (id_ref >= 0) & (id_frame >= 0)
+        # No false matches among resolvable stars.
+        assert np.array_equal(id_ref[both], id_frame[both]), name
+        # At least 95 % of the stars with SNR >= 20 in both frames are matched.
+        bright = np.flatnonzero((snr(flux) >= 20) & inside(rx, ry) & inside(fx, fy))
+        matched = np.isin(bright, id_ref[both])
+        assert matched.mean() >= 0.95, (name, matched.mean())
+        # Offsets at SNR >= 50: median error of each component at most 0.05 px.
+        k = id_ref[both]
+        high = snr(flux[k]) >= 50
+        error_x = table["xoffset"][both][high] - (fx - rx)[k][high]
+        error_y = table["yoffset"][both][high] - (fy - ry)[k][high]
+        assert high.sum() > 40
+        assert np.median(np.abs(np.concatenate([error_x, error_y]))) <= 0.05, name
+
+
+def test_complete_sequence_keeps_common_stars(sequence, tmp_path):
+    _, paths, _ = sequence
+    frames = [paths["drift"], paths["rotation"]]
+    results = make_tables(frames, paths["reference"], outdir=tmp_path, complete=True)
+    assert [r.status for r in results] == ["written", "written"]
+    ids = [set(Table.read(r.output)["ref_id"]) for r in results]
+    assert ids[0] == ids[1]
+    assert all(r.kept == len(ids[0]) < r.matched for r in results)
+    assert Table.read(results[0].output).meta["COMPLETE"]
+
+
+def test_existing_tables_kept_and_reference_skipped(sequence, tmp_path):
+    _, paths, _ = sequence
+    existing = tmp_path / "drift.offsets_table.fits"
+    existing.write_text("mine")
+    results = make_tables([paths["reference"], paths["drift"]], paths["reference"], outdir=tmp_path)
+    assert [r.status for r in results] == ["reference", "skipped"]
+    assert existing.read_text() == "mine"
+    assert os.listdir(tmp_path) == ["drift.offsets_table.fits"]
+
+
+def test_reference_of_pure_noise_is_an_error(sequence):
+    _, paths, _ = sequence
+    with pytest.raises(ValueError, match=r"noise.fits: only \d+ stars found in the reference"):
+        make_tables([paths["drift"]], paths["noise"])
+
+
+def test_match_errors():
+    rng = np.random.default_rng(0)
+    with pytest.raises(MatchError, match="too few stars in the reference"):
+        match_stars(rng.uniform(0, 100, (20, 2)), rng.uniform(0, 100, (3, 2)))
+    with pytest.raises(MatchError, match="no consistent match with the reference"):
+        match_stars(rng.uniform(0, 500, (40, 2)), rng.uniform(0, 500, (40, 2)))
+
+
+def test_fwhm_estimated(sky):
+    x, y, flux = sky
+    image = observe(np.random.default_rng(1), SHAPE, x, y, flux, sigma=SIGMA)
+    stars = detect_stars(image)
+    assert abs(stars.meta["fwhm"] - FWHM) < 0.1 * FWHM
+    assert stars.meta["noise"] == pytest.approx(np.sqrt(SKY + READ**2), rel=0.05)
+    assert np.all(np.diff(stars["flux"]) <= 0)  # brightest first
+
+
+@pytest.mark.slow
+def test_colour_raw_frames(sky, tmp_path):
+    """Bayer frames: stars found on super-pixels, positions in raw pixels."""
+    x, y, flux = sky
+    rng = np.random.default_rng(9)
+    motion = MOTIONS["rotation"]
+    paths = []
+    truth = [(x, y), motion.to_frame(x, y)]
+    for k, (fx, fy) in enumerate(truth):
+        # Stars of one colour on a grey sky; the colours' gains differ.
+        image = observe(rng, SHAPE, fx, fy, 4 * flux, sigma=2.0, sky=SKY, read_noise=READ)
+        gain = np.ones(SHAPE)
+        gain[0::2, 0::2] = 0.5  # red
+        gain[1::2, 1::2] = 0.7  # blue
+        mosaic = np.clip(image * gain + 512, 0, 16383).astype(np.uint16)
+        paths.append(tmp_path / f"IMG_{k}.dng")
+        write_dng(paths[-1], mosaic)
+    results = make_tables(paths, paths[0])
+    assert [r.status for r in results] == ["reference", "written"]
+    table = Table.read(results[1].output)
+    fx, fy = truth[1]
+    k = identify(table["x_ref"], table["y_ref"], x, y)
+    same = (k >= 0) & (k == identify(table["xcentroid"], table["ycentroid"], fx, fy))
+    assert same.sum() > 100
+    error = np.hypot(
+        table["xoffset"][same] - (fx - x)[k[same]], table["yoffset"][same] - (fy - y)[k[same]]
+    )
+    assert np.median(error) < 0.1
