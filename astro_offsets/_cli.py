@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from ._demo import run_demo
 from ._utils.batch import describe
-from ._utils.naming import preview_path
+from ._utils.naming import png_path
 from ._utils.provenance import PRODUCTS, product_kind
 from ._version import __version__
 from .field import METHODS, check_options, write_maps
@@ -77,29 +77,60 @@ def _parser():
     return parser, subparsers
 
 
-def _add_tables(commands):
-    tables = commands.add_parser(
-        "tables",
-        help="find and match stars: <stem>.offsets_table.fits per frame",
-        description=(
-            "Detect stars in the reference frame and in every frame (background removed, "
-            "FWHM estimated unless given; colour raw frames through 2 x 2 super-pixels), match "
-            "each frame's stars to the reference's directly (triangles and RANSAC, then "
-            "nearest neighbours), and write <stem>.offsets_table.fits per frame with xcentroid, "
-            "ycentroid, xoffset, yoffset, ref_id, x_ref, y_ref, flux and snr."
-        ),
-    )
-    tables.add_argument(
+def _command(commands, name, run, summary, description):
+    """Add a command's parser; its ``run`` gets the parsed arguments and the reporter."""
+    parser = commands.add_parser(name, help=summary, description=description)
+    parser.set_defaults(run=run)
+    return parser
+
+
+def _add_frames(parser):
+    parser.add_argument(
         "frames", nargs="+", metavar="FRAME", help="frames: camera raw files or FITS images"
     )
+
+
+def _add_outdir(parser, beside, default=None):
+    where = f"./{default}" if default else f"beside each {beside}"
+    parser.add_argument(
+        "--outdir",
+        default=default,
+        metavar="DIR",
+        help=f"output directory (created if missing); default: {where}",
+    )
+
+
+def _add_jobs(parser, what):
+    parser.add_argument(
+        "--jobs",
+        type=_jobs,
+        default=-1,
+        metavar="N",
+        help=f"parallel workers{what}, joblib's meaning (default: -1, all cores)",
+    )
+
+
+def _add_overwrite(parser, what):
+    parser.add_argument("--overwrite", action="store_true", help=f"replace existing {what}")
+
+
+def _add_tables(commands):
+    tables = _command(
+        commands,
+        "tables",
+        _run_tables,
+        "find and match stars: <stem>.offsets_table.fits per frame",
+        "Detect stars in the reference frame and in every frame (background removed, "
+        "FWHM estimated unless given; colour raw frames through 2 x 2 super-pixels), match "
+        "each frame's stars to the reference's directly (triangles of bright stars, a vote, "
+        "then nearest neighbours), and write <stem>.offsets_table.fits per frame with "
+        "xcentroid, ycentroid, xoffset, yoffset, ref_id, x_ref, y_ref, flux and snr.",
+    )
+    _add_frames(tables)
     tables.add_argument(
         "--reference", required=True, metavar="FRAME", help="the reference frame (gets no table)"
     )
-    tables.add_argument(
-        "--outdir",
-        metavar="DIR",
-        help="output directory (created if missing); default: beside each frame",
-    )
+    _add_outdir(tables, "frame")
     tables.add_argument(
         "--fwhm",
         type=_positive,
@@ -123,20 +154,19 @@ def _add_tables(commands):
     tables.add_argument(
         "--complete", action="store_true", help="keep only the stars matched in every frame"
     )
-    tables.add_argument("--overwrite", action="store_true", help="replace existing tables")
-    tables.set_defaults(run=_run_tables)
+    _add_overwrite(tables, "tables")
     return tables
 
 
 def _add_maps(commands):
-    maps = commands.add_parser(
+    maps = _command(
+        commands,
         "maps",
-        help="write an offset map <stem>.offsets.fits for each star table",
-        description=(
-            "Write one offset map per star table: <stem>.offsets.fits, where <stem> is "
-            "the table's name without its .offsets_table[_clean].<ext> ending. An existing "
-            "map is kept unless --overwrite."
-        ),
+        _run_maps,
+        "write an offset map <stem>.offsets.fits for each star table",
+        "Write one offset map per star table: <stem>.offsets.fits, where <stem> is "
+        "the table's name without its .offsets_table[_clean].<ext> ending. An existing "
+        "map is kept unless --overwrite.",
     )
     maps.add_argument(
         "tables",
@@ -155,18 +185,8 @@ def _add_maps(commands):
     size.add_argument(
         "--image", metavar="FRAME", help="take the frame size from this frame (raw file or FITS)"
     )
-    maps.add_argument(
-        "--outdir",
-        metavar="DIR",
-        help="output directory (created if missing); default: beside each table",
-    )
-    maps.add_argument(
-        "--jobs",
-        type=_jobs,
-        default=-1,
-        metavar="N",
-        help="parallel workers per map, joblib's meaning (default: -1, all cores)",
-    )
+    _add_outdir(maps, "table")
+    _add_jobs(maps, " per map")
     maps.add_argument(
         "--method",
         choices=(*METHODS, "auto"),
@@ -200,7 +220,7 @@ def _add_maps(commands):
         action="store_true",
         help="cross-validate each map's field and record its CV RMS (auto always does)",
     )
-    maps.add_argument("--overwrite", action="store_true", help="replace existing maps")
+    _add_overwrite(maps, "maps")
     maps.add_argument(
         "--plot",
         action="store_true",
@@ -211,25 +231,22 @@ def _add_maps(commands):
         metavar="ADDRESS",
         help="run the tiles on the dask cluster at this scheduler address (needs the dask extra)",
     )
-    maps.set_defaults(run=_run_maps)
     return maps
 
 
 def _add_stack(commands):
-    stack = commands.add_parser(
+    stack = _command(
+        commands,
         "stack",
-        help="drizzle frames onto the reference grid with their offset maps",
-        description=(
-            "Drizzle the frames onto the reference frame's grid, each moved by its map "
-            "<stem>.offsets.fits (beside the frame, or in --maps); the frame without a map "
-            "is the reference and stacks unmoved. Raw files give a colour stack (Bayer "
-            "drizzle: RED, GREEN, BLUE and their weights), FITS files a mono one (SCI, WHT). "
-            "A PNG preview is written beside the output."
-        ),
+        _run_stack,
+        "drizzle frames onto the reference grid with their offset maps",
+        "Drizzle the frames onto the reference frame's grid, each moved by its map "
+        "<stem>.offsets.fits (beside the frame, or in --maps); the frame without a map "
+        "is the reference and stacks unmoved. Raw files give a colour stack (Bayer "
+        "drizzle: RED, GREEN, BLUE and their weights), FITS files a mono one (SCI, WHT). "
+        "A PNG preview is written beside the output.",
     )
-    stack.add_argument(
-        "frames", nargs="+", metavar="FRAME", help="frames: camera raw files or FITS images"
-    )
+    _add_frames(stack)
     stack.add_argument("--out", required=True, metavar="FILE", help="output FITS file")
     stack.add_argument(
         "--maps", metavar="DIR", help="directory of the maps (default: beside each frame)"
@@ -257,58 +274,41 @@ def _add_stack(commands):
         help="output pixels per input pixel along each axis (default: 1; 2 "
         "for a grid twice as fine)",
     )
-    stack.add_argument(
-        "--no-exposure-weighting",
-        dest="exposure_weighting",
-        action="store_false",
-        help="weigh every frame alike",
-    )
+    for flag, dest, what in (
+        ("--no-exposure-weighting", "exposure_weighting", "weigh every frame alike"),
+        ("--no-preview", "preview", "do not write the PNG preview"),
+        ("--keep-hot-pixels", "mask_hot_pixels", "do not mask the frames' hot pixels"),
+    ):
+        stack.add_argument(flag, dest=dest, action="store_false", help=what)
     stack.add_argument(
         "--context",
         action="store_true",
         help="also write the context arrays (which frames reached each pixel)",
     )
-    stack.add_argument(
-        "--no-preview", dest="preview", action="store_false", help="do not write the PNG preview"
-    )
-    stack.add_argument(
-        "--keep-hot-pixels",
-        dest="mask_hot_pixels",
-        action="store_false",
-        help="do not mask the frames' hot pixels",
-    )
-    stack.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    stack.set_defaults(run=_run_stack)
+    _add_overwrite(stack, "outputs")
     return stack
 
 
 def _add_demo(commands):
-    demo = commands.add_parser(
+    demo = _command(
+        commands,
         "demo",
-        help="run the whole pipeline on a built-in synthetic raw sequence",
-        description=(
-            "Write five synthetic raw frames (DNG: a Bayer mosaic of 900 coloured stars, sky, "
-            "noise and hot pixels) moved by a known drift, field rotation and lens distortion; "
-            "take them through star tables, offset maps (--method auto, with a plot) and a "
-            "Bayer drizzle stack (stack.fits and stack.png), as the other commands would; and "
-            "report the time of each step and the maps' error against the true motion."
-        ),
+        _run_demo,
+        "run the whole pipeline on a built-in synthetic raw sequence",
+        "Write five synthetic raw frames (DNG: a Bayer mosaic of 900 coloured stars, sky, "
+        "noise and hot pixels) moved by a known drift, field rotation and lens distortion; "
+        "take them through star tables, offset maps (--method auto, with their plots) and a "
+        "Bayer drizzle stack (stack.fits and stack.png), as the other commands would; and "
+        "report the time of each step and the maps' error against the true motion.",
     )
-    demo.add_argument(
-        "--outdir",
-        default="astro-offsets-demo",
-        metavar="DIR",
-        help="output directory (default: ./astro-offsets-demo)",
-    )
-    demo.add_argument(
-        "--jobs",
-        type=_jobs,
-        default=-1,
-        metavar="N",
-        help="parallel workers, joblib's meaning (default: -1, all cores)",
-    )
-    demo.set_defaults(run=_run_demo)
+    _add_outdir(demo, "", default="astro-offsets-demo")
+    _add_jobs(demo, "")
     return demo
+
+
+def _given(args, *names):
+    """Return the options ``names`` as parsed, for the library function of a command."""
+    return {name: getattr(args, name) for name in names}
 
 
 def _run_demo(args, report):
@@ -438,13 +438,10 @@ def _run_maps(args, report):
             results = write_maps(
                 args.tables,
                 shape,
-                outdir=args.outdir,
                 n_jobs=args.jobs,
-                overwrite=args.overwrite,
-                plot=args.plot,
-                cv=args.cv,
                 progress=True,
                 callback=on_table,
+                **_given(args, "outdir", "overwrite", "plot", "cv"),
                 **options,
             )
     except OSError as exc:
@@ -476,14 +473,9 @@ def _run_tables(args, report):
         results = make_tables(
             args.frames,
             args.reference,
-            outdir=args.outdir,
-            fwhm=args.fwhm,
-            threshold=args.threshold,
-            min_snr=args.min_snr,
-            complete=args.complete,
-            overwrite=args.overwrite,
             progress=True,
             callback=on_frame,
+            **_given(args, "outdir", "fwhm", "threshold", "min_snr", "complete", "overwrite"),
         )
     except (OSError, ValueError) as exc:
         report.error(args.reference, exc)
@@ -492,19 +484,13 @@ def _run_tables(args, report):
 
 
 def _run_stack(args, report):
-    options = {
-        "kernel": args.kernel,
-        "pixfrac": args.pixfrac,
-        "scale": args.scale,
-        "exposure_weighting": args.exposure_weighting,
-        "context": args.context,
-    }
+    options = _given(args, "kernel", "pixfrac", "scale", "exposure_weighting", "context")
     try:
         check_stack_options(**options)
     except ValueError as exc:
         report.usage(exc)
         return 2
-    preview = preview_path(args.out)
+    preview = png_path(args.out)
     outputs = (args.out, preview) if args.preview else (args.out,)
     kept = [path for path in outputs if os.path.lexists(path)]
     if kept and not args.overwrite:
@@ -522,15 +508,8 @@ def _run_stack(args, report):
         # become one line each, like every other message.
         warnings.simplefilter("always")
         try:
-            stack, results = stack_frames(
-                args.frames,
-                maps=args.maps,
-                reference=args.reference,
-                mask_hot_pixels=args.mask_hot_pixels,
-                progress=True,
-                callback=on_frame,
-                **options,
-            )
+            options.update(_given(args, "maps", "reference", "mask_hot_pixels"))
+            stack, results = stack_frames(args.frames, progress=True, callback=on_frame, **options)
         except ValueError as exc:
             report.usage(exc)
             return 2

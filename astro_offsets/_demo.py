@@ -6,7 +6,7 @@ from collections import Counter
 
 import numpy as np
 
-from ._utils.naming import plot_path
+from ._utils.naming import png_path
 from .datasets import CameraMotion, render_stars, star_field, write_dng
 from .field import OffsetModel, write_maps
 from .maps import OffsetMap
@@ -77,9 +77,7 @@ def synthesize_sequence(folder, rng):
         mosaic[hot] = hot_level
         path = os.path.join(folder, f"DEMO{k:04d}.dng")
         raw = np.clip(np.round(mosaic) + _BLACK, 0, 2**14 - 1).astype(np.uint16)
-        write_dng(
-            path, raw, black_level=_BLACK, exptime=30.0, iso=3200, model="astro_offsets demo"
-        )
+        write_dng(path, raw, black_level=_BLACK, exptime=30.0, iso=3200, model="astro_offsets demo")
         frames.append(path)
     return frames, motions
 
@@ -172,9 +170,7 @@ def run_demo(outdir, *, n_jobs=-1, echo=print):
 
     t = time.perf_counter()
     tables = [r.output for r in results if r.status == "written"]
-    maps = write_maps(
-        tables, DEMO_SHAPE, n_jobs=n_jobs, overwrite=True, plot=True, method="auto"
-    )
+    maps = write_maps(tables, DEMO_SHAPE, n_jobs=n_jobs, overwrite=True, plot=True, method="auto")
     seconds["maps"] = time.perf_counter() - t
     failed = [m.message for m in maps if m.status == "failed"]
     if failed:
@@ -182,7 +178,7 @@ def run_demo(outdir, *, n_jobs=-1, echo=print):
     accuracy = _accuracy([m.output for m in maps], tables, motions[1:])
     (rms, worst), (quadrant_rms, quadrant_worst) = accuracy["maps"], accuracy["quadrant"]
     chosen = Counter(m.field.split(" (auto)")[0] for m in maps)
-    plot = plot_path(maps[-1].output)
+    plot = png_path(maps[-1].output)
     echo(
         f"maps: {len(maps)} offset maps, the field chosen by cross-validation ("
         + ", ".join(f"{field} x{n}" for field, n in sorted(chosen.items()))

@@ -38,7 +38,7 @@ from scipy.interpolate import LinearNDInterpolator
 
 import astro_offsets
 from astro_offsets import OffsetModel, write_maps
-from astro_offsets._synthetic import CameraMotion, star_offsets
+from astro_offsets.datasets import CameraMotion, star_offsets
 
 FRAMES = {"1 Mpix": (816, 1224), "12 Mpix": (2848, 4256), "42 Mpix": (5304, 7952)}
 STARS = (50, 500, 5000, 20000)

@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from astro_offsets import OffsetMap, stack_frames
-from astro_offsets._dng import write_dng
+from astro_offsets.datasets import write_dng
 
 SHAPES = {1: (816, 1224), 12: (2848, 4256), 24: (4000, 6000), 42: (5304, 7952)}
 

@@ -6,8 +6,7 @@ __all__ = [
     "MAP_SUFFIX",
     "TABLE_ENDINGS",
     "map_path",
-    "plot_path",
-    "preview_path",
+    "png_path",
     "stem",
     "table_path",
 ]
@@ -75,25 +74,13 @@ def table_path(frame_path, outdir=None):
     return _beside(frame_path, outdir, f"{TABLE_ENDINGS[1]}.fits")
 
 
-def plot_path(map_file):
-    """Return the path of a map's plot, ``<stem>.offsets.png`` beside it.
+def png_path(fits_file):
+    """Return the path of the picture of a FITS product: a map's plot, a stack's preview.
 
     Examples
     --------
-    >>> from astro_offsets._utils.naming import plot_path
-    >>> plot_path("maps/DSC03770.offsets.fits")
-    'maps/DSC03770.offsets.png'
+    >>> from astro_offsets._utils.naming import png_path
+    >>> png_path("maps/DSC03770.offsets.fits"), png_path("out/stack.fits")
+    ('maps/DSC03770.offsets.png', 'out/stack.png')
     """
-    return os.path.splitext(os.fspath(map_file))[0] + ".png"
-
-
-def preview_path(stack_file):
-    """Return the path of a stack's PNG preview, beside it.
-
-    Examples
-    --------
-    >>> from astro_offsets._utils.naming import preview_path
-    >>> preview_path("out/stack.fits")
-    'out/stack.png'
-    """
-    return os.path.splitext(os.fspath(stack_file))[0] + ".png"
+    return os.path.splitext(os.fspath(fits_file))[0] + ".png"

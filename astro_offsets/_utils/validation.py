@@ -50,10 +50,7 @@ def real(value, name, *, low=-math.inf, high=math.inf, low_open=False, high_open
 def integer(value, name, *, low=-math.inf, high=math.inf):
     """Return ``value`` as an int if it is an integer within ``[low, high]``.
 
-    Raises
-    ------
-    ValueError
-        Naming ``name``, the bounds and what was found.
+    A `ValueError` otherwise names ``name``, the bounds and what was found.
 
     Examples
     --------

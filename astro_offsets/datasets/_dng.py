@@ -9,6 +9,7 @@ an EXIF IFD for the exposure, and the pixels as one uncompressed strip of
 import math
 import struct
 from fractions import Fraction
+from types import MappingProxyType
 
 import numpy as np
 
@@ -18,7 +19,7 @@ from .._utils.validation import integer, real
 __all__ = ["write_dng"]
 
 # TIFF/EP CFAPattern codes (0 = red, 1 = green, 2 = blue), row by row.
-_CFA_CODES = {"R": 0, "G": 1, "B": 2}
+_CFA_CODES = MappingProxyType({"R": 0, "G": 1, "B": 2})
 _BAYER_PATTERNS = ("RGGB", "BGGR", "GRBG", "GBRG")
 
 # LibRaw rejects raw images smaller than this in either direction as "not RAW".

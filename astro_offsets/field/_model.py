@@ -64,6 +64,11 @@ def check_options(method=_DEFAULT_METHOD, clip=3.0, **parameter):
     return chosen, chosen.check(chosen.default if value is None else value), clip
 
 
+def _star_column(index, doc):
+    """Return a read-only property giving the model's star column ``index``."""
+    return property(lambda self: self._stars[index], doc=doc)
+
+
 def _star_arrays(values, source):
     """Validate the four star arrays; drop rows with non-finite values."""
     arrays = []
@@ -411,25 +416,10 @@ class OffsetModel:
             **options,
         )
 
-    @property
-    def x(self):
-        """Star x centroids in this frame (read-only float64)."""
-        return self._stars[0]
-
-    @property
-    def y(self):
-        """Star y centroids in this frame (read-only float64)."""
-        return self._stars[1]
-
-    @property
-    def x_offset(self):
-        """Star x offsets, this frame minus reference (read-only float64)."""
-        return self._stars[2]
-
-    @property
-    def y_offset(self):
-        """Star y offsets, this frame minus reference (read-only float64)."""
-        return self._stars[3]
+    x = _star_column(0, "Star x centroids in this frame (read-only float64).")
+    y = _star_column(1, "Star y centroids in this frame (read-only float64).")
+    x_offset = _star_column(2, "Star x offsets, this frame minus reference (read-only float64).")
+    y_offset = _star_column(3, "Star y offsets, this frame minus reference (read-only float64).")
 
     @property
     def method(self):

@@ -100,8 +100,9 @@ def evaluate_grid(field, shape, *, n_jobs=None, block_size="auto", out=None):
 
     Each tile is computed into arrays of its own, by any joblib backend
     (threads, processes, a dask cluster alike), and copied into the output
-    as it arrives: the copy costs about 3 % of a quadrant map's time, and
-    no task needs to know where the output lives.
+    as it arrives: no task needs to know where the output lives, and the
+    copy costs a few per cent (a 12-Mpix quadrant map of 2000 stars on two
+    cores: 0.199 s, against 0.196 s with the tiles written in place).
 
     Parameters
     ----------

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from .._utils.batch import Batch, Result, describe
-from .._utils.naming import map_path, plot_path
+from .._utils.naming import map_path, png_path
 from ..maps import OffsetMap, write_plot
 from ._model import OffsetModel, check_options
 from ._tiling import output_maps
@@ -43,9 +43,9 @@ def _read_model(table, options):
 def _write_plot(omap, output, stars):
     """Write the plot of a map; return the warnings, one line each (a failed plot)."""
     try:
-        write_plot(omap, plot_path(output), stars)
+        write_plot(omap, png_path(output), stars)
     except Exception as exc:
-        return (describe(plot_path(output), exc),)
+        return (describe(png_path(output), exc),)
     return ()
 
 
@@ -186,7 +186,7 @@ def write_maps(
             if os.path.lexists(output) and not overwrite:
                 claimed[key] = table
                 # A plot asked for now, of a map made without one, is made.
-                missing = plot and not os.path.lexists(plot_path(output))
+                missing = plot and not os.path.lexists(png_path(output))
                 batch.kept(
                     index,
                     output,

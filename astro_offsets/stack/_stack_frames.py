@@ -79,14 +79,10 @@ def stack_frames(
     *,
     maps=None,
     reference=None,
-    kernel="square",
-    pixfrac=1.0,
-    scale=1.0,
-    exposure_weighting=True,
-    context=True,
     mask_hot_pixels=True,
     progress=False,
     callback=None,
+    **options,
 ):
     """Drizzle frame files onto the reference frame's grid with their map files.
 
@@ -105,8 +101,6 @@ def stack_frames(
     reference : str, path-like or `None`, optional
         The reference frame, which may have no map; by default the one frame
         without a map.
-    kernel, pixfrac, scale, exposure_weighting, context
-        Drizzle options; see `Stacker`.
     mask_hot_pixels : bool, optional
         Give no weight to each frame's hot pixels (isolated spikes far above
         their neighbours): fixed to the sensor, they would otherwise draw
@@ -116,6 +110,10 @@ def stack_frames(
         Show a progress bar on stderr (when it is a terminal).
     callback : callable or `None`, optional
         Called with each `StackResult` as soon as it is known.
+    **options
+        The drizzle: ``kernel``, ``pixfrac``, ``scale``,
+        ``exposure_weighting``, ``context``, as for `Stacker` (checked
+        before any frame is read).
 
     Returns
     -------
@@ -151,14 +149,6 @@ def stack_frames(
     >>> stack.channels
     ('SCI',)
     """
-    options = {
-        "kernel": kernel,
-        "pixfrac": pixfrac,
-        "scale": scale,
-        "exposure_weighting": exposure_weighting,
-        "context": context,
-    }
-    # Options are checked before any frame is read.
     check_stack_options(**options)
     batch = Batch(
         frames, StackResult, what="frame", name="stack", progress=progress, callback=callback

@@ -1,7 +1,9 @@
 """Drizzle frames onto the reference grid with their offset maps: mono and Bayer."""
 
+from types import MappingProxyType
+
 import numpy as np
-from drizzle.resample import SUPPORTED_DRIZZLE_KERNELS, Drizzle
+from drizzle import resample
 
 from .._utils.validation import positive_pair, real
 from ..frames import CFA_CHANNEL
@@ -9,40 +11,55 @@ from ._product import Stack
 
 __all__ = ["KERNELS", "Stacker", "check_stack_options"]
 
-KERNELS = tuple(SUPPORTED_DRIZZLE_KERNELS)
+KERNELS = tuple(resample.SUPPORTED_DRIZZLE_KERNELS)
 
+_DEFAULTS = MappingProxyType(
+    {"kernel": "square", "pixfrac": 1.0, "scale": 1.0, "exposure_weighting": True, "context": True}
+)
 _MONO = ("SCI",)
 _RGB = ("RED", "GREEN", "BLUE")
 
 
-def check_stack_options(
-    *, kernel="square", pixfrac=1.0, scale=1.0, exposure_weighting=True, context=True
-):
+def check_stack_options(**options):
     """Check the drizzle options of `Stacker` before any frame is read.
+
+    Parameters
+    ----------
+    **options
+        ``kernel``, ``pixfrac``, ``scale``, ``exposure_weighting``,
+        ``context``; those not given take `Stacker`'s defaults.
 
     Returns
     -------
     dict
-        The options, as the stacker uses them.
+        Every option, as the stacker uses it.
 
     Raises
     ------
     ValueError
-        If an option is out of range.
+        If an option is unknown or out of range.
     """
+    unknown = sorted(set(options) - set(_DEFAULTS))
+    if unknown:
+        known = ", ".join(_DEFAULTS)
+        raise ValueError(
+            f"unknown drizzle option(s) {', '.join(unknown)} (the options are {known})"
+        )
+    options = {**_DEFAULTS, **options}
+    kernel = options["kernel"]
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {', '.join(KERNELS)}; got {kernel!r}")
-    checked = real(pixfrac, "pixfrac", low=0, high=1, low_open=True)
-    if kernel.startswith("lanczos") and checked != 1.0:
+    pixfrac = real(options["pixfrac"], "pixfrac", low=0, high=1, low_open=True)
+    if kernel.startswith("lanczos") and pixfrac != 1.0:
         raise ValueError(
             f"the {kernel} kernel takes no pixfrac (drizzle uses 1); got pixfrac={pixfrac!r}"
         )
     return {
         "kernel": kernel,
-        "pixfrac": checked,
-        "scale": real(scale, "scale", low=0, high=8, low_open=True),
-        "exposure_weighting": bool(exposure_weighting),
-        "context": bool(context),
+        "pixfrac": pixfrac,
+        "scale": real(options["scale"], "scale", low=0, high=8, low_open=True),
+        "exposure_weighting": bool(options["exposure_weighting"]),
+        "context": bool(options["context"]),
     }
 
 
@@ -145,7 +162,7 @@ class Stacker:
         ny, nx = self.shape
         self.out_shape = (max(1, round(ny * self.scale)), max(1, round(nx * self.scale)))
         self._drizzles = {
-            name: Drizzle(kernel=kernel, out_shape=self.out_shape, disable_ctx=not context)
+            name: resample.Drizzle(kernel=kernel, out_shape=self.out_shape, disable_ctx=not context)
             for name in self.channels
         }
         self._context = bool(context)

@@ -155,6 +155,29 @@ def test_read_seed_layout(tmp_path, dtype):
     assert omap.meta["source"] == "../data/light/DSC03770.offsets_table.fits"
 
 
+@pytest.mark.parametrize(
+    ("cards", "expected"),
+    [
+        ({"METHOD": "quadrant", "POWER": 2.0, "NREJECT": 3}, ("power", 2.0, 3)),
+        ({"METHOD": "polynomial", "DEGREE": 4, "NREJECT": 0}, ("degree", 4, 0)),
+        ({"METHOD": "thin-plate", "SMOOTH": 0.01, "NREJECT": 1}, ("smoothing", 0.01, 1)),
+    ],
+)
+def test_read_maps_of_earlier_versions(tmp_path, cards, expected):
+    # Maps written before the parameter became PARNAME/PARVALUE and the
+    # dropped rows NDROPPED.
+    primary = fits.PrimaryHDU()
+    primary.header["CREATOR"] = "astro_offsets 0.1.0.dev1"
+    primary.header.update(cards)
+    images = [fits.ImageHDU(np.zeros((3, 4), np.float32), name=n) for n in ("XOFFSET", "YOFFSET")]
+    fits.HDUList([primary, *images]).writeto(tmp_path / "old.offsets.fits")
+    meta = OffsetMap.read(tmp_path / "old.offsets.fits").meta
+    assert (meta["parameter"], meta["parameter_value"], meta["n_dropped"]) == expected
+    assert OffsetMap(np.zeros((3, 4)), np.zeros((3, 4)), meta=meta).field_summary == (
+        f"{cards['METHOD']} {expected[0]}={expected[1]:g}"
+    )
+
+
 def test_read_bad_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such file"):
         OffsetMap.read(tmp_path / "missing.fits")

@@ -1,0 +1,140 @@
+"""The package's shape: one subpackage per stage, imports one way, no module-level state."""
+
+import ast
+import importlib
+import pathlib
+import pkgutil
+
+import numpy as np
+import pytest
+
+import astro_offsets
+
+ROOT = pathlib.Path(astro_offsets.__file__).parent
+
+# Which stages each stage may import (all may import _utils). The top-level
+# modules (the flat API, the command line, the demo) may import anything.
+ALLOWED = {
+    "_utils": set(),
+    "frames": {"_utils"},
+    "stars": {"_utils", "frames"},
+    "maps": {"_utils"},
+    "field": {"_utils", "stars", "maps"},
+    "stack": {"_utils", "frames", "maps"},
+    "datasets": {"_utils"},
+}
+TOP_LEVEL = {"__init__", "_cli", "_demo", "_version"}
+
+
+def modules():
+    """Every module of the package: (dotted name, path), sources only."""
+    for path in sorted(ROOT.rglob("*.py")):
+        parts = path.relative_to(ROOT.parent).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        yield ".".join(parts), path
+
+
+def imported(name, path):
+    """The modules of the package that module ``name`` imports, as dotted names."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                target = ".".join([*base, node.module] if node.module else base)
+            else:
+                target = node.module or ""
+            found.add(target)
+            found.update(f"{target}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    known = {module for module, _ in modules()}
+    return {target for target in found if target in known and target != name}
+
+
+def stage(name):
+    parts = name.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def test_the_stages_are_the_layout():
+    packages = {p.name for p in ROOT.iterdir() if (p / "__init__.py").exists()}
+    assert packages == set(ALLOWED)
+    top = {p.stem for p in ROOT.glob("*.py")}
+    assert top == TOP_LEVEL
+
+
+def violations(name, path):
+    """The imports of module ``name`` against the flow of the pipeline."""
+    here = stage(name)
+    if here in TOP_LEVEL:
+        return []
+    return [
+        f"{name} imports {target}"
+        for target in imported(name, path)
+        if stage(target) not in {here, "_version", *ALLOWED[here]}
+    ]
+
+
+def cycles(graph):
+    """The import cycles of a graph ``{module: imported modules}``."""
+    state, found = {}, []
+
+    def visit(node, trail):
+        state[node] = "open"
+        for target in graph.get(node, ()):
+            if state.get(target) == "open":
+                found.append([*trail, node, target])
+            elif target not in state:
+                visit(target, [*trail, node])
+        state[node] = "done"
+
+    for node in graph:
+        if node not in state:
+            visit(node, [])
+    return found
+
+
+def test_imports_run_one_way():
+    wrong = [line for name, path in modules() for line in violations(name, path)]
+    assert not wrong, wrong
+
+
+def test_no_import_cycles():
+    # A module importing its own package's __init__ makes a cycle too.
+    assert not cycles({name: imported(name, path) for name, path in modules()})
+
+
+def test_the_checks_can_fail(tmp_path):
+    source = tmp_path / "_x.py"
+    source.write_text("import numpy\nfrom ..stack import Stacker\nfrom ..maps import OffsetMap\n")
+    assert violations("astro_offsets.field._x", source) == [
+        "astro_offsets.field._x imports astro_offsets.stack"
+    ]
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
+    assert not cycles({"a": {"b"}, "b": {"c"}, "d": {"a", "c"}})
+
+
+MUTABLE = (dict, list, set, bytearray)
+
+
+@pytest.mark.parametrize(
+    "name",
+    sorted(
+        name
+        for _, name, _ in pkgutil.walk_packages(astro_offsets.__path__, "astro_offsets.")
+        if not name.endswith("setup_package")
+    ),
+)
+def test_no_module_level_mutable_state(name):
+    module = importlib.import_module(name)
+    state = []
+    for attribute, value in vars(module).items():
+        if attribute.startswith("__"):
+            continue
+        if isinstance(value, MUTABLE) or (isinstance(value, np.ndarray) and value.flags.writeable):
+            state.append(attribute)
+    assert not state, f"{name}: {state}"
