@@ -6,6 +6,7 @@ tile, so the layout only decides speed and memory, never the result.
 
 import numpy as np
 from joblib import Parallel, delayed
+from joblib.parallel import SequentialBackend, get_active_backend
 
 from .._utils.validation import positive_pair
 
@@ -129,9 +130,16 @@ def evaluate_grid(field, shape, *, n_jobs=None, block_size="auto", out=None):
     x_map, y_map = output_maps(shape, out)
     # Threads by default: the kernels release the GIL, so threads share the
     # star arrays without copies. A backend set by the caller (loky, dask,
-    # multiprocessing) takes precedence over this preference. Results come
-    # in order, which every backend can give.
-    parallel = Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator")
+    # multiprocessing) takes precedence over this preference. Tiles are
+    # copied in as they come, in order; a backend that cannot hand them over
+    # one by one (multiprocessing) gives them all at the end.
+    backend, _ = get_active_backend(prefer="threads")
+    one_by_one = isinstance(backend, SequentialBackend) or getattr(
+        backend, "supports_return_generator", False
+    )
+    parallel = Parallel(
+        n_jobs=n_jobs, prefer="threads", return_as="generator" if one_by_one else "list"
+    )
     tasks = (delayed(_evaluate_tile)(field, tile) for tile in iter_tiles(shape, tile_shape))
     for (y0, y1, x0, x1), out_u, out_v in parallel(tasks):
         x_map[y0:y1, x0:x1] = out_u

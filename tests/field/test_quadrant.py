@@ -171,7 +171,7 @@ def test_result_independent_of_n_jobs_and_block_size(random_model, n_jobs, block
     assert np.array_equal(serial.y_offset, other.y_offset)
 
 
-@pytest.mark.parametrize("backend", ["loky", "threading", "sequential"])
+@pytest.mark.parametrize("backend", ["loky", "multiprocessing", "threading", "sequential"])
 def test_result_independent_of_joblib_backend(random_model, backend):
     shape = (120, 90)
     expected = random_model.to_map(shape)
