@@ -320,12 +320,17 @@ def _run_demo(args, report):
     return 0
 
 
+# Inputs left out that are not ours: FITS images given to maps.
+_FRAME = "FITS image"
+
+
 class _Reporter:
     """Messages on stderr, one line each, that do not break the progress bar."""
 
     def __init__(self):
         self.failed = []
         self.ignored = {}
+        self.created = []  # directories made for this run, deepest first
 
     def error(self, path, problem):
         self.failed.append(str(path))
@@ -335,15 +340,34 @@ class _Reporter:
         tqdm.write(f"{PROG}: {text}", file=sys.stderr)
 
     def make_directory(self, directory):
-        """Create a directory if missing; report it and return `False` if that is impossible."""
+        """Create a directory if missing; report it and return `False` if that is impossible.
+
+        Directories made here and left empty by the run are removed at its end
+        (`tidy`): a run that wrote nothing leaves nothing behind.
+        """
         if not directory:
             return True
+        missing = []
+        parent = os.path.abspath(directory)
+        while not os.path.exists(parent):
+            missing.append(parent)
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent):
+            self.error(directory, OSError(f"{parent} is a file, not a directory"))
+            return False
         try:
             os.makedirs(directory, exist_ok=True)
         except OSError as exc:
             self.error(directory, exc)
             return False
+        self.created.extend(missing)
         return True
+
+    def tidy(self):
+        """Remove the directories made for this run that it left empty."""
+        for directory in self.created:
+            with contextlib.suppress(OSError):
+                os.rmdir(directory)
 
     def result(self, result):
         """Report a file's result: an error, a skip, or a file left out; `True` otherwise."""
@@ -351,7 +375,7 @@ class _Reporter:
             self.failed.append(result.path)
             tqdm.write(f"{PROG}: error: {result.message}", file=sys.stderr)
         elif result.status == "ignored":
-            kind = product_kind(result.path)
+            kind = product_kind(result.path) or _FRAME
             self.ignored[kind] = self.ignored.get(kind, 0) + 1
         elif result.status == "skipped":
             self.note(
@@ -366,6 +390,7 @@ class _Reporter:
 
         Files of ours left out of the run get one line before it.
         """
+        frames = self.ignored.pop(_FRAME, 0)
         if self.ignored:
             n = sum(self.ignored.values())
             order = [*PRODUCTS, "file"]  # in the order of the pipeline
@@ -374,6 +399,8 @@ class _Reporter:
                 for kind in sorted(self.ignored, key=order.index)
             )
             self.note(f"skipped {n} file{'s' if n > 1 else ''} written by {PROG} ({kinds})")
+        if frames:
+            self.note(f"skipped {frames} FITS image{'s' if frames > 1 else ''}: not star tables")
         line = f"{command}: " + ", ".join(
             f"{sum(r.status == status for r in results)} {status}" for status in counted
         )
@@ -397,7 +424,7 @@ def _scheduler(address):
         from distributed import Client
     except ImportError:
         raise _MissingDependencyError(
-            "--scheduler needs dask.distributed: pip install 'astro_offsets[dask]'"
+            "--scheduler needs dask.distributed: pip install 'dask[distributed]'"
         ) from None
     # The connection timeout is dask's: distributed.comm.timeouts.connect.
     with Client(address) as client, joblib.parallel_config(backend="dask"):
@@ -453,7 +480,8 @@ def _run_maps(args, report):
 def _stars(result):
     """Return the stars of a frame in `make_tables`, in words."""
     if result.status == "reference":
-        return f"{result.path} (reference): {result.detected} stars detected"
+        found = f": {result.detected} stars detected" if result.detected else ""
+        return f"{result.path} (reference){found}"
     return (
         f"{result.path}: {result.detected} stars detected, {result.matched} matched "
         f"to the reference ({result.kept} kept in the table), {result.outside} outside "
@@ -495,7 +523,10 @@ def _run_stack(args, report):
     kept = [path for path in outputs if os.path.lexists(path)]
     if kept and not args.overwrite:
         # As tables and maps keep theirs: a rerun does no harm and no work.
-        print(f"stack: kept {' and '.join(kept)} (use --overwrite to replace it); nothing stacked")
+        them = "them" if len(kept) > 1 else "it"
+        print(
+            f"stack: kept {' and '.join(kept)} (use --overwrite to replace {them}); nothing stacked"
+        )
         return 0
     if not report.make_directory(os.path.dirname(args.out)):
         return 2
@@ -511,8 +542,10 @@ def _run_stack(args, report):
             options.update(_given(args, "maps", "reference", "mask_hot_pixels"))
             stack, results = stack_frames(args.frames, progress=True, callback=on_frame, **options)
         except ValueError as exc:
+            # No frame stacked because every one failed: a failure of the
+            # inputs, reported one by one. Otherwise the run was impossible.
             report.usage(exc)
-            return 2
+            return 1 if report.failed else 2
     for text in dict.fromkeys(str(w.message) for w in caught):
         report.note(f"warning: {text}")
     try:
@@ -522,9 +555,9 @@ def _run_stack(args, report):
     except OSError as exc:
         report.error(args.out, exc)
         return 1
-    contents = (
-        ", ".join(stack.channels) + " and their weights" + (" and contexts" if args.context else "")
-    )
+    plural = "s" if len(stack.channels) > 1 else ""
+    contents = f"{', '.join(stack.channels)} and {'their' if plural else 'its'} weight{plural}"
+    contents += f" and context{plural}" if args.context else ""
     wrote = f"; wrote {' and '.join(outputs)} ({contents})"
     return report.summary("stack", results, counted=("stacked", "failed"), extra=wrote)
 
@@ -556,3 +589,5 @@ def main(argv=None):
     except KeyboardInterrupt:
         report.note("interrupted")
         return 130
+    finally:
+        report.tidy()

@@ -94,7 +94,7 @@ def test_missing_optional_dependency_is_one_line(capsys, sequence, monkeypatch):
     assert status == 2
     assert err == (
         "astro-offsets: error: --scheduler needs dask.distributed: "
-        "pip install 'astro_offsets[dask]'\n"
+        "pip install 'dask[distributed]'\n"
     )
     assert out == ""
 

@@ -44,7 +44,7 @@ def atomic_path(path, *, overwrite=False):
     try:
         yield tmp
         if overwrite:
-            os.replace(tmp, path)
+            _replace(tmp, path)
         else:
             # A hard link fails if the destination appeared meanwhile, where a
             # rename would silently replace it.
@@ -60,7 +60,15 @@ def atomic_path(path, *, overwrite=False):
                     raise FileExistsError(
                         f"{path}: already exists (use overwrite to replace it)"
                     ) from None
-                os.replace(tmp, path)
+                _replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
+
+
+def _replace(tmp, path):
+    """Move the written file into place; an error names the destination, not the temporary."""
+    try:
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise type(exc)(f"{path}: cannot be replaced ({exc.strerror})") from None

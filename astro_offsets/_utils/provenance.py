@@ -19,14 +19,17 @@ from .naming import MAP_SUFFIX, TABLE_ENDINGS
 __all__ = [
     "PRODUCTS",
     "not_an_input",
+    "png_metadata",
     "product_kind",
     "provenance_cards",
     "provenance_header",
     "write_product",
 ]
 
-# The value of the PRODUCT card of each kind of file we write.
-PRODUCTS = ("star table", "offset map", "stack")
+# The kinds of file we write: the PRODUCT card of the FITS files, the
+# description of the PNG pictures.
+PRODUCTS = ("star table", "offset map", "stack", "map plot", "stack preview")
+_PNG = b"\x89PNG\r\n\x1a\n"
 _CREATOR = "astro_offsets"
 _FITS = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz")
 
@@ -85,6 +88,39 @@ def write_product(path, hdus, *, overwrite=False):
         fits.HDUList(hdus).writeto(tmp)
 
 
+def png_metadata(product):
+    """Return the text a PNG picture of ours carries: software and kind (see `product_kind`).
+
+    Examples
+    --------
+    >>> from astro_offsets._utils.provenance import png_metadata
+    >>> sorted(png_metadata("map plot"))
+    ['Description', 'Software']
+    """
+    if product not in PRODUCTS:
+        raise ValueError(f"unknown product {product!r}; expected one of {PRODUCTS}")
+    return {"Software": f"{_CREATOR} {__version__}", "Description": product}
+
+
+def _png_text(path):
+    """Return the text chunks of a PNG file's header (before its pixels), or `None`."""
+    text = {}
+    with open(path, "rb") as file:
+        if file.read(8) != _PNG:
+            return None
+        while True:
+            head = file.read(8)
+            if len(head) < 8:
+                return text
+            length, kind = int.from_bytes(head[:4], "big"), head[4:]
+            if kind == b"IDAT" or length > 1 << 20:
+                return text
+            data = file.read(length + 4)[:length]
+            if kind == b"tEXt" and b"\0" in data:
+                key, value = data.split(b"\0", 1)
+                text[key.decode("latin-1")] = value.decode("latin-1")
+
+
 def _kind_from_header(header):
     creator = str(header.get("CREATOR", ""))
     if not creator.startswith(_CREATOR):
@@ -95,6 +131,8 @@ def _kind_from_header(header):
 
 def _kind_from_name(name):
     name = name.lower()
+    if name.endswith(".offsets.png"):
+        return "map plot"
     for suffix in _FITS:
         if name.endswith(suffix):
             root = name.removesuffix(suffix)
@@ -108,19 +146,20 @@ def _kind_from_name(name):
 def product_kind(path):
     """Return what astro_offsets product ``path`` is, or `None` for any other file.
 
-    A FITS file is ours when its primary header (or, for star tables of
-    earlier versions, its first extension's) has a ``CREATOR`` card naming
-    astro_offsets; its ``PRODUCT`` card says what it is. The names we give
-    our products (``<stem>.offsets.fits``, ``<stem>.offsets_table.fits``,
-    ``<stem>.offsets_table_clean.fits``) mark them too, also those written
-    by the original notebooks. Files that do not exist, are not FITS, or
-    cannot be read are not products: the reader of frames reports them.
+    A FITS file is ours when its primary header (or, for star tables, its
+    first extension's) has a ``CREATOR`` card naming astro_offsets; its
+    ``PRODUCT`` card says what it is. A PNG picture is ours when its
+    ``Software`` text names astro_offsets; its ``Description`` says what it
+    is. The names we give our products (``<stem>.offsets.fits``,
+    ``<stem>.offsets_table.fits``, ``<stem>.offsets_table_clean.fits``,
+    ``<stem>.offsets.png``) mark them too, also those written by the
+    original notebooks. Files that do not exist, or that cannot be read, are
+    not products: the reader of frames reports them.
 
     Returns
     -------
     str or `None`
-        ``"offset map"``, ``"star table"``, ``"stack"``, ``"file"`` (ours, of
-        an unknown kind), or `None`.
+        One of `PRODUCTS`, ``"file"`` (ours, of an unknown kind), or `None`.
 
     Examples
     --------
@@ -130,8 +169,18 @@ def product_kind(path):
     """
     path = os.fspath(path)
     by_name = _kind_from_name(os.path.basename(path))
-    if by_name is not None or not path.lower().endswith(_FITS) or not os.path.isfile(path):
+    if by_name is not None or not os.path.isfile(path):
         return by_name
+    if path.lower().endswith(".png"):
+        try:
+            text = _png_text(path) or {}
+        except OSError:
+            return None
+        if not text.get("Software", "").startswith(_CREATOR):
+            return None
+        return text["Description"] if text.get("Description") in PRODUCTS else "file"
+    if not path.lower().endswith(_FITS):
+        return None
     try:
         with fits.open(path, lazy_load_hdus=True) as hdul:
             kind = _kind_from_header(hdul[0].header)
@@ -142,8 +191,22 @@ def product_kind(path):
         return None
 
 
+def _fits_image(path):
+    """Whether ``path`` is a FITS file with an image in its primary HDU (a frame)."""
+    if not path.lower().endswith(_FITS):
+        return False
+    try:
+        return fits.getheader(path).get("NAXIS", 0) >= 2
+    except Exception:  # not readable: the reader of tables reports it
+        return False
+
+
 def not_an_input(path, what, keep=()):
     """Return why ``path`` is left out of a run, or `None` if it is an input.
+
+    Files that astro_offsets wrote are left out (those of the kinds in
+    ``keep`` excepted), and, where star tables are wanted, FITS images: a
+    user's ``light_*.fits`` holds the frames beside the tables.
 
     Parameters
     ----------
@@ -162,7 +225,11 @@ def not_an_input(path, what, keep=()):
     'light/DSC0002.offsets.fits: an offset map written by astro_offsets, not a frame'
     """
     kind = product_kind(path)
-    if kind is None or kind in keep:
+    if kind is None:
+        if what == "star table" and _fits_image(path):
+            return f"{path}: a FITS image (a frame?), not a star table"
+        return None
+    if kind in keep:
         return None
     article = "an" if kind[0] in "aeiou" else "a"
     return f"{path}: {article} {kind} written by astro_offsets, not a {what}"

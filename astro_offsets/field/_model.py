@@ -364,7 +364,12 @@ class OffsetModel:
         columns = star_columns(
             table, centroid_columns=centroid_columns, offset_columns=offset_columns, source=source
         )
-        return cls(*columns, source=source, **options)
+        model = cls(*columns, source=source, **options)
+        # The frame the offsets are against, as make_tables records it: the
+        # map records it too, so that stacking can check it.
+        if table.meta.get("REFFRAME"):
+            model.meta["reference"] = str(table.meta["REFFRAME"])
+        return model
 
     @classmethod
     def read(cls, path, *, format=None, centroid_columns=None, offset_columns=None, **options):

@@ -114,7 +114,9 @@ def write_maps(
         table is reported as skipped.
     plot : bool, optional
         Also write `OffsetMap.plot` as ``<stem>.offsets.png`` beside each map
-        (needs matplotlib). The default is `False`.
+        (see `OffsetMap.plot`); a plot that cannot be written is a warning,
+        the map is written all the same. A map kept from an earlier run gets
+        the plot it lacks. The default is `False`.
     progress : bool, optional
         Show a progress bar on stderr (when it is a terminal).
     callback : callable or `None`, optional

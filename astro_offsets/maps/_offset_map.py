@@ -17,6 +17,7 @@ __all__ = ["OffsetMap", "field_summary"]
 # the software, date and product cards come first (see provenance_header).
 _PROVENANCE = (
     ("source", "SRCTABLE", "star table of the map"),
+    ("reference", "REFFRAME", "reference frame of the offsets"),
     ("n_stars", "NSTARS", "stars used"),
     ("n_dropped", "NDROPPED", "table rows dropped (NaN/inf)"),
     ("method", "METHOD", "offset field method"),

@@ -6,6 +6,7 @@ import numpy as np
 
 from .._utils.atomic import atomic_path
 from .._utils.naming import stem
+from .._utils.provenance import png_metadata
 from ._diagnostics import jump_map, largest_jump, star_rms
 
 __all__ = ["plot_map", "write_plot"]
@@ -20,7 +21,7 @@ def write_plot(omap, path, stars=None):
     figure = plot_map(omap, stars)
     FigureCanvasAgg(figure)
     with atomic_path(path, overwrite=True) as tmp:
-        figure.savefig(tmp, format="png", dpi=80)
+        figure.savefig(tmp, format="png", dpi=80, metadata=png_metadata("map plot"))
 
 
 def plot_map(omap, stars=None, *, figure=None, max_size=800):

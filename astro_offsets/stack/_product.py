@@ -8,16 +8,23 @@ import numpy as np
 from astropy.io import fits
 from astropy.nddata import block_reduce
 from astropy.stats import sigma_clipped_stats
-from scipy.ndimage import uniform_filter
+from scipy.ndimage import maximum_filter, uniform_filter
 
 from .._utils.atomic import atomic_path
-from .._utils.provenance import provenance_header, write_product
+from .._utils.provenance import png_metadata, provenance_header, write_product
 
 __all__ = ["Stack"]
 
 # The sky of a colour preview, in noise sigmas of its noisiest channel above
-# black: a dark grey in which under 1 % of the sky pixels are clipped.
+# black (under 1 % of the sky pixels are clipped), and where it is shown: a
+# dark grey, about 30 of 255.
 _SKY_LEVEL = 2.5
+_SKY_DISPLAY = 0.12
+_Q = 8.0  # Lupton's softening: bright stars keep their colour
+# The colours are balanced on the stars: local peaks of green this many
+# sky sigmas high, and at least this many of them.
+_STAR_PEAK = 20.0
+_STARS = 3
 
 
 class Stack(NamedTuple):
@@ -97,9 +104,12 @@ class Stack(NamedTuple):
         that one colour's drops missed (Bayer stacks leave such holes at the
         edges, where a colour's pixels alternate) takes that colour from its
         neighbours; pixels no frame reached are black. Colour previews show
-        the sky as a dark neutral grey: each channel's sky level is taken out
-        and one common level, 2.5 times the noisiest channel's noise, put
-        back, so that the sky's noise is not clipped into a colour cast.
+        the sky as a dark neutral grey, about 30 of 255: each channel's sky
+        level is taken out and one common level, 2.5 times the noisiest
+        channel's noise, put back, so that the sky's noise is not clipped
+        into a colour cast. The channels are balanced on the stars, as a
+        camera's raw colours are not: each is scaled so that the median star
+        (at the peaks of green) is white.
 
         Parameters
         ----------
@@ -129,22 +139,25 @@ class Stack(NamedTuple):
             out = np.zeros(covered.shape, np.uint8)
             out[covered] = np.round(scaled * 255)
             return out
-        # Each channel's sky out, then one level for all, so that the sky is
-        # grey and its noise above black; one stretch for all channels so
-        # colours stay true.
+        # Each channel's sky out; the channels balanced on the stars (their
+        # bright end matched to green's); one level for all put back, so that
+        # the sky is grey and its noise above black; one stretch for all
+        # channels, so that colours stay true, which puts the sky at the same
+        # display level whatever the stars.
         skies = [sigma_clipped_stats(image[covered], sigma=3.0)[1:] for image in images]
-        level = _SKY_LEVEL * max(noise for _, noise in skies)
+        above = [image - sky for image, (sky, _) in zip(images, skies, strict=True)]
+        gains = _star_balance(above, skies[1][1], covered)
+        level = _SKY_LEVEL * max(g * noise for g, (_, noise) in zip(gains, skies, strict=True))
         images = [
-            np.where(covered, image - sky + level, 0.0)
-            for image, (sky, _) in zip(images, skies, strict=True)
+            np.where(covered, g * image + level, 0.0) for g, image in zip(gains, above, strict=True)
         ]
-        bright = max(float(np.percentile(image[covered], 99.9)) for image in images)
+        stretch = _Q * max(level, 1e-30) / math.sinh(_Q * _SKY_DISPLAY)
         # Lupton's stretch divides by the mean intensity, 0 where nothing fell.
         with np.errstate(invalid="ignore", divide="ignore"):
-            return make_lupton_rgb(*images, minimum=0.0, stretch=max(bright, 1e-30), Q=8)
+            return make_lupton_rgb(*images, minimum=0.0, stretch=stretch, Q=_Q)
 
     def write_preview(self, path, *, overwrite=False):
-        """Write `preview` as a PNG file, atomically (needs matplotlib).
+        """Write `preview` as a PNG file, atomically.
 
         Parameters
         ----------
@@ -158,8 +171,31 @@ class Stack(NamedTuple):
         image = self.preview()
         with atomic_path(path, overwrite=overwrite) as tmp:
             matplotlib.image.imsave(
-                tmp, image, cmap="gray" if image.ndim == 2 else None, format="png"
+                tmp,
+                image,
+                cmap="gray" if image.ndim == 2 else None,
+                format="png",
+                metadata=png_metadata("stack preview"),
             )
+
+
+def _star_balance(above, noise, covered):
+    """Return each channel's gain that makes the median star white, green's being 1.
+
+    ``above`` are the channels above their sky, ``noise`` green's sky noise.
+    The stars are green's local peaks well above the sky; with fewer than
+    three, the channels are left as they are.
+    """
+    green = np.where(covered, above[1], 0.0)
+    peaks = (green == maximum_filter(green, size=5)) & (green > _STAR_PEAK * noise)
+    if np.count_nonzero(peaks) < _STARS:
+        return [1.0] * len(above)
+    gains = []
+    for channel in above:
+        values = channel[peaks]
+        ratio = green[peaks][values > 0] / values[values > 0]
+        gains.append(float(np.median(ratio)) if ratio.size >= _STARS else 1.0)
+    return gains
 
 
 def _binned(image, factor):

@@ -3,6 +3,8 @@
 import os
 from dataclasses import dataclass
 
+from astropy.io import fits
+
 from .._utils.batch import Batch, Result
 from .._utils.naming import map_path
 from ..frames import hot_pixels, read_frame
@@ -33,29 +35,55 @@ _MAKE_MAPS = (
 )
 
 
+def _made_against(path):
+    """Return the reference frame a map records (``REFFRAME``), or `None`."""
+    try:
+        return fits.getheader(path).get("REFFRAME") or None
+    except Exception:  # an unreadable map is reported when it is read
+        return None
+
+
 def _plan(frames, maps, reference):
     """Return ``{frame: (map path or None, problem or None)}``.
 
-    The reference frame is ``reference``, or else the one frame without a
-    map; several frames without a map and no ``reference`` is an error, as
-    stacking a frame unmoved that is not the reference doubles every star.
-    So is a plan in which no frame has a map: it would stack the reference
-    alone.
+    The reference frame is ``reference``; or else the frame the maps were
+    made against (their ``REFFRAME``); or else the one frame without a map.
+    It stacks unmoved, whatever map lies beside it. Several frames without a
+    map and no reference is an error, as stacking a frame unmoved that is
+    not the reference doubles every star; so is a plan in which no frame has
+    a map (it would stack the reference alone), and maps made against
+    different references. A map made against another frame than the
+    reference fails its frame.
     """
-    expected = [map_path(frame, maps) for frame in frames]
-    found = [path if os.path.exists(path) else None for path in expected]
-    if frames and not any(found):
+    expected = {frame: map_path(frame, maps) for frame in frames}
+    found = {frame: path for frame, path in expected.items() if os.path.exists(path)}
+    if frames and not found:
         where = "beside the frames" if maps is None else f"in {maps}"
-        raise ValueError(
-            f"none of the {len(frames)} frames has a map {where} (such as {expected[0]}): "
-            + _MAKE_MAPS
-        )
+        which = "the frame has" if len(frames) == 1 else f"none of the {len(frames)} frames has"
+        raise ValueError(f"{which} a map {where} (such as {expected[frames[0]]}): " + _MAKE_MAPS)
+    against = {frame: _made_against(path) for frame, path in found.items()}
+    by_name = {os.path.basename(frame): frame for frame in frames}
+    # A frame that every other map was made against is the reference; its own
+    # map, if any, is left from an earlier reference.
+    agreed = [
+        name
+        for name in sorted({name for name in against.values() if name} & set(by_name))
+        if all(not a or a == name for f, a in against.items() if f != by_name[name])
+    ]
     if reference is not None:
-        reference = os.path.abspath(reference)
-        if reference not in {os.path.abspath(f) for f in frames}:
+        if os.path.abspath(reference) not in {os.path.abspath(f) for f in frames}:
             raise ValueError(f"{reference}: the reference frame is not among the frames")
+    elif len(agreed) == 1:
+        reference = by_name[agreed[0]]
+    elif len({name for name in against.values() if name}) > 1:
+        names = ", ".join(sorted({name for name in against.values() if name}))
+        raise ValueError(
+            f"the maps were made against different reference frames ({names}): remake the "
+            "tables and maps against one (--overwrite), or name the reference (--reference) "
+            "to stack the frames whose maps were made against it"
+        )
     else:
-        missing = [frame for frame, path in zip(frames, found, strict=True) if path is None]
+        missing = [frame for frame in frames if frame not in found]
         if len(missing) > 1:
             shown = ", ".join(missing[:4]) + (", ..." if len(missing) > 4 else "")
             raise ValueError(
@@ -63,13 +91,20 @@ def _plan(frames, maps, reference):
                 f"may have none: {_MAKE_MAPS}; or, if the others' tables or maps failed, "
                 "name the reference (--reference) to stack the frames that have maps"
             )
-        reference = os.path.abspath(missing[0]) if missing else None
+        reference = missing[0] if missing else None
+    reference = None if reference is None else os.path.abspath(reference)
     plan = {}
-    for frame, path, wanted in zip(frames, found, expected, strict=True):
-        is_reference = os.path.abspath(frame) == reference
-        problem = None
-        if path is None and not is_reference:
-            problem = f"no map {wanted}, and it is not the reference frame"
+    for frame in frames:
+        path, problem = found.get(frame), None
+        if os.path.abspath(frame) == reference:
+            path = None
+        elif path is None:
+            problem = f"no map {expected[frame]}, and it is not the reference frame"
+        elif reference and against[frame] and against[frame] != os.path.basename(reference):
+            problem = (
+                f"its map {path} was made against {against[frame]}, not against the reference "
+                f"{os.path.basename(reference)}: remake its table and map (--overwrite)"
+            )
         plan[frame] = (path, problem)
     return plan
 

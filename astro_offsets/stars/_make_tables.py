@@ -54,7 +54,7 @@ class TableResult(Result):
         return self.detected - self.matched - self.outside
 
 
-def _header(frame, reference, info, counts, kept, fwhm, threshold, complete):
+def _header(frame, reference, info, counts, kept, fwhm, threshold, min_snr, complete):
     """Return the provenance of a star table: its frames, its stars, how they matched."""
     matrix, shift = info["transform"]
     cards = [
@@ -63,7 +63,9 @@ def _header(frame, reference, info, counts, kept, fwhm, threshold, complete):
         ("FWHM", round(float(fwhm), 4), "stars' FWHM (px)"),
         ("THRESH", float(threshold), "detection threshold (background sigma)"),
         ("NDETECT", counts["detected"], "stars detected"),
-        ("NMATCH", int(kept), "stars in the table"),
+        ("NMATCH", counts["matched"], "stars matched to the reference"),
+        ("MINSNR", None if min_snr is None else float(min_snr), "matched stars kept: SNR >= this"),
+        ("NKEPT", int(kept), "stars in the table"),
         ("ROTATION", round(math.degrees(math.atan2(matrix[1, 0], matrix[0, 0])), 6), "deg"),
         ("XSHIFT", round(float(shift[0]), 4), "px"),
         ("YSHIFT", round(float(shift[1]), 4), "px"),
@@ -75,6 +77,18 @@ def _header(frame, reference, info, counts, kept, fwhm, threshold, complete):
         "ROTATION, XSHIFT, YSHIFT: similarity taking this frame to the reference",
     )
     return provenance_header("star table", cards, comments)
+
+
+def _reference_stars(reference, fwhm, threshold):
+    """Find the reference frame's stars; raise `ValueError` if there are too few."""
+    frame = read_frame(reference)
+    stars = detect_stars(frame.data, fwhm=fwhm, threshold=threshold, colors=frame.colors)
+    if len(stars) < 5:
+        raise ValueError(
+            f"{reference}: only {len(stars)} stars found in the reference "
+            f"frame (threshold {threshold:g} sigma, FWHM {stars.meta['fwhm']:.2f} px)"
+        )
+    return stars
 
 
 def _outside(mapped, pairs, shape):
@@ -172,28 +186,37 @@ def make_tables(
     >>> [(r.status, r.matched > 30) for r in results]
     [('reference', True), ('written', True)]
     """
-    frames = [os.fspath(frame) for frame in frames]
     reference = os.fspath(reference)
-    ref_frame = read_frame(reference)
-    ref_stars = detect_stars(
-        ref_frame.data, fwhm=fwhm, threshold=threshold, colors=ref_frame.colors
-    )
-    del ref_frame
-    fwhm = ref_stars.meta["fwhm"]
-    if len(ref_stars) < 5:
-        raise ValueError(
-            f"{reference}: only {len(ref_stars)} stars found in the reference "
-            f"frame (threshold {threshold:g} sigma, FWHM {fwhm:.2f} px)"
-        )
-    ref_xy = np.column_stack([ref_stars[name] for name in CENTROID])
     batch = Batch(
         frames, TableResult, what="frame", name="tables", progress=progress, callback=callback
     )
+    is_reference = {
+        frame: os.path.abspath(frame) == os.path.abspath(reference) for frame in batch.paths
+    }
+    # The reference's stars are found only if a frame needs them: a rerun
+    # that keeps every table does no work.
+    todo = [
+        frame
+        for frame in batch.inputs
+        if not is_reference[frame] and (overwrite or not os.path.lexists(table_path(frame, outdir)))
+    ]
+    ref_stars = _reference_stars(reference, fwhm, threshold) if todo else None
+    if ref_stars is not None:
+        fwhm = ref_stars.meta["fwhm"]
+        ref_xy = np.column_stack([ref_stars[name] for name in CENTROID])
 
     def write(index, output, table, info, counts):
         """Write a frame's star table and finish the frame."""
         header = _header(
-            batch.paths[index], reference, info, counts, len(table), fwhm, threshold, complete
+            batch.paths[index],
+            reference,
+            info,
+            counts,
+            len(table),
+            fwhm,
+            threshold,
+            min_snr,
+            complete,
         )
         hdu = fits.table_to_hdu(table)
         hdu.header.extend(header)
@@ -206,9 +229,9 @@ def make_tables(
 
     pending = {}  # with complete: the tables of all frames, written once all are matched
     for index, frame in batch:
-        if os.path.abspath(frame) == os.path.abspath(reference):
-            n = len(ref_stars)
-            batch.finish(index, "reference", detected=n, matched=n, kept=n)
+        if is_reference[frame]:
+            n = 0 if ref_stars is None else len(ref_stars)
+            batch.finish(index, "reference", detected=n, matched=n)
             continue
         output = table_path(frame, outdir)
         if batch.kept(index, output, overwrite):

@@ -61,7 +61,7 @@ def test_products_are_known_by_their_header(tmp_path):
         ("DSC0001.offsets_table.fits", "star table"),
         ("DSC0001.offsets_table_clean.fits", "star table"),
         ("DSC0001.OFFSETS.FITS", "offset map"),
-        ("DSC0001.offsets.png", None),
+        ("DSC0001.offsets.png", "map plot"),
         ("DSC0001.ARW", None),
         ("offsets.fits", None),
     ],
@@ -130,8 +130,10 @@ def test_a_fits_sequence_through_the_commands_twice(fits_sequence, capsys, monke
         in (tables[2])
     )
     assert maps[1].strip().endswith("maps: 0 written, 3 skipped, 0 failed")
+    # Each map records the frame its offsets are against, from its table.
+    assert fits.getheader("light_002.offsets.fits")["REFFRAME"] == reference
     assert stack[1].strip() == (
-        "stack: kept light_stack.fits and light_stack.png (use --overwrite to replace it); "
+        "stack: kept light_stack.fits and light_stack.png (use --overwrite to replace them); "
         "nothing stacked"
     )
 
@@ -145,6 +147,11 @@ def test_a_fits_sequence_through_the_commands_twice(fits_sequence, capsys, monke
     assert statuses["light_001.offsets_table.fits"] == "written"
     assert statuses["light_001.offsets.fits"] == "ignored"
     assert statuses["light_stack.fits"] == "ignored"
-    assert statuses["light_001.fits"] == "failed"  # a frame is no star table
+    assert statuses["light_001.fits"] == "ignored"  # a frame, not a star table
+    # The command line says so in one line.
+    status, out, err = command("maps", "light_*.fits", "--image", reference)
+    assert status == 0
+    assert "astro-offsets: skipped 4 FITS images: not star tables" in err
+    assert out.strip().endswith("maps: 0 written, 3 skipped, 0 failed")
     _, stacked = stack_frames(frames)
     assert [r.status for r in stacked].count("stacked") == 4

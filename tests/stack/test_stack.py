@@ -240,10 +240,18 @@ def test_colour_preview_has_a_grey_sky_and_no_holes(tmp_path):
     assert preview.max(axis=(1, 2)).min() > 0
     # The sky is a neutral grey above black, whatever each colour's sky.
     sky = preview[:12, 35:]  # away from the stars
-    levels = [float(np.median(sky[..., c])) for c in range(3)]
-    assert min(levels) >= 4
+    levels = [float(np.mean(sky[..., c])) for c in range(3)]
+    assert 20 < min(levels) < 45, levels  # a dark grey: about 30 of 255
     assert max(levels) <= 1.02 * min(levels), levels
     assert np.mean(sky == 0) < 0.02
+    # Colours are balanced on the stars: with red half as sensitive, the
+    # white star stays white and the red star red.
+    dim = stack._replace(images={**stack.images, "RED": 0.5 * stack.images["RED"]})
+    for image in (preview, dim.preview()):
+        white = image[43:49, 57:64].astype(float).max(axis=(0, 1))
+        assert np.ptp(white) <= 0.1 * white.max(), white
+        red = image[28:34, 17:24].astype(float).max(axis=(0, 1))
+        assert red[0] > 1.3 * red[2], red
 
 
 def test_bayer_stack_covers_every_colour_without_checkerboard(raw_sequence):
@@ -387,7 +395,7 @@ def test_stack_command_mono_and_existing_output(tmp_path, capsys):
     before = out.read_bytes()
     assert main(["stack", *frames, "--out", str(out)]) == 0
     assert capsys.readouterr().out.strip() == (
-        f"stack: kept {out} and {tmp_path / 'mono.png'} (use --overwrite to replace it); "
+        f"stack: kept {out} and {tmp_path / 'mono.png'} (use --overwrite to replace them); "
         "nothing stacked"
     )
     assert out.read_bytes() == before
@@ -441,3 +449,50 @@ def test_stack_output_directory(tmp_path, capsys):
     blocker.write_text("a file")
     assert main(["stack", *frames, "--out", str(blocker / "stack.fits")]) == 2
     assert capsys.readouterr().err.startswith(f"astro-offsets: error: {blocker}: ")
+
+
+def test_maps_made_against_another_reference(tmp_path, capsys):
+    # light0 was the reference, then light2: the maps record which (REFFRAME).
+    frames = [str(tmp_path / f"light{k}.fits") for k in range(4)]
+    for frame in frames:
+        fits.PrimaryHDU(np.ones((20, 30), np.float32)).writeto(frame)
+
+    def write_map(k, reference, shift=0.0):
+        omap = OffsetMap(
+            np.full((20, 30), shift), np.zeros((20, 30)), meta={"reference": reference}
+        )
+        omap.write(tmp_path / f"light{k}.offsets.fits", overwrite=True)
+
+    for k in (1, 2, 3):
+        write_map(k, "light0.fits", shift=5.0)
+    # Without --reference, the frame the maps were made against is found.
+    _, results = stack_frames(frames)
+    assert [r.map for r in results] == [
+        None,
+        *(str(tmp_path / f"light{k}.offsets.fits") for k in (1, 2, 3)),
+    ]
+    # Remade against light2: light2's old map stays beside it, but light2 is
+    # now the reference and stacks unmoved.
+    for k in (0, 1, 3):
+        write_map(k, "light2.fits")
+    for argv in ([], ["--reference", frames[2]]):
+        assert (
+            main(["stack", *frames, "--out", str(tmp_path / "s.fits"), "--overwrite", *argv]) == 0
+        )
+        with fits.open(tmp_path / "s.fits") as hdul:
+            assert hdul[0].header["FRM00003"] == frames[2]
+            assert hdul[0].header["MAP00003"] == "(reference)"
+    # One map still made against light0: that frame fails, the others stack.
+    write_map(3, "light0.fits")
+    status = main(["stack", *frames, "--out", str(tmp_path / "t.fits"), "--reference", frames[2]])
+    assert status == 1
+    err = capsys.readouterr().err
+    assert (
+        f"{frames[3]}: its map {tmp_path / 'light3.offsets.fits'} was made against light0.fits, "
+        "not against the reference light2.fits: remake its table and map (--overwrite)"
+    ) in err
+    # Without --reference, two references are named: which one must be said.
+    with pytest.raises(
+        ValueError, match=r"made against different reference frames \(light0\.fits, light2\.fits\)"
+    ):
+        stack_frames(frames)
