@@ -1,9 +1,9 @@
 """Dense per-pixel offset maps from star tables, for drizzle-stacking image sequences.
 
-The package follows the pipeline, one subpackage per stage: `frames`
-(reading them), `stars` (star tables), `field` (offset fields and their
-maps), `maps` (the maps, the product) and `stack` (drizzle), with synthetic
-data in `datasets`. Users import from here.
+The package follows the pipeline, one subpackage per stage: ``frames``
+(reading them), ``stars`` (star tables), ``field`` (offset fields and their
+maps), ``maps`` (the maps, the product) and ``stack`` (drizzle), with
+synthetic data in `astro_offsets.datasets`. Users import from here.
 
 Stars measured in every frame of a sequence (`make_tables`, with
 `detect_stars` and `match_stars`) give, per frame, a table of centroids and

@@ -102,6 +102,10 @@ else:
 
 # -- API pages (sphinx-automodapi) ---------------------------------------------
 
+# The result classes of the batch functions share a private base class, which
+# autodoc names among their bases.
+nitpick_ignore = [("py:class", "astro_offsets._utils.batch.Result")]
+
 # Inheritance diagrams need Graphviz's ``dot`` program, which pip does not
 # install (nor is it on the build machine): api.rst uses
 # ``:no-inheritance-diagram:``.

@@ -67,8 +67,9 @@ class Result:
     path: str
     """The input file."""
     status: str
-    """One of `STATUSES`: ``"written"``, ``"stacked"``, ``"reference"``,
-    ``"skipped"``, ``"ignored"`` or ``"failed"``."""
+    """``"written"`` (its output), ``"stacked"``, ``"reference"`` (the
+    reference frame), ``"skipped"`` (its output existed and was kept),
+    ``"ignored"`` (a file astro_offsets wrote) or ``"failed"``."""
     message: str = ""
     """One line naming the file and the problem (failed), the output kept
     (skipped) or what the file is (ignored); empty otherwise."""

@@ -211,7 +211,7 @@ class OffsetMap:
             of either map, in pixels (jumps over 1 px move neighbouring input
             pixels apart in drizzle's output); ``star_rms``: the RMS over the
             stars of the map (bilinearly interpolated) minus the star's
-            offset, in pixels, or `None` when the map has no `stars`.
+            offset, in pixels, or `None` when the map has no ``stars``.
 
         Examples
         --------
@@ -239,7 +239,7 @@ class OffsetMap:
         ----------
         stars : `StarOffsets`, `OffsetModel` or `None`, optional
             The stars, drawn as arrows (offset minus the median offset), the
-            clipped ones marked; by default the map's own `stars`.
+            clipped ones marked; by default the map's own ``stars``.
         figure : `matplotlib.figure.Figure` or `None`, optional
             Figure to draw on; a new one (not attached to pyplot) by default.
 
