@@ -147,10 +147,18 @@ def _add_tables(commands):
     tables.add_argument(
         "--min-snr",
         type=_non_negative,
+        default=10.0,
         metavar="S",
         help="keep in the tables only stars with at least this signal-to-noise ratio "
-        "(all stars still help to match)",
+        "(default: 10; all stars still help to match)",
     )
+    tables.add_argument(
+        "--keep-flagged",
+        dest="flagged",
+        action="store_true",
+        help="keep blended, extended and edge stars in the tables too",
+    )
+    _add_jobs(tables, ", frames searched at once")
     tables.add_argument(
         "--complete", action="store_true", help="keep only the stars matched in every frame"
     )
@@ -503,7 +511,10 @@ def _run_tables(args, report):
             args.reference,
             progress=True,
             callback=on_frame,
-            **_given(args, "outdir", "fwhm", "threshold", "min_snr", "complete", "overwrite"),
+            n_jobs=args.jobs,
+            **_given(
+                args, "outdir", "fwhm", "threshold", "min_snr", "flagged", "complete", "overwrite"
+            ),
         )
     except (OSError, ValueError) as exc:
         report.error(args.reference, exc)

@@ -80,11 +80,11 @@ class Result:
 class Batch:
     """The loop of a command over its input files.
 
-    Iterating gives ``(index, path)`` of each file to process, under a
-    progress bar; files that astro_offsets wrote and that are no input of
-    this command are finished as ``"ignored"`` on the way. Every file is
-    finished exactly once, by `finish`, `fail` or `kept`; `results` holds
-    them in the order given.
+    Iterating gives ``(index, path)`` of each file to process; files that
+    astro_offsets wrote and that are no input of this command are finished
+    as ``"ignored"`` on the way. Every file is finished exactly once, by
+    `finish`, `fail` or `kept`, which advances the progress bar; `results`
+    holds them in the order given.
 
     Parameters
     ----------
@@ -125,13 +125,11 @@ class Batch:
         ]
 
     def __iter__(self):
-        with self._bar:
-            for index, (path, message) in enumerate(zip(self.paths, self._ignored, strict=True)):
-                if message is not None:
-                    self.finish(index, "ignored", message)
-                else:
-                    yield index, path
-                self._bar.update()
+        for index, (path, message) in enumerate(zip(self.paths, self._ignored, strict=True)):
+            if message is not None:
+                self.finish(index, "ignored", message)
+            else:
+                yield index, path
 
     def finish(self, index, status, message="", **fields):
         """Record the result of file ``index`` and report it."""
@@ -139,6 +137,9 @@ class Batch:
             raise ValueError(f"unknown status {status!r}")
         result = self._result(path=self.paths[index], status=status, message=message, **fields)
         self.results[index] = result
+        self._bar.update()
+        if self._bar.n == len(self.results):
+            self._bar.close()
         if self._callback is not None:
             self._callback(result)
 

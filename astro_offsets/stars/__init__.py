@@ -5,14 +5,18 @@ one star table per frame, each star's centroid and its offset against the
 reference frame.
 """
 
-from ._detect import detect_stars
+from ._detect import FLAGS, detect_stars
 from ._make_tables import TableResult, make_tables
 from ._match import MatchError, match_stars
 from ._schema import (
     CENTROID,
     CENTROID_COLUMNS,
+    CENTROID_ERR,
     OFFSET,
     OFFSET_COLUMNS,
+    OFFSET_ERR,
+    OFFSET_ERR_COLUMNS,
+    offset_errors,
     offsets_table,
     read_table,
     star_columns,
@@ -21,13 +25,18 @@ from ._schema import (
 __all__ = [
     "CENTROID",
     "CENTROID_COLUMNS",
+    "CENTROID_ERR",
+    "FLAGS",
     "OFFSET",
     "OFFSET_COLUMNS",
+    "OFFSET_ERR",
+    "OFFSET_ERR_COLUMNS",
     "MatchError",
     "TableResult",
     "detect_stars",
     "make_tables",
     "match_stars",
+    "offset_errors",
     "offsets_table",
     "read_table",
     "star_columns",

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from astropy.io import fits
+from joblib import Parallel, delayed
 
 from .._utils.batch import Batch, Result, describe
 from .._utils.naming import table_path
@@ -107,9 +108,11 @@ def make_tables(
     outdir=None,
     fwhm=None,
     threshold=5.0,
-    min_snr=None,
+    min_snr=10.0,
+    flagged=False,
     complete=False,
     overwrite=False,
+    n_jobs=None,
     progress=False,
     callback=None,
 ):
@@ -140,16 +143,25 @@ def make_tables(
     min_snr : float or `None`, optional
         Keep in the tables only the matched stars with at least this
         signal-to-noise ratio in the frame. Every star detected still helps
-        to match; but the offset maps interpolate the offsets exactly, so a
-        faint star's centroid noise goes straight into the map, and fewer,
-        better stars can give a better map (the demo uses 30). The default
+        to match; but the faint ones measure their offsets badly (at SNR 10,
+        a centroid is good to about a tenth of a pixel), and a map that
+        interpolates every star carries their noise. The default is 10;
         `None` keeps all.
+    flagged : bool, optional
+        Keep the stars that `detect_stars` flags (blended with a neighbour,
+        on the frame's edge, extended, or whose windowed centroid failed) in
+        either frame. The default is `False`: the tables hold measurable point
+        sources only.
     complete : bool, optional
         Keep only the stars matched in every frame that could be matched (the
         original notebooks' "complete sequence"). The default is `False`.
     overwrite : bool, optional
         Replace existing tables. The default is `False`: they are kept and
         the frame is reported as skipped.
+    n_jobs : int or `None`, optional
+        Frames searched at once, with `joblib.Parallel`'s meaning: `None`
+        honours `joblib.parallel_config` (one by default), -1 uses all
+        cores. The tables do not depend on it.
     progress : bool, optional
         Show a progress bar on stderr (when it is a terminal).
     callback : callable or `None`, optional
@@ -203,7 +215,6 @@ def make_tables(
     ref_stars = _reference_stars(reference, fwhm, threshold) if todo else None
     if ref_stars is not None:
         fwhm = ref_stars.meta["fwhm"]
-        ref_xy = np.column_stack([ref_stars[name] for name in CENTROID])
 
     def write(index, output, table, info, counts):
         """Write a frame's star table and finish the frame."""
@@ -227,44 +238,75 @@ def make_tables(
         else:
             batch.finish(index, "written", output=output, kept=len(table), **counts)
 
-    pending = {}  # with complete: the tables of all frames, written once all are matched
+    work = []
     for index, frame in batch:
         if is_reference[frame]:
             n = 0 if ref_stars is None else len(ref_stars)
             batch.finish(index, "reference", detected=n, matched=n)
-            continue
-        output = table_path(frame, outdir)
-        if batch.kept(index, output, overwrite):
-            continue
-        detected = 0
-        try:
-            data = read_frame(frame)
-            stars = detect_stars(data.data, fwhm=fwhm, threshold=threshold, colors=data.colors)
-            detected = len(stars)
-            pairs, info = match_stars(
-                np.column_stack([stars[name] for name in CENTROID]),
-                ref_xy,
-                frame_flux=stars["flux"],
-                ref_flux=ref_stars["flux"],
-            )
-            counts = {
-                "detected": detected,
-                "matched": len(pairs),
-                "outside": _outside(info["mapped"], pairs, data.data.shape),
-            }
-            del data
-            table = offsets_table(stars, ref_stars, pairs)
-            if min_snr is not None:
-                table = table[table["snr"] >= min_snr]
-        except Exception as exc:
-            batch.fail(index, exc, detected=detected)
-            continue
-        if complete:
-            pending[index] = (output, table, info, counts)
+        elif not batch.kept(index, table_path(frame, outdir), overwrite):
+            work.append(index)
+    # Each frame is read, searched and matched by a worker (processes: sep and
+    # the matching hold the GIL for much of their time); the tables come back
+    # in order and are written here.
+    options = {"fwhm": fwhm, "threshold": threshold, "min_snr": min_snr, "flagged": flagged}
+    tasks = (delayed(_frame_table)(batch.paths[i], ref_stars, options) for i in work)
+    pending = {}  # with complete: the tables of all frames, written once all are matched
+    for index, (found, detected) in zip(
+        work, Parallel(n_jobs=n_jobs, return_as="generator")(tasks), strict=True
+    ):
+        if isinstance(found, str):
+            batch.fail(index, found, detected=detected)
+        elif complete:
+            pending[index] = found
         else:
-            write(index, output, table, info, counts)
+            write(index, table_path(batch.paths[index], outdir), *found)
     if pending:
-        common = sorted(set.intersection(*(set(t["ref_id"]) for _, t, _, _ in pending.values())))
-        for index, (output, table, info, counts) in pending.items():
+        common = sorted(set.intersection(*(set(t["ref_id"]) for t, _, _ in pending.values())))
+        for index, (table, info, counts) in pending.items():
+            output = table_path(batch.paths[index], outdir)
             write(index, output, table[np.isin(table["ref_id"], common)], info, counts)
     return batch.results
+
+
+def _frame_table(frame, ref_stars, options):
+    """Find, match and measure the stars of one frame (in a worker).
+
+    Returns
+    -------
+    found : tuple or str
+        ``(table, info, counts)``, or the problem in one line naming the frame.
+    detected : int
+        Stars detected (0 if the frame could not be read).
+    """
+    detected = 0
+    try:
+        data = read_frame(frame)
+        stars = detect_stars(
+            data.data, fwhm=options["fwhm"], threshold=options["threshold"], colors=data.colors
+        )
+        detected = len(stars)
+        pairs, info = match_stars(
+            np.column_stack([stars[name] for name in CENTROID]),
+            np.column_stack([ref_stars[name] for name in CENTROID]),
+            frame_flux=stars["flux"],
+            ref_flux=ref_stars["flux"],
+        )
+        counts = {
+            "detected": detected,
+            "matched": len(pairs),
+            "outside": _outside(info.pop("mapped"), pairs, data.data.shape),
+        }
+        table = _measurable(offsets_table(stars, ref_stars, pairs), options)
+    except Exception as exc:
+        return describe(frame, exc), detected
+    return (table, info, counts), detected
+
+
+def _measurable(table, options):
+    """Keep the matched stars measured well enough for a map: SNR, and no flag."""
+    keep = np.ones(len(table), bool)
+    if options["min_snr"] is not None:
+        keep &= table["snr"] >= options["min_snr"]
+    if not options["flagged"] and "flags" in table.colnames:
+        keep &= table["flags"] == 0
+    return table[keep]

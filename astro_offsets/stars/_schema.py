@@ -16,20 +16,27 @@ from astropy.table import QTable, Table
 __all__ = [
     "CENTROID",
     "CENTROID_COLUMNS",
+    "CENTROID_ERR",
     "OFFSET",
     "OFFSET_COLUMNS",
+    "OFFSET_ERR",
+    "OFFSET_ERR_COLUMNS",
+    "offset_errors",
     "offsets_table",
     "read_table",
     "star_columns",
 ]
 
-# The columns we write.
+# The columns we write: positions, offsets, and their standard uncertainties.
 CENTROID = ("xcentroid", "ycentroid")
 OFFSET = ("xoffset", "yoffset")
+CENTROID_ERR = ("xcentroid_err", "ycentroid_err")
+OFFSET_ERR = ("xoffset_err", "yoffset_err")
 # Ordered aliases, first match wins: ours (photutils < 3, the original
 # notebooks), photutils >= 3, aperture-photometry tables, plain names.
 CENTROID_COLUMNS = (CENTROID, ("x_centroid", "y_centroid"), ("xcenter", "ycenter"), ("x", "y"))
 OFFSET_COLUMNS = (OFFSET, ("x_offset", "y_offset"))
+OFFSET_ERR_COLUMNS = (OFFSET_ERR, ("x_offset_err", "y_offset_err"))
 
 
 def read_table(path, *, format=None):
@@ -140,6 +147,44 @@ def star_columns(table, *, centroid_columns=None, offset_columns=None, source=No
     return tuple(_as_float(table[name], name, source) for name in (xc, yc, xo, yo))
 
 
+def offset_errors(table, *, columns=None, source=None):
+    """Return the offsets' standard uncertainties ``(x, y)`` of a star table, or `None`.
+
+    Parameters
+    ----------
+    table : `~astropy.table.Table` or `~astropy.table.QTable`
+        The star table.
+    columns : tuple of str or `None`, optional
+        Explicit ``(x, y)`` column names; `None` takes the first pair of
+        `OFFSET_ERR_COLUMNS` present, and a table with none has no
+        uncertainties (`None`).
+    source : str or `None`, optional
+        Name of the table in error messages.
+
+    Raises
+    ------
+    ValueError
+        If the columns are not numeric pixels, or not positive where finite.
+
+    Examples
+    --------
+    >>> from astropy.table import Table
+    >>> from astro_offsets.stars import offset_errors
+    >>> offset_errors(Table({"xoffset_err": [0.05], "yoffset_err": [0.07]}))
+    (array([0.05]), array([0.07]))
+    """
+    source = source or "table"
+    colnames = list(table.colnames)
+    if columns is None and not any(set(pair) <= set(colnames) for pair in OFFSET_ERR_COLUMNS):
+        return None
+    pair = _pick_pair(colnames, columns, OFFSET_ERR_COLUMNS, "offset uncertainty", source)
+    errors = tuple(_as_float(table[name], name, source) for name in pair)
+    for name, values in zip(pair, errors, strict=True):
+        if np.any(values[np.isfinite(values)] <= 0):
+            raise ValueError(f"{source}: column {name!r} has uncertainties <= 0")
+    return errors
+
+
 def offsets_table(frame_stars, ref_stars, pairs):
     """Return the star table of a frame: positions here, offsets against the reference.
 
@@ -155,7 +200,10 @@ def offsets_table(frame_stars, ref_stars, pairs):
     `~astropy.table.QTable`
         ``xcentroid``, ``ycentroid`` (this frame), ``xoffset``, ``yoffset``
         (this frame minus the reference), ``ref_id`` (reference star row),
-        ``x_ref``, ``y_ref``, ``flux``, ``snr``; sorted by ``ref_id``.
+        ``x_ref``, ``y_ref``, ``flux``, ``snr``; sorted by ``ref_id``. When
+        both star tables have them, ``xoffset_err``, ``yoffset_err`` (the
+        uncertainties of the two centroids combined) and ``flags`` (those of
+        the star in either frame, ORed).
 
     Examples
     --------
@@ -181,7 +229,14 @@ def offsets_table(frame_stars, ref_stars, pairs):
         table[reference] = np.asarray(ref_stars[name], float)[r]
     for name, centroid, reference in zip(OFFSET, CENTROID, references, strict=True):
         table[name] = table[centroid] - table[reference]
+    names = set(frame_stars.colnames) & set(ref_stars.colnames)
+    if set(CENTROID_ERR) <= names:
+        for name, error in zip(OFFSET_ERR, CENTROID_ERR, strict=True):
+            here = np.asarray(frame_stars[error], float)[f]
+            table[name] = np.hypot(here, np.asarray(ref_stars[error], float)[r])
     table["ref_id"] = r
     table["flux"] = np.asarray(frame_stars["flux"], float)[f]
     table["snr"] = np.asarray(frame_stars["snr"], float)[f]
+    if "flags" in names:
+        table["flags"] = np.asarray(frame_stars["flags"])[f] | np.asarray(ref_stars["flags"])[r]
     return table

@@ -79,7 +79,11 @@ def test_tables_of_a_sequence(sequence, sky, tmp_path, capsys):
     _, paths, positions = sequence
     flux = sky[2]
     frames = [paths[name] for name in ("reference", *MOTIONS, "noise")]
-    status = main(["tables", *frames, "--reference", paths["reference"], "--outdir", str(tmp_path)])
+    # Every matched star in the tables, to check the matching itself.
+    every = ["--min-snr", "0", "--keep-flagged"]
+    status = main(
+        ["tables", *frames, "--reference", paths["reference"], "--outdir", str(tmp_path), *every]
+    )
     out, err = capsys.readouterr()
     assert status == 1  # the frame of pure noise
     assert f"astro-offsets: error: {paths['noise']}: " in err
@@ -101,7 +105,7 @@ def test_tables_of_a_sequence(sequence, sky, tmp_path, capsys):
         fx, fy = positions[name]
         rx, ry = positions["reference"]
         gone = in_frame(fx, fy) & ~in_frame(rx, ry)
-        bright_gone = np.count_nonzero(gone & inside(fx, fy) & (snr(flux) >= 10))
+        bright_gone = np.count_nonzero(gone & inside(fx, fy) & (snr(flux) >= 20))
         assert bright_gone <= outside <= np.count_nonzero(gone), (name, outside)
 
     rx, ry = positions["reference"]
@@ -202,3 +206,22 @@ def test_colour_raw_frames(sky, tmp_path):
         table["xoffset"][same] - (fx - x)[k[same]], table["yoffset"][same] - (fy - y)[k[same]]
     )
     assert np.median(error) < 0.1
+
+
+def test_default_tables_hold_measurable_point_sources(sequence, tmp_path):
+    _, paths, _ = sequence
+    frames = [paths["reference"], paths["lens"]]
+    [_, every] = make_tables(
+        frames, paths["reference"], outdir=tmp_path, min_snr=None, flagged=True
+    )
+    [_, default] = make_tables(frames, paths["reference"], outdir=tmp_path, overwrite=True)
+    table = Table.read(default.output)
+    assert default.matched == every.matched == every.kept
+    assert len(table) == default.kept < default.matched
+    assert table["snr"].min() >= 10
+    assert not table["flags"].any()
+    assert table.meta["MINSNR"] == 10
+    # Each offset has its uncertainty, from both centroids: small for bright stars.
+    assert np.all(table["xoffset_err"] > 0)
+    bright = table["snr"] > 100
+    assert np.all(table["xoffset_err"][bright] < 0.05)
