@@ -1,8 +1,9 @@
 """Least-squares 2-D polynomials: the matching of stars and the polynomial field use them.
 
 A polynomial of degree ``d`` in ``(u, v)`` has the terms ``u**i v**j`` with
-``i + j <= d``. It is fitted by a QR decomposition of its design matrix,
-which gives each point's leverage too (for leave-one-out residuals), and
+``i + j <= d``. It is fitted by a QR decomposition of its (weighted) design
+matrix, whose orthonormal basis gives each point's leverage too (for
+held-out residuals), and
 evaluated by a nested Horner scheme: in ``v`` for each power of ``u``, then
 in ``u``. The scheme is the same for any shape of ``u`` and ``v``, so
 evaluating at points and on a grid gives the same bits.
@@ -69,8 +70,8 @@ class Polynomial:
         return self.coefficients.shape[1] - 1
 
     @classmethod
-    def fit(cls, u, v, values, degree, *, leverage=False):
-        """Least-squares fit to points; return the polynomial and, if asked, each point's leverage.
+    def fit(cls, u, v, values, degree, *, weights=None):
+        """Least-squares fit to points; return the polynomial and the fit's orthonormal basis.
 
         Parameters
         ----------
@@ -80,14 +81,18 @@ class Polynomial:
             ``(n, n_out)`` values at the points.
         degree : int
             The degree; the points must determine every coefficient.
-        leverage : bool, optional
-            Also return the diagonal of the hat matrix: a leave-one-out
-            residual is the residual divided by ``1 - leverage``.
+        weights : `~numpy.ndarray` or `None`, optional
+            Each point's weight (the inverse of its variance); `None` weighs
+            all alike.
 
         Returns
         -------
         polynomial : `Polynomial`
-        leverage : `~numpy.ndarray` or `None`
+        basis : `~numpy.ndarray`
+            ``Q`` of the QR decomposition of the (weighted) design matrix,
+            ``(n, n_terms)``: the hat matrix is ``Q Q^T``, a point's leverage
+            the sum of squares of its row, and leave-one-out residuals the
+            residuals divided by one minus the leverage.
 
         Raises
         ------
@@ -97,18 +102,24 @@ class Polynomial:
             coefficients", follows what the caller says of the points.
         """
         design = _design(u, v, degree)
-        rank = np.linalg.matrix_rank(design)
-        if rank < design.shape[1]:
-            raise ValueError(f"determine only {rank} of its {design.shape[1]} coefficients")
+        if weights is not None:
+            root = np.sqrt(weights)[:, None]
+            design, values = design * root, values * root
         q, r = np.linalg.qr(design)
-        solution = solve_triangular(r, q.T @ values)
+        # A zero on R's diagonal is a coefficient the points do not determine;
+        # the rank is computed only then, for the message.
+        diagonal = np.abs(np.diagonal(r))
+        if diagonal.min() <= max(design.shape) * np.finfo(float).eps * diagonal.max():
+            rank = np.linalg.matrix_rank(design)
+            if rank < design.shape[1]:
+                raise ValueError(f"determine only {rank} of its {design.shape[1]} coefficients")
+        solution = solve_triangular(r, q.T @ values, check_finite=False)
         coefficients = np.zeros((values.shape[1], degree + 1, degree + 1))
         rows, columns = zip(
             *((i, j) for i in range(degree + 1) for j in range(degree + 1 - i)), strict=True
         )
         coefficients[:, rows, columns] = solution.T
-        hat = np.einsum("ij,ij->i", q, q) if leverage else None
-        return cls(coefficients), hat
+        return cls(coefficients), q
 
     def __call__(self, u, v):
         """Return the values at ``(u, v)`` (broadcast), one array per output."""

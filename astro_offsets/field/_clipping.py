@@ -15,14 +15,20 @@ _SIGMA_FLOOR = 0.005
 _MAX_CLIP_ITERATIONS = 10
 
 
-def robust_outliers(du, dv, clip, reference=None):
+def robust_outliers(du, dv, clip, reference=None, sigma=None):
     """Return which residuals lie beyond ``clip`` robust sigmas in either axis.
 
     The sigma of each axis is the MAD-based standard deviation
     (`~astropy.stats.mad_std`) of the finite residuals in ``reference`` (a
     boolean mask; all when `None`), at least 0.005 px; the centre is their
-    median. NaN residuals are not outliers.
+    median. With ``sigma``, each star's uncertainty, the residuals are
+    divided by it first: a star measured worse may stray further. NaN
+    residuals are not outliers.
     """
+    floor = _SIGMA_FLOOR
+    if sigma is not None:
+        du, dv = du / sigma, dv / sigma
+        floor = _SIGMA_FLOOR / float(np.median(sigma))
     outliers = np.zeros(du.shape, bool)
     for d in (du, dv):
         sample = d if reference is None else d[reference]
@@ -30,9 +36,9 @@ def robust_outliers(du, dv, clip, reference=None):
         if not sample.size:
             continue
         centre = np.median(sample)
-        sigma = max(float(mad_std(sample)), _SIGMA_FLOOR)
+        spread = max(float(mad_std(sample)), floor)
         with np.errstate(invalid="ignore"):
-            outliers |= np.abs(d - centre) > clip * sigma
+            outliers |= np.abs(d - centre) > clip * spread
     return outliers
 
 
@@ -54,8 +60,8 @@ def fit_field(method, value, norm, stars, clip):
         Its parameter.
     norm : `~astro_offsets.field._methods.Normalisation`
         Normalised coordinates of the fit.
-    stars : tuple of `~numpy.ndarray`
-        ``(x, y, x_offset, y_offset)``, contiguous float64.
+    stars : `~astro_offsets.field._methods.Stars`
+        The stars, with their uncertainties or not.
     clip : float or `None`
         Sigma-clipping threshold; `None` keeps all stars, as does a method
         that interpolates every star (``method.clipped`` false).
@@ -64,7 +70,7 @@ def fit_field(method, value, norm, stars, clip):
     -------
     `~astro_offsets.field._methods.Fit`
     """
-    n = len(stars[0])
+    n = len(stars.x)
     clipped = np.zeros(n, bool)
     clipping = method.clipped and clip is not None
     field, loo, state = method.fit(norm, stars, value, clipping)
@@ -76,10 +82,10 @@ def fit_field(method, value, norm, stars, clip):
     for _ in range(_MAX_CLIP_ITERATIONS):
         du[~clipped], dv[~clipped] = loo
         du[clipped], dv[clipped] = residuals(field, stars, clipped)
-        new = robust_outliers(du, dv, clip, reference=~clipped)
+        new = robust_outliers(du, dv, clip, reference=~clipped, sigma=stars.sigma)
         if new.tobytes() in seen or n - np.count_nonzero(new) < least:
             break
         seen.add(new.tobytes())
         clipped = new
-        field, loo, state = method.fit(norm, tuple(s[~clipped] for s in stars), value, True)
+        field, loo, state = method.fit(norm, stars.subset(~clipped), value, True)
     return Fit(field, clipped, state)

@@ -58,12 +58,12 @@ def _held_out_residuals(method, value, norm, stars, labels, n_folds, fit):
     for fold in range(n_folds):
         test = labels == fold
         train = ~test & ~fit.clipped
-        fold_fit = fit_field(method, value, norm, tuple(s[train] for s in stars), None)
+        fold_fit = fit_field(method, value, norm, stars.subset(train), None)
         du[test], dv[test] = residuals(fold_fit.field, stars, test)
     return du, dv
 
 
-def _outliers(du, dv, clip):
+def _outliers(du, dv, clip, sigma):
     """Held-out residuals beyond ``clip`` robust sigmas, clipped iteratively.
 
     Clipping stops before it would leave fewer than half of the finite
@@ -74,19 +74,26 @@ def _outliers(du, dv, clip):
         return outliers
     least = math.ceil(np.count_nonzero(~outliers) / 2)
     while not outliers.all():
-        new = outliers | robust_outliers(du, dv, clip, reference=~outliers)
+        new = outliers | robust_outliers(du, dv, clip, reference=~outliers, sigma=sigma)
         if np.array_equal(new, outliers) or np.count_nonzero(~new) < least:
             break
         outliers = new
     return outliers
 
 
-def _score(du, dv, scored):
-    """RMS and largest length of the held-out residual vectors of the scored stars."""
+def _score(du, dv, scored, weights):
+    """RMS and largest length of the held-out residual vectors of the scored stars.
+
+    With ``weights``, the mean square is weighted by them: the well-measured
+    stars tell the field's error, the others mostly their own noise.
+    """
     r = np.hypot(du[scored], dv[scored])
     if not r.size or not np.isfinite(r).all():
         return math.nan, math.nan
-    return float(np.sqrt(np.mean(r * r))), float(r.max())
+    if weights is None:
+        return float(np.sqrt(np.mean(r * r))), float(r.max())
+    w = weights[scored]
+    return float(np.sqrt(np.sum(w * r * r) / np.sum(w))), float(r.max())
 
 
 def cross_validate(norm, stars, candidates, *, n_folds=N_FOLDS, clip=3.0, fits=None):
@@ -96,8 +103,8 @@ def cross_validate(norm, stars, candidates, *, n_folds=N_FOLDS, clip=3.0, fits=N
     ----------
     norm : `~astro_offsets.field._methods.Normalisation`
         Normalised coordinates of the fits.
-    stars : tuple of `~numpy.ndarray`
-        ``(x, y, x_offset, y_offset)``.
+    stars : `~astro_offsets.field._methods.Stars`
+        The stars, with their uncertainties or not.
     candidates : list of tuple
         ``(method name, value)`` pairs.
     n_folds : int, optional
@@ -115,7 +122,7 @@ def cross_validate(norm, stars, candidates, *, n_folds=N_FOLDS, clip=3.0, fits=N
     `~astropy.table.Table`
         One row per candidate; see `OffsetModel.cross_validate`.
     """
-    n = len(stars[0])
+    n = len(stars.x)
     folds = n_folds_for(n, n_folds)
     if folds < 2:
         raise ValueError(f"cross-validation needs at least 2 stars, got {n}")
@@ -150,13 +157,13 @@ def cross_validate(norm, stars, candidates, *, n_folds=N_FOLDS, clip=3.0, fits=N
     # them follows (a local distortion, a frame's edge) counts.
     referees = [(name, value) for name, m in METHODS.items() for value in m.referees(train)]
     excluded = np.logical_and.reduce(
-        [_outliers(*held_out(referee)[0], clip) for referee in referees]
+        [_outliers(*held_out(referee)[0], clip, stars.sigma) for referee in referees]
     )
     scored = ~excluded
     rows = []
     for name, value in candidates:
         (du, dv), n_clipped = held_out((name, value))
-        rms, largest = _score(du, dv, scored)
+        rms, largest = _score(du, dv, scored, stars.weights)
         rows.append((name, METHODS[name].describe(value), rms, largest, n_clipped))
     table = Table(
         rows=rows,

@@ -9,17 +9,20 @@ import warnings
 import numpy as np
 from astropy.utils.exceptions import AstropyUserWarning
 
+from .._utils.blas import one_blas_thread
 from .._utils.validation import positive_pair, real
 from ..maps import OffsetMap, StarOffsets
-from ..stars import read_table, star_columns
+from ..stars import offset_errors, read_table, star_columns
 from ._clipping import fit_field
 from ._cross_validation import N_FOLDS, cross_validate, default_candidates, n_folds_for
-from ._methods import METHODS, Normalisation, evaluate
+from ._methods import METHODS, Normalisation, Stars, evaluate
 from ._tiling import evaluate_grid
 
 __all__ = ["OffsetModel", "check_options"]
 
 _ARGUMENT_NAMES = ("x", "y", "x_offset", "y_offset")
+# The names of the uncertainty arrays, by their number.
+_ERROR_NAMES = ((), ("uncertainty",), ("x_offset uncertainty", "y_offset uncertainty"))
 _AUTO = "auto"
 _DEFAULT_METHOD = "quadrant"
 
@@ -69,10 +72,19 @@ def _star_column(index, doc):
     return property(lambda self: self._stars[index], doc=doc)
 
 
-def _star_arrays(values, source):
-    """Validate the four star arrays; drop rows with non-finite values."""
+def _uncertainty(uncertainty):
+    """Return the arrays of ``uncertainty``: one for both axes, or a pair ``(x, y)``."""
+    if uncertainty is None:
+        return ()
+    if isinstance(uncertainty, (tuple, list)) and len(uncertainty) == 2:
+        return tuple(uncertainty)
+    return (uncertainty,)
+
+
+def _star_arrays(values, names, source):
+    """Validate the star arrays; drop rows with non-finite values."""
     arrays = []
-    for name, value in zip(_ARGUMENT_NAMES, values, strict=True):
+    for name, value in zip(names, values, strict=True):
         array = np.asanyarray(value)
         if np.ma.isMaskedArray(array):
             array = np.ma.filled(array.astype(np.float64), np.nan)
@@ -81,10 +93,13 @@ def _star_arrays(values, source):
         if array.ndim != 1:
             raise ValueError(f"{source}: {name} must be 1-D, got shape {array.shape}")
         arrays.append(np.asarray(array, dtype=np.float64))
-    lengths = {name: len(array) for name, array in zip(_ARGUMENT_NAMES, arrays, strict=True)}
+    lengths = {name: len(array) for name, array in zip(names, arrays, strict=True)}
     if len(set(lengths.values())) > 1:
         found = ", ".join(f"{name} has {n}" for name, n in lengths.items())
         raise ValueError(f"{source}: star arrays differ in length ({found})")
+    for name, array in zip(names[4:], arrays[4:], strict=True):
+        if np.any(array <= 0):
+            raise ValueError(f"{source}: {name} must be positive, found {array[array <= 0][0]}")
 
     finite = np.logical_and.reduce([np.isfinite(array) for array in arrays])
     n_dropped = int(finite.size - np.count_nonzero(finite))
@@ -95,19 +110,25 @@ def _star_arrays(values, source):
     if n_dropped:
         rows = np.flatnonzero(~finite)
         shown = ", ".join(map(str, rows[:10])) + (", ..." if n_dropped > 10 else "")
+        what = "position, offset or uncertainty" if len(arrays) > 4 else "position or offset"
         warnings.warn(
             f"{source}: dropped {n_dropped} of {finite.size} stars with NaN or infinite "
-            f"position or offset (rows {shown})",
+            f"{what} (rows {shown})",
             AstropyUserWarning,
             stacklevel=4,
         )
         arrays = [array[finite] for array in arrays]
-    stars = []
-    for array in arrays:
+    columns = []
+    for array in arrays[:4]:
         array = np.ascontiguousarray(array)
         array.flags.writeable = False
-        stars.append(array)
-    return tuple(stars), n_dropped
+        columns.append(array)
+    # One uncertainty per star for both axes: their quadratic mean.
+    sigma = None
+    if len(arrays) > 4:
+        sigma = np.sqrt(np.mean([a * a for a in arrays[4:]], axis=0))
+        sigma.flags.writeable = False
+    return Stars(*columns, sigma), n_dropped
 
 
 class OffsetModel:
@@ -159,6 +180,14 @@ class OffsetModel:
         deviations; `None` keeps every star. The default is 3. The robust
         standard deviation is taken as at least 0.005 px, so that a fit exact
         to rounding clips nothing.
+    uncertainty : array-like, pair of array-like or `None`, optional
+        The offsets' standard uncertainties (px): one array for both axes,
+        or ``(x_offset_err, y_offset_err)``. The fitted fields weigh each
+        star by the inverse of its variance (their quadratic mean over the
+        axes), in the fit, the sigma-clipping (a star's residual is judged
+        against its uncertainty) and the cross-validation's scores; the
+        quadrant field passes through every star whatever its uncertainty.
+        The default `None` weighs all stars alike.
     source : str or `None`, optional
         Where the stars came from (a table file name), kept in ``meta`` and
         used in messages.
@@ -257,18 +286,26 @@ class OffsetModel:
         *,
         method=_DEFAULT_METHOD,
         clip=3.0,
+        uncertainty=None,
         source=None,
         **parameter,
     ):
         chosen, value, self._clip = check_options(method, clip, **parameter)
         label = os.fspath(source) if source is not None else "stars"
-        self._stars, n_dropped = _star_arrays((x, y, x_offset, y_offset), label)
-        self._norm = Normalisation(self._stars[0], self._stars[1])
+        errors = _uncertainty(uncertainty)
+        names = (*_ARGUMENT_NAMES, *_ERROR_NAMES[len(errors)])
+        self._stars, n_dropped = _star_arrays((x, y, x_offset, y_offset, *errors), names, label)
+        with one_blas_thread():
+            self._fit(chosen, value, n_dropped, label, source)
+
+    def _fit(self, chosen, value, n_dropped, label, source):
+        """Choose (auto) and fit the field; set the model's state and ``meta``."""
+        self._norm = Normalisation(self._stars.x, self._stars.y)
         # Fits to all stars by (method, value), for cross-validating them.
         self._fits = {}
         # The cross-validation table ``auto`` chose from.
         self._selection = None
-        n = len(self._stars[0])
+        n = len(self._stars.x)
         if chosen is None:
             chosen, value = self._choose()
         elif n < chosen.min_stars(value):
@@ -299,6 +336,7 @@ class OffsetModel:
             "parameter_value": value,
         }
         if chosen.clipped:
+            self.meta["weighted"] = self._stars.sigma is not None
             self.meta["clip"] = self._clip
             self.meta["n_clipped"] = int(np.count_nonzero(self._clipped))
         if self._selection is not None:
@@ -306,7 +344,7 @@ class OffsetModel:
 
     def _choose(self):
         """Cross-validate the default candidates; return the best ``(method, value)``."""
-        n = len(self._stars[0])
+        n = len(self._stars.x)
         if n_folds_for(n) < 2:
             default = METHODS[_DEFAULT_METHOD]
             return default, default.default
@@ -322,7 +360,14 @@ class OffsetModel:
 
     @classmethod
     def from_table(
-        cls, table, *, centroid_columns=None, offset_columns=None, source=None, **options
+        cls,
+        table,
+        *,
+        centroid_columns=None,
+        offset_columns=None,
+        uncertainty_columns=None,
+        source=None,
+        **options,
     ):
         """Build the model from a star table.
 
@@ -336,6 +381,11 @@ class OffsetModel:
             be in pixels.
         centroid_columns, offset_columns : tuple of str or `None`, optional
             Explicit ``(x, y)`` column names, overriding the aliases.
+        uncertainty_columns : tuple of str or `None`, optional
+            Explicit ``(x, y)`` names of the offsets' uncertainty columns;
+            `None` takes ``xoffset_err/yoffset_err`` or
+            ``x_offset_err/y_offset_err`` if present (the fitted fields then
+            weigh each star by them), and none otherwise.
         source : str or `None`, optional
             Name of the table in messages and provenance.
         **options
@@ -364,7 +414,8 @@ class OffsetModel:
         columns = star_columns(
             table, centroid_columns=centroid_columns, offset_columns=offset_columns, source=source
         )
-        model = cls(*columns, source=source, **options)
+        errors = offset_errors(table, columns=uncertainty_columns, source=source)
+        model = cls(*columns, uncertainty=errors, source=source, **options)
         # The frame the offsets are against, as make_tables records it: the
         # map records it too, so that stacking can check it.
         if table.meta.get("REFFRAME"):
@@ -372,7 +423,7 @@ class OffsetModel:
         return model
 
     @classmethod
-    def read(cls, path, *, format=None, centroid_columns=None, offset_columns=None, **options):
+    def read(cls, path, *, format=None, **options):
         """Read a star table file and build the model.
 
         Parameters
@@ -382,11 +433,11 @@ class OffsetModel:
             ``DSC03770.offsets_table.fits``.
         format : str or `None`, optional
             Format name for `astropy.table.Table.read`; guessed when `None`.
-        centroid_columns, offset_columns : tuple of str or `None`, optional
-            Explicit column names; see `from_table`.
         **options
-            ``method``, ``clip`` and the method's parameter (``power``,
-            ``degree``, ``smoothing``): as for `OffsetModel`.
+            ``centroid_columns``, ``offset_columns``, ``uncertainty_columns``
+            as for `from_table`; ``method``, ``clip`` and the method's
+            parameter (``power``, ``degree``, ``smoothing``) as for
+            `OffsetModel`.
 
         Returns
         -------
@@ -413,13 +464,7 @@ class OffsetModel:
         """
         path = os.fspath(path)
         table = read_table(path, format=format)
-        return cls.from_table(
-            table,
-            centroid_columns=centroid_columns,
-            offset_columns=offset_columns,
-            source=path,
-            **options,
-        )
+        return cls.from_table(table, source=path, **options)
 
     x = _star_column(0, "Star x centroids in this frame (read-only float64).")
     y = _star_column(1, "Star y centroids in this frame (read-only float64).")
@@ -478,7 +523,7 @@ class OffsetModel:
         return value if math.isfinite(value) else None
 
     def __len__(self):
-        return len(self._stars[0])
+        return len(self._stars.x)
 
     def __repr__(self):
         field = self._method.describe(self._value)
@@ -565,14 +610,15 @@ class OffsetModel:
             candidates = default_candidates(len(self), n_folds)
         else:
             candidates = [self._candidate(c) for c in candidates]
-        return cross_validate(
-            self._norm,
-            self._stars,
-            candidates,
-            n_folds=n_folds,
-            clip=self._clip,
-            fits=dict(self._fits),
-        )
+        with one_blas_thread():
+            return cross_validate(
+                self._norm,
+                self._stars,
+                candidates,
+                n_folds=n_folds,
+                clip=self._clip,
+                fits=dict(self._fits),
+            )
 
     @staticmethod
     def _candidate(candidate):
@@ -696,4 +742,5 @@ class OffsetModel:
         meta = dict(self.meta)
         if self._selection is not None:
             meta["cv_rms"] = self.cv_rms
-        return OffsetMap(x_map, y_map, meta=meta, stars=StarOffsets(*self._stars, self._clipped))
+        stars = StarOffsets(*self._stars[:4], self._clipped)
+        return OffsetMap(x_map, y_map, meta=meta, stars=stars)

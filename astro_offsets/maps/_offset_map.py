@@ -24,6 +24,7 @@ _PROVENANCE = (
     ("selection", "SELECTED", "how the method was chosen"),
     ("parameter", "PARNAME", "the method's parameter"),
     ("parameter_value", "PARVALUE", "its value"),
+    ("weighted", "WEIGHTED", "stars weighted by their uncertainties"),
     ("clip", "CLIPSIG", "sigma-clipping threshold (robust sigma)"),
     ("n_clipped", "NCLIPPED", "stars left out by sigma-clipping"),
     ("cv_rms", "CVRMS", "5-fold cross-validated RMS at stars (px)"),

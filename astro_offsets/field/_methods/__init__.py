@@ -9,9 +9,18 @@ import importlib
 import pkgutil
 from types import MappingProxyType
 
-from ._base import FieldMethod, Fit, Normalisation, evaluate, residuals
+from ._base import FieldMethod, Fit, Normalisation, Stars, evaluate, residuals
 
-__all__ = ["METHODS", "FieldMethod", "Fit", "Normalisation", "evaluate", "method", "residuals"]
+__all__ = [
+    "METHODS",
+    "FieldMethod",
+    "Fit",
+    "Normalisation",
+    "Stars",
+    "evaluate",
+    "method",
+    "residuals",
+]
 
 
 def _discover():

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..._utils.validation import real
 
-__all__ = ["FieldMethod", "Fit", "Normalisation", "evaluate", "residuals"]
+__all__ = ["FieldMethod", "Fit", "Normalisation", "Stars", "evaluate", "residuals"]
 
 
 class Normalisation:
@@ -38,6 +38,27 @@ class Normalisation:
         return (y - self.cy) / self.scale
 
 
+class Stars(NamedTuple):
+    """The stars of a fit: positions, offsets and the offsets' uncertainty."""
+
+    x: np.ndarray
+    y: np.ndarray
+    x_offset: np.ndarray
+    y_offset: np.ndarray
+    sigma: np.ndarray | None = None
+    """Each offset's standard uncertainty (px, either axis), or `None`: all alike."""
+
+    def subset(self, mask):
+        """Return the stars selected by ``mask`` (boolean or indices)."""
+        sigma = None if self.sigma is None else self.sigma[mask]
+        return Stars(self.x[mask], self.y[mask], self.x_offset[mask], self.y_offset[mask], sigma)
+
+    @property
+    def weights(self):
+        """Each star's weight in a fit, the inverse of its variance, or `None`."""
+        return None if self.sigma is None else 1.0 / self.sigma**2
+
+
 class Fit(NamedTuple):
     """A field fitted to stars."""
 
@@ -59,9 +80,16 @@ def evaluate(field, px, py):
 
 
 def residuals(field, stars, mask):
-    """Return the offsets of the stars in ``mask`` minus the field there."""
-    fu, fv = evaluate(field, stars[0][mask], stars[1][mask])
-    return stars[2][mask] - fu, stars[3][mask] - fv
+    """Return the offsets of the stars in ``mask`` minus the field there.
+
+    A field may read itself at the stars otherwise than at other points
+    (``at_stars``: a thin-plate spline skips its lattice there).
+    """
+    px, py = np.ascontiguousarray(stars.x[mask]), np.ascontiguousarray(stars.y[mask])
+    fu, fv = np.empty(px.shape), np.empty(px.shape)
+    if px.size:
+        getattr(field, "at_stars", field.points)(px, py, fu, fv)
+    return stars.x_offset[mask] - fu, stars.y_offset[mask] - fv
 
 
 class FieldMethod:
@@ -132,8 +160,10 @@ class FieldMethod:
         ----------
         norm : `Normalisation`
             Normalised coordinates of the fit.
-        stars : tuple of `~numpy.ndarray`
-            ``(x, y, x_offset, y_offset)``, contiguous float64.
+        stars : `Stars`
+            Contiguous float64 positions and offsets, with their
+            uncertainties (the fit weighs each star by the inverse of its
+            variance) or not.
         value
             The parameter.
         loo : bool

@@ -15,7 +15,9 @@ _MAX_POWER = 10.0
 
 class _QuadrantField:
     def __init__(self, stars, power):
-        self.stars = stars
+        # The kernel takes the positions and offsets; the field interpolates
+        # every star, whatever its uncertainty.
+        self.stars = tuple(stars[:4])
         self.power = power
 
     def points(self, px, py, out_u, out_v):

@@ -28,9 +28,11 @@ _POINT_CHUNK = 65536
 # would overflow int64 keys.
 _FAR = 1e12
 _CANDIDATES = (1e-4, 1e-3, 1e-2, 1e-1)
-# Splines are offered to auto from this many training stars on, and up to
-# this many: their fits cost O(n**3) (about 3 s for 1500 stars on 2 cores).
-_CANDIDATE_STARS = (10, 1500)
+# Splines are offered to auto from this many training stars on.
+_CANDIDATE_STARS = 10
+# A spline goes through at most this many stars (knots), spread over the
+# frame: its fit costs O(n**3), 0.02 s for 400 knots.
+_KNOTS = 400
 
 
 def _catmull_rom(t):
@@ -113,6 +115,16 @@ class _ThinPlateField:
         )
         return self.spline(points).T
 
+    def at_stars(self, px, py, out_u, out_v):
+        """Read the spline itself at points: for the residuals, clipping and scores of a fit.
+
+        The lattice that maps and `points` read is 1e-4 px from the spline
+        at most, but costs 16 nodes a point: for statistics over the stars
+        the spline is read directly.
+        """
+        points = np.column_stack([self.norm.u(px), self.norm.v(py)])
+        out_u[:], out_v[:] = self.spline(points).T
+
     def for_grid(self, shape):
         ny, nx = shape
         rows = np.arange(-1, (ny - 1) // LATTICE_STEP + 3)
@@ -162,10 +174,11 @@ class _ThinPlateField:
 def _thin_plate_star_block(points, smoothing):
     """Return ``M``, the star block of the inverse of the spline's system.
 
-    The system is ``[[K + s I, P], [P^T, 0]]`` with ``K`` the thin-plate
-    kernel ``r**2 log r`` between the stars and ``P`` the linear polynomials:
-    the system scipy's `~scipy.interpolate.RBFInterpolator` solves. The
-    spline's coefficients are ``M d``.
+    The system is ``[[K + S, P], [P^T, 0]]`` with ``K`` the thin-plate
+    kernel ``r**2 log r`` between the stars, ``S`` the diagonal of each
+    star's smoothing and ``P`` the linear polynomials: the system scipy's
+    `~scipy.interpolate.RBFInterpolator` solves. The spline's coefficients
+    are ``M d``.
     """
     n = len(points)
     r2 = (points[:, None, 0] - points[None, :, 0]) ** 2
@@ -203,45 +216,92 @@ def _held_out(star_block, values, labels=None):
     return residuals
 
 
+def _knots(stars):
+    """Return the stars the spline goes through: all, or a spread of at most `_KNOTS`.
+
+    With more stars, the frame is cut into cells and each cell's best
+    measured star (the first, if their uncertainties are not known) is taken:
+    the spline's cost grows as the cube of its knots, and a few hundred
+    spread over the frame follow any distortion a lens makes.
+    """
+    n = len(stars.x)
+    if n <= _KNOTS:
+        return np.arange(n)
+    # Square cells over the stars' extent, as many as knots.
+    width, height = np.ptp(stars.x) + 1.0, np.ptp(stars.y) + 1.0
+    side = np.sqrt(width * height / _KNOTS)
+    columns = max(1, int(width / side))
+    rows = max(1, int(height / side))
+    column = np.minimum(((stars.x - stars.x.min()) / width * columns).astype(int), columns - 1)
+    row = np.minimum(((stars.y - stars.y.min()) / height * rows).astype(int), rows - 1)
+    cells = columns
+    rank = np.zeros(n) if stars.sigma is None else stars.sigma
+    order = np.lexsort((np.arange(n), rank, row * cells + column))
+    cell = (row * cells + column)[order]
+    return np.sort(order[np.r_[True, cell[1:] != cell[:-1]]])
+
+
 def _spline_points(norm, stars):
-    x, y, u, v = stars
-    return np.column_stack([norm.u(x), norm.v(y)]), np.column_stack([u, v])
+    points = np.column_stack([norm.u(stars.x), norm.v(stars.y)])
+    return points, np.column_stack([stars.x_offset, stars.y_offset])
+
+
+def _smoothing(stars, value):
+    """Each knot's smoothing: ``value`` for a star of the median uncertainty."""
+    if stars.sigma is None:
+        return value
+    return value * (stars.sigma / np.median(stars.sigma)) ** 2
 
 
 def _fit_thin_plate(norm, stars, smoothing, loo):
-    points, values = _spline_points(norm, stars)
+    """Fit the spline to its knots; with ``loo``, every star's held-out residual.
+
+    The knots' leave-one-out residuals come from the system's inverse; the
+    other stars are not in the fit, and their residuals are against it.
+    Returns the field, the residuals and the state ``(knots, star block)``.
+    """
+    knots = _knots(stars)
+    fitted = stars.subset(knots)
+    points, values = _spline_points(norm, fitted)
+    each = _smoothing(fitted, smoothing)
     try:
         spline = RBFInterpolator(
-            points, values, kernel="thin_plate_spline", smoothing=smoothing, degree=1
+            points, values, kernel="thin_plate_spline", smoothing=each, degree=1
         )
-        star_block = _thin_plate_star_block(points, smoothing) if loo else None
+        star_block = _thin_plate_star_block(points, each) if loo else None
     except (ValueError, np.linalg.LinAlgError) as error:
         # Collinear stars leave the spline's linear part undetermined.
         raise ValueError(
             f"cannot fit a thin-plate spline to {len(points)} stars (are they on one line?): "
             f"{error}"
         ) from None
-    loo_residuals = None if star_block is None else _held_out(star_block, values).T
-    return _ThinPlateField(norm, spline), loo_residuals, star_block
+    field = _ThinPlateField(norm, spline)
+    if star_block is None:
+        return field, None, (knots, None)
+    du, dv = residuals(field, stars, slice(None))
+    du[knots], dv[knots] = _held_out(star_block, values).T
+    return field, (du, dv), (knots, star_block)
 
 
 def thin_plate_folds(fit, smoothing, norm, stars, labels):
     """Held-out residuals of a thin-plate spline over folds, without refitting.
 
-    ``fit`` is the `Fit` of the spline to ``stars`` (its ``state``, the star
-    block, when kept). The residuals of the
-    stars in the fit, against the spline fitted without their fold, are exact
-    (see `_held_out`); a clipped star, in no fit, is compared with the spline.
+    ``fit`` is the `Fit` of the spline to ``stars`` (its ``state``, the knots
+    and, when kept, the star block). The residuals of the knots, against the
+    spline fitted without their fold, are exact (see `_held_out`); the other
+    stars, clipped or not knots, in no fit, are compared with the spline.
     """
-    kept = ~fit.clipped
-    points, values = _spline_points(norm, tuple(s[kept] for s in stars))
-    star_block = fit.state
+    kept = np.flatnonzero(~fit.clipped)
+    knots, star_block = fit.state if fit.state is not None else (None, None)
+    fitted = stars.subset(kept)
+    if knots is None:
+        knots = _knots(fitted)
+    points, values = _spline_points(norm, fitted.subset(knots))
     if star_block is None:
-        star_block = _thin_plate_star_block(points, smoothing)
-    du = np.empty(len(labels))
-    dv = np.empty(len(labels))
-    du[kept], dv[kept] = _held_out(star_block, values, labels[kept]).T
-    du[fit.clipped], dv[fit.clipped] = residuals(fit.field, stars, fit.clipped)
+        star_block = _thin_plate_star_block(points, _smoothing(fitted.subset(knots), smoothing))
+    du, dv = residuals(fit.field, stars, slice(None))
+    index = kept[knots]
+    du[index], dv[index] = _held_out(star_block, values, labels[index]).T
     return du, dv
 
 
@@ -264,8 +324,7 @@ class ThinPlate(FieldMethod):
         return 3
 
     def candidates(self, n_train):
-        low, high = _CANDIDATE_STARS
-        return _CANDIDATES if low <= n_train <= high else ()
+        return _CANDIDATES if n_train >= _CANDIDATE_STARS else ()
 
     def fit(self, norm, stars, value, loo):
         return _fit_thin_plate(norm, stars, value, loo)
