@@ -126,3 +126,29 @@ class Polynomial:
         return tuple(
             _horner([_horner(c[i], v) for i in range(c.shape[0])], u) for c in self.coefficients
         )
+
+    def grid(self, u, v, out):
+        """Write the values on the grid of ``u`` (a row) and ``v`` (a column) into ``out``.
+
+        The same steps as calling the polynomial at the grid's points, so the
+        same bits, done in place in one float64 buffer: a map's tile takes no
+        temporary arrays beyond it.
+
+        Parameters
+        ----------
+        u : `~numpy.ndarray`
+            ``(1, nx)`` coordinates of the columns.
+        v : `~numpy.ndarray`
+            ``(ny, 1)`` coordinates of the rows.
+        out : sequence of `~numpy.ndarray`
+            One ``(ny, nx)`` array per output, written in place.
+        """
+        buffer = np.empty(np.broadcast_shapes(u.shape, v.shape))
+        for c, target in zip(self.coefficients, out, strict=True):
+            # Each power of u's coefficient along the rows, then Horner in u.
+            rows = [_horner(c[i], v) for i in range(c.shape[0])]
+            buffer[...] = rows[-1]
+            for row in rows[-2::-1]:
+                np.multiply(buffer, u, out=buffer)
+                np.add(buffer, row, out=buffer)
+            target[...] = buffer

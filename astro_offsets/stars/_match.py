@@ -9,6 +9,7 @@ from itertools import combinations
 import numpy as np
 from scipy.spatial import cKDTree
 
+from .._utils.blas import one_blas_thread
 from .._utils.polynomial import Polynomial
 
 __all__ = ["match_stars", "MatchError"]
@@ -104,7 +105,8 @@ def _polynomial(src, dst, centre, scale):
     def normalised(xy):
         return (xy[:, 0] - centre[0]) / scale, (xy[:, 1] - centre[1]) / scale
 
-    polynomial, _ = Polynomial.fit(*normalised(src), dst, degree)
+    with one_blas_thread():
+        polynomial, _ = Polynomial.fit(*normalised(src), dst, degree)
     return lambda xy: np.column_stack(polynomial(*normalised(xy)))
 
 

@@ -35,7 +35,7 @@ class _PolynomialField:
         ny, nx = out_u.shape
         u = self.norm.u(x0 + np.arange(nx, dtype=np.float64))[None, :]
         v = self.norm.v(y0 + np.arange(ny, dtype=np.float64))[:, None]
-        out_u[...], out_v[...] = self.polynomial(u, v)
+        self.polynomial.grid(u, v, (out_u, out_v))
 
 
 class PolynomialMethod(FieldMethod):
