@@ -305,7 +305,7 @@ def _add_demo(commands):
         "run the whole pipeline on a built-in synthetic raw sequence",
         "Write five synthetic raw frames (DNG: a Bayer mosaic of 900 coloured stars, sky, "
         "noise and hot pixels) moved by a known drift, field rotation and lens distortion; "
-        "take them through star tables, offset maps (--method auto, with their plots) and a "
+        "take them through star tables, offset maps (--method auto, with a plot of the last) and a "
         "Bayer drizzle stack (stack.fits and stack.png), as the other commands would; and "
         "report the time of each step and the maps' error against the true motion.",
     )
