@@ -16,7 +16,7 @@ from ._utils.naming import png_path
 from ._utils.provenance import PRODUCTS, product_kind
 from ._version import __version__
 from .field import METHODS, check_options, write_maps
-from .frames import frame_shape
+from .frames import KINDS, Calibration, frame_shape
 from .stack import KERNELS, check_stack_options, stack_frames
 from .stars import make_tables
 
@@ -110,6 +110,29 @@ def _add_jobs(parser, what):
     )
 
 
+def _add_calibration(parser):
+    group = parser.add_argument_group(
+        "calibration frames",
+        "files or folders of them; their masters are made once and kept beside them",
+    )
+    for kind in KINDS:
+        group.add_argument(f"--{kind}", metavar="PATH", nargs="+", help=f"{kind} frames")
+
+
+def _calibration(args, report):
+    """Return the masters of the calibration frames given, `None` if none, or `False` on error."""
+    sources = {kind: getattr(args, kind) for kind in KINDS if getattr(args, kind)}
+    if not sources:
+        return None
+    # One path is a file or a folder; several are the frames themselves.
+    sources = {kind: paths[0] if len(paths) == 1 else paths for kind, paths in sources.items()}
+    try:
+        return Calibration.from_files(**sources)
+    except (OSError, ValueError) as exc:
+        report.usage(describe("calibration", exc).removeprefix("calibration: "))
+        return False
+
+
 def _add_overwrite(parser, what):
     parser.add_argument("--overwrite", action="store_true", help=f"replace existing {what}")
 
@@ -162,6 +185,7 @@ def _add_tables(commands):
     tables.add_argument(
         "--complete", action="store_true", help="keep only the stars matched in every frame"
     )
+    _add_calibration(tables)
     _add_overwrite(tables, "tables")
     return tables
 
@@ -498,7 +522,8 @@ def _stars(result):
 
 
 def _run_tables(args, report):
-    if not report.make_directory(args.outdir):
+    calibration = _calibration(args, report)
+    if calibration is False or not report.make_directory(args.outdir):
         return 2
 
     def on_frame(result):
@@ -512,6 +537,7 @@ def _run_tables(args, report):
             progress=True,
             callback=on_frame,
             n_jobs=args.jobs,
+            calibration=calibration,
             **_given(
                 args, "outdir", "fwhm", "threshold", "min_snr", "flagged", "complete", "overwrite"
             ),

@@ -28,7 +28,14 @@ __all__ = [
 
 # The kinds of file we write: the PRODUCT card of the FITS files, the
 # description of the PNG pictures.
-PRODUCTS = ("star table", "offset map", "stack", "map plot", "stack preview")
+PRODUCTS = (
+    "star table",
+    "offset map",
+    "stack",
+    "map plot",
+    "stack preview",
+    "calibration master",
+)
 _PNG = b"\x89PNG\r\n\x1a\n"
 _CREATOR = "astro_offsets"
 _FITS = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz")

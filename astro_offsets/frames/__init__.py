@@ -1,15 +1,20 @@
-"""Frames: reading FITS images and camera raw files, colour filters, hot pixels.
+"""Frames: reading FITS images and camera raw files, colour filters, hot pixels, calibration.
 
 The first stage of the pipeline: everything after it works on the pixels,
 colour filters and exposure times that `read_frame` gives.
 """
 
+from ._calibration import KINDS, Calibration, calibration_frames, make_master
 from ._cfa import CFA_CHANNEL, green, superpixels
 from ._cosmetic import hot_pixels
 from ._read import Frame, frame_shape, read_frame
 
 __all__ = [
     "CFA_CHANNEL",
+    "KINDS",
+    "Calibration",
+    "calibration_frames",
+    "make_master",
     "Frame",
     "frame_shape",
     "green",

@@ -80,9 +80,14 @@ def _header(frame, reference, info, counts, kept, fwhm, threshold, min_snr, comp
     return provenance_header("star table", cards, comments)
 
 
-def _reference_stars(reference, fwhm, threshold):
+def _read(path, calibration):
+    """Read a frame, calibrated if masters are given."""
+    return read_frame(path) if calibration is None else calibration.read(path)
+
+
+def _reference_stars(reference, fwhm, threshold, calibration):
     """Find the reference frame's stars; raise `ValueError` if there are too few."""
-    frame = read_frame(reference)
+    frame = _read(reference, calibration)
     stars = detect_stars(frame.data, fwhm=fwhm, threshold=threshold, colors=frame.colors)
     if len(stars) < 5:
         raise ValueError(
@@ -111,6 +116,7 @@ def make_tables(
     min_snr=10.0,
     flagged=False,
     complete=False,
+    calibration=None,
     overwrite=False,
     n_jobs=None,
     progress=False,
@@ -155,6 +161,9 @@ def make_tables(
     complete : bool, optional
         Keep only the stars matched in every frame that could be matched (the
         original notebooks' "complete sequence"). The default is `False`.
+    calibration : `~astro_offsets.frames.Calibration` or `None`, optional
+        Master bias, dark and flat that correct every frame (the reference
+        too) before its stars are found; see `Calibration.from_files`.
     overwrite : bool, optional
         Replace existing tables. The default is `False`: they are kept and
         the frame is reported as skipped.
@@ -212,7 +221,7 @@ def make_tables(
         for frame in batch.inputs
         if not is_reference[frame] and (overwrite or not os.path.lexists(table_path(frame, outdir)))
     ]
-    ref_stars = _reference_stars(reference, fwhm, threshold) if todo else None
+    ref_stars = _reference_stars(reference, fwhm, threshold, calibration) if todo else None
     if ref_stars is not None:
         fwhm = ref_stars.meta["fwhm"]
 
@@ -248,7 +257,13 @@ def make_tables(
     # Each frame is read, searched and matched by a worker (processes: sep and
     # the matching hold the GIL for much of their time); the tables come back
     # in order and are written here.
-    options = {"fwhm": fwhm, "threshold": threshold, "min_snr": min_snr, "flagged": flagged}
+    options = {
+        "fwhm": fwhm,
+        "threshold": threshold,
+        "min_snr": min_snr,
+        "flagged": flagged,
+        "calibration": calibration,
+    }
     tasks = (delayed(_frame_table)(batch.paths[i], ref_stars, options) for i in work)
     pending = {}  # with complete: the tables of all frames, written once all are matched
     for index, (found, detected) in zip(
@@ -280,7 +295,7 @@ def _frame_table(frame, ref_stars, options):
     """
     detected = 0
     try:
-        data = read_frame(frame)
+        data = _read(frame, options["calibration"])
         stars = detect_stars(
             data.data, fwhm=options["fwhm"], threshold=options["threshold"], colors=data.colors
         )
