@@ -169,7 +169,8 @@ def detect_stars(data, *, fwhm=None, threshold=5.0, colors=None):
         ``flags``: the sum of `FLAGS` bits, 1 blended with a neighbour, 2 on
         the frame's edge, 4 extended (its FWHM over 1.5 times the median),
         8 the windowed centroid failed (the detection's position is kept).
-        ``meta`` holds ``fwhm``, ``noise``, ``threshold``.
+        ``meta`` holds ``fwhm``, ``noise``, ``threshold`` and ``sky``, the
+        median background per pixel of ``data``.
 
     Notes
     -----
@@ -207,7 +208,7 @@ def detect_stars(data, *, fwhm=None, threshold=5.0, colors=None):
         for name in ("peak", "fwhm", "roundness"):
             table[name] = np.zeros(0)
         table["npix"] = table["flags"] = np.zeros(0, int)
-        table.meta.update(fwhm=fwhm_image * factor, noise=noise, threshold=threshold)
+        table.meta.update(_meta(fwhm_image * factor, noise, threshold, background, factor))
         return table
     x, y, wandered = _windowed(image, objects["x"], objects["y"], fwhm_image)
     flux, flux_err, _ = sep.sum_circle(image, x, y, fwhm_image, err=noise, gain=1.0)
@@ -249,5 +250,12 @@ def detect_stars(data, *, fwhm=None, threshold=5.0, colors=None):
     }
     for name, values in columns.items():
         table[name] = np.asarray(values)[order]
-    table.meta.update(fwhm=fwhm_image * factor, noise=noise, threshold=threshold)
+    table.meta.update(_meta(fwhm_image * factor, noise, threshold, background, factor))
     return table
+
+
+def _meta(fwhm, noise, threshold, background, factor):
+    """The frame's measures the table carries: FWHM, noise, threshold, sky level."""
+    # A super-pixel sums four raw pixels: its sky is four times theirs.
+    sky = float(np.median(background)) / factor**2
+    return {"fwhm": fwhm, "noise": noise, "threshold": threshold, "sky": sky}

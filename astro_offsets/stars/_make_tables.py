@@ -62,6 +62,8 @@ def _header(frame, reference, info, counts, kept, fwhm, threshold, min_snr, comp
         ("FRAME", os.path.basename(frame), "frame of the stars"),
         ("REFFRAME", os.path.basename(reference), "reference frame"),
         ("FWHM", round(float(fwhm), 4), "stars' FWHM (px)"),
+        ("SKY", round(info["sky"], 4), "median sky level of the frame"),
+        ("REFSKY", round(info["ref_sky"], 4), "median sky level of the reference"),
         ("THRESH", float(threshold), "detection threshold (background sigma)"),
         ("NDETECT", counts["detected"], "stars detected"),
         ("NMATCH", counts["matched"], "stars matched to the reference"),
@@ -311,6 +313,7 @@ def _frame_table(frame, ref_stars, options):
             "matched": len(pairs),
             "outside": _outside(info.pop("mapped"), pairs, data.data.shape),
         }
+        info.update(sky=stars.meta["sky"], ref_sky=ref_stars.meta["sky"])
         table = _measurable(offsets_table(stars, ref_stars, pairs), options)
     except Exception as exc:
         return describe(frame, exc), detected

@@ -200,7 +200,8 @@ def offsets_table(frame_stars, ref_stars, pairs):
     `~astropy.table.QTable`
         ``xcentroid``, ``ycentroid`` (this frame), ``xoffset``, ``yoffset``
         (this frame minus the reference), ``ref_id`` (reference star row),
-        ``x_ref``, ``y_ref``, ``flux``, ``snr``; sorted by ``ref_id``. When
+        ``x_ref``, ``y_ref``, ``flux`` and ``flux_ref`` (in this frame and in
+        the reference), ``snr``; sorted by ``ref_id``. When
         both star tables have them, ``xoffset_err``, ``yoffset_err`` (the
         uncertainties of the two centroids combined) and ``flags`` (those of
         the star in either frame, ORed).
@@ -236,6 +237,7 @@ def offsets_table(frame_stars, ref_stars, pairs):
             table[name] = np.hypot(here, np.asarray(ref_stars[error], float)[r])
     table["ref_id"] = r
     table["flux"] = np.asarray(frame_stars["flux"], float)[f]
+    table["flux_ref"] = np.asarray(ref_stars["flux"], float)[r]
     table["snr"] = np.asarray(frame_stars["snr"], float)[f]
     if "flags" in names:
         table["flags"] = np.asarray(frame_stars["flags"])[f] | np.asarray(ref_stars["flags"])[r]
