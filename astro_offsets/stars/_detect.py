@@ -255,7 +255,7 @@ def detect_stars(data, *, fwhm=None, threshold=5.0, colors=None):
 
 
 def _meta(fwhm, noise, threshold, background, factor):
-    """The frame's measures the table carries: FWHM, noise, threshold, sky level."""
+    """Return the frame's measures the table carries: FWHM, noise, threshold, sky level."""
     # A super-pixel sums four raw pixels: its sky is four times theirs.
     sky = float(np.median(background)) / factor**2
     return {"fwhm": fwhm, "noise": noise, "threshold": threshold, "sky": sky}
