@@ -30,8 +30,9 @@ half-light radius). The reference frame alone gives the measurement's floor and 
 input FWHM; the best single homography per frame, fitted to the true motion, shows
 what a homography can do at best on this lens.
 
-The machine is shared and timings are noisy: the load average before and after the
-run is printed with the figures.
+Timings are noisy on a shared machine: the load average before and after the run is
+printed with the figures. ``--blas-threads 1`` runs our commands with one BLAS thread
+(``OPENBLAS_NUM_THREADS`` and the like), to see what BLAS threading costs there.
 
 Run (``sep`` measures the stars; Siril is ``apt-get install siril``)::
 
