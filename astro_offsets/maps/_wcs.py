@@ -7,7 +7,6 @@ astropy implements as `astropy.wcs.DistortionLookupTable` objects attached to
 """
 
 import numpy as np
-from astropy.wcs import WCS, DistortionLookupTable
 
 from .._utils.validation import positive_pair
 from ._arrays import offset_maps
@@ -57,6 +56,8 @@ def default_wcs(shape):
     >>> print(w.wcs.crpix)
     [29.  20.5]
     """
+    from astropy.wcs import WCS  # with astropy.coordinates: imported when a WCS is made
+
     shape = positive_pair(shape, "shape")
     ny, nx = shape
     w = WCS(naxis=2)
@@ -88,10 +89,14 @@ def _lookup_table(offset, name):
     # image pixel p, so CRPIX = CRVAL = 1 with CDELT = 1 puts table node (i, j)
     # exactly on image pixel (i, j); the interpolation weights there are exactly
     # 0 and 1, so p4_pix2foc returns the stored values without rounding.
+    from astropy.wcs import DistortionLookupTable
+
     return DistortionLookupTable(table, (1.0, 1.0), (1.0, 1.0), (1.0, 1.0))
 
 
 def _check_wcs(wcs, shape):
+    from astropy.wcs import WCS
+
     if not isinstance(wcs, WCS):
         raise TypeError(f"wcs must be an astropy.wcs.WCS or None, got {type(wcs).__name__}")
     if wcs.naxis != 2:
