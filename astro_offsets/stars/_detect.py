@@ -160,15 +160,17 @@ def detect_stars(data, *, fwhm=None, threshold=5.0, colors=None):
     Returns
     -------
     `~astropy.table.QTable`
-        One row per star, brightest first: ``xcentroid``, ``ycentroid``
-        (pixels of ``data``), ``xcentroid_err``, ``ycentroid_err`` (their
+        One row per star, brightest first, in the manner of photutils' star
+        finders: ``id`` (from 1), ``xcentroid``, ``ycentroid`` (pixels of
+        ``data``), ``xcentroid_err``, ``ycentroid_err`` (their
         standard uncertainty, px), ``flux`` (background subtracted, in a
         disc of one FWHM radius) and ``flux_err``, ``snr``, ``peak``,
         ``fwhm`` (the star's own, twice its half-flux radius), ``roundness``
-        (minor over major axis), ``npix`` (pixels above the threshold) and
-        ``flags``: the sum of `FLAGS` bits, 1 blended with a neighbour, 2 on
-        the frame's edge, 4 extended (its FWHM over 1.5 times the median),
-        8 the windowed centroid failed (the detection's position is kept).
+        (minor over major axis), ``npix`` (pixels above the threshold),
+        ``mag`` (``-2.5 log10(flux)``) and ``flags``: the sum of `FLAGS`
+        bits, 1 blended with a neighbour, 2 on the frame's edge, 4 extended
+        (its FWHM over 1.5 times the median), 8 the windowed centroid failed
+        (the detection's position is kept).
         ``meta`` holds ``fwhm``, ``noise``, ``threshold`` and ``sky``, the
         median background per pixel of ``data``.
 
@@ -208,6 +210,8 @@ def detect_stars(data, *, fwhm=None, threshold=5.0, colors=None):
         for name in ("peak", "fwhm", "roundness"):
             table[name] = np.zeros(0)
         table["npix"] = table["flags"] = np.zeros(0, int)
+        table["mag"] = np.zeros(0)
+        table.add_column(np.zeros(0, int), name="id", index=0)
         table.meta.update(_meta(fwhm_image * factor, noise, threshold, background, factor))
         return table
     x, y, wandered = _windowed(image, objects["x"], objects["y"], fwhm_image)
@@ -248,8 +252,11 @@ def detect_stars(data, *, fwhm=None, threshold=5.0, colors=None):
         "npix": objects["npix"],
         "flags": flags,
     }
+    table["id"] = np.arange(1, len(order) + 1)
     for name, values in columns.items():
         table[name] = np.asarray(values)[order]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        table["mag"] = -2.5 * np.log10(table["flux"])
     table.meta.update(_meta(fwhm_image * factor, noise, threshold, background, factor))
     return table
 
