@@ -273,8 +273,9 @@ def _add_stack(commands):
         _run_stack,
         "drizzle frames onto the reference grid with their offset maps",
         "Drizzle the frames onto the reference frame's grid, each moved by its map "
-        "<stem>.offsets.fits (beside the frame, or in --maps); the frame without a map "
-        "is the reference and stacks unmoved. Raw files give a colour stack (Bayer "
+        "<stem>.offsets.fits (beside the frame, or in --maps); the reference (the frame "
+        "the maps were made against, or else the one frame without a map) stacks "
+        "unmoved. Raw files give a colour stack (Bayer "
         "drizzle: RED, GREEN, BLUE and their weights), FITS files a mono one (SCI, WHT). "
         "A PNG preview is written beside the output.",
     )
@@ -286,7 +287,8 @@ def _add_stack(commands):
     stack.add_argument(
         "--reference",
         metavar="FRAME",
-        help="the reference frame (default: the one frame without a map)",
+        help="the reference frame (default: the frame the maps were made against, or else "
+        "the one frame without a map)",
     )
     stack.add_argument(
         "--kernel", default="square", choices=KERNELS, help="drizzle kernel (default: square)"
@@ -352,8 +354,8 @@ def _run_demo(args, report):
     return 0
 
 
-# Inputs left out that are not ours: FITS images given to maps.
-_FRAME = "FITS image"
+# Inputs left out that are not ours: frames given to maps.
+_FRAME = "frame"
 
 
 class _Reporter:
@@ -432,7 +434,7 @@ class _Reporter:
             )
             self.note(f"skipped {n} file{'s' if n > 1 else ''} written by {PROG} ({kinds})")
         if frames:
-            self.note(f"skipped {frames} FITS image{'s' if frames > 1 else ''}: not star tables")
+            self.note(f"skipped {frames} frame{'s' if frames > 1 else ''}: not star tables")
         line = f"{command}: " + ", ".join(
             f"{sum(r.status == status for r in results)} {status}" for status in counted
         )

@@ -37,6 +37,11 @@ PRODUCTS = (
     "calibration master",
 )
 _PNG = b"\x89PNG\r\n\x1a\n"
+# The names of camera raw files (LibRaw reads them all).
+_RAW = frozenset(
+    ".dng .arw .srf .sr2 .cr2 .cr3 .crw .nef .nrw .raf .orf .rw2 .rwl .pef .ptx .srw .3fr "  # noqa: SIM905
+    ".fff .iiq .mos .erf .kdc .dcr .mrw .x3f .raw".split()
+)
 _CREATOR = "astro_offsets"
 _FITS = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz")
 
@@ -198,14 +203,21 @@ def product_kind(path):
         return None
 
 
-def _fits_image(path):
-    """Whether ``path`` is a FITS file with an image in its primary HDU (a frame)."""
-    if not path.lower().endswith(_FITS):
-        return False
+def _frame_kind(path):
+    """Return ``"FITS image"`` or ``"raw file"`` if ``path`` is a frame, else `None`.
+
+    A FITS file with an image in its primary HDU, or a file named as camera
+    raw files are: no star table.
+    """
+    name = path.lower()
+    if os.path.splitext(name)[1] in _RAW:
+        return "raw file"
+    if not name.endswith(_FITS):
+        return None
     try:
-        return fits.getheader(path).get("NAXIS", 0) >= 2
+        return "FITS image" if fits.getheader(path).get("NAXIS", 0) >= 2 else None
     except Exception:  # not readable: the reader of tables reports it
-        return False
+        return None
 
 
 def not_an_input(path, what, keep=()):
@@ -233,8 +245,9 @@ def not_an_input(path, what, keep=()):
     """
     kind = product_kind(path)
     if kind is None:
-        if what == "star table" and _fits_image(path):
-            return f"{path}: a FITS image (a frame?), not a star table"
+        frame = _frame_kind(path) if what == "star table" else None
+        if frame is not None:
+            return f"{path}: a {frame} (a frame?), not a star table"
         return None
     if kind in keep:
         return None

@@ -148,8 +148,12 @@ class Stack(NamedTuple):
         above = [image - sky for image, (sky, _) in zip(images, skies, strict=True)]
         gains = _star_balance(above, skies[1][1], covered)
         level = _SKY_LEVEL * max(g * noise for g, (_, noise) in zip(gains, skies, strict=True))
+        # Saturated star cores stay white: no balanced channel goes above
+        # where the first of them tops out.
+        ceiling = min(g * float(a[covered].max()) for g, a in zip(gains, above, strict=True))
         images = [
-            np.where(covered, g * image + level, 0.0) for g, image in zip(gains, above, strict=True)
+            np.where(covered, np.minimum(g * image, ceiling) + level, 0.0)
+            for g, image in zip(gains, above, strict=True)
         ]
         stretch = _Q * max(level, 1e-30) / math.sinh(_Q * _SKY_DISPLAY)
         # Lupton's stretch divides by the mean intensity, 0 where nothing fell.
@@ -183,11 +187,16 @@ def _star_balance(above, noise, covered):
     """Return each channel's gain that makes the median star white, green's being 1.
 
     ``above`` are the channels above their sky, ``noise`` green's sky noise.
-    The stars are green's local peaks well above the sky; with fewer than
-    three, the channels are left as they are.
+    The stars are green's local peaks well above the sky and below every
+    channel's saturation; with fewer than three, the channels are left as
+    they are.
     """
     green = np.where(covered, above[1], 0.0)
     peaks = (green == maximum_filter(green, size=5)) & (green > _STAR_PEAK * noise)
+    # Saturated cores (flat tops at a channel's maximum) tell the sensor's
+    # limit, not the star's colour.
+    for channel in above:
+        peaks &= channel < 0.98 * float(channel[covered].max())
     if np.count_nonzero(peaks) < _STARS:
         return [1.0] * len(above)
     gains = []

@@ -100,6 +100,8 @@ def _plan(frames, maps, reference):
             path = None
         elif path is None:
             problem = f"no map {expected[frame]}, and it is not the reference frame"
+            if os.path.basename(frame) in set(against.values()):
+                problem += " (the maps were made against it: is it the reference?)"
         elif reference and against[frame] and against[frame] != os.path.basename(reference):
             problem = (
                 f"its map {path} was made against {against[frame]}, not against the reference "
@@ -122,8 +124,8 @@ def stack_frames(
     """Drizzle frame files onto the reference frame's grid with their map files.
 
     Each frame ``<stem>.<ext>`` is moved by its map ``<stem>.offsets.fits``
-    (beside it, or in ``maps``); the reference frame has no map and stacks
-    unmoved. Raw files give a colour (Bayer drizzle) stack, FITS files a mono
+    (beside it, or in ``maps``); the reference frame stacks unmoved. Raw
+    files give a colour (Bayer drizzle) stack, FITS files a mono
     one. Frames are read one at a time. A frame that cannot be stacked is
     reported and the others are still stacked.
 
@@ -134,8 +136,10 @@ def stack_frames(
     maps : str, path-like or `None`, optional
         Directory of the maps; `None` looks beside each frame.
     reference : str, path-like or `None`, optional
-        The reference frame, which may have no map; by default the one frame
-        without a map.
+        The reference frame, which may have no map; by default the frame the
+        maps were made against (their ``REFFRAME``), or else the one frame
+        without a map. A frame whose map was made against another frame
+        fails.
     mask_hot_pixels : bool, optional
         Give no weight to each frame's hot pixels (isolated spikes far above
         their neighbours): fixed to the sensor, they would otherwise draw

@@ -77,6 +77,11 @@ def test_not_an_input_says_what_the_file_is():
     )
     assert not_an_input("a/x.offsets_table.fits", "star table", keep=("star table",)) is None
     assert not_an_input("a/x.fits", "frame") is None
+    # Frames are no star tables: raw files by their names.
+    assert not_an_input("a/DSC0001.ARW", "star table") == (
+        "a/DSC0001.ARW: a raw file (a frame?), not a star table"
+    )
+    assert not_an_input("a/DSC0001.ARW", "frame") is None
 
 
 @pytest.fixture
@@ -151,7 +156,7 @@ def test_a_fits_sequence_through_the_commands_twice(fits_sequence, capsys, monke
     # The command line says so in one line.
     status, out, err = command("maps", "light_*.fits", "--image", reference)
     assert status == 0
-    assert "astro-offsets: skipped 4 FITS images: not star tables" in err
+    assert "astro-offsets: skipped 4 frames: not star tables" in err
     assert out.strip().endswith("maps: 0 written, 3 skipped, 0 failed")
     _, stacked = stack_frames(frames)
     assert [r.status for r in stacked].count("stacked") == 4

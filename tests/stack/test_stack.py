@@ -8,7 +8,7 @@ import pytest
 from astropy.io import fits
 from photutils.centroids import centroid_com, centroid_sources
 
-from astro_offsets import OffsetMap, OffsetModel, Stacker, stack_frames
+from astro_offsets import OffsetMap, OffsetModel, Stack, Stacker, stack_frames
 from astro_offsets._cli import main
 from astro_offsets.datasets import render_stars, write_dng
 
@@ -252,6 +252,25 @@ def test_colour_preview_has_a_grey_sky_and_no_holes(tmp_path):
         assert np.ptp(white) <= 0.1 * white.max(), white
         red = image[28:34, 17:24].astype(float).max(axis=(0, 1))
         assert red[0] > 1.3 * red[2], red
+
+
+def test_colour_preview_keeps_saturated_stars_white():
+    # White stars seen through a red half as sensitive; one star clips the
+    # sensor in every channel at the same level. Balanced on the stars, red
+    # is doubled: its clipped core must not turn pink.
+    rng = np.random.default_rng(2)
+    shape = (120, 160)
+    xs, ys = rng.uniform(10, 150, 12), rng.uniform(10, 110, 12)
+    scene = 100 + render_stars(shape, xs, ys, np.full(12, 3e4), sigma=1.5)
+    clipped = np.minimum(100 + render_stars(shape, [80.0], [60.0], [1e7], sigma=1.5), 5000)
+    images = {}
+    for name, sensitivity in (("RED", 0.5), ("GREEN", 1.0), ("BLUE", 1.0)):
+        images[name] = np.minimum(sensitivity * scene + rng.normal(0, 3, shape), 5000)
+        images[name] = np.maximum(images[name], clipped).astype(np.float32)
+    preview = Stack(("RED", "GREEN", "BLUE"), images, {}, None, {}).preview()
+    core = preview[59:62, 79:82].astype(float)
+    assert core.min() > 200
+    assert np.ptp(core, axis=2).max() <= 3, core
 
 
 def test_bayer_stack_covers_every_colour_without_checkerboard(raw_sequence):
