@@ -25,6 +25,7 @@ _Q = 8.0  # Lupton's softening: bright stars keep their colour
 # sky sigmas high, and at least this many of them.
 _STAR_PEAK = 20.0
 _STARS = 3
+_PLATEAU = 5  # pixels at a channel's top that make a saturated plateau
 
 
 class Stack(NamedTuple):
@@ -193,10 +194,13 @@ def _star_balance(above, noise, covered):
     """
     green = np.where(covered, above[1], 0.0)
     peaks = (green == maximum_filter(green, size=5)) & (green > _STAR_PEAK * noise)
-    # Saturated cores (flat tops at a channel's maximum) tell the sensor's
-    # limit, not the star's colour.
+    # Saturated cores, flat tops at a channel's maximum, tell the sensor's
+    # limit, not the star's colour: a channel with such a plateau has no say
+    # near its top.
     for channel in above:
-        peaks &= channel < 0.98 * float(channel[covered].max())
+        top = 0.98 * float(channel[covered].max())
+        if np.count_nonzero(channel[covered] >= top) >= _PLATEAU:
+            peaks &= channel < top
     if np.count_nonzero(peaks) < _STARS:
         return [1.0] * len(above)
     gains = []
