@@ -20,13 +20,14 @@ colour raw frames).
 from . import datasets
 from ._version import __version__
 from .field import MapResult, OffsetModel, write_maps
-from .frames import Frame, read_frame
+from .frames import Calibration, Frame, read_frame
 from .maps import OffsetMap, StarOffsets
 from .stack import KERNELS, Stack, Stacker, StackResult, stack_frames
 from .stars import MatchError, TableResult, detect_stars, make_tables, match_stars, offsets_table
 
 __all__ = [
     "KERNELS",
+    "Calibration",
     "Frame",
     "MapResult",
     "MatchError",

@@ -216,10 +216,10 @@ class Calibration:
     ----------
     bias, dark, flat : array-like or `None`, optional
         The masters, each the size of the frames; `None` for none. The dark
-        is the bias-subtracted dark (its current, as `make_master` makes it
+        is the bias-subtracted dark (its current, as ``make_master`` makes it
         when a bias is given); without a bias it holds the offset too, and is
         then scaled with it. A flat is used as given: divide it by its median
-        first (`make_master` does).
+        first (``make_master`` does).
     dark_exptime : float or `None`, optional
         The dark's exposure time, to scale its current to each frame's.
     colors : array-like or `None`, optional
@@ -252,7 +252,7 @@ class Calibration:
         """Build the masters of calibration frames (files, folders or lists of files).
 
         The bias first, then the dark corrected by it, then the flat
-        corrected by both; see `make_master`.
+        corrected by both; see ``make_master``.
 
         Examples
         --------

@@ -138,7 +138,7 @@ def detect_stars(data, *, fwhm=None, threshold=5.0, colors=None):
     given, sources extracted above ``threshold`` times the background noise
     (after a small smoothing filter), and their positions refined by
     Gaussian-windowed centroids: Source Extractor's algorithms, through
-    `sep`. For a colour raw frame (``colors`` given) the search runs on
+    ``sep``. For a colour raw frame (``colors`` given) the search runs on
     2 x 2 super-pixel sums of the Bayer mosaic (each holds one red, two green
     and one blue pixel), and the positions are refined on the mosaic's green
     pixels at full resolution, in raw pixel coordinates.
@@ -167,10 +167,10 @@ def detect_stars(data, *, fwhm=None, threshold=5.0, colors=None):
         disc of one FWHM radius) and ``flux_err``, ``snr``, ``peak``,
         ``fwhm`` (the star's own, twice its half-flux radius), ``roundness``
         (minor over major axis), ``npix`` (pixels above the threshold),
-        ``mag`` (``-2.5 log10(flux)``) and ``flags``: the sum of `FLAGS`
-        bits, 1 blended with a neighbour, 2 on the frame's edge, 4 extended
-        (its FWHM over 1.5 times the median), 8 the windowed centroid failed
-        (the detection's position is kept).
+        ``mag`` (``-2.5 log10(flux)``) and ``flags``: the sum of bits
+        (``astro_offsets.stars.FLAGS``), 1 blended with a neighbour, 2 on
+        the frame's edge, 4 extended (its FWHM over 1.5 times the median),
+        8 the windowed centroid failed (the detection's position is kept).
         ``meta`` holds ``fwhm``, ``noise``, ``threshold`` and ``sky``, the
         median background per pixel of ``data``.
 

@@ -163,9 +163,10 @@ def make_tables(
     complete : bool, optional
         Keep only the stars matched in every frame that could be matched (the
         original notebooks' "complete sequence"). The default is `False`.
-    calibration : `~astro_offsets.frames.Calibration` or `None`, optional
+    calibration : `~astro_offsets.Calibration` or `None`, optional
         Master bias, dark and flat that correct every frame (the reference
-        too) before its stars are found; see `Calibration.from_files`.
+        too) before its stars are found; see
+        `~astro_offsets.Calibration.from_files`.
     overwrite : bool, optional
         Replace existing tables. The default is `False`: they are kept and
         the frame is reported as skipped.
