@@ -12,7 +12,7 @@ from astropy.utils.exceptions import AstropyUserWarning
 from .._utils.blas import one_blas_thread
 from .._utils.validation import positive_pair, real
 from ..maps import OffsetMap, StarOffsets
-from ..stars import offset_errors, read_table, star_columns
+from ..stars import offset_errors, photometry, read_table, star_columns
 from ._clipping import fit_field
 from ._cross_validation import N_FOLDS, cross_validate, default_candidates, n_folds_for
 from ._methods import METHODS, Normalisation, Stars, evaluate
@@ -420,6 +420,8 @@ class OffsetModel:
         # map records it too, so that stacking can check it.
         if table.meta.get("REFFRAME"):
             model.meta["reference"] = str(table.meta["REFFRAME"])
+        # Its sky levels and flux scale, which the stack normalises with.
+        model.meta.update(photometry(table))
         return model
 
     @classmethod

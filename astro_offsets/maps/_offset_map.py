@@ -30,6 +30,9 @@ _PROVENANCE = (
     ("cv_rms", "CVRMS", "5-fold cross-validated RMS at stars (px)"),
     ("max_jump", "MAXJUMP", "largest pixel-to-pixel step (px)"),
     ("star_rms", "STARRMS", "map minus star offsets at the stars (px)"),
+    ("sky", "SKY", "median sky level of the frame"),
+    ("ref_sky", "REFSKY", "median sky level of the reference"),
+    ("flux_scale", "FLUXSCL", "reference / frame star flux (median)"),
 )
 # Maps of earlier versions: their keyword, the meta key and parameter now.
 _EARLIER = (

@@ -18,6 +18,7 @@ from ._schema import (
     OFFSET_ERR_COLUMNS,
     offset_errors,
     offsets_table,
+    photometry,
     read_table,
     star_columns,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "match_stars",
     "offset_errors",
     "offsets_table",
+    "photometry",
     "read_table",
     "star_columns",
 ]

@@ -64,6 +64,8 @@ def _header(frame, reference, info, counts, kept, fwhm, threshold, min_snr, comp
         ("FWHM", round(float(fwhm), 4), "stars' FWHM (px)"),
         ("SKY", round(info["sky"], 4), "median sky level of the frame"),
         ("REFSKY", round(info["ref_sky"], 4), "median sky level of the reference"),
+        ("EXPTIME", info["exptime"], "exposure time of the frame (s)"),
+        ("REFEXPT", info["ref_exptime"], "exposure time of the reference (s)"),
         ("THRESH", float(threshold), "detection threshold (background sigma)"),
         ("NDETECT", counts["detected"], "stars detected"),
         ("NMATCH", counts["matched"], "stars matched to the reference"),
@@ -91,6 +93,7 @@ def _reference_stars(reference, fwhm, threshold, calibration):
     """Find the reference frame's stars; raise `ValueError` if there are too few."""
     frame = _read(reference, calibration)
     stars = detect_stars(frame.data, fwhm=fwhm, threshold=threshold, colors=frame.colors)
+    stars.meta["exptime"] = frame.exptime
     if len(stars) < 5:
         raise ValueError(
             f"{reference}: only {len(stars)} stars found in the reference "
@@ -314,7 +317,12 @@ def _frame_table(frame, ref_stars, options):
             "matched": len(pairs),
             "outside": _outside(info.pop("mapped"), pairs, data.data.shape),
         }
-        info.update(sky=stars.meta["sky"], ref_sky=ref_stars.meta["sky"])
+        info.update(
+            sky=stars.meta["sky"],
+            ref_sky=ref_stars.meta["sky"],
+            exptime=data.exptime,
+            ref_exptime=ref_stars.meta["exptime"],
+        )
         table = _measurable(offsets_table(stars, ref_stars, pairs), options)
     except Exception as exc:
         return describe(frame, exc), detected

@@ -7,6 +7,7 @@ tuple wins, so that tables of photutils 3 (``x_centroid``), of aperture
 photometry (``xcenter``) and plain ones (``x``, ``x_offset``) read as well.
 """
 
+import numbers
 import os
 
 import numpy as np
@@ -23,6 +24,7 @@ __all__ = [
     "OFFSET_ERR_COLUMNS",
     "offset_errors",
     "offsets_table",
+    "photometry",
     "read_table",
     "star_columns",
 ]
@@ -183,6 +185,51 @@ def offset_errors(table, *, columns=None, source=None):
         if np.any(values[np.isfinite(values)] <= 0):
             raise ValueError(f"{source}: column {name!r} has uncertainties <= 0")
     return errors
+
+
+def photometry(table):
+    """Return a star table's photometric tie to its reference: sky levels and flux scale.
+
+    The stack normalises each frame with it (see `astro_offsets.stack`):
+    the frame's data times ``flux_scale``, plus ``ref_sky - flux_scale *
+    sky``, match the reference in transparency, exposure and sky level.
+
+    Parameters
+    ----------
+    table : `~astropy.table.Table` or `~astropy.table.QTable`
+        A star table of `make_tables`: ``flux`` and ``flux_ref`` columns (the
+        stars' sky-subtracted fluxes here and in the reference), ``SKY`` and
+        ``REFSKY`` in its ``meta``.
+
+    Returns
+    -------
+    dict
+        Those of ``sky``, ``ref_sky`` (median sky levels of the frame and the
+        reference) and ``flux_scale`` (median over the stars of
+        ``flux_ref / flux``, from 3 stars or more with both positive) the
+        table has; empty for a table of positions alone.
+
+    Examples
+    --------
+    >>> from astropy.table import Table
+    >>> from astro_offsets.stars import photometry
+    >>> table = Table({"flux": [100.0, 210.0, 50.0], "flux_ref": [80.0, 160.0, 41.0]},
+    ...               meta={"SKY": 12.5, "REFSKY": 10.0})
+    >>> photometry(table)
+    {'sky': 12.5, 'ref_sky': 10.0, 'flux_scale': 0.8}
+    """
+    found = {}
+    for key, keyword in (("sky", "SKY"), ("ref_sky", "REFSKY")):
+        value = table.meta.get(keyword)
+        if isinstance(value, numbers.Real) and np.isfinite(value):
+            found[key] = float(value)
+    if {"flux", "flux_ref"} <= set(table.colnames):
+        flux = _as_float(table["flux"], "flux", "table")
+        ref = _as_float(table["flux_ref"], "flux_ref", "table")
+        good = (flux > 0) & (ref > 0) & np.isfinite(flux) & np.isfinite(ref)
+        if np.count_nonzero(good) >= 3:
+            found["flux_scale"] = round(float(np.median(ref[good] / flux[good])), 6)
+    return found
 
 
 def offsets_table(frame_stars, ref_stars, pairs):

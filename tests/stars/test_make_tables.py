@@ -225,3 +225,32 @@ def test_default_tables_hold_measurable_point_sources(sequence, tmp_path):
     assert np.all(table["xoffset_err"] > 0)
     bright = table["snr"] > 100
     assert np.all(table["xoffset_err"][bright] < 0.05)
+
+
+def test_photometric_tie_to_the_reference(sky, tmp_path):
+    """A hazier, brighter-sky, longer frame: the table and its map say by how much."""
+    from astro_offsets import OffsetMap, write_maps
+    from astro_offsets.stars import photometry
+
+    rng = np.random.default_rng(8)
+    x, y, flux = sky
+    fx, fy = MOTIONS["drift"].to_frame(x, y)
+    paths = []
+    for name, (px, py), scale, level, exptime in (
+        ("reference", (x, y), 1.0, SKY, 60.0),
+        ("hazy", (fx, fy), 0.7, 1.6 * SKY, 120.0),
+    ):
+        image = observe(rng, SHAPE, px, py, scale * flux, sigma=SIGMA, sky=level, read_noise=READ)
+        paths.append(str(tmp_path / f"{name}.fits"))
+        header = fits.Header({"EXPTIME": exptime})
+        fits.PrimaryHDU(image.astype(np.float32), header).writeto(paths[-1])
+    make_tables(paths, reference=paths[0], outdir=tmp_path)
+    table = Table.read(tmp_path / "hazy.offsets_table.fits")
+    assert (table.meta["EXPTIME"], table.meta["REFEXPT"]) == (120.0, 60.0)
+    tie = photometry(table)
+    assert tie["flux_scale"] == pytest.approx(1 / 0.7, rel=0.01)
+    assert tie["sky"] == pytest.approx(1.6 * SKY, rel=0.005)
+    assert tie["ref_sky"] == pytest.approx(SKY, rel=0.005)
+    write_maps([tmp_path / "hazy.offsets_table.fits"], SHAPE, outdir=tmp_path)
+    meta = OffsetMap.read(tmp_path / "hazy.offsets.fits").meta
+    assert {key: meta[key] for key in tie} == pytest.approx(tie)
