@@ -6,9 +6,13 @@ documenting it: stars with a power-law brightness distribution
 `observe`), known motions between the reference and a frame (drift, field
 rotation, lens distortion: `CameraMotion`; a polynomial field; a local
 bump), star tables measured from such a motion (`star_offsets`), and Bayer
-mosaics written as DNG raw files that rawpy reads (`write_dng`).
+mosaics written as DNG raw files that rawpy reads (`write_dng`). And what
+real sequences have besides stars, for testing outlier rejection and
+calibration: satellite and aircraft trails, cosmic rays, sky gradients and
+vignetting.
 """
 
+from ._artefacts import aircraft_trail, cosmic_rays, satellite_trail, sky_gradient, vignetting
 from ._dng import write_dng
 from ._motions import CameraMotion, LocalDistortion, PolynomialMotion
 from ._stars import observe, render_stars, star_field, star_offsets
@@ -17,9 +21,14 @@ __all__ = [
     "CameraMotion",
     "LocalDistortion",
     "PolynomialMotion",
+    "aircraft_trail",
+    "cosmic_rays",
     "observe",
     "render_stars",
+    "satellite_trail",
+    "sky_gradient",
     "star_field",
     "star_offsets",
+    "vignetting",
     "write_dng",
 ]

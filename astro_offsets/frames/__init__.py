@@ -1,9 +1,10 @@
-"""Frames: reading FITS images and camera raw files, colour filters, hot pixels, calibration.
+"""Frames: reading FITS images and camera raw files, colour filters, hot pixels, calibration, sky.
 
 The first stage of the pipeline: everything after it works on the pixels,
 colour filters and exposure times that `read_frame` gives.
 """
 
+from ._background import sky_levels
 from ._calibration import KINDS, Calibration, calibration_frames, make_master
 from ._cfa import CFA_CHANNEL, green, superpixels
 from ._cosmetic import hot_pixels
@@ -20,5 +21,6 @@ __all__ = [
     "green",
     "hot_pixels",
     "read_frame",
+    "sky_levels",
     "superpixels",
 ]

@@ -144,3 +144,16 @@ def test_dark_scaled_without_bias_warns():
     with pytest.warns(UserWarning, match=r"the dark \(100 s\) is scaled to 50 s without a bias"):
         frame = calibration.apply(Frame(np.full(SHAPE, 60.0, np.float32), None, 50.0))
     np.testing.assert_allclose(frame.data, 35.0)
+
+
+def test_sky_levels_per_channel():
+    from astro_offsets.frames import sky_levels
+
+    rng = np.random.default_rng(3)
+    colors = np.tile(np.array([[0, 1], [3, 2]], np.uint8), (300, 400))
+    levels = np.array([120.0, 300.0, 80.0])[np.array([0, 1, 2, 1])[colors]]
+    frame = rng.normal(levels, 10.0)
+    frame[rng.random(frame.shape) < 0.02] = 1e4  # stars and hot pixels
+    frame[:5] = np.nan
+    np.testing.assert_allclose(sky_levels(frame, colors), [120.0, 300.0, 80.0], atol=0.3)
+    assert sky_levels(frame).shape == (1,)

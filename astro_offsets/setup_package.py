@@ -1,4 +1,4 @@
-"""Build configuration read by extension-helpers: the compiled quadrant kernel."""
+"""Build configuration read by extension-helpers: the package's compiled kernels."""
 
 import sys
 
@@ -14,12 +14,17 @@ else:
     COMPILE_ARGS = ["-O3", "-ffp-contract=off", "-fno-fast-math", "-fno-math-errno"]
 
 
+# The quadrant field's kernel and outlier rejection's median and masks.
+KERNELS = ("field/_quadrant", "stack/_outliers")
+
+
 def get_extensions():
-    """Return the extensions of this package: the quadrant field's kernel."""
+    """Return the extensions of this package: one per kernel."""
     return [
         Extension(
-            "astro_offsets.field._quadrant",
-            ["astro_offsets/field/_quadrant.pyx"],
+            f"astro_offsets.{kernel.replace('/', '.')}",
+            [f"astro_offsets/{kernel}.pyx"],
             extra_compile_args=COMPILE_ARGS,
         )
+        for kernel in KERNELS
     ]
