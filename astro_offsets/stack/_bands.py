@@ -220,8 +220,10 @@ def drizzle_band(job):
     for layer in job.layers:
         if not layer.chunks:
             continue
+        # Copy-on-write maps: drizzle copies an input that is not writeable
+        # (on every call), and never writes to its inputs.
         files = {
-            part: np.load(os.path.join(scratch, f"{layer.name}.{part}.npy"), mmap_mode="r")
+            part: np.load(os.path.join(scratch, f"{layer.name}.{part}.npy"), mmap_mode="c")
             for part in ("data", "weight", "xoff", "yoff")
         }
         shape = files["data"].shape
