@@ -8,6 +8,7 @@ import numpy as np
 from drizzle import resample
 from joblib import Parallel, delayed, effective_n_jobs
 
+from .._utils.mosaic import bayer_cell
 from .._utils.validation import positive_pair, real
 from ..frames import CFA_CHANNEL
 from ._bands import (
@@ -341,12 +342,13 @@ class Stacker:
             raise ValueError(f"colors shape {colors.shape} differs from {self.shape}")
         if colors.size and (colors.min() < 0 or colors.max() > 3):
             raise ValueError("colors must be rawpy colour indices 0..3")
-        ny, nx = self.shape
-        cell = [(oy, ox) for oy in range(min(2, ny)) for ox in range(min(2, nx))]
-        if len(cell) == 4 and all(
-            np.all(colors[oy::2, ox::2] == colors[oy, ox]) for oy, ox in cell
-        ):
-            return [(int(CFA_CHANNEL[colors[oy, ox]]), (oy, ox), 2, None) for oy, ox in cell]
+        cell = bayer_cell(colors)
+        if cell is not None:
+            return [
+                (int(CFA_CHANNEL[cell[oy, ox]]), (oy, ox), 2, None)
+                for oy in (0, 1)
+                for ox in (0, 1)
+            ]
         channel = CFA_CHANNEL[colors]
         return [(index, (0, 0), 1, channel == index) for index in range(len(self.channels))]
 

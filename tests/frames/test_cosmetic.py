@@ -83,6 +83,9 @@ def test_same_pixels_as_whole_frame_filters(seed):
     image = observe(rng, shape, x, y, flux, sigma=float(rng.uniform(0.6, 2.5)))
     hot = (rng.integers(0, shape[0], 25), rng.integers(0, shape[1], 25))
     image[hot] += rng.uniform(500, 8000, 25)
+    # Faint ones too, about the threshold: the noise and medians decide.
+    faint = (rng.integers(0, shape[0], 200), rng.integers(0, shape[1], 200))
+    image[faint] += rng.uniform(0, 20, 200) * np.std(image[image < np.median(image)])
     image[0, 0] += 6000
     image[-1, 1::9] += 4000
     colors = None
