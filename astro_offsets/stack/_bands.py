@@ -43,11 +43,13 @@ __all__ = ["CHUNK_ROWS", "BandJob", "LayerJob", "Scratch", "band_layout", "drizz
 # edges, where a frame overhangs them (see the module's docstring).
 CHUNK_ROWS = 32
 
-# How far, in input pixels, a kernel's drop reaches beyond the mapped centre
-# of its input pixel (drizzle's own extents, rounded up, and one pixel more
-# for the lanczos kernels' offset).
+# How far a kernel's drop reaches beyond the mapped centres of its input
+# pixel and its neighbours, in output pixels per unit of scale (drizzle's
+# extents): the square kernel's corners are interpolated between the centres
+# of neighbouring pixels, the others' drops have sizes of their own (turbo
+# half a pixfrac, gaussian at most 1.2, lanczos its order and one pixel).
 _REACH = MappingProxyType(
-    {"square": 1.0, "turbo": 1.0, "point": 1.0, "gaussian": 1.5, "lanczos2": 3.0, "lanczos3": 4.0}
+    {"square": 0.0, "point": 0.0, "turbo": 0.5, "gaussian": 1.2, "lanczos2": 3.0, "lanczos3": 4.0}
 )
 
 
@@ -113,18 +115,26 @@ class BandJob(NamedTuple):
     ctx_plane: int
 
 
-def chunk_reach(y_rows_min, y_rows_max, kernel, scale, step):
+def chunk_reach(y_rows_min, y_rows_max, kernel, scale):
     """Return the output rows ``(low, high)`` that each chunk of input rows may reach.
 
     ``y_rows_min`` and ``y_rows_max`` are the least and greatest output y of
-    each input row's pixel centres (NaN for a row without any); rows with NaN
-    give NaN limits, and such chunks are never drizzled.
+    each input row's pixel centres (NaN for a row without any). A chunk's
+    drops lie within its rows' and their neighbours' extremes, widened by
+    the kernel's reach and a pixel for the corners extrapolated at the
+    frame's edges. Chunks of rows without any centre give NaN, and are
+    never drizzled.
     """
     starts = chunk_starts(len(y_rows_min))
+    # Each row's extremes with its neighbours'.
+    low = np.pad(y_rows_min, 1, mode="edge")
+    high = np.pad(y_rows_max, 1, mode="edge")
     with np.errstate(invalid="ignore"):
-        low = np.fmin.reduceat(y_rows_min, starts)
-        high = np.fmax.reduceat(y_rows_max, starts)
-    reach = _REACH[kernel] * step * scale + 2.0
+        low = np.fmin(np.fmin(low[:-2], low[1:-1]), low[2:])
+        high = np.fmax(np.fmax(high[:-2], high[1:-1]), high[2:])
+        low = np.fmin.reduceat(low, starts)
+        high = np.fmax.reduceat(high, starts)
+    reach = _REACH[kernel] * max(scale, 1.0) + 1.0
     return np.floor(low - reach), np.ceil(high + reach)
 
 

@@ -372,7 +372,7 @@ class Stacker:
         # Each row's least and greatest output y: the centres minus the offsets.
         y_min = (y - high + 0.5) * self.scale - 0.5
         y_max = (y - low + 0.5) * self.scale - 0.5
-        c_low, c_high = chunk_reach(y_min, y_max, self.kernel, self.scale, step)
+        c_low, c_high = chunk_reach(y_min, y_max, self.kernel, self.scale)
         return c_low, c_high, chunk_starts(weight.shape[0]), weight.shape[0]
 
     def _jobs(self, slot, layers, reaches, frame, exptime):
