@@ -285,29 +285,22 @@ class Stacker:
             raise ValueError(
                 f"map shape {offset_map.shape} differs from the frame shape {self.shape}"
             )
-        base = np.isfinite(data).astype(np.float32)
         if weight is not None:
             weight = np.asarray(weight, dtype=np.float32)
             if weight.shape != self.shape:
                 raise ValueError(f"weight shape {weight.shape} differs from {self.shape}")
             if not np.all(np.isfinite(weight) & (weight >= 0)):
                 raise ValueError("weight must be non-negative and finite everywhere")
-            base *= weight
         if mask is not None:
             mask = np.asarray(mask, dtype=bool)
             if mask.shape != self.shape:
                 raise ValueError(f"mask shape {mask.shape} differs from {self.shape}")
-            base[mask] = 0.0
         layers = self._layers(colors)
-        # Per second, as drizzle's in_units="counts" would make it.
-        data = np.where(base > 0, data, np.float32(0.0))
-        data *= np.float32(1.0 / exptime)
-
         slot = f"s{len(self._frames) % 2}"
         reaches = {}
         for index, (_, origin, step, select) in enumerate(layers):
             reaches[index] = self._write_layer(
-                f"{slot}.{index}", data, base, offset_map, origin, step, select
+                f"{slot}.{index}", (data, weight, mask, select), offset_map, origin, step, exptime
             )
         # The workers still drizzle the previous frame from the other slot.
         self.wait()
@@ -352,28 +345,54 @@ class Stacker:
         channel = CFA_CHANNEL[colors]
         return [(index, (0, 0), 1, channel == index) for index in range(len(self.channels))]
 
-    def _write_layer(self, name, data, base, offset_map, origin, step, select):
-        """Write a layer's pixels, weights and offsets to the scratch; return its chunks' reach."""
-        oy, ox = origin
-        part = (slice(oy, None, step), slice(ox, None, step))
-        weight = base[part] if select is None else np.where(select, base, np.float32(0.0))
-        self._scratch.create(f"{name}.data", weight.shape, np.float32)[...] = data[part]
-        self._scratch.create(f"{name}.weight", weight.shape, np.float32)[...] = weight
-        x_offset = self._scratch.create(f"{name}.xoff", weight.shape, np.float32)
-        y_offset = self._scratch.create(f"{name}.yoff", weight.shape, np.float32)
+    def _write_layer(self, name, frame, offset_map, origin, step, exptime):
+        """Write a layer's pixels, weights and offsets to the scratch; return its chunks' reach.
+
+        The pixels are per second, as drizzle's ``in_units="counts"`` makes
+        them, and 0 where they have no weight.
+        """
+        data, weight, mask, select = frame
+        part = (slice(origin[0], None, step), slice(origin[1], None, step))
+        pixels = data[part]
+        arrays = self._slot_arrays(name, pixels.shape)
+        out = arrays["weight"]
+        out[...] = np.isfinite(pixels)
+        if weight is not None:
+            out *= weight[part]
+        for bad in (mask, None if select is None else ~select):
+            if bad is not None:
+                out[bad[part]] = 0.0
+        np.multiply(pixels, np.float32(1.0 / exptime), out=arrays["data"])
+        np.copyto(arrays["data"], np.float32(0.0), where=out == 0)
         if offset_map is None:
-            low = high = np.zeros(weight.shape[0], np.float32)
+            arrays["xoff"][...] = 0.0
+            arrays["yoff"][...] = 0.0
+            low = high = np.zeros(pixels.shape[0], np.float32)
         else:
-            x_offset[...] = offset_map.x_offset[part]
-            y_offset[...] = offset_map.y_offset[part]
+            arrays["xoff"][...] = offset_map.x_offset[part]
+            arrays["yoff"][...] = offset_map.y_offset[part]
             with np.errstate(invalid="ignore"):
-                low, high = np.fmin.reduce(y_offset, axis=1), np.fmax.reduce(y_offset, axis=1)
-        y = oy + step * np.arange(weight.shape[0], dtype=np.float64)
+                low = np.fmin.reduce(arrays["yoff"], axis=1)
+                high = np.fmax.reduce(arrays["yoff"], axis=1)
+        del arrays, out
+        y = origin[0] + step * np.arange(pixels.shape[0], dtype=np.float64)
         # Each row's least and greatest output y: the centres minus the offsets.
         y_min = (y - high + 0.5) * self.scale - 0.5
         y_max = (y - low + 0.5) * self.scale - 0.5
         c_low, c_high = chunk_reach(y_min, y_max, self.kernel, self.scale)
-        return c_low, c_high, chunk_starts(weight.shape[0]), weight.shape[0]
+        return c_low, c_high, chunk_starts(pixels.shape[0]), pixels.shape[0]
+
+    def _slot_arrays(self, name, shape):
+        """Return the memory maps of a layer in a slot, made once and reused for every frame."""
+        arrays = {}
+        for part in ("data", "weight", "xoff", "yoff"):
+            key = f"{name}.{part}"
+            if os.path.exists(self._scratch.file(key)):
+                arrays[part] = self._scratch.open(key)
+                if arrays[part].shape == shape:
+                    continue
+            arrays[part] = self._scratch.create(key, shape, np.float32)
+        return arrays
 
     def _jobs(self, slot, layers, reaches, frame, exptime):
         """Return the workers' tasks of a frame: one list per phase."""
