@@ -257,7 +257,7 @@ def _add_stack(commands):
         help="the reference frame (default: the one frame without a map)",
     )
     stack.add_argument(
-        "--kernel", default="square", choices=KERNELS, help="drizzle kernel (default: square)"
+        "--kernel", default="turbo", choices=KERNELS, help="drizzle kernel (default: turbo)"
     )
     stack.add_argument(
         "--pixfrac",

@@ -28,7 +28,7 @@ __all__ = ["KERNELS", "DrizzleError", "Stacker", "check_stack_options"]
 KERNELS = tuple(resample.SUPPORTED_DRIZZLE_KERNELS)
 
 _DEFAULTS = MappingProxyType(
-    {"kernel": "square", "pixfrac": 1.0, "scale": 1.0, "exposure_weighting": True, "context": True}
+    {"kernel": "turbo", "pixfrac": 1.0, "scale": 1.0, "exposure_weighting": True, "context": True}
 )
 _MONO = ("SCI",)
 _RGB = ("RED", "GREEN", "BLUE")
@@ -108,7 +108,9 @@ class Stacker:
         Drizzle kernel: ``"square"``, ``"point"``, ``"turbo"``,
         ``"gaussian"``, ``"lanczos2"`` or ``"lanczos3"`` (``KERNELS``). The
         lanczos kernels take no ``pixfrac`` and do not conserve flux. The
-        default is ``"square"``.
+        default is ``"turbo"``: on distorted, rotating sequences it puts the
+        stars where ``"square"`` does, as sharp and with the same flux, at
+        half the cost (see the stacking page of the documentation).
     pixfrac : float, optional
         Size of the drop, as a fraction of an input pixel's side, in (0, 1].
         Smaller drops sharpen but need more, well-dithered frames to fill
@@ -174,7 +176,7 @@ class Stacker:
         shape,
         *,
         bayer=False,
-        kernel="square",
+        kernel="turbo",
         pixfrac=1.0,
         scale=1.0,
         exposure_weighting=True,

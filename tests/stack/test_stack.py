@@ -303,7 +303,7 @@ def test_stack_command_colour(raw_sequence, tmp_path, capsys):
         header = hdul[0].header
         assert header["NFRAMES"] == 5
         assert header["PIXFRAC"] == 0.8
-        assert header["KERNEL"] == "square"
+        assert header["KERNEL"] == "turbo"  # the default since 0.1.0
         assert header["TEXPTIME"] == 150.0
         assert header["FRM00001"] == frames[0]
         assert header["MAP00001"] == "(reference)"
