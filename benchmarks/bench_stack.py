@@ -55,13 +55,14 @@ def write_sequence(folder, kind, shape, n_frames):
         if source != k:
             # The same pixels; the reference's copies move by a map of zeros.
             os.symlink(frames[source], path)
-            if source == 0:
+            if source == 0 and k == DISTINCT:
                 OffsetMap(np.zeros(shape, np.float32), np.zeros(shape, np.float32)).write(
                     os.path.join(folder, f"DSC{k:04d}.offsets.fits")
                 )
             else:
+                origin = DISTINCT if source == 0 else source
                 os.symlink(
-                    os.path.join(folder, f"DSC{source:04d}.offsets.fits"),
+                    os.path.join(folder, f"DSC{origin:04d}.offsets.fits"),
                     os.path.join(folder, f"DSC{k:04d}.offsets.fits"),
                 )
             continue
