@@ -23,7 +23,7 @@ from ._bands import (
 )
 from ._product import Stack
 
-__all__ = ["KERNELS", "DrizzleError", "Stacker", "check_stack_options"]
+__all__ = ["KERNELS", "Stacker", "check_stack_options"]
 
 KERNELS = tuple(resample.SUPPORTED_DRIZZLE_KERNELS)
 
@@ -214,6 +214,7 @@ class Stacker:
             if self._context:
                 self._scratch.create(f"{name}.ctx", (1, *self.out_shape), np.int32)
         self._ctx_planes = 1
+        self._closed = False
         self._executor = None
         self._pending = None
         self._frames = []
@@ -268,11 +269,14 @@ class Stacker:
         ------
         ValueError
             If shapes differ from the stack's, ``colors`` does not fit the
-            stack, ``exptime`` is not positive, or ``weight`` is negative.
+            stack, ``exptime`` is not positive, ``weight`` is negative, or
+            the stacker is closed.
         RuntimeError
             If drizzling the previous frame failed (the stack is then
             incomplete).
         """
+        if self._closed:
+            raise ValueError("the stacker is closed: it takes no more frames")
         data = np.asarray(data, dtype=np.float32)
         if data.shape != self.shape:
             raise ValueError(f"frame shape {data.shape} differs from the stack's {self.shape}")
@@ -516,6 +520,7 @@ class Stacker:
         The arrays of a `Stack` taken before stay readable. Called at the
         end of a ``with`` block; a closed stacker takes no more frames.
         """
+        self._closed = True
         try:
             self.wait()
         finally:

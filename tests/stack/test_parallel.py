@@ -183,13 +183,14 @@ def test_bayer_planes_as_one_drizzle(sequence, kernel):
     np.testing.assert_array_equal(got["GREEN"][2][..., *INNER], expected["GREEN"][2][..., *INNER])
 
 
-@pytest.mark.parametrize(("distortion", "rtol"), [(0.0, 2e-6), (2e-7, 2e-2)])
+@pytest.mark.parametrize(("distortion", "rtol"), [(0.0, 2e-6), (2e-7, 4e-4)])
 def test_bayer_square_as_one_drizzle(sequence, distortion, rtol):
     # The square kernel's drop corners are interpolated in the map between
     # pixels of one colour, two pixels apart, rather than between adjacent
     # pixels: the same for a map linear across two pixels (a drift and a
     # rotation), to float32 rounding; otherwise different by the map's
-    # curvature (here a barrel distortion of up to 3.5 px at the corners).
+    # curvature (here a barrel distortion of about 2 px at the corners:
+    # measured 1.6e-4 in the images, 1.4e-3 in the weights at most).
     maps = [None] + [moved(k, distortion=distortion) for k in (1, 2, 3)]
     got = stacked(sequence, bayer=True, bands=3, maps=maps, kernel="square", pixfrac=0.8)
     expected = one_drizzle(sequence, bayer=True, maps=maps, kernel="square", pixfrac=0.8)
@@ -235,6 +236,8 @@ def test_scratch_removed(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
     # The stack's arrays stay readable: they map the removed files.
     assert float(stack.images["SCI"][3, 4]) == 1.0
+    with pytest.raises(ValueError, match="the stacker is closed"):
+        stacker.add(np.ones((30, 40)))
 
 
 def test_scratch_removed_after_an_interrupt(tmp_path, monkeypatch):
