@@ -291,7 +291,7 @@ def _add_stack(commands):
         "the one frame without a map)",
     )
     stack.add_argument(
-        "--kernel", default="square", choices=KERNELS, help="drizzle kernel (default: square)"
+        "--kernel", default="turbo", choices=KERNELS, help="drizzle kernel (default: turbo)"
     )
     stack.add_argument(
         "--pixfrac",
@@ -314,6 +314,7 @@ def _add_stack(commands):
         ("--keep-hot-pixels", "mask_hot_pixels", "do not mask the frames' hot pixels"),
     ):
         stack.add_argument(flag, dest=dest, action="store_false", help=what)
+    _add_jobs(stack, " that drizzle (the stack is the same for any number)")
     stack.add_argument(
         "--context",
         action="store_true",
@@ -579,7 +580,9 @@ def _run_stack(args, report):
         warnings.simplefilter("always")
         try:
             options.update(_given(args, "maps", "reference", "mask_hot_pixels"))
-            stack, results = stack_frames(args.frames, progress=True, callback=on_frame, **options)
+            stack, results = stack_frames(
+                args.frames, progress=True, callback=on_frame, n_jobs=args.jobs, **options
+            )
         except ValueError as exc:
             # No frame stacked because every one failed: a failure of the
             # inputs, reported one by one. Otherwise the run was impossible.

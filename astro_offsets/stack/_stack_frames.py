@@ -9,7 +9,7 @@ from .._utils.batch import Batch, Result
 from .._utils.naming import map_path
 from ..frames import hot_pixels, read_frame
 from ..maps import OffsetMap
-from ._stacker import Stacker, check_stack_options
+from ._stacker import DrizzleError, Stacker, check_stack_options
 
 __all__ = ["StackResult", "stack_frames"]
 
@@ -119,6 +119,7 @@ def stack_frames(
     mask_hot_pixels=True,
     progress=False,
     callback=None,
+    n_jobs=None,
     **options,
 ):
     """Drizzle frame files onto the reference frame's grid with their map files.
@@ -149,6 +150,11 @@ def stack_frames(
         Show a progress bar on stderr (when it is a terminal).
     callback : callable or `None`, optional
         Called with each `StackResult` as soon as it is known.
+    n_jobs : int or `None`, optional
+        Worker processes that drizzle, with joblib's meaning: `None` honours
+        `joblib.parallel_config` (one worker outside it), -1 is all cores.
+        The stack is the same for any number. The next frame is read while
+        the workers drizzle one.
     **options
         The drizzle: ``kernel``, ``pixfrac``, ``scale``,
         ``exposure_weighting``, ``context``, as for `Stacker` (checked
@@ -194,39 +200,47 @@ def stack_frames(
     )
     plan = _plan(batch.inputs, maps, reference)
     stacker = None
-    for index, frame in batch:
-        omap_path, problem = plan[frame]
-        if problem is not None:
-            batch.fail(index, problem, map=omap_path)
-            continue
-        try:
-            data = read_frame(frame)
-            omap = OffsetMap.read(omap_path) if omap_path is not None else None
-            if omap is not None and omap.shape != data.data.shape:
-                raise ValueError(
-                    f"frame shape {data.data.shape} differs from its map's "
-                    f"{omap.shape} ({omap_path})"
+    try:
+        for index, frame in batch:
+            omap_path, problem = plan[frame]
+            if problem is not None:
+                batch.fail(index, problem, map=omap_path)
+                continue
+            try:
+                data = read_frame(frame)
+                omap = OffsetMap.read(omap_path) if omap_path is not None else None
+                if omap is not None and omap.shape != data.data.shape:
+                    raise ValueError(
+                        f"frame shape {data.data.shape} differs from its map's "
+                        f"{omap.shape} ({omap_path})"
+                    )
+                if stacker is None:
+                    stacker = Stacker(
+                        data.data.shape, bayer=data.colors is not None, n_jobs=n_jobs, **options
+                    )
+                elif (data.colors is not None) != stacker.bayer:
+                    kind = "a colour raw frame" if data.colors is not None else "a mono frame"
+                    raise ValueError(
+                        f"{kind}, but the stack is {'colour' if stacker.bayer else 'mono'}"
+                    )
+                stacker.add(
+                    data.data,
+                    omap,
+                    mask=hot_pixels(data.data, data.colors) if mask_hot_pixels else None,
+                    colors=data.colors,
+                    exptime=data.exptime,
+                    name=frame,
+                    map_name=omap_path,
                 )
-            if stacker is None:
-                stacker = Stacker(data.data.shape, bayer=data.colors is not None, **options)
-            elif (data.colors is not None) != stacker.bayer:
-                kind = "a colour raw frame" if data.colors is not None else "a mono frame"
-                raise ValueError(
-                    f"{kind}, but the stack is {'colour' if stacker.bayer else 'mono'}"
-                )
-            stacker.add(
-                data.data,
-                omap,
-                mask=hot_pixels(data.data, data.colors) if mask_hot_pixels else None,
-                colors=data.colors,
-                exptime=data.exptime,
-                name=frame,
-                map_name=omap_path,
-            )
-        except Exception as exc:
-            batch.fail(index, exc, map=omap_path)
-            continue
-        batch.finish(index, "stacked", map=omap_path)
-    if stacker is None:
-        raise ValueError("no frame could be stacked")
-    return stacker.stack(), batch.results
+            except DrizzleError:
+                raise  # an earlier frame's: the stack cannot be finished
+            except Exception as exc:
+                batch.fail(index, exc, map=omap_path)
+                continue
+            batch.finish(index, "stacked", map=omap_path)
+        if stacker is None:
+            raise ValueError("no frame could be stacked")
+        return stacker.stack(), batch.results
+    finally:
+        if stacker is not None:
+            stacker.close()

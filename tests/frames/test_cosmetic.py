@@ -40,3 +40,61 @@ def test_hot_pixels_found_and_stars_spared(sigma_psf, bayer):
     assert mask[dark].all()
     # No star pixel is ever taken for a hot one.
     assert not np.any(mask & ~truth)
+
+
+def filtered_hot_pixels(data, colors=None, sigma=8.0):
+    """The definition with whole-frame scipy filters, as hot_pixels was first written."""
+    from astropy.stats import sigma_clipped_stats
+    from scipy.ndimage import maximum_filter, median_filter
+
+    data = np.asarray(data, dtype=np.float32)
+    if colors is None:
+        above = data - sigma_clipped_stats(data[::3, ::3], sigma=3.0)[1]
+        step = 1
+    else:
+        levels = np.zeros(4, np.float32)
+        for c in np.unique(colors):
+            levels[c] = sigma_clipped_stats(data[colors == c][::5], sigma=3.0)[1]
+        above = data - levels[colors]
+        step = 2
+    size = 2 * step + 1
+    same = np.zeros((size, size), bool)
+    same[::step, ::step] = True
+    same[step, step] = False
+    adjacent = np.ones((3, 3), bool)
+    adjacent[1, 1] = False
+    median = median_filter(above, footprint=same, mode="nearest")
+    noise = sigma_clipped_stats((above - median)[::3, ::3], sigma=3.0)[2]
+    return (
+        (above - median > sigma * noise)
+        & (above > 4 * maximum_filter(above, footprint=same, mode="nearest"))
+        & (above > 4 * maximum_filter(above, footprint=adjacent, mode="nearest"))
+    )
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_same_pixels_as_whole_frame_filters(seed):
+    # Odd and even sizes, a Bayer mosaic starting on either colour, hot
+    # pixels on the edges and corners: the pixels found are those of the
+    # definition computed with whole-frame filters.
+    rng = np.random.default_rng(seed)
+    shape = (int(rng.integers(20, 160)), int(rng.integers(20, 160)))
+    x, y, flux = star_field(rng, 30, shape, margin=0, faintest=2000.0)
+    image = observe(rng, shape, x, y, flux, sigma=float(rng.uniform(0.6, 2.5)))
+    hot = (rng.integers(0, shape[0], 25), rng.integers(0, shape[1], 25))
+    image[hot] += rng.uniform(500, 8000, 25)
+    # Faint ones too, about the threshold: the noise and medians decide.
+    faint = (rng.integers(0, shape[0], 200), rng.integers(0, shape[1], 200))
+    image[faint] += rng.uniform(0, 20, 200) * np.std(image[image < np.median(image)])
+    image[0, 0] += 6000
+    image[-1, 1::9] += 4000
+    colors = None
+    if seed % 2:
+        colors = np.zeros(shape, np.uint8)
+        colors[0::2, 1::2] = 1
+        colors[1::2, 0::2] = 3
+        colors[1::2, 1::2] = 2
+        colors = np.roll(colors, seed // 2, axis=1)
+    expected = filtered_hot_pixels(image, colors)
+    assert expected.sum() > 10
+    np.testing.assert_array_equal(hot_pixels(image, colors), expected)

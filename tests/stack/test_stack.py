@@ -322,7 +322,7 @@ def test_stack_command_colour(raw_sequence, tmp_path, capsys):
         header = hdul[0].header
         assert header["NFRAMES"] == 5
         assert header["PIXFRAC"] == 0.8
-        assert header["KERNEL"] == "square"
+        assert header["KERNEL"] == "turbo"  # the default since 0.1.0
         assert header["TEXPTIME"] == 150.0
         assert header["FRM00001"] == frames[0]
         assert header["MAP00001"] == "(reference)"
@@ -515,3 +515,24 @@ def test_maps_made_against_another_reference(tmp_path, capsys):
         ValueError, match=r"made against different reference frames \(light0\.fits, light2\.fits\)"
     ):
         stack_frames(frames)
+
+
+@pytest.mark.slow
+def test_stack_command_jobs(raw_sequence, tmp_path, capsys):
+    # All cores by default; any number of workers gives the same file.
+    _, frames = raw_sequence
+    data = {}
+    for jobs in ("1", "2", None):
+        out = tmp_path / f"stack{jobs}.fits"
+        argv = ["stack", *frames, "--out", str(out), "--no-preview", "--context"]
+        assert main(argv + (["--jobs", jobs] if jobs else [])) == 0
+        with fits.open(out) as hdul:
+            data[jobs] = [hdu.data for hdu in hdul[1:]]
+    capsys.readouterr()
+    for jobs in ("2", None):
+        for a, b in zip(data[jobs], data["1"], strict=True):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["stack", *frames, "--out", str(tmp_path / "s.fits"), "--jobs", "0"])
+    assert exit_info.value.code == 2
+    assert "0 jobs" in capsys.readouterr().err
