@@ -37,7 +37,7 @@ import numpy as np
 from drizzle import cdrizzle
 from numpy.lib.format import open_memmap
 
-__all__ = ["CHUNK_ROWS", "BandJob", "LayerJob", "Scratch", "band_layout", "drizzle_band"]
+__all__ = ["CHUNK_ROWS", "BandJob", "Layer", "LayerJob", "Scratch", "band_layout", "drizzle_band"]
 
 # Input rows per drizzle call. The result depends on it only at the output's
 # edges, where a frame overhangs them (see the module's docstring).
@@ -79,6 +79,25 @@ class Scratch:
 
     def remove(self):
         self._finalizer()
+
+
+class Layer(NamedTuple):
+    """Pixels of a frame drizzled together: a mono frame, or one colour plane of a mosaic."""
+
+    channel: int
+    """Its channel of the stack (0 for mono; red, green, blue)."""
+    origin: tuple
+    """``(y, x)`` of its first pixel in the frame."""
+    step: int
+    """Its pixels' spacing in the frame (2 for a Bayer colour plane)."""
+    select: object
+    """`None`, or (a mosaic that is not Bayer) the frame's pixels of this channel."""
+
+    @property
+    def part(self):
+        """The slices of its pixels in the frame."""
+        y, x = self.origin
+        return slice(y, None, self.step), slice(x, None, self.step)
 
 
 class LayerJob(NamedTuple):

@@ -8,11 +8,11 @@ import numpy as np
 from drizzle import resample
 from joblib import Parallel, delayed, effective_n_jobs
 
-from .._utils.mosaic import bayer_cell
 from .._utils.validation import positive_pair, real
-from ..frames import CFA_CHANNEL
+from ..frames import CFA_CHANNEL, bayer_cell
 from ._bands import (
     BandJob,
+    Layer,
     LayerJob,
     Scratch,
     band_layout,
@@ -301,12 +301,17 @@ class Stacker:
             mask = np.asarray(mask, dtype=bool)
             if mask.shape != self.shape:
                 raise ValueError(f"mask shape {mask.shape} differs from {self.shape}")
-        layers = self._layers(colors)
+        layers = self.layers(colors)
         slot = f"s{len(self._frames) % 2}"
         reaches = {}
-        for index, (_, origin, step, select) in enumerate(layers):
+        for index, layer in enumerate(layers):
             reaches[index] = self._write_layer(
-                f"{slot}.{index}", (data, weight, mask, select), offset_map, origin, step, exptime
+                f"{slot}.{index}",
+                (data, weight, mask, layer.select),
+                offset_map,
+                layer.origin,
+                layer.step,
+                exptime,
             )
         # The workers still drizzle the previous frame from the other slot.
         self.wait()
@@ -323,8 +328,8 @@ class Stacker:
         self._maps.append(map_name)
         self._total_exptime += exptime
 
-    def _layers(self, colors):
-        """Return the drizzle layers of a frame: ``(channel, origin, step, select)`` each.
+    def layers(self, colors=None):
+        """Return the drizzle layers of a frame, `Layer` each.
 
         A mono frame is one layer. A Bayer mosaic whose colours repeat every
         2 x 2 pixels gives one layer per filter of the 2 x 2 cell, every
@@ -333,7 +338,7 @@ class Stacker:
         (``select``).
         """
         if not self.bayer:
-            return [(0, (0, 0), 1, None)]
+            return [Layer(0, (0, 0), 1, None)]
         colors = np.asarray(colors)
         if colors.dtype.kind not in "iu":
             raise ValueError(f"colors must be integer colour indices, got dtype {colors.dtype}")
@@ -344,12 +349,12 @@ class Stacker:
         cell = bayer_cell(colors)
         if cell is not None:
             return [
-                (int(CFA_CHANNEL[cell[oy, ox]]), (oy, ox), 2, None)
+                Layer(int(CFA_CHANNEL[cell[oy, ox]]), (oy, ox), 2, None)
                 for oy in (0, 1)
                 for ox in (0, 1)
             ]
         channel = CFA_CHANNEL[colors]
-        return [(index, (0, 0), 1, channel == index) for index in range(len(self.channels))]
+        return [Layer(index, (0, 0), 1, channel == index) for index in range(len(self.channels))]
 
     def _write_layer(self, name, frame, offset_map, origin, step, exptime):
         """Write a layer's pixels, weights and offsets to the scratch; return its chunks' reach.
@@ -408,7 +413,7 @@ class Stacker:
         # and take the raw pixel's pixfrac and pixel scale as they are.
         tasks = ([], [])
         for index, name in enumerate(self.channels):
-            mine = [k for k, layer in enumerate(layers) if layer[0] == index]
+            mine = [k for k, layer in enumerate(layers) if layer.channel == index]
             bands = band_layout(self.out_shape[0], self._bands, [reaches[k] for k in mine])
             for phase, members in zip(tasks, phases(bands), strict=True):
                 for b in members:
@@ -418,10 +423,10 @@ class Stacker:
                     layer_jobs = tuple(
                         LayerJob(
                             name=f"{slot}.{k}",
-                            origin=layers[k][1],
-                            step=layers[k][2],
+                            origin=layers[k].origin,
+                            step=layers[k].step,
                             chunks=rows,
-                            pixfrac=self.pixfrac / layers[k][2]
+                            pixfrac=self.pixfrac / layers[k].step
                             if self.kernel == "square"
                             else self.pixfrac,
                             pscale_ratio=1.0 / self.scale,

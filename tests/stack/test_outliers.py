@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from astro_offsets.stack._outliers import grow, nanmedian, outlier_mask
+from astro_offsets.stack._outliers import grow, nanmedian, outliers
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 8, 33])
@@ -28,15 +28,17 @@ def test_outliers_and_their_neighbours():
     data[2, 4] += 35.0  # 3.5 sigma next to it: joins it
     data[4, 9] += 35.0  # 3.5 sigma alone: not one
     data[6, 8] += 300.0  # on the star
-    background = np.zeros_like(blot)
+    data += 7.0  # a smooth residual, known
+    coarse = np.full((2, 2), 7.0, np.float32)
     mask = np.zeros(blot.shape, np.uint8)
-    args = (data, blot, background, 100.0, 100.0, np.inf)
-    outlier_mask(*args, 4.0, 1.2, 0, 9, mask, 1, 0)
-    outlier_mask(*args, 3.0, 0.7, 0, 9, mask, 2, 1)
+    args = (data, blot, coarse, 8.0, 100.0, 100.0, np.inf, 4.0, 1.2, 3.0, 0.7)
+    # Row by row: the same as all at once.
+    for near in (False, True):
+        for row in range(9):
+            outliers(*args, row, row + 1, mask, near)
     assert {tuple(p) for p in np.argwhere(mask == 1)} == {(2, 3)}
     assert {tuple(p) for p in np.argwhere(mask == 2)} == {(2, 4)}
-    grown = np.empty_like(mask)
-    # Row by row: the same as all at once.
+    grown = np.zeros_like(mask)
     for row in range(9):
         grow(mask, row, row + 1, grown)
     assert grown.sum() == 12

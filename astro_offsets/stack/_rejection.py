@@ -1,0 +1,287 @@
+"""Outlier rejection the drizzle way: frames drizzled alone, their median, blotted back.
+
+The scheme of drizzlepac's AstroDrizzle. Each frame, calibrated and
+normalised, is drizzled alone onto the reference grid; the median of those
+single drizzles, pixel by pixel, is an image of the sky without the
+outliers of any one frame (trails, cosmic rays, aircraft). Blotted back to
+each frame (resampled through the frame's own map), it predicts every
+pixel; pixels that deviate from the prediction beyond their noise are
+outliers, and the final drizzle gives them no weight.
+"""
+
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
+
+import numpy as np
+from joblib import effective_n_jobs
+
+from ._outliers import blot, grow, nanmedian, outliers, scatter
+
+__all__ = ["Rejection", "RejectionStats"]
+
+# drizzlepac's two tests (driz_cr_snr, driz_cr_scale): a pixel deviates by
+# more than snr noise sigmas plus scale times the blot's local step; the
+# second, looser test applies to the neighbours of pixels that failed the
+# first. Our first threshold is higher than drizzlepac's 3.5: the noise is
+# measured, not known from the detector, and a frame of 10 Mpix has 5000
+# pixels beyond 3.5 sigma of pure noise. At 5 sigma it has about 6.
+SNR = (5.0, 3.0)
+SCALE = (1.2, 0.7)
+# Block of the smooth residual (a sky gradient of this frame's that the
+# median has not), and the stride of the pixels sampled in it.
+_BLOCK, _STRIDE = 64, 4
+# Bytes of single-drizzle rows per median task.
+_MEDIAN_BYTES = 48 * 2**20
+
+
+class RejectionStats(NamedTuple):
+    """What rejection found in one frame."""
+
+    masked: int
+    """Pixels masked as outliers (grown by one pixel)."""
+    fraction: float
+    """Their fraction of the frame's pixels that the median covers."""
+    noise: float
+    """The noise of the frame's residual from the blot, on the sky."""
+
+
+class Rejection:
+    """Outlier masks of a sequence of frames, from the median of their single drizzles.
+
+    Frames are added one by one (`add`): each is kept in the scratch
+    directory and drizzled alone onto the reference grid at its own
+    resolution (a colour plane of a Bayer frame at half the frame's, where
+    its pixels are one pixel apart) by the point kernel, in a thread while
+    the next frame is read. `combine` takes the median of the single
+    drizzles of each channel, in row chunks on all threads; then `mask`
+    gives each frame's outliers, and the frame back.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The frames' shape.
+    layers : list of `Layer`
+        The stacker's layers of the frames (`Stacker.layers`).
+    scratch : `Scratch`
+        Where the frames and their single drizzles are kept.
+    n_channels : int
+        Channels of the stack.
+    n_jobs : int or `None`
+        Threads (joblib's meaning).
+    """
+
+    def __init__(self, shape, layers, scratch, n_channels, n_jobs=None):
+        self.shape = tuple(shape)
+        self._layers = list(layers)
+        self._scratch = scratch
+        self._n_channels = n_channels
+        self._threads = effective_n_jobs(n_jobs)
+        self._zeros = []
+        self._executor = None
+        self._pending = None
+        self._medians = None
+        self._sums = None
+
+    @staticmethod
+    def disk_bytes(shape, n_frames):
+        """Return the scratch bytes that ``n_frames`` frames of ``shape`` take."""
+        # The frame itself and its single drizzles, float32: 8 bytes a pixel.
+        return 8 * int(np.prod(shape)) * n_frames
+
+    def add(self, data, offset_map, zero=0.0):
+        """Keep a frame and drizzle it alone (in a thread); return its index.
+
+        Parameters
+        ----------
+        data : `~numpy.ndarray`
+            The frame as it will be stacked (calibrated, normalised; NaN
+            where it has no weight), float32.
+        offset_map : `OffsetMap` or `None`
+            Its map; `None` for the reference frame.
+        zero : float, optional
+            The value of no light in ``data``: the noise model scales the
+            sky's noise with the light above it.
+        """
+        index = len(self._zeros)
+        self.wait()
+        cached = self._scratch.create(f"frame.{index}", data.shape, np.float32)
+        cached[...] = data
+        offsets = _offsets(offset_map, self.shape)
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="astro_offsets-reject")
+        self._pending = self._executor.submit(self._drizzle_alone, index, cached, offsets)
+        self._zeros.append(float(zero))
+        return index
+
+    def _drizzle_alone(self, index, data, offsets):
+        for k, layer in enumerate(self._layers):
+            grid = tuple(-(-n // layer.step) for n in self.shape)
+            # Sums and counts, kept for the next frame (its pages mapped).
+            if self._sums is None or self._sums[0].shape != grid:
+                self._sums = (np.zeros(grid, np.float64), np.zeros(grid, np.float32))
+            total, count = self._sums
+            total.fill(0.0)
+            count.fill(0.0)
+            pixels = data if layer.select is None else np.where(layer.select, data, np.nan)
+            scatter(pixels, *offsets, *layer.origin, layer.step, total, count)
+            single = self._scratch.create(f"single.{index}.{k}", grid, np.float32)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                np.divide(total, count, out=single, casting="unsafe")
+
+    def wait(self):
+        """Wait until the frames added so far are drizzled alone."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def combine(self):
+        """Take the median of the single drizzles, channel by channel."""
+        self.wait()
+        self.close()
+        self._sums = None
+        self._medians = {}
+        for channel in range(self._n_channels):
+            names = [
+                f"single.{frame}.{k}"
+                for frame in range(len(self._zeros))
+                for k, layer in enumerate(self._layers)
+                if layer.channel == channel
+            ]
+            singles = [self._scratch.open(name, mode="r") for name in names]
+            median = self._scratch.create(f"median.{channel}", singles[0].shape, np.float32)
+            rows = max(2, _MEDIAN_BYTES // (4 * len(singles) * singles[0].shape[1]))
+
+            def chunk(start, singles=singles, median=median, rows=rows):
+                cube = np.stack([single[start : start + rows] for single in singles])
+                nanmedian(cube, median[start : start + rows])
+
+            self._map(chunk, range(0, median.shape[0], rows))
+            del singles
+            for name in names:
+                os.remove(self._scratch.file(name))
+            self._medians[channel] = median
+
+    def _map(self, function, items):
+        with ThreadPoolExecutor(self._threads) as pool:
+            list(pool.map(function, items))
+
+    def mask(self, index, offset_map):
+        """Return frame ``index``, its outliers and what they are.
+
+        Parameters
+        ----------
+        index : int
+            The frame, as `add` numbered it.
+        offset_map : `OffsetMap` or `None`
+            Its map, as added.
+
+        Returns
+        -------
+        data : `~numpy.ndarray`
+            The frame as it was added.
+        outliers : `~numpy.ndarray`
+            Bool, `True` at the outliers, grown by one pixel.
+        stats : `RejectionStats`
+        """
+        data = np.array(self._scratch.open(f"frame.{index}", mode="r"))
+        os.remove(self._scratch.file(f"frame.{index}"))
+        offsets = _offsets(offset_map, self.shape)
+        outliers = np.zeros(self.shape, bool)
+        masked = covered = 0
+        noises = []
+        for layer in self._layers:
+            part = layer.part
+            pixels = np.ascontiguousarray(data[part])
+            predicted = np.empty_like(pixels)
+            median = self._medians[layer.channel]
+            spans = self._spans(pixels.shape[0])
+            self._map(
+                lambda span, median=median, layer=layer, predicted=predicted: blot(
+                    median, *offsets, *layer.origin, layer.step, *span, predicted
+                ),
+                spans,
+            )
+            found, noise = self._compare(pixels, predicted, self._zeros[index], spans)
+            if layer.select is not None:
+                found &= layer.select[part]
+            outliers[part] |= found
+            masked += int(np.count_nonzero(found))
+            covered += int(np.count_nonzero(np.isfinite(predicted)))
+            noises.append(noise)
+        stats = RejectionStats(masked, masked / covered if covered else 0.0, float(np.mean(noises)))
+        return data, outliers, stats
+
+    def _spans(self, rows):
+        """Row spans of a layer for the threads: four a thread, 16 rows at least."""
+        size = max(16, -(-rows // (4 * self._threads)))
+        return [(r, min(r + size, rows)) for r in range(0, rows, size)]
+
+    def _compare(self, pixels, predicted, zero, spans):
+        """Return the outliers of a layer's pixels against their blot, and the sky's noise."""
+        residual = pixels[::_STRIDE, ::_STRIDE] - predicted[::_STRIDE, ::_STRIDE]
+        coarse = _smooth(residual)
+        sample = predicted[::_STRIDE, ::_STRIDE]
+        finite = np.isfinite(sample) & np.isfinite(residual)
+        if np.count_nonzero(finite) < 100:
+            return np.zeros(pixels.shape, bool), float("nan")
+        sky = float(np.median(sample[finite]))
+        # The frame's own noise, from the differences of neighbouring pixels
+        # (independent, unlike the blot's): the residual's own spread is less,
+        # as the median holds a part of this frame.
+        pairs = pixels[::_STRIDE, : pixels.shape[1] // 2 * 2].reshape(-1, 2)[::_STRIDE]
+        differences = pairs[:, 1] - pairs[:, 0]
+        differences = differences[np.isfinite(differences)]
+        variance = float(_mad_std(differences) ** 2 / 2)
+        if not variance > 0:
+            return np.zeros(pixels.shape, bool), 0.0
+        # Photon noise grows with the light: sky - zero of it gives the sky's
+        # variance (read noise counts as photons, which keeps cores safe).
+        gain = (sky - zero) / variance if sky > zero else np.inf
+        found = np.empty(pixels.shape, np.uint8)
+        arguments = (pixels, predicted, coarse, _BLOCK, sky, variance, gain, *SNR[:1], *SCALE[:1])
+        arguments = (*arguments, SNR[1], SCALE[1])
+        for near in (False, True):
+            self._map(lambda span, near=near: outliers(*arguments, *span, found, near), spans)
+        grown = np.zeros_like(found)
+        self._map(lambda span: grow(found, *span, grown), spans)
+        return grown.view(bool), float(np.sqrt(variance))
+
+    def close(self):
+        """Stop the thread that drizzles frames alone (the scratch is the caller's)."""
+        if self._executor is not None:
+            self._executor.shutdown(cancel_futures=True)
+            self._executor = None
+
+
+def _offsets(offset_map, shape):
+    """Return the map's offsets as C-ordered float32 arrays; zeros for the reference frame."""
+    if offset_map is None:
+        zeros = np.zeros(shape, np.float32)
+        return zeros, zeros
+    offsets = (offset_map.x_offset, offset_map.y_offset)
+    return tuple(np.ascontiguousarray(a, dtype=np.float32) for a in offsets)
+
+
+def _mad_std(values):
+    return 1.4826 * np.median(np.abs(values - np.median(values)))
+
+
+def _smooth(residual):
+    """Return the medians of blocks of a sampled residual: its smooth part.
+
+    Blocks of ``_BLOCK`` pixels (``_BLOCK / _STRIDE`` samples); a block
+    without any finite value is 0. A sky gradient that this frame has and
+    the median has not is no outlier.
+    """
+    per_block = _BLOCK // _STRIDE
+    ny, nx = residual.shape
+    by, bx = -(-ny // per_block), -(-nx // per_block)
+    padded = np.full((by * per_block, bx * per_block), np.nan, np.float32)
+    padded[:ny, :nx] = residual
+    blocks = padded.reshape(by, per_block, bx, per_block).transpose(0, 2, 1, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # blocks without a value
+        medians = np.nanmedian(blocks.reshape(by, bx, -1), axis=2)
+    return np.ascontiguousarray(np.where(np.isfinite(medians), medians, 0.0), dtype=np.float32)
