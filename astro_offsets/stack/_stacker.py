@@ -346,7 +346,7 @@ class Stacker:
             raise ValueError(f"colors shape {colors.shape} differs from {self.shape}")
         if colors.size and (colors.min() < 0 or colors.max() > 3):
             raise ValueError("colors must be rawpy colour indices 0..3")
-        cell = bayer_cell(colors)
+        cell = _bayer_cell(colors)
         if cell is not None:
             return [
                 Layer(int(CFA_CHANNEL[cell[oy, ox]]), (oy, ox), 2, None)
@@ -532,6 +532,16 @@ class Stacker:
             if self._executor is not None:
                 self._executor.shutdown()
             self._scratch.remove()
+
+
+def _bayer_cell(colors):
+    """Return ``colors[:2, :2]`` if it tiles the mosaic (a Bayer mosaic), else `None`."""
+    if min(colors.shape) < 2:
+        return None
+    cell = colors[:2, :2]
+    if all(np.all(colors[oy::2, ox::2] == cell[oy, ox]) for oy in (0, 1) for ox in (0, 1)):
+        return cell
+    return None
 
 
 class DrizzleError(RuntimeError):
