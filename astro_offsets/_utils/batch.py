@@ -106,6 +106,7 @@ class Batch:
 
     def __init__(self, paths, result, *, what, name, keep=(), progress=False, callback=None):
         self.paths = [os.fspath(path) for path in paths]
+        self.progress = progress
         self.results = [None] * len(self.paths)
         self._result = result
         self._ignored = [not_an_input(path, what, keep=keep) for path in self.paths]

@@ -6,6 +6,7 @@ __all__ = [
     "MAP_SUFFIX",
     "TABLE_ENDINGS",
     "map_path",
+    "mask_path",
     "png_path",
     "stem",
     "table_path",
@@ -58,6 +59,18 @@ def map_path(table_path, outdir=None):
     'light/DSC03770.offsets.fits'
     """
     return _beside(table_path, outdir, MAP_SUFFIX)
+
+
+def mask_path(frame_path, outdir=None):
+    """Return the path of a frame's outlier mask, ``<stem>.outliers.fits``.
+
+    Examples
+    --------
+    >>> from astro_offsets._utils.naming import mask_path
+    >>> mask_path("light/DSC03770.ARW", "masks")
+    'masks/DSC03770.outliers.fits'
+    """
+    return _beside(frame_path, outdir, ".outliers.fits")
 
 
 def table_path(frame_path, outdir=None):

@@ -35,6 +35,7 @@ PRODUCTS = (
     "map plot",
     "stack preview",
     "calibration master",
+    "outlier mask",
 )
 _PNG = b"\x89PNG\r\n\x1a\n"
 # The names of camera raw files (LibRaw reads them all).

@@ -6,7 +6,7 @@ colour filters and exposure times that `read_frame` gives.
 
 from ._background import sky_levels
 from ._calibration import KINDS, Calibration, calibration_frames, make_master
-from ._cfa import CFA_CHANNEL, bayer_cell, green, superpixels
+from ._cfa import CFA_CHANNEL, green, superpixels
 from ._cosmetic import hot_pixels
 from ._read import Frame, frame_shape, read_frame
 
@@ -14,7 +14,6 @@ __all__ = [
     "CFA_CHANNEL",
     "KINDS",
     "Calibration",
-    "bayer_cell",
     "calibration_frames",
     "make_master",
     "Frame",

@@ -3,48 +3,12 @@
 import numpy as np
 from astropy.nddata import block_reduce
 
-__all__ = ["CFA_CHANNEL", "bayer_cell", "green", "superpixels"]
+__all__ = ["CFA_CHANNEL", "green", "superpixels"]
 
 # rawpy's raw_colors_visible (0 red, 1 green, 2 blue, 3 the other green) to
 # the channel of a colour stack: red, green, blue.
 CFA_CHANNEL = np.array([0, 1, 2, 1], dtype=np.uint8)
 CFA_CHANNEL.flags.writeable = False
-
-
-def bayer_cell(colors):
-    """Return the 2 x 2 cell of colour indices that tiles ``colors``, or `None`.
-
-    Parameters
-    ----------
-    colors : `~numpy.ndarray`
-        A mosaic's colour index of each pixel (rawpy's ``raw_colors_visible``).
-
-    Returns
-    -------
-    `~numpy.ndarray` or `None`
-        ``colors[:2, :2]`` when every pixel's index is that of its place in
-        the cell (``colors[y % 2, x % 2]``): a Bayer mosaic. `None` for any
-        other mosaic (X-Trans repeats every 6 x 6 pixels) or one smaller
-        than 2 x 2.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from astro_offsets.frames import bayer_cell
-    >>> bayer_cell(np.tile([[0, 1], [3, 2]], (3, 4))).tolist()
-    [[0, 1], [3, 2]]
-    >>> bayer_cell(np.zeros((1, 5), int)) is None
-    True
-    """
-    colors = np.asarray(colors)
-    if colors.ndim != 2 or min(colors.shape) < 2:
-        return None
-    cell = colors[:2, :2]
-    for oy in range(2):
-        for ox in range(2):
-            if not np.all(colors[oy::2, ox::2] == cell[oy, ox]):
-                return None
-    return cell.copy()
 
 
 def green(colors):

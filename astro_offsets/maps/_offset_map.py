@@ -350,9 +350,16 @@ class OffsetMap:
             x_hdu, y_hdu = _find_map_hdus(hdul, path)
             meta = _read_provenance(hdul[0].header)
             try:
-                return cls(x_hdu.data, y_hdu.data, meta=meta)
+                return cls(_native(x_hdu.data), _native(y_hdu.data), meta=meta)
             except ValueError as exc:
                 raise ValueError(f"{path}: {exc}") from None
+
+
+def _native(data):
+    """Return FITS data (big-endian) in the machine's byte order, swapped in place."""
+    if data is None or data.dtype.isnative or not data.flags.writeable:
+        return data
+    return data.byteswap(inplace=True).view(data.dtype.newbyteorder())
 
 
 def _read_provenance(header):

@@ -2,11 +2,39 @@
 
 The last stage of the pipeline: frames (`astro_offsets.frames`) and their
 maps (`astro_offsets.maps`) go into a `Stacker`, mono or by Bayer drizzle,
-which gives a `Stack`; `stack_frames` does so for a sequence of files.
+which gives a `Stack`; `stack_frames` does so for a sequence of files,
+each frame normalised to the reference (`Normalisation`) and, with three
+frames or more, without its outliers.
+
+Outlier rejection follows drizzlepac's AstroDrizzle. Every frame, calibrated
+and normalised, is drizzled alone onto the reference grid (each pixel to the
+output pixel its centre maps into: drizzle's point kernel, at the frame's own
+resolution, a Bayer colour plane's at half); the median of those single
+drizzles, pixel by pixel, is the sky without any one frame's trails and
+cosmic rays. Resampled back through each frame's map (blotted, bilinearly),
+it predicts the frame's pixels; a pixel deviates where it differs from the
+prediction, less the frame's smooth residual (a sky gradient of its own),
+by more than 5 times its noise (the sky's, measured from the differences of
+neighbouring pixels, plus photon noise above the sky) plus 1.2 times the
+prediction's largest step to a neighbour (so that the cores of stars, steep
+and slightly differently sampled in every frame, never deviate); its
+neighbours deviate at 3 times the noise plus 0.7 times the step. The
+deviating pixels, grown by one pixel, get no weight in the final drizzle.
 """
 
+from ._normalisation import Normalisation
 from ._product import Stack
+from ._rejection import RejectionStats
 from ._stack_frames import StackResult, stack_frames
 from ._stacker import KERNELS, Stacker, check_stack_options
 
-__all__ = ["KERNELS", "Stack", "StackResult", "Stacker", "check_stack_options", "stack_frames"]
+__all__ = [
+    "KERNELS",
+    "Normalisation",
+    "RejectionStats",
+    "Stack",
+    "StackResult",
+    "Stacker",
+    "check_stack_options",
+    "stack_frames",
+]

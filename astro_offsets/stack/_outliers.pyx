@@ -335,7 +335,8 @@ def blot(
     """Sample ``image`` at the mapped centres of a layer's rows ``first:last`` (bilinear).
 
     The layer and its mapping are those of `scatter`; ``out`` has the
-    layer's shape. A centre outside the image, or next to a NaN, gives NaN.
+    layer's shape. A centre outside the image (by more than half a pixel), or
+    next to a NaN, gives NaN.
     """
     cdef Py_ssize_t gy = image.shape[0], gx = image.shape[1]
     cdef Py_ssize_t r, c, y, x, i, j
@@ -348,9 +349,12 @@ def blot(
                 x = origin_x + c * step
                 px = (x - x_offset[y, x] + 0.5) * inv - 0.5
                 py = (y - y_offset[y, x] + 0.5) * inv - 0.5
-                if not (px >= 0 and px <= gx - 1 and py >= 0 and py <= gy - 1):
+                # A centre in the image's outer half pixel takes its edge.
+                if not (px > -0.5 and px < gx - 0.5 and py > -0.5 and py < gy - 0.5):
                     out[r, c] = NAN
                     continue
+                px = 0.0 if px < 0 else (gx - 1.0 if px > gx - 1 else px)
+                py = 0.0 if py < 0 else (gy - 1.0 if py > gy - 1 else py)
                 j = <Py_ssize_t> px
                 i = <Py_ssize_t> py
                 if j > gx - 2:

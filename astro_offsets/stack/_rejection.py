@@ -31,7 +31,7 @@ SNR = (5.0, 3.0)
 SCALE = (1.2, 0.7)
 # Block of the smooth residual (a sky gradient of this frame's that the
 # median has not), and the stride of the pixels sampled in it.
-_BLOCK, _STRIDE = 64, 4
+_BLOCK, _STRIDE = 64, 8
 # Bytes of single-drizzle rows per median task.
 _MEDIAN_BYTES = 48 * 2**20
 
@@ -42,7 +42,7 @@ class RejectionStats(NamedTuple):
     masked: int
     """Pixels masked as outliers (grown by one pixel)."""
     fraction: float
-    """Their fraction of the frame's pixels that the median covers."""
+    """Their fraction of the frame's pixels."""
     noise: float
     """The noise of the frame's residual from the blot, on the sky."""
 
@@ -90,7 +90,7 @@ class Rejection:
         # The frame itself and its single drizzles, float32: 8 bytes a pixel.
         return 8 * int(np.prod(shape)) * n_frames
 
-    def add(self, data, offset_map, zero=0.0):
+    def add(self, data, offset_map, zeros=None):
         """Keep a frame and drizzle it alone (in a thread); return its index.
 
         Parameters
@@ -100,9 +100,9 @@ class Rejection:
             where it has no weight), float32.
         offset_map : `OffsetMap` or `None`
             Its map; `None` for the reference frame.
-        zero : float, optional
-            The value of no light in ``data``: the noise model scales the
-            sky's noise with the light above it.
+        zeros : tuple of float or `None`, optional
+            The value of no light in ``data``, per channel (0 when `None`):
+            the noise model scales the sky's noise with the light above it.
         """
         index = len(self._zeros)
         self.wait()
@@ -112,7 +112,7 @@ class Rejection:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="astro_offsets-reject")
         self._pending = self._executor.submit(self._drizzle_alone, index, cached, offsets)
-        self._zeros.append(float(zero))
+        self._zeros.append(zeros)
         return index
 
     def _drizzle_alone(self, index, data, offsets):
@@ -189,7 +189,7 @@ class Rejection:
         os.remove(self._scratch.file(f"frame.{index}"))
         offsets = _offsets(offset_map, self.shape)
         outliers = np.zeros(self.shape, bool)
-        masked = covered = 0
+        masked = 0
         noises = []
         for layer in self._layers:
             part = layer.part
@@ -203,14 +203,15 @@ class Rejection:
                 ),
                 spans,
             )
-            found, noise = self._compare(pixels, predicted, self._zeros[index], spans)
+            zeros = self._zeros[index]
+            zero = 0.0 if zeros is None else zeros[layer.channel]
+            found, noise = self._compare(pixels, predicted, zero, spans)
             if layer.select is not None:
                 found &= layer.select[part]
             outliers[part] |= found
             masked += int(np.count_nonzero(found))
-            covered += int(np.count_nonzero(np.isfinite(predicted)))
             noises.append(noise)
-        stats = RejectionStats(masked, masked / covered if covered else 0.0, float(np.mean(noises)))
+        stats = RejectionStats(masked, masked / data.size, float(np.mean(noises)))
         return data, outliers, stats
 
     def _spans(self, rows):

@@ -9,7 +9,7 @@ from drizzle import resample
 from joblib import Parallel, delayed, effective_n_jobs
 
 from .._utils.validation import positive_pair, real
-from ..frames import CFA_CHANNEL, bayer_cell
+from ..frames import CFA_CHANNEL
 from ._bands import (
     BandJob,
     Layer,

@@ -499,8 +499,9 @@ def test_maps_made_against_another_reference(tmp_path, capsys):
             main(["stack", *frames, "--out", str(tmp_path / "s.fits"), "--overwrite", *argv]) == 0
         )
         with fits.open(tmp_path / "s.fits") as hdul:
-            assert hdul[0].header["FRM00003"] == frames[2]
-            assert hdul[0].header["MAP00003"] == "(reference)"
+            # The reference stacks first: the others are normalised to it.
+            assert hdul[0].header["FRM00001"] == frames[2]
+            assert hdul[0].header["MAP00001"] == "(reference)"
     # One map still made against light0: that frame fails, the others stack.
     write_map(3, "light0.fits")
     status = main(["stack", *frames, "--out", str(tmp_path / "t.fits"), "--reference", frames[2]])
