@@ -277,7 +277,10 @@ def _add_stack(commands):
         "the maps were made against, or else the one frame without a map) stacks "
         "unmoved. Raw files give a colour stack (Bayer "
         "drizzle: RED, GREEN, BLUE and their weights), FITS files a mono one (SCI, WHT). "
-        "A PNG preview is written beside the output.",
+        "Each frame is first calibrated (--bias, --dark, --flat) and normalised to the "
+        "reference (its stars' flux scale, its sky level); with 3 frames or more, outliers "
+        "(satellite and aircraft trails, cosmic rays) are found against the median of all "
+        "frames and left out. A PNG preview is written beside the output.",
     )
     _add_frames(stack)
     stack.add_argument("--out", required=True, metavar="FILE", help="output FITS file")
@@ -312,8 +315,31 @@ def _add_stack(commands):
         ("--no-exposure-weighting", "exposure_weighting", "weigh every frame alike"),
         ("--no-preview", "preview", "do not write the PNG preview"),
         ("--keep-hot-pixels", "mask_hot_pixels", "do not mask the frames' hot pixels"),
+        ("--no-normalize", "normalize", "stack the frames as they are, not normalised"),
     ):
         stack.add_argument(flag, dest=dest, action="store_false", help=what)
+    stack.add_argument(
+        "--no-reject",
+        dest="reject",
+        action="store_const",
+        const=False,
+        help="keep outliers (default: rejected with 3 frames or more)",
+    )
+    stack.add_argument(
+        "--write-masks",
+        nargs="?",
+        const=True,
+        metavar="DIR",
+        dest="masks",
+        help="write each frame's outlier mask <stem>.outliers.fits, beside the frame or in DIR",
+    )
+    stack.add_argument(
+        "--scratch",
+        metavar="DIR",
+        help="directory of the scratch files (default: the system's temporary directory); "
+        "rejection keeps every frame there, 8 bytes a pixel",
+    )
+    _add_calibration(stack)
     _add_jobs(stack, " that drizzle (the stack is the same for any number)")
     stack.add_argument(
         "--context",
@@ -322,6 +348,26 @@ def _add_stack(commands):
     )
     _add_overwrite(stack, "outputs")
     return stack
+
+
+def _stack_notes(stack, results):
+    """Yield the lines that say how the frames were normalised and what was rejected."""
+    stacked = [r for r in results if r.status == "stacked"]
+    scales = [r.scale for r in stacked if r.scale is not None]
+    if scales and (min(scales) != 1 or max(scales) != 1):
+        yield (f"normalised to the reference: flux scales {min(scales):.3g} to {max(scales):.3g}")
+    masked = [(r.masked, r.path) for r in stacked if r.masked is not None]
+    if masked and max(masked)[0] > 0:
+        mean = sum(m for m, _ in masked) / len(masked)
+        most, path = max(masked)
+        yield (
+            f"outliers: {100 * mean:.2f}% of the pixels rejected on average, "
+            f"{100 * most:.2f}% at most ({path})"
+        )
+    elif masked:
+        yield "outliers: none found"
+    elif stack.meta.get("rejected") is False and len(stacked) < 3:
+        yield f"outliers: kept ({len(stacked)} frames; rejection needs 3 or more)"
 
 
 def _add_demo(commands):
@@ -558,6 +604,9 @@ def _run_stack(args, report):
     except ValueError as exc:
         report.usage(exc)
         return 2
+    calibration = _calibration(args, report)
+    if calibration is False:
+        return 2
     preview = png_path(args.out)
     outputs = (args.out, preview) if args.preview else (args.out,)
     kept = [path for path in outputs if os.path.lexists(path)]
@@ -579,9 +628,17 @@ def _run_stack(args, report):
         # become one line each, like every other message.
         warnings.simplefilter("always")
         try:
-            options.update(_given(args, "maps", "reference", "mask_hot_pixels"))
+            options.update(
+                _given(args, "maps", "reference", "mask_hot_pixels", "normalize", "reject", "masks")
+            )
             stack, results = stack_frames(
-                args.frames, progress=True, callback=on_frame, n_jobs=args.jobs, **options
+                args.frames,
+                progress=True,
+                callback=on_frame,
+                n_jobs=args.jobs,
+                calibration=calibration,
+                scratch=args.scratch,
+                **options,
             )
         except ValueError as exc:
             # No frame stacked because every one failed: a failure of the
@@ -590,6 +647,8 @@ def _run_stack(args, report):
             return 1 if report.failed else 2
     for text in dict.fromkeys(str(w.message) for w in caught):
         report.note(f"warning: {text}")
+    for line in _stack_notes(stack, results):
+        print(line)
     try:
         stack.write(args.out, overwrite=args.overwrite, context=args.context)
         if args.preview:

@@ -246,7 +246,21 @@ def _cards(meta):
     yield "EXPWGHT", meta["exposure_weighting"], "frames weighted by exposure time"
     yield "TEXPTIME", meta["total_exptime"], "total exposure time of the frames (s)"
     yield "NFRAMES", len(meta["frames"]), "frames stacked"
+    if "normalized" in meta:
+        yield "NORMLZD", meta["normalized"], "frames normalised to the reference"
+    if "rejected" in meta:
+        yield "REJECT", meta["rejected"], "outliers rejected"
+    norms = meta.get("normalisation") or [None] * len(meta["frames"])
+    masked = meta.get("masked") or [None] * len(meta["frames"])
     # FRMnnnnn and MAPnnnnn fit FITS's 8-character keywords up to 99999 frames.
     for index, (frame, omap) in enumerate(zip(meta["frames"], meta["maps"], strict=True)):
-        yield f"FRM{index + 1:05d}", frame, ""
-        yield f"MAP{index + 1:05d}", omap or "(reference)", ""
+        number = f"{index + 1:05d}"
+        yield f"FRM{number}", frame, ""
+        yield f"MAP{number}", omap or "(reference)", ""
+        norm = norms[index]
+        if norm is not None and meta.get("normalized"):
+            yield f"FSC{number}", round(norm.scale, 6), f"flux scale ({norm.source})"
+            offsets = " ".join(f"{offset:.6g}" for offset in norm.offsets)
+            yield f"SKO{number}", offsets, "sky offset per channel after scaling"
+        if masked[index] is not None:
+            yield f"REJ{number}", round(masked[index], 6), "fraction of pixels rejected"

@@ -3,12 +3,14 @@
 import collections
 import os
 import shutil
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 from astropy.io import fits
+from astropy.utils.exceptions import AstropyUserWarning
 from tqdm import tqdm
 
 from .._utils.batch import Batch, Result
@@ -182,9 +184,11 @@ def stack_frames(
         deviate from it beyond their noise left out of the stack. `None`
         (the default) rejects with 3 frames or more; with fewer, a median
         cannot tell the outlier. See `astro_offsets.stack` for the scheme.
-    masks : str, path-like or `None`, optional
+    masks : bool, str, path-like or `None`, optional
         Write each frame's outlier mask, ``<stem>.outliers.fits`` (1 for an
-        outlier, 2 for a hot pixel), into this directory (which must exist).
+        outlier, 2 for a pixel without weight: a hot pixel), beside the
+        frame (`True`) or into this directory (which must exist). Only with
+        rejection.
     scratch : str, path-like or `None`, optional
         Directory of the scratch files; `None` is the system's temporary
         directory. Rejection keeps every frame there until the end: 8 bytes
@@ -241,7 +245,7 @@ def stack_frames(
     ('SCI',)
     """
     check_stack_options(**options)
-    if masks is not None and not os.path.isdir(masks):
+    if masks not in (None, True, False) and not os.path.isdir(masks):
         raise ValueError(f"{masks}: the directory for the masks does not exist")
     batch = Batch(
         frames, StackResult, what="frame", name="stack", progress=progress, callback=callback
@@ -258,6 +262,14 @@ def stack_frames(
     todo.sort(key=lambda item: item[2] is not None)
     if reject is None:
         reject = len(todo) >= 3
+        if masks and not reject:
+            warnings.warn(
+                f"no outlier masks: rejection needs 3 frames or more, not {len(todo)}",
+                AstropyUserWarning,
+                stacklevel=2,
+            )
+    elif masks and not reject:
+        raise ValueError("outlier masks need rejection: masks= with reject=False")
     run = _Run(batch, calibration, mask_hot_pixels, normalize, n_jobs, scratch, options)
     try:
         if reject and todo:
@@ -480,8 +492,9 @@ class _Run:
             except Exception as exc:
                 self.batch.fail(index, exc, map=omap_path)
                 continue
-            if masks is not None:
-                _write_mask(masks, frame, outliers, ~np.isfinite(data))
+            if masks not in (None, False):
+                directory = None if masks is True else masks
+                _write_mask(directory, frame, outliers, ~np.isfinite(data))
             prepared = prepared._replace(data=data, offset_map=omap, colors=self.colors)
             self.add(index, frame, omap_path, prepared, outliers, stats.fraction)
 

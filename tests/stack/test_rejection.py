@@ -1,0 +1,323 @@
+"""Outlier rejection and normalisation on sequences with a known truth, through real drizzle."""
+
+import os
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from photutils.aperture import CircularAperture, aperture_photometry
+from photutils.centroids import centroid_com, centroid_sources
+
+from astro_offsets import OffsetMap, stack_frames
+from astro_offsets._cli import main
+from astro_offsets.datasets import (
+    CameraMotion,
+    aircraft_trail,
+    cosmic_rays,
+    render_stars,
+    satellite_trail,
+    sky_gradient,
+    star_field,
+)
+from astro_offsets.frames import sky_levels
+
+SHAPE = (300, 420)
+N_FRAMES = 8
+SKY, READ, EXPTIME = 300.0, 6.0, 60.0
+# Frame 2 through haze at a brighter sky, frame 6 twice as long, frame 4
+# under a gradient; a satellite in frame 3, an aircraft in frame 5.
+TRANSPARENCY = {2: 0.7}
+SKY_FACTOR = {2: 1.5}
+EXPOSURE = {6: 120.0}
+SIGMA = np.sqrt(SKY + READ**2)
+# The stars' Gaussian sigma in each frame: the seeing changes.
+SEEING = (1.6, 1.45, 1.75, 1.55, 1.9, 1.5, 1.65, 1.7)
+
+
+def motion(k):
+    rng = np.random.default_rng(100 + k)
+    return CameraMotion(
+        SHAPE,
+        drift=tuple(rng.uniform(-5, 5, 2)),
+        rotation_deg=rng.uniform(-0.2, 0.2),
+        barrel=5e-8,
+    )
+
+
+def artefacts(k):
+    """The outliers of frame ``k`` (in its counts)."""
+    nx = SHAPE[1]
+    image = cosmic_rays(np.random.default_rng(k), SHAPE, 40, amplitude=(30 * SIGMA, 1000 * SIGMA))
+    if k == 3:
+        image += satellite_trail(SHAPE, (-5, 20), (nx + 5, 260), amplitude=20 * SIGMA)
+    if k == 5:
+        image += aircraft_trail(SHAPE, (0, 250), (nx, 120), amplitude=60 * SIGMA)
+    return image
+
+
+def write_sequence(folder, stars, with_artefacts=True):
+    """Write the frames and their true maps; return the frame paths."""
+    x, y, flux = stars
+    gy, gx = np.indices(SHAPE, dtype=float)
+    paths = []
+    for k in range(N_FRAMES):
+        exptime = EXPOSURE.get(k, EXPTIME)
+        counts = exptime / EXPTIME
+        fx, fy = motion(k).to_frame(x, y) if k else (x, y)
+        sky = SKY * SKY_FACTOR.get(k, 1.0) * counts
+        if k == 4:
+            sky = sky + sky_gradient(SHAPE, level=0.0, change=0.3 * SKY, angle_deg=30)
+        seeing = SEEING[k % len(SEEING)]
+        signal = sky + render_stars(SHAPE, fx, fy, TRANSPARENCY.get(k, 1.0) * counts * flux, seeing)
+        noise = np.random.default_rng(1000 + k).standard_normal(SHAPE)
+        data = signal + noise * np.sqrt(signal + READ**2)
+        if with_artefacts:
+            data += artefacts(k)
+        path = str(folder / f"light{k}.fits")
+        fits.PrimaryHDU(data.astype(np.float32), fits.Header({"EXPTIME": exptime})).writeto(path)
+        paths.append(path)
+        if k:
+            scale = 1 / (TRANSPARENCY.get(k, 1.0) * counts)
+            OffsetMap(
+                *motion(k).offset(gx, gy), meta={"reference": "light0.fits", "flux_scale": scale}
+            ).write(folder / f"light{k}.offsets.fits")
+    return paths
+
+
+@pytest.fixture(scope="module")
+def stars():
+    """A field of faint and bright stars, and a grid of bright ones to measure."""
+    rng = np.random.default_rng(7)
+    x, y, flux = star_field(rng, 320, SHAPE, faintest=800.0)
+    gy, gx = np.mgrid[30 : SHAPE[0] - 29 : 40, 30 : SHAPE[1] - 29 : 45].reshape(2, -1)
+    gx, gy = gx + rng.uniform(-4, 4, gx.size), gy + rng.uniform(-4, 4, gy.size)
+    return (
+        np.concatenate([x, gx]),
+        np.concatenate([y, gy]),
+        np.concatenate([flux, rng.uniform(2e4, 8e4, gx.size)]),
+    )
+
+
+@pytest.fixture(scope="module")
+def sequences(stars, tmp_path_factory):
+    dirty = write_sequence(tmp_path_factory.mktemp("dirty"), stars)
+    clean = write_sequence(tmp_path_factory.mktemp("clean"), stars, with_artefacts=False)
+    return dirty, clean
+
+
+@pytest.fixture(scope="module")
+def stacks(sequences):
+    """The sequence with outliers stacked with and without rejection; the clean one without."""
+    dirty, clean = sequences
+    return {
+        "rejected": stack_frames(dirty, n_jobs=2)[0],
+        "kept": stack_frames(dirty, n_jobs=2, reject=False)[0],
+        "truth": stack_frames(clean, n_jobs=2, reject=False)[0],
+    }
+
+
+def image(stack):
+    return np.array(stack.images["SCI"])
+
+
+def well_covered(stack):
+    weight = np.array(stack.weights["SCI"])
+    return weight > 0.8 * weight.max()
+
+
+def isolated_bright(stars, separation=12.0, margin=15):
+    x, y, flux = stars
+    distance = np.hypot(x[:, None] - x, y[:, None] - y)
+    np.fill_diagonal(distance, np.inf)
+    inside = (x > margin) & (x < SHAPE[1] - margin) & (y > margin) & (y < SHAPE[0] - margin)
+    return inside & (distance.min(axis=1) > separation) & (flux > 1e4)
+
+
+def on_reference(k, selected):
+    """Reference grid pixels of frame ``k``'s pixels ``selected``."""
+    fy, fx = np.nonzero(selected)
+    rx, ry = motion(k).to_reference(fx.astype(float), fy.astype(float)) if k else (fx, fy)
+    rx, ry = np.round(rx).astype(int), np.round(ry).astype(int)
+    inside = (rx >= 0) & (rx < SHAPE[1]) & (ry >= 0) & (ry < SHAPE[0])
+    footprint = np.zeros(SHAPE, bool)
+    footprint[ry[inside], rx[inside]] = True
+    return footprint
+
+
+def test_outliers_leave_the_stack(stacks, stars):
+    truth, covered = image(stacks["truth"]), well_covered(stacks["truth"])
+    # The stack's noise per pixel, on the sky; per second of the reference.
+    noise = 1.4826 * np.median(np.abs(truth[covered] - np.median(truth[covered])))
+    # Away from the stars' cores: a cosmic ray on a core stays (as in
+    # drizzlepac), the core's steps hide it; the brighter the star, the
+    # farther its steps reach.
+    x, y, flux = stars
+    yy, xx = np.indices(SHAPE)
+    cores = np.zeros(SHAPE, bool)
+    for bright in np.flatnonzero(flux > 5e3):
+        reach = 5 if flux[bright] < 3e4 else 7
+        cores |= np.hypot(xx - x[bright], yy - y[bright]) < reach
+    where = covered & ~cores
+    kept = (image(stacks["kept"]) - truth) / noise
+    rejected = (image(stacks["rejected"]) - truth) / noise
+    for k, name in ((3, "satellite"), (5, "aircraft")):
+        path = on_reference(k, artefacts(k) > 3 * SIGMA) & where
+        assert np.mean(kept[path]) > 5, name  # there to reject
+        assert abs(np.mean(rejected[path])) < 0.1, name
+    hits = np.zeros(SHAPE, bool)
+    for k in range(N_FRAMES):
+        hits |= on_reference(k, cosmic_rays(np.random.default_rng(k), SHAPE, 40) > 0)
+    assert np.max(kept[hits & where]) > 100
+    assert abs(np.mean(rejected[hits & where])) < 0.1
+    # Anywhere, no more than the noise of a frame left out of a pixel.
+    assert np.max(np.abs(rejected[where])) < 2.0
+
+
+def test_star_fluxes_and_positions_kept(stacks, stars):
+    x, y, flux = stars
+    chosen = isolated_bright(stars)
+    assert chosen.sum() >= 25
+    radius = 7.0
+    apertures = CircularAperture(np.column_stack([x[chosen], y[chosen]]), radius)
+    sky = SKY / EXPTIME
+    measured = {
+        name: np.asarray(aperture_photometry(image(stack) - sky, apertures)["aperture_sum"])
+        for name, stack in stacks.items()
+    }
+    # The stars that an outlier touched in some frame.
+    touched = np.zeros(SHAPE, bool)
+    for k in range(N_FRAMES):
+        touched |= on_reference(k, artefacts(k) > 0)
+    yy, xx = np.indices(SHAPE)
+    hit = np.array(
+        [touched[np.hypot(xx - x[i], yy - y[i]) < radius + 2].any() for i in np.flatnonzero(chosen)]
+    )
+    assert 3 <= hit.sum() < len(hit) - 10
+    ratio = measured["rejected"] / measured["truth"]
+    # Untouched stars are as in the stack without outliers; touched ones lose
+    # a frame in a few pixels, no more.
+    assert np.max(np.abs(ratio[~hit] - 1)) < 0.005
+    assert np.max(np.abs(ratio[hit] - 1)) < 0.02
+    assert np.max(measured["kept"][hit] / measured["truth"][hit]) > 1.05
+    # Per second of the reference's exposure: the injected fluxes.
+    assert np.median(measured["rejected"] / (flux[chosen] / EXPTIME)) == pytest.approx(1, abs=0.005)
+    centroids = {
+        name: np.array(
+            centroid_sources(
+                image(stacks[name]), x[chosen], y[chosen], box_size=7, centroid_func=centroid_com
+            )
+        )
+        for name in ("rejected", "truth")
+    }
+    offsets = np.hypot(*(centroids["rejected"] - centroids["truth"]))
+    assert np.max(offsets[~hit]) < 0.002
+    assert np.max(offsets) < 0.02
+
+
+def test_normalisation_to_the_reference(stacks, sequences):
+    truth = stacks["truth"]
+    covered = well_covered(truth)
+    # Haze, a brighter sky, a longer exposure: all brought to the reference.
+    reference = SKY / EXPTIME
+    assert sky_levels(np.where(covered, image(truth), np.nan))[0] == pytest.approx(
+        reference, rel=0.002
+    )
+    norms = truth.meta["normalisation"]
+    assert [n.scale for n in norms] == pytest.approx(
+        [1 / (TRANSPARENCY.get(k, 1.0) * EXPOSURE.get(k, EXPTIME) / EXPTIME) for k in range(8)]
+    )
+    assert norms[0].source == "reference"
+    assert {n.source for n in norms[1:]} == {"stars"}
+    # Not normalised, the hazy bright frame lifts the sky.
+    plain = stack_frames(sequences[1], reject=False, normalize=False)[0]
+    assert sky_levels(np.where(covered, image(plain), np.nan))[0] > 1.03 * reference
+
+
+def test_nothing_to_reject_changes_nothing(sequences, stacks, tmp_path):
+    clean = sequences[1]
+    stack, results = stack_frames(clean, n_jobs=2, masks=tmp_path)
+    assert [r.masked for r in results] == [0.0] * N_FRAMES
+    np.testing.assert_array_equal(image(stack), image(stacks["truth"]))
+    np.testing.assert_array_equal(stack.weights["SCI"], stacks["truth"].weights["SCI"])
+    for frame in clean:
+        mask = fits.getdata(tmp_path / os.path.basename(frame).replace(".fits", ".outliers.fits"))
+        assert not (mask == 1).any()
+
+
+def test_masks_mark_the_outliers_and_spare_the_cores(sequences, stars, tmp_path):
+    dirty = sequences[0]
+    _, results = stack_frames(dirty, n_jobs=1, masks=tmp_path)
+    x, y, flux = stars
+    for k, (frame, result) in enumerate(zip(dirty, results, strict=True)):
+        with fits.open(tmp_path / f"light{k}.outliers.fits") as hdul:
+            mask, header = hdul[0].data, hdul[0].header
+        assert header["PRODUCT"] == "outlier mask"
+        assert header["NOUTLIER"] == np.count_nonzero(mask == 1)
+        assert result.masked == pytest.approx(np.mean(mask == 1))
+        truth = artefacts(k)
+        # Every outlier pixel well above the noise is masked (those that
+        # the frame's motion takes off the reference grid are not stacked)...
+        yy, xx = np.indices(SHAPE, dtype=float)
+        rx, ry = motion(k).to_reference(xx, yy) if k else (xx, yy)
+        stacked = (rx > 0) & (rx < SHAPE[1] - 1) & (ry > 0) & (ry < SHAPE[0] - 1)
+        strong = (truth > 5 * SIGMA) & stacked
+        # (not on the bright stars' steps, which hide them)
+        fx, fy = motion(k).to_frame(x, y) if k else (x, y)
+        for i in np.flatnonzero(flux > 1e4):
+            strong &= np.hypot(xx - fx[i], yy - fy[i]) > 6
+        assert np.mean(mask[strong] > 0) > 0.99  # an outlier, or a hot pixel (a spike)
+        # ...and no core of a bright star without an outlier on it.
+        for i in np.flatnonzero((flux > 2e4) & (fx > 3) & (fx < SHAPE[1] - 4)):
+            if not (3 < fy[i] < SHAPE[0] - 4):
+                continue
+            r, c = round(fy[i]), round(fx[i])
+            if truth[r - 3 : r + 4, c - 3 : c + 4].max() > 0:
+                continue
+            assert not (mask[r - 1 : r + 2, c - 1 : c + 2] == 1).any(), (frame, i)
+
+
+def test_rejection_is_the_same_for_any_workers(sequences, stacks):
+    one = stack_frames(sequences[0], n_jobs=1)[0]
+    np.testing.assert_array_equal(image(one), image(stacks["rejected"]))
+    np.testing.assert_array_equal(one.weights["SCI"], stacks["rejected"].weights["SCI"])
+
+
+def test_stack_command_rejects_and_says_so(sequences, tmp_path, capsys):
+    dirty = sequences[0]
+    out = tmp_path / "stack.fits"
+    assert main(["stack", *dirty, "--out", str(out), "--write-masks", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "normalised to the reference: flux scales 0.5 to 1.43" in printed
+    assert "outliers: " in printed
+    assert "at most (" + dirty[5] + ")" in printed or "at most (" + dirty[3] + ")" in printed
+    header = fits.getheader(out)
+    assert header["REJECT"] is True
+    assert header["NORMLZD"] is True
+    assert header["FSC00001"] == 1.0  # the reference, first
+    assert 0.01 < header["REJ00004"] < 0.05  # light3, with the satellite
+    # Two frames: nothing to tell an outlier by.
+    assert main(["stack", *dirty[:2], "--out", str(tmp_path / "two.fits")]) == 0
+    assert "rejection needs 3 or more" in capsys.readouterr().out
+    assert fits.getheader(tmp_path / "two.fits")["REJECT"] is False
+    # Turned off.
+    assert main(["stack", *dirty, "--out", str(tmp_path / "off.fits"), "--no-reject"]) == 0
+    assert fits.getheader(tmp_path / "off.fits")["REJECT"] is False
+
+
+def test_scratch_room_and_clean_up(sequences, tmp_path, monkeypatch):
+    import shutil
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    stack_frames(sequences[0], scratch=scratch)
+    assert os.listdir(scratch) == []
+
+    class Full:
+        free = 1000
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: Full)
+    with pytest.raises(ValueError, match=r"outlier rejection needs 0\.0 GB .* --no-reject"):
+        stack_frames(sequences[0], scratch=scratch)
+    assert os.listdir(scratch) == []
+    with pytest.raises(ValueError, match="outlier masks need rejection"):
+        stack_frames(sequences[0], reject=False, masks=True)
