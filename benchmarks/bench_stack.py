@@ -12,12 +12,15 @@ process) and of their proportional shares (PSS, which counts it once).
 Printed per run: the time per frame (overall, and the median interval
 between frames once the workers run), the main process's time in reading
 frames, reading maps, finding hot pixels, preparing frames for the workers
-(``Stacker.add`` less its wait) and waiting for them, the workers' CPU time
-per frame, and the memory peaks. With several kernels or ``--repeat``, runs
-alternate, and the minimum and median of each figure are printed at the end.
+(``Stacker.add`` less its wait) and waiting for them, the time of outlier
+rejection's own steps (keeping and drizzling frames alone, the median, the
+masks), the workers' CPU time per frame, and the memory peaks. With several
+kernels, ``--reject both`` or ``--repeat``, runs alternate, and the minimum
+and median of each figure are printed at the end, and with ``--reject
+both`` the ratio of the stack's time with rejection to its time without.
 
 Run: ``python benchmarks/bench_stack.py [--kind raw] [--frames 10] [--repeat 3]
-[--kernel square,turbo] [--jobs -1] [--context] [--size NY NX]``.
+[--kernel square,turbo] [--reject off|on|both] [--jobs -1] [--context] [--size NY NX]``.
 """
 
 import argparse
@@ -87,8 +90,10 @@ def stack_in_child(frames, options, queue):
     """Stack the frames, timing the main process's parts; put the figures on ``queue``."""
     from astro_offsets import OffsetMap, Stacker
     from astro_offsets.stack import _stack_frames
+    from astro_offsets.stack._rejection import Rejection
 
     spent = {"read": 0.0, "maps": 0.0, "hot pixels": 0.0, "add": 0.0, "wait": 0.0}
+    spent.update({"keep": 0.0, "median": 0.0, "masks": 0.0})
 
     def timed(key, function):
         def wrapper(*args, **kwargs):
@@ -105,6 +110,9 @@ def stack_in_child(frames, options, queue):
     read_map = OffsetMap.read.__func__
     OffsetMap.read = classmethod(timed("maps", read_map))
     Stacker.add = timed("add", Stacker.add)
+    Rejection.add = timed("keep", Rejection.add)
+    Rejection.combine = timed("median", Rejection.combine)
+    Rejection.mask = timed("masks", Rejection.mask)
     wait = timed("wait", Stacker.wait)
 
     def wait_in_add(self):
@@ -183,7 +191,9 @@ def show(label, figures):
         f"{label}: {figures['per frame']:.2f} s/frame ({figures['steady']:.2f} s steady); "
         f"main: read {figures['read']:.2f}, maps {figures['maps']:.2f}, "
         f"hot pixels {figures['hot pixels']:.2f}, prepare {figures['add']:.2f}, "
-        f"wait {figures['wait']:.2f}; workers' CPU {figures['worker cpu']:.2f} s/frame; "
+        f"wait {figures['wait']:.2f}; rejection: keep {figures['keep']:.2f}, "
+        f"median {figures['median']:.2f}, masks {figures['masks']:.2f}; "
+        f"workers' CPU {figures['worker cpu']:.2f} s/frame; "
         f"peak RSS {figures['peak RSS']:.2f} GB, PSS {figures['peak PSS']:.2f} GB",
         flush=True,
     )
@@ -195,7 +205,10 @@ def main():
     parser.add_argument("--size", type=int, nargs=2, metavar=("NY", "NX"))
     parser.add_argument("--frames", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--kernel", default="square", help="comma-separated, run alternately")
+    parser.add_argument("--kernel", default="turbo", help="comma-separated, run alternately")
+    parser.add_argument(
+        "--reject", choices=("off", "on", "both"), default="off", help="outlier rejection"
+    )
     parser.add_argument("--jobs", type=int, default=-1)
     parser.add_argument("--context", action="store_true", help="keep the contexts")
     parser.add_argument("--keep-hot-pixels", action="store_true")
@@ -213,24 +226,42 @@ def main():
         start = time.perf_counter()
         frames = write_sequence(folder, args.kind, shape, args.frames)
         print(f"wrote the sequence in {time.perf_counter() - start:.0f} s", flush=True)
-        runs = {kernel: [] for kernel in kernels}
+        rejects = {"off": [False], "on": [True], "both": [False, True]}[args.reject]
+        variants = [(kernel, reject) for kernel in kernels for reject in rejects]
+        runs = {variant: [] for variant in variants}
         for repeat in range(args.repeat):
-            for kernel in kernels:
+            for kernel, reject in variants:
                 options = {
                     "kernel": kernel,
                     "n_jobs": args.jobs,
                     "context": args.context,
                     "mask_hot_pixels": not args.keep_hot_pixels,
+                    "reject": reject,
                 }
                 figures = run(frames, options)
-                runs[kernel].append(figures)
-                show(f"run {repeat + 1}, {kernel}", figures)
+                runs[kernel, reject].append(figures)
+                show(f"run {repeat + 1}, {name(kernel, reject)}", figures)
     if args.repeat > 1:
-        for kernel, figures in runs.items():
-            print(f"{kernel}, min / median of {args.repeat} runs:")
+        for variant, figures in runs.items():
+            print(f"{name(*variant)}, min / median of {args.repeat} runs:")
             for key in figures[0]:
                 values = [f[key] for f in figures]
                 print(f"  {key:12} {min(values):7.2f} {statistics.median(values):7.2f}")
+    if args.reject == "both":
+        for kernel in kernels:
+            ratios = [
+                on["per frame"] / off["per frame"]
+                for off, on in zip(runs[kernel, False], runs[kernel, True], strict=True)
+            ]
+            print(
+                f"{kernel}: the stack with rejection takes {statistics.median(ratios):.2f} "
+                f"times as long as without (median of {len(ratios)} alternating pairs; "
+                f"{', '.join(f'{r:.2f}' for r in ratios)})"
+            )
+
+
+def name(kernel, reject):
+    return f"{kernel}, {'rejection' if reject else 'no rejection'}"
 
 
 if __name__ == "__main__":
