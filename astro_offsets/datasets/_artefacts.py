@@ -54,6 +54,11 @@ def satellite_trail(shape, start, end, *, amplitude, width=1.2):
     300
     """
     distance, _ = _line_distance(shape, start, end)
+    return _cross_section(distance, amplitude, width)
+
+
+def _cross_section(distance, amplitude, width):
+    """A streak's brightness at ``distance`` from its axis: a Gaussian of sigma ``width``."""
     return amplitude * np.exp(-0.5 * (distance / width) ** 2)
 
 
@@ -98,7 +103,7 @@ def aircraft_trail(shape, start, end, *, amplitude, separation=6.0, period=24.0,
         side = ((x0 + sign * nx, y0 + sign * ny), (x1 + sign * nx, y1 + sign * ny))
         distance, along = _line_distance(shape, *side)
         lit = (along % period) < period / 2
-        image += lit * amplitude * np.exp(-0.5 * (distance / width) ** 2)
+        image += lit * _cross_section(distance, amplitude, width)
     return image
 
 
