@@ -86,6 +86,7 @@ class Rejection:
         self._pending = None
         self._medians = None
         self._sums = None
+        self._grids = {}
 
     @staticmethod
     def disk_bytes(shape, n_frames):
@@ -129,9 +130,15 @@ class Rejection:
             count.fill(0.0)
             pixels = data if layer.select is None else np.where(layer.select, data, np.nan)
             scatter(pixels, *offsets, *layer.origin, layer.step, total, count)
-            single = self._scratch.create(f"single.{index}.{k}", grid, np.float32)
+            single = np.empty(grid, np.float32)
             with np.errstate(invalid="ignore", divide="ignore"):
                 np.divide(total, count, out=single, casting="unsafe")
+            single.tofile(self._single_path(f"single.{index}.{k}"))
+            self._grids[layer.channel] = grid
+
+    def _single_path(self, name):
+        """Return the file of a single drizzle: its pixels alone, float32, row by row."""
+        return os.path.join(self._scratch.path, f"{name}.f32")
 
     def wait(self):
         """Wait until the frames added so far are drizzled alone."""
@@ -152,18 +159,27 @@ class Rejection:
                 for k, layer in enumerate(self._layers)
                 if layer.channel == channel
             ]
-            singles = [self._scratch.open(name, mode="r") for name in names]
-            median = self._scratch.create(f"median.{channel}", singles[0].shape, np.float32)
-            rows = max(2, _MEDIAN_BYTES // (4 * len(singles) * singles[0].shape[1]))
+            grid = self._grids[channel]
+            median = self._scratch.create(f"median.{channel}", grid, np.float32)
+            rows = max(2, _MEDIAN_BYTES // (4 * len(names) * grid[1]))
+            files = [os.open(self._single_path(name), os.O_RDONLY) for name in names]
 
-            def chunk(start, singles=singles, median=median, rows=rows):
-                cube = np.stack([single[start : start + rows] for single in singles])
-                nanmedian(cube, median[start : start + rows])
+            def chunk(start, files=files, median=median, rows=rows, grid=grid):
+                # Read, not mapped: the singles' pages stay the system's
+                # cache, not this process's memory, however many frames.
+                stop = min(start + rows, grid[0])
+                cube = np.empty((len(files), stop - start, grid[1]), np.float32)
+                for fd, plane in zip(files, cube, strict=True):
+                    _read_into(fd, plane, start * grid[1] * 4)
+                nanmedian(cube, median[start:stop])
 
-            self._map(chunk, range(0, median.shape[0], rows))
-            del singles
+            try:
+                self._map(chunk, range(0, grid[0], rows))
+            finally:
+                for fd in files:
+                    os.close(fd)
             for name in names:
-                os.remove(self._scratch.file(name))
+                os.remove(self._single_path(name))
             self._medians[channel] = median
 
     def _map(self, function, items):
@@ -257,6 +273,16 @@ class Rejection:
         if self._executor is not None:
             self._executor.shutdown(cancel_futures=True)
             self._executor = None
+
+
+def _read_into(fd, array, offset):
+    """Fill C-contiguous ``array`` with the bytes of file ``fd`` from ``offset``."""
+    view = memoryview(array).cast("B")
+    while view:
+        done = os.preadv(fd, [view], offset)
+        if done <= 0:
+            raise OSError(f"a scratch file ended early ({offset} bytes in)")
+        view, offset = view[done:], offset + done
 
 
 def _offsets(offset_map, shape):
