@@ -58,7 +58,7 @@ def satellite_trail(shape, start, end, *, amplitude, width=1.2):
 
 
 def _cross_section(distance, amplitude, width):
-    """A streak's brightness at ``distance`` from its axis: a Gaussian of sigma ``width``."""
+    """Return a streak's brightness at ``distance`` from its axis: a Gaussian."""
     return amplitude * np.exp(-0.5 * (distance / width) ** 2)
 
 

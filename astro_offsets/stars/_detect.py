@@ -77,6 +77,29 @@ def _radii(image, x, y, fwhm, segments):
     return radius
 
 
+def _kron_fluxes(image, x, y, objects, segments):
+    """Return each source's flux in its Kron ellipse (Source Extractor's FLUX_AUTO).
+
+    The ellipse is 2.5 Kron radii of the source's own light, at least
+    3.5 px: it takes the same share of a star's light whatever the seeing,
+    where the disc of ``flux`` (a radius of the reference's FWHM) takes less
+    of a blurred frame's stars. The neighbours' pixels are left out.
+    """
+    ids, segmap = segments
+    a, b, theta = objects["a"], objects["b"], objects["theta"]
+    kron, _ = sep.kron_radius(image, x, y, a, b, theta, 6.0, seg_id=ids, segmap=segmap)
+    flux, _, _ = sep.sum_ellipse(
+        image, x, y, a, b, theta, 2.5 * kron, subpix=1, seg_id=ids, segmap=segmap
+    )
+    # Sources too small for their ellipse: a disc of 3.5 px.
+    small = kron * np.sqrt(a * b) < 3.5 / 2.5
+    if small.any():
+        flux[small], _, _ = sep.sum_circle(
+            image, x[small], y[small], 3.5, subpix=1, seg_id=ids[small], segmap=segmap
+        )
+    return flux
+
+
 def _estimate_fwhm(image, objects, segmap):
     """Return the FWHM (pixels) of the brightest stars that are alone and whole.
 
@@ -164,7 +187,9 @@ def detect_stars(data, *, fwhm=None, threshold=5.0, colors=None):
         finders: ``id`` (from 1), ``xcentroid``, ``ycentroid`` (pixels of
         ``data``), ``xcentroid_err``, ``ycentroid_err`` (their
         standard uncertainty, px), ``flux`` (background subtracted, in a
-        disc of one FWHM radius) and ``flux_err``, ``snr``, ``peak``,
+        disc of one FWHM radius) and ``flux_err``, ``flux_auto`` (in the
+        source's Kron ellipse, as Source Extractor's ``FLUX_AUTO``: the same
+        share of a star's light whatever the seeing), ``snr``, ``peak``,
         ``fwhm`` (the star's own, twice its half-flux radius), ``roundness``
         (minor over major axis), ``npix`` (pixels above the threshold),
         ``mag`` (``-2.5 log10(flux)``) and ``flags``: the sum of bits
@@ -205,7 +230,9 @@ def detect_stars(data, *, fwhm=None, threshold=5.0, colors=None):
     fwhm_image = _estimate_fwhm(image, objects, segmap) if given is None else given
     table = QTable()
     if not len(objects):
-        for name in (*CENTROID, "xcentroid_err", "ycentroid_err", "flux", "flux_err", "snr"):
+        for name in (*CENTROID, "xcentroid_err", "ycentroid_err", "flux", "flux_err"):
+            table[name] = np.zeros(0)
+        for name in ("flux_auto", "snr"):
             table[name] = np.zeros(0)
         for name in ("peak", "fwhm", "roundness"):
             table[name] = np.zeros(0)
@@ -217,6 +244,7 @@ def detect_stars(data, *, fwhm=None, threshold=5.0, colors=None):
     x, y, wandered = _windowed(image, objects["x"], objects["y"], fwhm_image)
     flux, flux_err, _ = sep.sum_circle(image, x, y, fwhm_image, err=noise, gain=1.0)
     ids = np.arange(1, len(objects) + 1, dtype=np.int32)
+    flux_auto = _kron_fluxes(image, x, y, objects, (ids, segmap))
     star_fwhm = 2 * _radii(image, x, y, fwhm_image, (ids, segmap))
     if bayer:
         # Super-pixel (i, j) is centred on raw point (2i + 0.5, 2j + 0.5);
@@ -245,6 +273,7 @@ def detect_stars(data, *, fwhm=None, threshold=5.0, colors=None):
         "ycentroid_err": error,
         "flux": flux,
         "flux_err": flux_err,
+        "flux_auto": flux_auto,
         "snr": flux / flux_err,
         "peak": objects["peak"],
         "fwhm": star_fwhm * factor,

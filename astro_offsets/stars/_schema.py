@@ -197,17 +197,17 @@ def photometry(table):
     Parameters
     ----------
     table : `~astropy.table.Table` or `~astropy.table.QTable`
-        A star table of `make_tables`: ``flux`` and ``flux_ref`` columns (the
-        stars' sky-subtracted fluxes here and in the reference), ``SKY`` and
-        ``REFSKY`` in its ``meta``.
+        A star table of `make_tables`: ``flux_auto`` and ``flux_auto_ref``
+        columns (the stars' Kron fluxes here and in the reference; else
+        ``flux`` and ``flux_ref``), ``SKY`` and ``REFSKY`` in its ``meta``.
 
     Returns
     -------
     dict
         Those of ``sky``, ``ref_sky`` (median sky levels of the frame and the
         reference) and ``flux_scale`` (median over the stars of
-        ``flux_ref / flux``, from 3 stars or more with both positive) the
-        table has; empty for a table of positions alone.
+        ``flux_auto_ref / flux_auto``, from 3 stars or more with both
+        positive) the table has; empty for a table of positions alone.
 
     Examples
     --------
@@ -223,12 +223,15 @@ def photometry(table):
         value = table.meta.get(keyword)
         if isinstance(value, numbers.Real) and np.isfinite(value):
             found[key] = float(value)
-    if {"flux", "flux_ref"} <= set(table.colnames):
-        flux = _as_float(table["flux"], "flux", "table")
-        ref = _as_float(table["flux_ref"], "flux_ref", "table")
-        good = (flux > 0) & (ref > 0) & np.isfinite(flux) & np.isfinite(ref)
-        if np.count_nonzero(good) >= 3:
-            found["flux_scale"] = round(float(np.median(ref[good] / flux[good])), 6)
+    # Kron fluxes when the table has them: a disc of fixed radius takes less
+    # of a blurred frame's stars, and its ratio would follow the seeing.
+    for pair in (("flux_auto", "flux_auto_ref"), ("flux", "flux_ref")):
+        if set(pair) <= set(table.colnames):
+            flux, ref = (_as_float(table[name], name, "table") for name in pair)
+            good = (flux > 0) & (ref > 0) & np.isfinite(flux) & np.isfinite(ref)
+            if np.count_nonzero(good) >= 3:
+                found["flux_scale"] = round(float(np.median(ref[good] / flux[good])), 6)
+            break
     return found
 
 
@@ -250,8 +253,9 @@ def offsets_table(frame_stars, ref_stars, pairs):
         ``x_ref``, ``y_ref``, ``flux`` and ``flux_ref`` (in this frame and in
         the reference), ``snr``; sorted by ``ref_id``. When
         both star tables have them, ``xoffset_err``, ``yoffset_err`` (the
-        uncertainties of the two centroids combined) and ``flags`` (those of
-        the star in either frame, ORed).
+        uncertainties of the two centroids combined), ``flags`` (those of
+        the star in either frame, ORed) and ``flux_auto``, ``flux_auto_ref``
+        (the Kron fluxes).
 
     Examples
     --------
@@ -285,6 +289,9 @@ def offsets_table(frame_stars, ref_stars, pairs):
     table["ref_id"] = r
     table["flux"] = np.asarray(frame_stars["flux"], float)[f]
     table["flux_ref"] = np.asarray(ref_stars["flux"], float)[r]
+    if "flux_auto" in names:
+        table["flux_auto"] = np.asarray(frame_stars["flux_auto"], float)[f]
+        table["flux_auto_ref"] = np.asarray(ref_stars["flux_auto"], float)[r]
     table["snr"] = np.asarray(frame_stars["snr"], float)[f]
     if "flags" in names:
         table["flags"] = np.asarray(frame_stars["flags"])[f] | np.asarray(ref_stars["flags"])[r]

@@ -228,7 +228,11 @@ def test_default_tables_hold_measurable_point_sources(sequence, tmp_path):
 
 
 def test_photometric_tie_to_the_reference(sky, tmp_path):
-    """A hazier, brighter-sky, longer frame: the table and its map say by how much."""
+    """A hazier, blurrier, brighter-sky, longer frame: the table and its map say by how much.
+
+    The seeing does not change the flux scale: it comes from the stars' Kron
+    fluxes, not from discs of the reference's FWHM.
+    """
     from astro_offsets import OffsetMap, write_maps
     from astro_offsets.stars import photometry
 
@@ -236,11 +240,11 @@ def test_photometric_tie_to_the_reference(sky, tmp_path):
     x, y, flux = sky
     fx, fy = MOTIONS["drift"].to_frame(x, y)
     paths = []
-    for name, (px, py), scale, level, exptime in (
-        ("reference", (x, y), 1.0, SKY, 60.0),
-        ("hazy", (fx, fy), 0.7, 1.6 * SKY, 120.0),
+    for name, (px, py), scale, level, exptime, seeing in (
+        ("reference", (x, y), 1.0, SKY, 60.0, SIGMA),
+        ("hazy", (fx, fy), 0.7, 1.6 * SKY, 120.0, 1.4 * SIGMA),
     ):
-        image = observe(rng, SHAPE, px, py, scale * flux, sigma=SIGMA, sky=level, read_noise=READ)
+        image = observe(rng, SHAPE, px, py, scale * flux, sigma=seeing, sky=level, read_noise=READ)
         paths.append(str(tmp_path / f"{name}.fits"))
         header = fits.Header({"EXPTIME": exptime})
         fits.PrimaryHDU(image.astype(np.float32), header).writeto(paths[-1])
