@@ -7,7 +7,7 @@ colour filters and exposure times that `read_frame` gives.
 from ._background import sky_levels
 from ._calibration import KINDS, Calibration, calibration_frames, make_master
 from ._cfa import CFA_CHANNEL, green, superpixels
-from ._cosmetic import hot_pixels
+from ._cosmetic import fill_hot_pixels, hot_pixels
 from ._read import Frame, frame_shape, read_frame
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "calibration_frames",
     "make_master",
     "Frame",
+    "fill_hot_pixels",
     "frame_shape",
     "green",
     "hot_pixels",

@@ -5,7 +5,7 @@ import math
 import numpy as np
 from astropy.stats import sigma_clipped_stats
 
-__all__ = ["hot_pixels"]
+__all__ = ["fill_hot_pixels", "hot_pixels"]
 
 # The median of a pixel's eight same-colour neighbours, as scipy's
 # median_filter takes it: the fifth smallest (rank 8 // 2).
@@ -161,3 +161,55 @@ def _ring_max(padded, pad, distance):
         across[pad - distance : pad - distance + ny], across[pad + distance : pad + distance + ny]
     )
     return np.maximum(ring, sides[pad : pad + ny], out=ring)
+
+
+def fill_hot_pixels(data, mask, colors=None):
+    """Return ``data`` with the pixels of ``mask`` replaced by their neighbours' mean.
+
+    Each masked pixel takes the mean of its four nearest neighbours of the
+    same colour filter (along the row and the column; every other pixel in
+    a Bayer mosaic) that are not masked, so that star finders see no spike
+    there; a pixel with none keeps its value.
+
+    Parameters
+    ----------
+    data : array-like
+        The frame ``(ny, nx)``.
+    mask : array-like
+        bool, `True` on the pixels to replace (`hot_pixels`).
+    colors : array-like or `None`, optional
+        rawpy's ``raw_colors_visible`` for a raw frame.
+
+    Returns
+    -------
+    `~numpy.ndarray`
+        float32 copy of ``data``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_offsets.frames import fill_hot_pixels
+    >>> frame = np.full((5, 5), 10.0)
+    >>> frame[2, 2] = 5000.0
+    >>> float(fill_hot_pixels(frame, frame > 100)[2, 2])
+    10.0
+    """
+    out = np.array(data, dtype=np.float32)
+    mask = np.asarray(mask, dtype=bool)
+    rows, columns = np.nonzero(mask)
+    if not rows.size:
+        return out
+    step = 1 if colors is None else 2
+    ny, nx = out.shape
+    total = np.zeros(rows.size, np.float64)
+    count = np.zeros(rows.size, np.int64)
+    for dy, dx in ((0, step), (0, -step), (step, 0), (-step, 0)):
+        r, c = rows + dy, columns + dx
+        inside = (r >= 0) & (r < ny) & (c >= 0) & (c < nx)
+        r, c = np.where(inside, r, 0), np.where(inside, c, 0)
+        usable = inside & ~mask[r, c] & np.isfinite(out[r, c])
+        total += np.where(usable, out[r, c], 0.0)
+        count += usable
+    filled = count > 0
+    out[rows[filled], columns[filled]] = total[filled] / count[filled]
+    return out

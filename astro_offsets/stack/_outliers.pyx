@@ -42,11 +42,11 @@ cdef float _select(float* values, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
     return values[k]
 
 
-def nanmedian(const float[:, :, ::1] cube, float[:, ::1] out):
+def nanmedian(const float[:, :, ::1] cube, float[:, ::1] out, Py_ssize_t least=1):
     """Write the median over axis 0 of ``cube``, NaNs left out, into ``out``.
 
-    A pixel with no finite value is NaN. An even count takes the mean of the
-    two middle values, as `numpy.nanmedian` does.
+    A pixel with fewer than ``least`` finite values is NaN. An even count
+    takes the mean of the two middle values, as `numpy.nanmedian` does.
     """
     cdef Py_ssize_t n = cube.shape[0], rows = cube.shape[1], cols = cube.shape[2]
     cdef Py_ssize_t r, c, k, m
@@ -67,7 +67,7 @@ def nanmedian(const float[:, :, ::1] cube, float[:, ::1] out):
                         if isfinite(value):
                             buffer[m] = value
                             m += 1
-                    if m == 0:
+                    if m == 0 or m < least:
                         out[r, c] = NAN
                     elif m % 2:
                         out[r, c] = _select(buffer, m, m // 2)

@@ -35,6 +35,9 @@ SCALE = (1.6, 0.9)
 # Block of the smooth residual (a sky gradient of this frame's that the
 # median has not), and the stride of the pixels sampled in it.
 _BLOCK, _STRIDE = 64, 8
+# The fewest frames that a median tells an outlier by (a Bayer frame's
+# two greens count as two): where fewer cover a pixel, nothing is rejected.
+_LEAST = 3
 # Bytes of single-drizzle rows per median task.
 _MEDIAN_BYTES = 48 * 2**20
 
@@ -171,7 +174,8 @@ class Rejection:
                 cube = np.empty((len(files), stop - start, grid[1]), np.float32)
                 for fd, plane in zip(files, cube, strict=True):
                     _read_into(fd, plane, start * grid[1] * 4)
-                nanmedian(cube, median[start:stop])
+                # Two values cannot tell which one is the outlier.
+                nanmedian(cube, median[start:stop], _LEAST)
 
             try:
                 self._map(chunk, range(0, grid[0], rows))

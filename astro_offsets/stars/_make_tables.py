@@ -11,7 +11,7 @@ from joblib import Parallel, delayed
 from .._utils.batch import Batch, Result, describe
 from .._utils.naming import table_path
 from .._utils.provenance import provenance_header, write_product
-from ..frames import read_frame
+from ..frames import fill_hot_pixels, hot_pixels, read_frame
 from ._detect import detect_stars
 from ._match import match_stars
 from ._schema import CENTROID, offsets_table
@@ -85,8 +85,14 @@ def _header(frame, reference, info, counts, kept, fwhm, threshold, min_snr, comp
 
 
 def _read(path, calibration):
-    """Read a frame, calibrated if masters are given."""
-    return read_frame(path) if calibration is None else calibration.read(path)
+    """Read a frame, calibrated if masters are given, its hot pixels filled.
+
+    A hot pixel is a source to a star finder: undithered, it would match
+    itself in every frame, at an offset of 0.
+    """
+    frame = read_frame(path) if calibration is None else calibration.read(path)
+    hot = hot_pixels(frame.data, frame.colors)
+    return frame._replace(data=fill_hot_pixels(frame.data, hot, frame.colors))
 
 
 def _reference_stars(reference, fwhm, threshold, calibration):

@@ -258,3 +258,24 @@ def test_photometric_tie_to_the_reference(sky, tmp_path):
     write_maps([tmp_path / "hazy.offsets_table.fits"], SHAPE, outdir=tmp_path)
     meta = OffsetMap.read(tmp_path / "hazy.offsets.fits").meta
     assert {key: meta[key] for key in tie} == pytest.approx(tie)
+
+
+def test_hot_pixels_are_no_stars(sky, tmp_path):
+    """A sensor's hot pixels, fixed while the sky moves by less than a match radius."""
+    rng = np.random.default_rng(4)
+    x, y, flux = sky
+    hot = (rng.integers(5, SHAPE[0] - 5, 40), rng.integers(5, SHAPE[1] - 5, 40))
+    paths = []
+    for k, (dx, dy) in enumerate(((0.0, 0.0), (0.6, -0.4))):
+        image = observe(rng, SHAPE, x + dx, y + dy, flux, sigma=SIGMA, sky=SKY, read_noise=READ)
+        image[hot] += 3000.0
+        paths.append(str(tmp_path / f"f{k}.fits"))
+        fits.PrimaryHDU(image.astype(np.float32)).writeto(paths[-1])
+    make_tables(paths, reference=paths[0], outdir=tmp_path, min_snr=0, flagged=True)
+    table = Table.read(tmp_path / "f1.offsets_table.fits")
+    distance = np.hypot(
+        np.asarray(table["xcentroid"])[:, None] - hot[1],
+        np.asarray(table["ycentroid"])[:, None] - hot[0],
+    )
+    stars_near = np.hypot(x[:, None] - hot[1], y[:, None] - hot[0]).min(axis=0) < 3
+    assert not (distance[:, ~stars_near] < 1.0).any()
