@@ -355,7 +355,7 @@ def _stack_notes(stack, results):
     stacked = [r for r in results if r.status == "stacked"]
     scales = [r.scale for r in stacked if r.scale is not None]
     if scales and (min(scales) != 1 or max(scales) != 1):
-        yield (f"normalised to the reference: flux scales {min(scales):.3g} to {max(scales):.3g}")
+        yield (f"normalised to the reference: flux scales {min(scales):.4g} to {max(scales):.4g}")
     masked = [(r.masked, r.path) for r in stacked if r.masked is not None]
     if masked and max(masked)[0] > 0:
         mean = sum(m for m, _ in masked) / len(masked)

@@ -20,7 +20,7 @@ from astropy import log
 from astropy.io import fits
 from astropy.stats import mad_std
 
-from .._utils.provenance import not_an_input, provenance_header, write_product
+from .._utils.provenance import not_an_input, product_kind, provenance_header, write_product
 from ._read import Frame, read_frame
 
 __all__ = ["KINDS", "Calibration", "calibration_frames", "make_master"]
@@ -117,16 +117,15 @@ def make_master(kind, source, *, calibration=None, cache=True, mem_limit=_MEM_LI
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if isinstance(source, (str, os.PathLike)) and product_kind(source) == "calibration master":
+        return _read_master(source)
     paths = calibration_frames(source)
     if not paths:
         raise ValueError(f"{source}: no {kind} frames")
     folder = os.path.dirname(os.path.abspath(paths[0]))
     cached = os.path.join(folder, _CACHE.format(kind=kind, key=_key(paths, calibration)))
     if cache and os.path.exists(cached):
-        with fits.open(cached) as hdul:
-            colors = hdul["COLORS"].data.astype(np.uint8) if "COLORS" in hdul else None
-            exptime = hdul[0].header.get("EXPTIME")
-            return np.array(hdul["MASTER"].data, dtype=np.float32), colors, exptime
+        return _read_master(cached)
     frames_read = []
     with tempfile.TemporaryDirectory(prefix=f"astro_offsets_{kind}_") as scratch:
         for index, path in enumerate(paths):
@@ -153,6 +152,14 @@ def make_master(kind, source, *, calibration=None, cache=True, mem_limit=_MEM_LI
     if cache:
         _write_master(cached, kind, master, colors, exptime, paths)
     return master, colors, exptime
+
+
+def _read_master(path):
+    """Return ``(data, colors, exptime)`` of a master file of ours."""
+    with fits.open(path) as hdul:
+        colors = hdul["COLORS"].data.astype(np.uint8) if "COLORS" in hdul else None
+        exptime = hdul[0].header.get("EXPTIME")
+        return np.array(hdul["MASTER"].data, dtype=np.float32), colors, exptime
 
 
 def _combine(files, mem_limit):

@@ -92,10 +92,20 @@ class Rejection:
         self._grids = {}
 
     @staticmethod
-    def disk_bytes(shape, n_frames):
-        """Return the scratch bytes that ``n_frames`` frames of ``shape`` take."""
-        # The frame itself and its single drizzles, float32: 8 bytes a pixel.
-        return 8 * int(np.prod(shape)) * n_frames
+    def disk_bytes(shape, layers, n_frames):
+        """Return the scratch bytes that ``n_frames`` frames of ``shape`` take at most.
+
+        Each frame is kept (4 bytes a pixel), and so are its single drizzles
+        (4 bytes a pixel of each layer's grid: a Bayer mosaic's four colour
+        planes hold as many pixels as the frame, another mosaic's channels
+        three times as many); then the medians, one image per channel.
+        """
+        frame = int(np.prod(shape))
+        grids = {}
+        for layer in layers:
+            grids[layer.channel] = int(np.prod([-(-n // layer.step) for n in shape]))
+        singles = sum(int(np.prod([-(-n // layer.step) for n in shape])) for layer in layers)
+        return 4 * (frame + singles) * n_frames + 4 * sum(grids.values())
 
     def add(self, data, offset_map, zeros=None):
         """Keep a frame and drizzle it alone (in a thread); return its index.

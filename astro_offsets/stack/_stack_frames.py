@@ -247,6 +247,8 @@ def stack_frames(
     check_stack_options(**options)
     if masks not in (None, True, False) and not os.path.isdir(masks):
         raise ValueError(f"{masks}: the directory for the masks does not exist")
+    if scratch is not None and not os.path.isdir(scratch):
+        raise ValueError(f"{scratch}: the scratch directory does not exist")
     batch = Batch(
         frames, StackResult, what="frame", name="stack", progress=progress, callback=callback
     )
@@ -500,7 +502,7 @@ class _Run:
 
     def _start_rejection(self, n_frames):
         self.rejection_scratch = Scratch(self.scratch)
-        need = Rejection.disk_bytes(self.stacker.shape, n_frames)
+        need = Rejection.disk_bytes(self.stacker.shape, self.layers, n_frames)
         free = shutil.disk_usage(self.rejection_scratch.path).free
         if need > free:
             raise ValueError(

@@ -113,6 +113,12 @@ def test_raw_flat_keeps_the_colours(tmp_path):
     for c, gain in ((0, 0.5), (1, 1.0), (2, 0.8)):
         values = calibrated.data[colors == c]
         np.testing.assert_allclose(values, 2000 * gain * level, rtol=0.02)
+    # The cached master, given as the flat: read as it is, colours and all.
+    (cached,) = tmp_path.glob("astro_offsets_master_flat_*.fits")
+    again = Calibration.from_files(flat=str(cached))
+    np.testing.assert_array_equal(again.flat, master)
+    np.testing.assert_array_equal(again.colors, colors)
+    assert len(list(tmp_path.glob("astro_offsets_master_flat_*.fits"))) == 1
 
 
 def test_bad_calibration_frames(tmp_path):

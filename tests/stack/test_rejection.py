@@ -287,7 +287,7 @@ def test_stack_command_rejects_and_says_so(sequences, tmp_path, capsys):
     out = tmp_path / "stack.fits"
     assert main(["stack", *dirty, "--out", str(out), "--write-masks", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
-    assert "normalised to the reference: flux scales 0.5 to 1.43" in printed
+    assert "normalised to the reference: flux scales 0.5 to 1.429" in printed
     assert "outliers: " in printed
     assert "at most (" + dirty[5] + ")" in printed or "at most (" + dirty[3] + ")" in printed
     header = fits.getheader(out)
