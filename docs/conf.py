@@ -106,9 +106,8 @@ else:
 # autodoc names among their bases.
 nitpick_ignore = [("py:class", "astro_offsets._utils.batch.Result")]
 # Docstrings of stack_frames and Stacker name objects that have no API page
-# here (the subpackages' own names), and one that does not exist
-# (scratch_bytes: the scratch room is Rejection.disk_bytes). They stay plain
-# text until the docstrings or the API page change.
+# here (the subpackages' own names). They stay plain text until the API page
+# lists the subpackages.
 nitpick_ignore += [
     ("py:obj", name)
     for name in (
@@ -116,7 +115,6 @@ nitpick_ignore += [
         "Normalisation",
         "astro_offsets.frames.Calibration",
         "astro_offsets.stack",
-        "scratch_bytes",
     )
 ]
 

@@ -101,11 +101,9 @@ class Rejection:
         three times as many); then the medians, one image per channel.
         """
         frame = int(np.prod(shape))
-        grids = {}
-        for layer in layers:
-            grids[layer.channel] = int(np.prod([-(-n // layer.step) for n in shape]))
-        singles = sum(int(np.prod([-(-n // layer.step) for n in shape])) for layer in layers)
-        return 4 * (frame + singles) * n_frames + 4 * sum(grids.values())
+        grid = [int(np.prod([-(-n // layer.step) for n in shape])) for layer in layers]
+        medians = dict(zip((layer.channel for layer in layers), grid, strict=True))
+        return 4 * (frame + sum(grid)) * n_frames + 4 * sum(medians.values())
 
     def add(self, data, offset_map, zeros=None):
         """Keep a frame and drizzle it alone (in a thread); return its index.

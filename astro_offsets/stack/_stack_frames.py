@@ -191,8 +191,9 @@ def stack_frames(
         rejection.
     scratch : str, path-like or `None`, optional
         Directory of the scratch files; `None` is the system's temporary
-        directory. Rejection keeps every frame there until the end: 8 bytes
-        per pixel and frame (`scratch_bytes`).
+        directory. Rejection keeps every frame there until the end, with its
+        single drizzles: about 8 bytes per pixel and frame. The room is
+        checked before the first frame is read.
     progress : bool, optional
         Show a progress bar on stderr (when it is a terminal).
     callback : callable or `None`, optional
