@@ -481,7 +481,7 @@ class _Run:
                         frame,
                         omap_path,
                         number,
-                        prepared._replace(data=None, offset_map=None, hot=None),
+                        prepared._replace(data=None, offset_map=None, colors=None, hot=None),
                     )
                 )
                 del prepared
