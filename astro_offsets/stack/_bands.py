@@ -61,7 +61,9 @@ class Scratch:
     """
 
     def __init__(self, directory=None):
-        self.path = tempfile.mkdtemp(prefix="astro_offsets-stack-", dir=directory)
+        # Absolute (Python 3.11 returns a relative directory as given): the
+        # workers may run in another working directory.
+        self.path = os.path.abspath(tempfile.mkdtemp(prefix="astro_offsets-stack-", dir=directory))
         self._finalizer = weakref.finalize(self, shutil.rmtree, self.path, ignore_errors=True)
 
     def file(self, name):

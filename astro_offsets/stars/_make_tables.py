@@ -276,7 +276,12 @@ def make_tables(
         "flagged": flagged,
         "calibration": calibration,
     }
-    tasks = (delayed(_frame_table)(batch.paths[i], ref_stars, options) for i in work)
+    # Absolute paths: a worker process kept from an earlier call may have
+    # started in another working directory.
+    tasks = (
+        delayed(_frame_table)(batch.paths[i], ref_stars, options, os.path.abspath(batch.paths[i]))
+        for i in work
+    )
     pending = {}  # with complete: the tables of all frames, written once all are matched
     for index, (found, detected) in zip(
         work, Parallel(n_jobs=n_jobs, return_as="generator")(tasks), strict=True
@@ -295,8 +300,10 @@ def make_tables(
     return batch.results
 
 
-def _frame_table(frame, ref_stars, options):
+def _frame_table(frame, ref_stars, options, path):
     """Find, match and measure the stars of one frame (in a worker).
+
+    ``frame`` names it in messages; ``path`` is its file, absolute.
 
     Returns
     -------
@@ -307,7 +314,7 @@ def _frame_table(frame, ref_stars, options):
     """
     detected = 0
     try:
-        data = _read(frame, options["calibration"])
+        data = _read(path, options["calibration"])
         stars = detect_stars(
             data.data, fwhm=options["fwhm"], threshold=options["threshold"], colors=data.colors
         )

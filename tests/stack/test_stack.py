@@ -332,6 +332,21 @@ def test_stack_command_colour(raw_sequence, tmp_path, capsys):
 
     preview = matplotlib.image.imread(tmp_path / "stack.png")
     assert preview.shape[:2] == RAW_SHAPE
+    # The picture holds the preview's RGB bytes as they are, no alpha.
+    assert preview.shape[2] == 3
+
+
+def test_preview_file_holds_the_preview(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(4)
+    image = rng.normal(100.0, 5.0, (60, 80)).astype(np.float32)
+    stack = Stack(("SCI",), {"SCI": image}, {"SCI": np.ones_like(image)}, None, {})
+    stack.write_preview(tmp_path / "mono.png")
+    with Image.open(tmp_path / "mono.png") as png:
+        assert png.mode == "L"  # grey, one byte a pixel
+        assert png.text["Description"] == "stack preview"
+        np.testing.assert_array_equal(np.asarray(png), stack.preview())
 
 
 def test_stack_command_reports_bad_frames(raw_sequence, tmp_path, capsys):

@@ -155,6 +155,22 @@ def test_existing_tables_kept_and_reference_skipped(sequence, tmp_path):
     assert os.listdir(tmp_path) == ["drift.offsets_table.fits"]
 
 
+def test_relative_paths_in_any_working_directory(sequence, tmp_path, monkeypatch):
+    # The worker processes outlive a call: started in one directory, they
+    # must still find the frames a later call names relative to another.
+    folder, paths, _ = sequence
+    for name in ("elsewhere", "first", "again"):
+        (tmp_path / name).mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    frames = [paths["drift"], paths["rotation"]]
+    first = make_tables(frames, paths["reference"], outdir=tmp_path / "first", n_jobs=2)
+    monkeypatch.chdir(folder)
+    names = [os.path.basename(frame) for frame in frames]
+    again = make_tables(names, "reference.fits", outdir=tmp_path / "again", n_jobs=2)
+    assert [r.status for r in first] == [r.status for r in again] == ["written", "written"]
+    assert [r.path for r in again] == names
+
+
 def test_reference_of_pure_noise_is_an_error(sequence):
     _, paths, _ = sequence
     with pytest.raises(ValueError, match=r"noise.fits: only \d+ stars found in the reference"):
