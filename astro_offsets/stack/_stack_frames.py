@@ -3,6 +3,7 @@
 import collections
 import os
 import shutil
+import sys
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -195,7 +196,9 @@ def stack_frames(
         single drizzles: about 8 bytes per pixel and frame. The room is
         checked before the first frame is read.
     progress : bool, optional
-        Show a progress bar on stderr (when it is a terminal).
+        Show a progress bar on stderr (when it is a terminal), and say on
+        stderr, before the first frame, how much scratch space rejection
+        takes and where.
     callback : callable or `None`, optional
         Called with each `StackResult` as soon as it is known.
     n_jobs : int or `None`, optional
@@ -505,12 +508,19 @@ class _Run:
         self.rejection_scratch = Scratch(self.scratch)
         need = Rejection.disk_bytes(self.stacker.shape, self.layers, n_frames)
         free = shutil.disk_usage(self.rejection_scratch.path).free
+        where = os.path.dirname(self.rejection_scratch.path)
         if need > free:
             raise ValueError(
                 f"outlier rejection needs {need / 1e9:.1f} GB of scratch space in "
-                f"{os.path.dirname(self.rejection_scratch.path)}, {free / 1e9:.1f} GB are free: "
+                f"{where}, {free / 1e9:.1f} GB are free: "
                 "give another directory (scratch=, --scratch) or stack without rejection "
                 "(reject=False, --no-reject)"
+            )
+        if self.progress:
+            tqdm.write(
+                f"outlier rejection: {need / 1e9:.2g} GB of scratch space in {where} "
+                f"({free / 1e9:.0f} GB free), removed at the end",
+                file=sys.stderr,
             )
         self.rejection = Rejection(
             self.stacker.shape,
