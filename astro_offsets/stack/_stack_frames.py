@@ -194,10 +194,10 @@ def stack_frames(
         Directory of the scratch files; `None` is the system's temporary
         directory. Rejection keeps every frame there until the end, with its
         single drizzles: about 8 bytes per pixel and frame. The room is
-        checked before the first frame is read.
+        checked once the first frame is read, before anything is kept.
     progress : bool, optional
         Show a progress bar on stderr (when it is a terminal), and say on
-        stderr, before the first frame, how much scratch space rejection
+        stderr, at that check, how much scratch space rejection
         takes and where.
     callback : callable or `None`, optional
         Called with each `StackResult` as soon as it is known.

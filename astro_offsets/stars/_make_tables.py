@@ -338,7 +338,8 @@ def _frame_table(frame, ref_stars, options, path):
         )
         table = _measurable(offsets_table(stars, ref_stars, pairs), options)
     except Exception as exc:
-        return describe(frame, exc), detected
+        # Named once, as the user named it (the message may name the path).
+        return frame + describe(path, exc)[len(path) :], detected
     return (table, info, counts), detected
 
 

@@ -169,6 +169,13 @@ def test_relative_paths_in_any_working_directory(sequence, tmp_path, monkeypatch
     again = make_tables(names, "reference.fits", outdir=tmp_path / "again", n_jobs=2)
     assert [r.status for r in first] == [r.status for r in again] == ["written", "written"]
     assert [r.path for r in again] == names
+    # A frame that cannot be read is named as given, once.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "broken.fits").write_text("hello")
+    (failed,) = make_tables(["broken.fits"], paths["reference"], n_jobs=2)
+    assert failed.status == "failed"
+    assert failed.message.startswith("broken.fits: not a readable FITS file"), failed.message
+    assert str(tmp_path) not in failed.message
 
 
 def test_reference_of_pure_noise_is_an_error(sequence):
