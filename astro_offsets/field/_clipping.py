@@ -48,7 +48,8 @@ def fit_field(method, value, norm, stars, clip):
     A star in the fit is judged by its leave-one-out residual (its offset
     minus the field fitted without it), a star left out by its residual
     against the field; the fit is repeated until no star changes side, or the
-    same stars come back, or 10 times. Clipping never leaves fewer stars than
+    same stars come back, or ``method.clip_rounds`` times (10 at most).
+    Clipping never leaves fewer stars than
     half, or than the fit needs, and a fit to fewer than
     ``method.clip_stars(value)`` stars is not clipped.
 
@@ -79,7 +80,7 @@ def fit_field(method, value, norm, stars, clip):
     least = max(method.min_stars(value) + 1, math.ceil(n / 2))
     seen = {clipped.tobytes()}
     du, dv = np.empty(n), np.empty(n)
-    for _ in range(_MAX_CLIP_ITERATIONS):
+    for _ in range(min(_MAX_CLIP_ITERATIONS, method.clip_rounds)):
         du[~clipped], dv[~clipped] = loo
         du[clipped], dv[clipped] = residuals(field, stars, clipped)
         new = robust_outliers(du, dv, clip, reference=~clipped, sigma=stars.sigma)

@@ -116,6 +116,8 @@ class FieldMethod:
     """Its place among the methods (choices, candidates, tables)."""
     clipped = True
     """Whether sigma-clipping applies: not to a field through every star."""
+    clip_rounds = 10
+    """The most rounds of sigma-clipping, each a fit."""
 
     def check(self, value):
         """Return the parameter as the method uses it; raise `ValueError` if it is out of range."""

@@ -316,6 +316,7 @@ class ThinPlate(FieldMethod):
     default = 1e-3
     summary = "thin-plate: smoothing (default: 0.001)"
     order = 2
+    clip_rounds = 3
 
     def check(self, value):
         return real(value, "smoothing", low=0)
