@@ -17,7 +17,6 @@ pixel map; `write_maps` makes the maps of a whole sequence, and `Stacker` and
 colour raw frames).
 """
 
-from . import datasets
 from ._version import __version__
 from .field import MapResult, OffsetModel, write_maps
 from .frames import Calibration, Frame, read_frame
@@ -48,3 +47,13 @@ __all__ = [
     "stack_frames",
     "write_maps",
 ]
+
+
+def __getattr__(name):
+    # The synthetic data (and scipy.special with them) load when first used:
+    # the command line and its worker processes start faster without them.
+    if name == "datasets":
+        import importlib
+
+        return importlib.import_module(f"{__name__}.datasets")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

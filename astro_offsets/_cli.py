@@ -10,7 +10,6 @@ import warnings
 import joblib
 from tqdm import tqdm
 
-from ._demo import run_demo
 from ._utils.batch import describe
 from ._utils.naming import png_path
 from ._utils.provenance import PRODUCTS, product_kind
@@ -394,6 +393,8 @@ def _given(args, *names):
 
 def _run_demo(args, report):
     try:
+        from ._demo import run_demo  # and the synthetic data with it: only here
+
         run_demo(args.outdir, n_jobs=args.jobs)
     except OSError as exc:
         report.error(args.outdir, exc)

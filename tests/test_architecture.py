@@ -139,3 +139,21 @@ def test_no_module_level_mutable_state(name):
         if isinstance(value, MUTABLE) or (isinstance(value, np.ndarray) and value.flags.writeable):
             state.append(attribute)
     assert not state, f"{name}: {state}"
+
+
+def test_the_command_line_starts_without_what_it_does_not_use():
+    # Every command, and every worker process it starts, imports the
+    # package: the synthetic data (scipy.special) and astropy.nddata (which
+    # brings astropy.wcs and coordinates) load only where they are used.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, astro_offsets._cli; "
+        "print(sorted(m for m in ('astro_offsets.datasets', 'astropy.nddata') if m in sys.modules))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert loaded.strip() == "[]"
+    assert astro_offsets.datasets.__name__ == "astro_offsets.datasets"  # still there when asked

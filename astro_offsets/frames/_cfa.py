@@ -1,7 +1,6 @@
 """The colour filter array of raw frames: colours, channels and 2 x 2 super-pixels."""
 
 import numpy as np
-from astropy.nddata import block_reduce
 
 __all__ = ["CFA_CHANNEL", "green", "superpixels"]
 
@@ -41,4 +40,8 @@ def superpixels(mosaic):
     array([[12., 20.],
            [52., 60.]])
     """
+    # Imported here: astropy.nddata brings astropy.wcs and coordinates, a
+    # tenth of a second at every start of the command line and its workers.
+    from astropy.nddata import block_reduce
+
     return block_reduce(mosaic, 2, func=np.sum)

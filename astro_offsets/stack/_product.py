@@ -6,7 +6,6 @@ from typing import NamedTuple
 
 import numpy as np
 from astropy.io import fits
-from astropy.nddata import block_reduce
 from astropy.stats import sigma_clipped_stats
 from scipy.ndimage import maximum_filter, uniform_filter
 
@@ -215,6 +214,8 @@ def _binned(image, factor):
     """Block means of ``factor`` x ``factor`` pixels (edges cropped), NaN left out of them."""
     if factor == 1:
         return image
+    from astropy.nddata import block_reduce  # as in frames.superpixels
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a block with no value: NaN
         return block_reduce(image, factor, func=np.nanmean).astype(np.float32)
