@@ -9,6 +9,7 @@ from drizzle import resample
 from joblib import Parallel, delayed, effective_n_jobs
 
 from .._utils.validation import positive_pair, real
+from .._utils.workers import start_workers
 from ..frames import CFA_CHANNEL
 from ._bands import (
     BandJob,
@@ -215,8 +216,13 @@ class Stacker:
                 self._scratch.create(f"{name}.ctx", (1, *self.out_shape), np.int32)
         self._ctx_planes = 1
         self._closed = False
-        self._executor = None
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="astro_offsets-stack")
         self._pending = None
+        if workers > 1:
+            # The workers start (and import the package, about a second)
+            # while the caller reads its first frames; the drizzles queue
+            # behind this in the stacker's thread.
+            self._executor.submit(start_workers, self._parallel, workers)
         self._frames = []
         self._maps = []
         self._total_exptime = 0.0
@@ -319,8 +325,6 @@ class Stacker:
         if self._context and frame // 32 >= self._ctx_planes:
             self._grow_contexts(frame // 32 + 1)
         jobs = self._jobs(slot, layers, reaches, frame, exptime)
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="astro_offsets-stack")
         self._pending = self._executor.submit(self._drizzle, jobs)
         self._frames.append(name or f"frame {frame + 1}")
         if offset_map is not None and map_name is None:
@@ -529,8 +533,7 @@ class Stacker:
         try:
             self.wait()
         finally:
-            if self._executor is not None:
-                self._executor.shutdown()
+            self._executor.shutdown()
             self._scratch.remove()
 
 

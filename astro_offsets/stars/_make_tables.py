@@ -2,15 +2,17 @@
 
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from astropy.io import fits
-from joblib import Parallel, delayed
+from joblib import Parallel, delayed, effective_n_jobs
 
 from .._utils.batch import Batch, Result, describe
 from .._utils.naming import table_path
 from .._utils.provenance import provenance_header, write_product
+from .._utils.workers import start_workers
 from ..frames import fill_hot_pixels, hot_pixels, read_frame
 from ._detect import detect_stars
 from ._match import match_stars
@@ -233,7 +235,12 @@ def make_tables(
         for frame in batch.inputs
         if not is_reference[frame] and (overwrite or not os.path.lexists(table_path(frame, outdir)))
     ]
-    ref_stars = _reference_stars(reference, fwhm, threshold, calibration) if todo else None
+    parallel = Parallel(n_jobs=n_jobs, return_as="generator")
+    with ThreadPoolExecutor(1, thread_name_prefix="astro_offsets-start") as starter:
+        if todo and effective_n_jobs(n_jobs) > 1:
+            # The workers start while the reference's stars are found.
+            starter.submit(start_workers, parallel, effective_n_jobs(n_jobs))
+        ref_stars = _reference_stars(reference, fwhm, threshold, calibration) if todo else None
     if ref_stars is not None:
         fwhm = ref_stars.meta["fwhm"]
 
@@ -283,9 +290,7 @@ def make_tables(
         for i in work
     )
     pending = {}  # with complete: the tables of all frames, written once all are matched
-    for index, (found, detected) in zip(
-        work, Parallel(n_jobs=n_jobs, return_as="generator")(tasks), strict=True
-    ):
+    for index, (found, detected) in zip(work, parallel(tasks), strict=True):
         if isinstance(found, str):
             batch.fail(index, found, detected=detected)
         elif complete:
