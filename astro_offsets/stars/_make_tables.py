@@ -12,7 +12,7 @@ from joblib import Parallel, delayed, effective_n_jobs
 from .._utils.batch import Batch, Result, describe
 from .._utils.naming import table_path
 from .._utils.provenance import provenance_header, write_product
-from .._utils.workers import start_workers
+from .._utils.workers import in_directory, start_workers
 from ..frames import fill_hot_pixels, hot_pixels, read_frame
 from ._detect import detect_stars
 from ._match import match_stars
@@ -283,11 +283,9 @@ def make_tables(
         "flagged": flagged,
         "calibration": calibration,
     }
-    # Absolute paths: a worker process kept from an earlier call may have
-    # started in another working directory.
+    here = os.getcwd()
     tasks = (
-        delayed(_frame_table)(batch.paths[i], ref_stars, options, os.path.abspath(batch.paths[i]))
-        for i in work
+        delayed(in_directory)(here, _frame_table, batch.paths[i], ref_stars, options) for i in work
     )
     pending = {}  # with complete: the tables of all frames, written once all are matched
     for index, (found, detected) in zip(work, parallel(tasks), strict=True):
@@ -305,10 +303,8 @@ def make_tables(
     return batch.results
 
 
-def _frame_table(frame, ref_stars, options, path):
+def _frame_table(frame, ref_stars, options):
     """Find, match and measure the stars of one frame (in a worker).
-
-    ``frame`` names it in messages; ``path`` is its file, absolute.
 
     Returns
     -------
@@ -319,7 +315,7 @@ def _frame_table(frame, ref_stars, options, path):
     """
     detected = 0
     try:
-        data = _read(path, options["calibration"])
+        data = _read(frame, options["calibration"])
         stars = detect_stars(
             data.data, fwhm=options["fwhm"], threshold=options["threshold"], colors=data.colors
         )
@@ -343,8 +339,7 @@ def _frame_table(frame, ref_stars, options, path):
         )
         table = _measurable(offsets_table(stars, ref_stars, pairs), options)
     except Exception as exc:
-        # Named once, as the user named it (the message may name the path).
-        return frame + describe(path, exc)[len(path) :], detected
+        return describe(frame, exc), detected
     return (table, info, counts), detected
 
 
