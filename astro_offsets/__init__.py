@@ -17,12 +17,42 @@ pixel map; `write_maps` makes the maps of a whole sequence, and `Stacker` and
 colour raw frames).
 """
 
+from types import MappingProxyType
+
+from ._utils.lazy import lazy_exports
 from ._version import __version__
-from .field import MapResult, OffsetModel, write_maps
-from .frames import Calibration, Frame, read_frame
-from .maps import OffsetMap, StarOffsets
-from .stack import KERNELS, Stack, Stacker, StackResult, stack_frames
-from .stars import MatchError, TableResult, detect_stars, make_tables, match_stars, offsets_table
+
+# Where each public name lives. They are imported when first used (as the
+# stages themselves): a worker process that runs one stage's function does
+# not import the others.
+_WHERE = MappingProxyType(
+    {
+        "MapResult": ".field",
+        "OffsetModel": ".field",
+        "write_maps": ".field",
+        "Calibration": ".frames",
+        "Frame": ".frames",
+        "read_frame": ".frames",
+        "OffsetMap": ".maps",
+        "StarOffsets": ".maps",
+        "KERNELS": ".stack",
+        "Stack": ".stack",
+        "StackResult": ".stack",
+        "Stacker": ".stack",
+        "stack_frames": ".stack",
+        "MatchError": ".stars",
+        "TableResult": ".stars",
+        "detect_stars": ".stars",
+        "make_tables": ".stars",
+        "match_stars": ".stars",
+        "offsets_table": ".stars",
+        # The stages themselves, as attributes of the package.
+        **{
+            stage: f".{stage}"
+            for stage in ("datasets", "field", "frames", "maps", "stack", "stars")
+        },
+    }
+)
 
 __all__ = [
     "KERNELS",
@@ -49,11 +79,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name):
-    # The synthetic data (and scipy.special with them) load when first used:
-    # the command line and its worker processes start faster without them.
-    if name == "datasets":
-        import importlib
-
-        return importlib.import_module(f"{__name__}.datasets")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

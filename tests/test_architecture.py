@@ -160,4 +160,14 @@ def test_the_command_line_starts_without_what_it_does_not_use(tmp_path):
     assert run.returncode == 0, run.stderr
     loaded = run.stdout
     assert loaded.strip() == "[]"
+    # A stack's worker imports what drizzles a band: numpy and drizzle.
+    code = (
+        "import sys, astro_offsets.stack._bands; "
+        "print(sorted(m for m in ('astropy', 'scipy', 'astro_offsets.frames') if m in sys.modules))"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=False
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"
     assert astro_offsets.datasets.__name__ == "astro_offsets.datasets"  # still there when asked

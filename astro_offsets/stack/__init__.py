@@ -22,11 +22,24 @@ neighbours deviate at 3 times the noise plus 0.9 times the step. The
 deviating pixels, grown by one pixel, get no weight in the final drizzle.
 """
 
-from ._normalisation import Normalisation
-from ._product import Stack
-from ._rejection import RejectionStats
-from ._stack_frames import StackResult, stack_frames
-from ._stacker import KERNELS, Stacker, check_stack_options
+from types import MappingProxyType
+
+from .._utils.lazy import lazy_exports
+
+# Imported when first used: the workers that drizzle bands import
+# ``_bands`` alone (numpy and drizzle), not the frames and maps stages.
+_WHERE = MappingProxyType(
+    {
+        "KERNELS": "._stacker",
+        "Normalisation": "._normalisation",
+        "RejectionStats": "._rejection",
+        "Stack": "._product",
+        "StackResult": "._stack_frames",
+        "Stacker": "._stacker",
+        "check_stack_options": "._stacker",
+        "stack_frames": "._stack_frames",
+    }
+)
 
 __all__ = [
     "KERNELS",
@@ -38,3 +51,5 @@ __all__ = [
     "check_stack_options",
     "stack_frames",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

@@ -112,7 +112,8 @@ class Rejection:
         ----------
         data : `~numpy.ndarray`
             The frame as it will be stacked (calibrated, normalised; NaN
-            where it has no weight), float32.
+            where it has no weight), float32. The thread reads it until the
+            next `add` or `combine`: it must not change until then.
         offset_map : `OffsetMap` or `None`
             Its map; `None` for the reference frame.
         zeros : tuple of float or `None`, optional
@@ -121,12 +122,14 @@ class Rejection:
         """
         index = len(self._zeros)
         self.wait()
-        cached = self._scratch.create(f"frame.{index}", data.shape, np.float32)
-        cached[...] = data
+        data = np.ascontiguousarray(data, dtype=np.float32)
+        # Written, not mapped: a fresh mapped file takes a page fault every
+        # 4 kB (0.06 to 0.25 s for 10.8 Mpix, against 0.01 to 0.04).
+        data.tofile(self._path(f"frame.{index}"))
         offsets = _offsets(offset_map, self.shape)
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="astro_offsets-reject")
-        self._pending = self._executor.submit(self._drizzle_alone, index, cached, offsets)
+        self._pending = self._executor.submit(self._drizzle_alone, index, data, offsets)
         self._zeros.append(zeros)
         return index
 
@@ -144,11 +147,11 @@ class Rejection:
             single = np.empty(grid, np.float32)
             with np.errstate(invalid="ignore", divide="ignore"):
                 np.divide(total, count, out=single, casting="unsafe")
-            single.tofile(self._single_path(f"single.{index}.{k}"))
+            single.tofile(self._path(f"single.{index}.{k}"))
             self._grids[layer.channel] = grid
 
-    def _single_path(self, name):
-        """Return the file of a single drizzle: its pixels alone, float32, row by row."""
+    def _path(self, name):
+        """Return the file of a frame or a single drizzle: its pixels alone, float32, row by row."""
         return os.path.join(self._scratch.path, f"{name}.f32")
 
     def wait(self):
@@ -173,7 +176,7 @@ class Rejection:
             grid = self._grids[channel]
             median = self._scratch.create(f"median.{channel}", grid, np.float32)
             rows = max(2, _MEDIAN_BYTES // (4 * len(names) * grid[1]))
-            files = [os.open(self._single_path(name), os.O_RDONLY) for name in names]
+            files = [os.open(self._path(name), os.O_RDONLY) for name in names]
 
             def chunk(start, files=files, median=median, rows=rows, grid=grid):
                 # Read, not mapped: the singles' pages stay the system's
@@ -191,7 +194,7 @@ class Rejection:
                 for fd in files:
                     os.close(fd)
             for name in names:
-                os.remove(self._single_path(name))
+                os.remove(self._path(name))
             self._medians[channel] = median
 
     def _map(self, function, items):
@@ -216,8 +219,9 @@ class Rejection:
             Bool, `True` at the outliers, grown by one pixel.
         stats : `RejectionStats`
         """
-        data = np.array(self._scratch.open(f"frame.{index}", mode="r"))
-        os.remove(self._scratch.file(f"frame.{index}"))
+        path = self._path(f"frame.{index}")
+        data = np.fromfile(path, dtype=np.float32).reshape(self.shape)
+        os.remove(path)
         offsets = _offsets(offset_map, self.shape)
         outliers = np.zeros(self.shape, bool)
         masked = 0
