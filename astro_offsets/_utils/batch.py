@@ -125,15 +125,6 @@ class Batch:
             path for path, ignored in zip(self.paths, self._ignored, strict=True) if not ignored
         ]
 
-    @property
-    def indexed_inputs(self):
-        """``(index, path)`` of the paths to process, in order, as iterating gives them."""
-        return [
-            (index, path)
-            for index, (path, ignored) in enumerate(zip(self.paths, self._ignored, strict=True))
-            if not ignored
-        ]
-
     def __iter__(self):
         for index, (path, message) in enumerate(zip(self.paths, self._ignored, strict=True)):
             if message is not None:

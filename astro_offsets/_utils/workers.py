@@ -5,7 +5,7 @@ import os
 
 from joblib import delayed
 
-__all__ = ["in_directory", "start_workers"]
+__all__ = ["start_workers"]
 
 
 def _ready():
@@ -37,34 +37,3 @@ def start_workers(parallel, n_workers):
     """
     with contextlib.suppress(Exception):
         list(parallel(delayed(_ready)() for _ in range(n_workers)))
-
-
-def in_directory(directory, function, *args):
-    """Return ``function(*args)`` called in ``directory``, the working directory restored.
-
-    A worker process keeps the working directory it started in, which a
-    reused worker may have started in long before; the caller's relative
-    paths are relative to the caller's. Running a task in the caller's
-    directory reads them, and names them in messages, as the caller does.
-
-    Examples
-    --------
-    >>> import os, tempfile
-    >>> from astro_offsets._utils.workers import in_directory
-    >>> folder = os.path.realpath(tempfile.mkdtemp())
-    >>> in_directory(folder, os.getcwd) == folder
-    True
-    """
-    try:
-        previous = os.getcwd()
-    except FileNotFoundError:  # started in a directory removed since
-        previous = None
-    if previous == directory:
-        return function(*args)
-    os.chdir(directory)
-    try:
-        return function(*args)
-    finally:
-        if previous is not None:
-            with contextlib.suppress(OSError):
-                os.chdir(previous)

@@ -1,16 +1,12 @@
 """Offset maps for a whole sequence of star tables."""
 
-import collections
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from joblib import Parallel, delayed, effective_n_jobs
-
 from .._utils.batch import Batch, Result, describe
 from .._utils.naming import map_path, png_path
-from .._utils.workers import in_directory
 from ..maps import OffsetMap, write_plot
 from ._model import OffsetModel, check_options
 from ._tiling import output_maps
@@ -42,83 +38,6 @@ def _read_model(table, options):
         warnings.simplefilter("always")
         model = OffsetModel.read(table, **options)
     return model, tuple(describe(table, str(w.message)) for w in caught)
-
-
-def _fit_ahead(table, options):
-    """`_read_model` in a worker: what went wrong as a line, so that the others go on."""
-    try:
-        return _read_model(table, options)
-    except Exception as exc:
-        return describe(table, exc)
-
-
-class _Models:
-    """The fields of the tables to map, fitted ahead in worker processes.
-
-    Fitting a table's field is serial work (``method="auto"`` cross-validates
-    13 fields, 0.3 to 0.5 s for 2000 stars), while its map is computed on all
-    cores and written in a thread. So the next tables' fields are fitted in
-    ``workers`` processes (joblib's loky backend whatever the caller's: the
-    fits hold the GIL, catch their warnings, and read their tables here) in
-    windows of ``window`` tables, the next window started as the last of
-    the previous one is taken: at most ``window`` fitted fields wait. The
-    first table is fitted here, while the workers start. With one worker,
-    everything is fitted here.
-
-    Parameters
-    ----------
-    tables : list of tuple
-        ``(index, path)`` of the tables the loop will map, in its order.
-    options : dict
-        The field's options.
-    workers : int
-        Processes.
-    window : int, optional
-        Tables fitted ahead at most.
-    """
-
-    def __init__(self, tables, options, workers, window=8):
-        self._options = options
-        self._workers = workers
-        self._window = window
-        self._todo = collections.deque(tables[1:] if workers > 1 else ())
-        self._indices = collections.deque()
-        self._results = None
-        self._next_window()
-
-    def _next_window(self):
-        window = [self._todo.popleft() for _ in range(min(self._window, len(self._todo)))]
-        if window:
-            parallel = Parallel(n_jobs=self._workers, backend="loky", return_as="generator")
-            self._indices.extend(index for index, _ in window)
-            here = os.getcwd()
-            self._results = parallel(
-                delayed(in_directory)(here, _fit_ahead, t, self._options) for _, t in window
-            )
-
-    def get(self, index, table):
-        """Return ``(model, warnings)`` of table ``index``; raise what its fit raised."""
-        while self._indices and self._indices[0] < index:
-            # A table the loop left out after all (its output claimed).
-            self._indices.popleft()
-            next(self._results)
-            if not self._indices:
-                self._next_window()
-        if not self._indices or self._indices[0] != index:
-            return _read_model(table, self._options)
-        self._indices.popleft()
-        found = next(self._results)
-        if not self._indices:
-            self._next_window()
-        if isinstance(found, str):
-            raise ValueError(found)
-        return found
-
-    def close(self):
-        """Take the fits nobody asked for (the loop ended early)."""
-        if self._indices:
-            self._indices.clear()
-            collections.deque(self._results, maxlen=0)
 
 
 def _write_plot(omap, output, stars):
@@ -170,9 +89,8 @@ def write_maps(
     """Write the offset map ``<stem>.offsets.fits`` of every star table of a sequence.
 
     Each map is computed on all workers, while the previous one is written
-    to disk by a separate thread and the next tables' fields are fitted in
-    two worker processes (with ``n_jobs`` of 2 or more): the cores stay
-    busy, and at most two frames' maps are in memory.
+    to disk by a separate thread: the cores stay busy, no more workers than
+    ``n_jobs`` compute at once, and at most two frames' maps are in memory.
     A table that cannot be read or used is reported and the others are
     still processed; nothing partial is ever written.
 
@@ -244,14 +162,6 @@ def write_maps(
     )
     claimed = {}
     pending = None
-    # The tables the loop will fit: those whose map is to be made, the
-    # first of each output (a later one fails as a duplicate).
-    outputs = {}
-    for index, table in batch.indexed_inputs:
-        output = os.path.abspath(map_path(table, outdir))
-        if output not in outputs and (overwrite or not os.path.lexists(output)):
-            outputs[output] = (index, table)
-    models = _Models(list(outputs.values()), options, min(2, effective_n_jobs(n_jobs)))
 
     def collect(pending):
         index, output, future, notes, field = pending
@@ -290,7 +200,7 @@ def write_maps(
             if len(buffers) == computed % 2:
                 buffers.append(output_maps(shape))
             try:
-                model, notes = models.get(index, table)
+                model, notes = _read_model(table, options)
                 # The output is this table's once it proved a star table.
                 claimed[key] = table
                 omap = model.to_map(
@@ -308,5 +218,4 @@ def write_maps(
             pending = (index, output, future, notes, omap.field_summary)
         if pending is not None:
             collect(pending)
-    models.close()
     return batch.results

@@ -319,6 +319,17 @@ _MASK_CONVENTION = (
 )
 
 
+def _gigabytes(size):
+    """Return bytes as gigabytes in words: two figures, whole ones from 10 GB.
+
+    >>> [_gigabytes(n) for n in (8.6e6, 2.4e8, 33.6e9, 150e9, 65.4e9, 1000)]
+    ['0.0086', '0.24', '34', '150', '65', 'less than 0.001']
+    """
+    if size < 1e6:
+        return "less than 0.001"
+    return f"{size / 1e9:.2g}" if size < 10e9 else f"{size / 1e9:.0f}"
+
+
 class _Run:
     """One run of `stack_frames`: frames read, normalised, rejected and stacked."""
 
@@ -511,15 +522,15 @@ class _Run:
         where = os.path.dirname(self.rejection_scratch.path)
         if need > free:
             raise ValueError(
-                f"outlier rejection needs {need / 1e9:.1f} GB of scratch space in "
-                f"{where}, {free / 1e9:.1f} GB are free: "
+                f"outlier rejection needs {_gigabytes(need)} GB of scratch space in "
+                f"{where}, {_gigabytes(free)} GB are free: "
                 "give another directory (scratch=, --scratch) or stack without rejection "
                 "(reject=False, --no-reject)"
             )
         if self.progress:
             tqdm.write(
-                f"outlier rejection: {need / 1e9:.2g} GB of scratch space in {where} "
-                f"({free / 1e9:.0f} GB free), removed at the end",
+                f"outlier rejection: {_gigabytes(need)} GB of scratch space in {where} "
+                f"({_gigabytes(free)} GB free), removed at the end",
                 file=sys.stderr,
             )
         self.rejection = Rejection(

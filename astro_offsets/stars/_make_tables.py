@@ -12,7 +12,7 @@ from joblib import Parallel, delayed, effective_n_jobs
 from .._utils.batch import Batch, Result, describe
 from .._utils.naming import table_path
 from .._utils.provenance import provenance_header, write_product
-from .._utils.workers import in_directory, start_workers
+from .._utils.workers import start_workers
 from ..frames import fill_hot_pixels, hot_pixels, read_frame
 from ._detect import detect_stars
 from ._match import match_stars
@@ -283,9 +283,11 @@ def make_tables(
         "flagged": flagged,
         "calibration": calibration,
     }
-    here = os.getcwd()
+    # Absolute paths: a worker process kept from an earlier call may have
+    # started in another working directory.
     tasks = (
-        delayed(in_directory)(here, _frame_table, batch.paths[i], ref_stars, options) for i in work
+        delayed(_frame_table)(batch.paths[i], ref_stars, options, os.path.abspath(batch.paths[i]))
+        for i in work
     )
     pending = {}  # with complete: the tables of all frames, written once all are matched
     for index, (found, detected) in zip(work, parallel(tasks), strict=True):
@@ -303,8 +305,10 @@ def make_tables(
     return batch.results
 
 
-def _frame_table(frame, ref_stars, options):
+def _frame_table(frame, ref_stars, options, path):
     """Find, match and measure the stars of one frame (in a worker).
+
+    ``frame`` names it in messages; ``path`` is its file, absolute.
 
     Returns
     -------
@@ -315,7 +319,7 @@ def _frame_table(frame, ref_stars, options):
     """
     detected = 0
     try:
-        data = _read(frame, options["calibration"])
+        data = _read(path, options["calibration"])
         stars = detect_stars(
             data.data, fwhm=options["fwhm"], threshold=options["threshold"], colors=data.colors
         )
@@ -339,7 +343,8 @@ def _frame_table(frame, ref_stars, options):
         )
         table = _measurable(offsets_table(stars, ref_stars, pairs), options)
     except Exception as exc:
-        return describe(frame, exc), detected
+        # Named once, as the user named it (the message may name the path).
+        return frame + describe(path, exc)[len(path) :], detected
     return (table, info, counts), detected
 
 

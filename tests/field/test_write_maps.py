@@ -53,48 +53,6 @@ def test_write_maps_results_in_order(tables, tmp_path):
             assert os.path.dirname(result.output) == str(tmp_path / "out")
 
 
-def test_fields_fitted_ahead_in_workers_equal_those_fitted_here(tmp_path, monkeypatch):
-    # With two workers the tables' fields are fitted in worker processes,
-    # in windows, ahead of the maps; one worker fits them all here. Relative
-    # paths, from a working directory the workers did not start in, a table
-    # that fails, one whose output an earlier one claimed, one whose map is
-    # kept, and more tables than a window: the same results, maps and headers.
-    folder = tmp_path / "tables"
-    folder.mkdir()
-    (tmp_path / "elsewhere").mkdir()
-    monkeypatch.chdir(tmp_path / "elsewhere")
-    joblib.Parallel(n_jobs=2, backend="loky")(joblib.delayed(os.getpid)() for _ in range(2))
-    monkeypatch.chdir(folder)
-    names = [
-        os.path.basename(write_table(folder / f"F{k:02d}.offsets_table.fits", k)) for k in range(12)
-    ]
-    (folder / "bad.offsets_table.fits").write_text("not a table")
-    argv = [names[0], "bad.offsets_table.fits", *names[1:], names[3]]
-    write_table(folder / "kept.offsets_table.fits", 99)
-    runs = {}
-    for workers in (1, 2):
-        out = tmp_path / f"out{workers}"
-        out.mkdir()
-        (out / "kept.offsets.fits").write_text("mine")
-        with joblib.parallel_config(n_jobs=workers):
-            runs[workers] = write_maps(
-                [*argv, "kept.offsets_table.fits"], SHAPE, outdir=out, method="auto"
-            )
-    one, two = runs[1], runs[2]
-
-    def said(results, out):
-        return [(r.status, r.message.replace(str(out), "OUT"), r.field) for r in results]
-
-    assert said(one, tmp_path / "out1") == said(two, tmp_path / "out2")
-    assert [r.status for r in two] == ["written", "failed", *["written"] * 11, "failed", "skipped"]
-    for a, b in zip(one, two, strict=True):
-        if a.status == "written":
-            first, second = OffsetMap.read(a.output), OffsetMap.read(b.output)
-            assert np.array_equal(first.x_offset, second.x_offset)
-            assert np.array_equal(first.y_offset, second.y_offset)
-            assert first.meta == second.meta
-
-
 def test_write_maps_keeps_existing(tables, tmp_path):
     existing = tmp_path / "IMG_0001.offsets.fits"
     existing.write_bytes(b"mine")
