@@ -141,33 +141,30 @@ def test_no_module_level_mutable_state(name):
     assert not state, f"{name}: {state}"
 
 
+def loaded_after(module, candidates, directory):
+    """Return which of ``candidates`` a fresh Python process has loaded after importing ``module``.
+
+    It runs in ``directory``, not in the source tree, which has no compiled
+    extensions when the package is installed rather than edited in place.
+    """
+    import subprocess
+    import sys
+
+    code = f"import sys, {module}; print(sorted(m for m in {candidates!r} if m in sys.modules))"
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=directory, check=False
+    )
+    assert run.returncode == 0, run.stderr
+    return run.stdout.strip()
+
+
 def test_the_command_line_starts_without_what_it_does_not_use(tmp_path):
     # Every command, and every worker process it starts, imports the
     # package: the synthetic data (scipy.special) and astropy.nddata (which
     # brings astropy.wcs and coordinates) load only where they are used.
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, astro_offsets._cli; "
-        "print(sorted(m for m in ('astro_offsets.datasets', 'astropy.nddata') if m in sys.modules))"
-    )
-    # Run elsewhere than the source tree, which has no compiled extensions
-    # when the package is installed, not edited in place.
-    run = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=False
-    )
-    assert run.returncode == 0, run.stderr
-    loaded = run.stdout
-    assert loaded.strip() == "[]"
+    unused = ("astro_offsets.datasets", "astropy.nddata")
+    assert loaded_after("astro_offsets._cli", unused, tmp_path) == "[]"
     # A stack's worker imports what drizzles a band: numpy and drizzle.
-    code = (
-        "import sys, astro_offsets.stack._bands; "
-        "print(sorted(m for m in ('astropy', 'scipy', 'astro_offsets.frames') if m in sys.modules))"
-    )
-    run = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=False
-    )
-    assert run.returncode == 0, run.stderr
-    assert run.stdout.strip() == "[]"
+    heavy = ("astropy", "scipy", "astro_offsets.frames")
+    assert loaded_after("astro_offsets.stack._bands", heavy, tmp_path) == "[]"
     assert astro_offsets.datasets.__name__ == "astro_offsets.datasets"  # still there when asked
