@@ -12,7 +12,7 @@ def lazy_exports(package, where):
     A worker process that runs one function of a module (a stack's drizzle
     of a band) imports that module's package first: with its names loaded
     when first used, it imports what the function needs (numpy and
-    drizzle: 0.2 s) rather than the whole pipeline (1.1 s).
+    drizzle: 0.1 s) rather than the whole pipeline (1.1 s).
 
     Parameters
     ----------
@@ -30,7 +30,6 @@ def lazy_exports(package, where):
 
     Examples
     --------
-    >>> import types
     >>> from astro_offsets._utils.lazy import lazy_exports
     >>> getattr_, dir_ = lazy_exports("astro_offsets", {"datasets": ".datasets"})
     >>> getattr_("datasets").__name__

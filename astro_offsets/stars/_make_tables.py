@@ -236,10 +236,11 @@ def make_tables(
         if not is_reference[frame] and (overwrite or not os.path.lexists(table_path(frame, outdir)))
     ]
     parallel = Parallel(n_jobs=n_jobs, return_as="generator")
+    workers = effective_n_jobs(n_jobs)
     with ThreadPoolExecutor(1, thread_name_prefix="astro_offsets-start") as starter:
-        if todo and effective_n_jobs(n_jobs) > 1:
+        if todo and workers > 1:
             # The workers start while the reference's stars are found.
-            starter.submit(start_workers, parallel, effective_n_jobs(n_jobs))
+            starter.submit(start_workers, parallel, workers)
         ref_stars = _reference_stars(reference, fwhm, threshold, calibration) if todo else None
     if ref_stars is not None:
         fwhm = ref_stars.meta["fwhm"]
