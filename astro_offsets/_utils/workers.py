@@ -1,11 +1,11 @@
-"""Worker processes started ahead of their work."""
+"""Worker processes: started ahead of their work, or a dask cluster's."""
 
 import contextlib
 import os
 
 from joblib import delayed
 
-__all__ = ["start_workers"]
+__all__ = ["cluster_client", "start_workers", "workers_can_read"]
 
 
 def _ready():
@@ -37,3 +37,68 @@ def start_workers(parallel, n_workers):
     """
     with contextlib.suppress(Exception):
         list(parallel(delayed(_ready)() for _ in range(n_workers)))
+
+
+def cluster_client():
+    """Return the dask client of ``joblib.parallel_config(backend="dask")``; `None` outside it.
+
+    Inside it, the commands make frames their unit of work: one task per
+    frame (tables, maps) or per share of the frames (stacks).
+
+    Examples
+    --------
+    >>> from astro_offsets._utils.workers import cluster_client
+    >>> cluster_client() is None
+    True
+    """
+    from joblib.parallel import get_active_backend
+
+    backend, _ = get_active_backend()
+    return getattr(backend, "client", None) if type(backend).__name__.startswith("Dask") else None
+
+
+def _unreadable(paths):
+    """Return the first of ``paths`` this process cannot read, or `None`."""
+    for path in paths:
+        if not os.access(path, os.R_OK):
+            return path
+    return None
+
+
+def workers_can_read(client, paths, names=None):
+    """Check that every worker of a dask cluster can read ``paths``; raise `OSError` if not.
+
+    Files move between the client and the workers as paths on a shared
+    filesystem; this finds the setups where they do not (a worker on a
+    machine without the filesystem, or where it is mounted elsewhere) before
+    any work is sent.
+
+    Parameters
+    ----------
+    client : `distributed.Client`
+    paths : list of str
+        Absolute paths.
+    names : list of str, optional
+        How the user named them, for the message (``paths`` by default).
+
+    Raises
+    ------
+    OSError
+        Naming the first worker and the first file it cannot read.
+
+    Examples
+    --------
+    >>> import sys
+    >>> from distributed import Client, LocalCluster
+    >>> from astro_offsets._utils.workers import workers_can_read
+    >>> with LocalCluster(n_workers=1, processes=False) as cluster, Client(cluster) as client:
+    ...     workers_can_read(client, [sys.executable])
+    """
+    names = dict(zip(paths, names or paths, strict=True))
+    for worker, path in sorted(client.run(_unreadable, list(paths)).items()):
+        if path is not None:
+            raise OSError(
+                f"{names[path]}: the dask worker {worker} cannot read it (as {path}); "
+                "the workers need the files on a filesystem they share with this machine, "
+                "at the same paths"
+            )
