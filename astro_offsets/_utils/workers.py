@@ -76,6 +76,7 @@ def workers_can_read(client, paths, names=None):
     Parameters
     ----------
     client : `distributed.Client`
+        The cluster's client.
     paths : list of str
         Absolute paths.
     names : list of str, optional
