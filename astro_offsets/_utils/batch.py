@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from .provenance import not_an_input
 
-__all__ = ["STATUSES", "Batch", "Result", "describe"]
+__all__ = ["STATUSES", "Batch", "ClusterError", "Result", "describe"]
 
 STATUSES = MappingProxyType(
     {
@@ -51,6 +51,17 @@ def describe(path, problem):
     ):
         text = f"{type(problem).__name__}: {text}"
     return f"{path}: {text}"
+
+
+class ClusterError(OSError):
+    """A dask cluster cannot do a command's work: out of reach, or its workers cannot read.
+
+    Examples
+    --------
+    >>> from astro_offsets._utils.batch import ClusterError
+    >>> isinstance(ClusterError("tcp://10.0.0.1:8786: cannot connect"), OSError)
+    True
+    """
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -161,6 +172,36 @@ class Batch:
         message = f"{output} exists (use overwrite to replace it)"
         self.finish(index, "skipped", message, output=output, **fields)
         return True
+
+    def check_workers(self, client, indices=None):
+        """Check that the workers of a dask cluster can read the inputs ``indices``.
+
+        Only the inputs this process can read are checked: one it cannot read
+        either fails on its own, as it would without a cluster.
+
+        Parameters
+        ----------
+        client : `distributed.Client`
+            The cluster's client.
+        indices : iterable of int, optional
+            The inputs' places in ``paths``; all those to process by default
+            (see `inputs`).
+
+        Raises
+        ------
+        ClusterError
+            Naming the first worker and the first input it cannot read.
+        """
+        from .workers import workers_can_read
+
+        names = self.inputs if indices is None else [self.paths[i] for i in indices]
+        names = [name for name in names if os.access(name, os.R_OK)]
+        if not names:
+            return
+        try:
+            workers_can_read(client, [os.path.abspath(name) for name in names], names)
+        except OSError as exc:
+            raise ClusterError(str(exc)) from None
 
     def count(self, status):
         """Return the number of results of a status."""

@@ -1,13 +1,19 @@
 """Offset maps for a whole sequence of star tables."""
 
+import contextlib
 import os
+import threading
+import uuid
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from .._utils.atomic import atomic_path
 from .._utils.batch import Batch, Result, describe
 from .._utils.naming import map_path, png_path
+from .._utils.workers import cluster_client
 from ..maps import OffsetMap, write_plot
+from ..stars import read_table
 from ._model import OffsetModel, check_options
 from ._tiling import output_maps
 
@@ -33,10 +39,20 @@ class MapResult(Result):
     """The map's field in words (method, parameter, CV RMS, stars clipped)."""
 
 
-def _read_model(table, options):
-    with warnings.catch_warnings(record=True) as caught:
+# The warnings' filters are the process's: a dask worker's threads that read
+# tables at once take turns, or each would catch the others' warnings.
+_CATCHING = threading.Lock()
+
+
+def _read_model(table, options, path=None):
+    """Read a star table's model; return it and its warnings, one line each.
+
+    ``path`` is where to read the table, ``table`` by default; the model and
+    the messages name it ``table``.
+    """
+    with _CATCHING, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model = OffsetModel.read(table, **options)
+        model = OffsetModel.from_table(read_table(path or table), source=table, **options)
     return model, tuple(describe(table, str(w.message)) for w in caught)
 
 
@@ -91,8 +107,12 @@ def write_maps(
     Each map is computed on all workers, while the previous one is written
     to disk by a separate thread: the cores stay busy, no more workers than
     ``n_jobs`` compute at once, and at most two frames' maps are in memory.
-    A table that cannot be read or used is reported and the others are
-    still processed; nothing partial is ever written.
+    Inside ``joblib.parallel_config(backend="dask")`` each table is instead
+    one task on the dask cluster of the active ``distributed.Client``: a
+    worker reads the table and writes the map, at the same paths as here
+    (a shared filesystem, checked before any task is sent), and the maps are
+    the same, bit for bit. A table that cannot be read or used is reported
+    and the others are still processed; nothing partial is ever written.
 
     Parameters
     ----------
@@ -104,9 +124,8 @@ def write_maps(
         Output directory (it must exist); `None` writes each map beside its
         table.
     n_jobs : int or `None`, optional
-        Workers per map, with `joblib.Parallel`'s meaning. Inside
-        ``joblib.parallel_config(backend="dask")`` the tiles run on the dask
-        cluster of the active ``distributed.Client``.
+        Workers per map, with `joblib.Parallel`'s meaning. A dask cluster
+        uses all its workers, one map each, whatever ``n_jobs``.
     block_size : ``"auto"`` or tuple of int, optional
         Tile shape; see `OffsetModel.to_map`.
     overwrite : bool, optional
@@ -137,6 +156,12 @@ def write_maps(
     list of `MapResult`
         One per table, in the order given.
 
+    Raises
+    ------
+    OSError
+        On a dask cluster, if a worker cannot read a table that this process
+        can.
+
     Examples
     --------
     >>> import os, tempfile
@@ -160,6 +185,40 @@ def write_maps(
         progress=progress,
         callback=callback,
     )
+    settings = {"block_size": block_size, "overwrite": overwrite, "plot": plot, "cv": cv}
+    client = cluster_client()
+    if client is None:
+        _maps_here(batch, shape, outdir, n_jobs, settings, options)
+    else:
+        _maps_on_cluster(client, batch, shape, outdir, settings, options)
+    return batch.results
+
+
+def _to_make(batch, index, table, output, claimed, overwrite, plot):
+    """Return whether a table's map is to be made; finish the table if not.
+
+    Not if another table made it (``claimed``: the tables that proved star
+    tables, by the absolute path of their map), nor if the map exists and
+    is kept.
+    """
+    key = os.path.abspath(output)
+    if key in claimed:
+        batch.fail(index, f"same output {output} as {claimed[key]}", output=output)
+        return False
+    if os.path.lexists(output) and not overwrite:
+        claimed[key] = table
+        # A plot asked for now, of a map made without one, is made.
+        missing = plot and not os.path.lexists(png_path(output))
+        batch.kept(
+            index, output, overwrite, warnings=_plot_kept_map(output, table) if missing else ()
+        )
+        return False
+    return True
+
+
+def _maps_here(batch, shape, outdir, n_jobs, settings, options):
+    """Make the maps in this process: each on all workers while the previous one is written."""
+    overwrite, plot = settings["overwrite"], settings["plot"]
     claimed = {}
     pending = None
 
@@ -181,20 +240,7 @@ def write_maps(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="astro-offsets-writer") as writer:
         for index, table in batch:
             output = map_path(table, outdir)
-            key = os.path.abspath(output)
-            if key in claimed:
-                batch.fail(index, f"same output {output} as {claimed[key]}", output=output)
-                continue
-            if os.path.lexists(output) and not overwrite:
-                claimed[key] = table
-                # A plot asked for now, of a map made without one, is made.
-                missing = plot and not os.path.lexists(png_path(output))
-                batch.kept(
-                    index,
-                    output,
-                    overwrite,
-                    warnings=_plot_kept_map(output, table) if missing else (),
-                )
+            if not _to_make(batch, index, table, output, claimed, overwrite, plot):
                 continue
             notes = ()
             if len(buffers) == computed % 2:
@@ -202,11 +248,14 @@ def write_maps(
             try:
                 model, notes = _read_model(table, options)
                 # The output is this table's once it proved a star table.
-                claimed[key] = table
+                claimed[os.path.abspath(output)] = table
                 omap = model.to_map(
-                    shape, n_jobs=n_jobs, block_size=block_size, out=buffers[computed % 2]
+                    shape,
+                    n_jobs=n_jobs,
+                    block_size=settings["block_size"],
+                    out=buffers[computed % 2],
                 )
-                if cv:
+                if settings["cv"]:
                     omap.meta["cv_rms"] = model.cv_rms
             except Exception as exc:
                 batch.fail(index, exc, output=output, warnings=notes)
@@ -218,4 +267,145 @@ def write_maps(
             pending = (index, output, future, notes, omap.field_summary)
         if pending is not None:
             collect(pending)
-    return batch.results
+
+
+@dataclass(frozen=True)
+class _Made:
+    """What a worker of a cluster made of a star table (see `_make_map`)."""
+
+    proved: bool  # the table read as a star table: the output is its own
+    problem: str = ""  # why no map was made, in one line naming the table
+    warnings: tuple = ()  # the table's
+    plot_warnings: tuple = ()
+    field: str = ""
+
+
+def _make_map(table, output, files, shape, settings, options):
+    """Read a star table, make its map and write it: the task of a cluster's worker.
+
+    ``table`` and ``output`` name the files as the user did; ``files`` maps
+    them to where this worker reads and writes them: absolute paths, the
+    map staged beside its final place (see `_maps_on_cluster`).
+
+    Returns
+    -------
+    `_Made`
+    """
+    path, staged = files[table], files[output]
+
+    def named(text):
+        """Return the message with the files named as the user did."""
+        for name, place in files.items():
+            text = text.replace(place, name)
+        return text
+
+    try:
+        model, notes = _read_model(table, options, path)
+    except Exception as exc:
+        return _Made(False, named(describe(path, exc)))
+    try:
+        omap = model.to_map(shape, n_jobs=1, block_size=settings["block_size"])
+        if settings["cv"]:
+            omap.meta["cv_rms"] = model.cv_rms
+        plot_notes = _write_map(omap, staged, True, settings["plot"])
+    except Exception as exc:
+        return _Made(True, named(describe(table, exc)), notes)
+    return _Made(True, "", notes, tuple(map(named, plot_notes)), omap.field_summary)
+
+
+def _discard(staged):
+    """Remove a staged map and its plot, if they are there."""
+    for path in (staged, png_path(staged)):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+
+
+def _place(staged, output, overwrite):
+    """Move a map that a worker staged, and its plot if any, to their places.
+
+    The move is atomic and replaces an existing map only if ``overwrite``,
+    as `_write_map` would; the staged files are gone afterwards.
+    """
+    try:
+        with atomic_path(output, overwrite=overwrite) as tmp:
+            os.replace(staged, tmp)
+        if os.path.lexists(png_path(staged)):
+            os.replace(png_path(staged), png_path(output))
+    finally:
+        _discard(staged)
+
+
+def _maps_on_cluster(client, batch, shape, outdir, settings, options):
+    """Make the maps on a dask cluster: one task per table, each read and written by a worker.
+
+    A worker writes its map beside the final one, under a name of its own,
+    and this process moves it into place once the task's result is here. A
+    worker that dies has its tasks run again elsewhere, also those it had
+    finished whose results had not come here yet: written in place, such a
+    map would find itself there the second time, and fail as an existing
+    file.
+    """
+    from distributed import as_completed
+
+    overwrite, plot = settings["overwrite"], settings["plot"]
+    batch.check_workers(client)
+    claimed = {}
+    tasks = {}  # future -> (index, output, staged map)
+    later = []  # tables whose output an earlier table of the batch may make
+
+    def submit(index, table, output):
+        staged = os.path.join(
+            os.path.dirname(os.path.abspath(output)),
+            f".{uuid.uuid4().hex}.{os.path.basename(output)}",
+        )
+        files = {table: os.path.abspath(table), output: staged}
+        if plot:
+            files[png_path(output)] = png_path(staged)
+        future = client.submit(
+            _make_map, table, output, files, shape, settings, options, pure=False
+        )
+        tasks[future] = (index, output, staged)
+        return future
+
+    def finish(future):
+        index, output, staged = tasks.pop(future)
+        try:
+            made = future.result()
+        except Exception as exc:  # the task itself failed: workers died too often
+            _discard(staged)
+            batch.fail(index, exc, output=output)
+            return
+        if made.proved:
+            # The output is this table's once it proved a star table.
+            claimed[os.path.abspath(output)] = batch.paths[index]
+        if made.problem:
+            _discard(staged)
+            batch.fail(index, made.problem, output=output, warnings=made.warnings)
+            return
+        try:
+            _place(staged, output, overwrite)
+        except Exception as exc:
+            batch.fail(index, exc, output=output, warnings=made.warnings)
+        else:
+            notes = made.warnings + made.plot_warnings
+            batch.finish(index, "written", output=output, warnings=notes, field=made.field)
+
+    try:
+        submitted = set()
+        for index, table in batch:
+            output = map_path(table, outdir)
+            if os.path.abspath(output) in submitted:
+                later.append((index, table, output))
+            elif _to_make(batch, index, table, output, claimed, overwrite, plot):
+                submit(index, table, output)
+                submitted.add(os.path.abspath(output))
+        for future in as_completed(list(tasks)):
+            finish(future)
+        # As the tables would have been in turn: each made only if no table
+        # before it proved a star table of the same output.
+        for index, table, output in later:
+            if _to_make(batch, index, table, output, claimed, overwrite, plot):
+                finish(submit(index, table, output))
+    finally:
+        if tasks:  # interrupted: the work left is not wanted
+            client.cancel(list(tasks))

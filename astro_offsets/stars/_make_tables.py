@@ -12,7 +12,7 @@ from joblib import Parallel, delayed, effective_n_jobs
 from .._utils.batch import Batch, Result, describe
 from .._utils.naming import table_path
 from .._utils.provenance import provenance_header, write_product
-from .._utils.workers import start_workers
+from .._utils.workers import cluster_client, start_workers
 from ..frames import fill_hot_pixels, hot_pixels, read_frame
 from ._detect import detect_stars
 from ._match import match_stars
@@ -184,7 +184,10 @@ def make_tables(
     n_jobs : int or `None`, optional
         Frames searched at once, with `joblib.Parallel`'s meaning: `None`
         honours `joblib.parallel_config` (one by default), -1 uses all
-        cores. The tables do not depend on it.
+        cores. Inside ``joblib.parallel_config(backend="dask")`` each frame
+        is one task on the dask cluster, which uses all its workers whatever
+        ``n_jobs``; the workers read the frames at the same paths as here
+        (a shared filesystem). The tables do not depend on it.
     progress : bool, optional
         Show a progress bar on stderr (when it is a terminal).
     callback : callable or `None`, optional
@@ -200,6 +203,9 @@ def make_tables(
     ------
     ValueError
         If the reference frame cannot be read, or has too few stars.
+    OSError
+        On a dask cluster, if a worker cannot read a frame that this process
+        can (checked before any work is sent).
 
     Examples
     --------
@@ -230,16 +236,27 @@ def make_tables(
     }
     # The reference's stars are found only if a frame needs them: a rerun
     # that keeps every table does no work.
+    inputs = set(batch.inputs)
     todo = [
-        frame
-        for frame in batch.inputs
-        if not is_reference[frame] and (overwrite or not os.path.lexists(table_path(frame, outdir)))
+        index
+        for index, frame in enumerate(batch.paths)
+        if frame in inputs
+        and not is_reference[frame]
+        and (overwrite or not os.path.lexists(table_path(frame, outdir)))
     ]
-    parallel = Parallel(n_jobs=n_jobs, return_as="generator")
+    client = cluster_client()
+    if client is not None:
+        batch.check_workers(client, todo)
+    # On a cluster, one task per frame: joblib would batch quick frames
+    # together, and fewer tasks than workers leave some idle.
+    parallel = Parallel(
+        n_jobs=n_jobs, return_as="generator", batch_size="auto" if client is None else 1
+    )
     workers = effective_n_jobs(n_jobs)
     with ThreadPoolExecutor(1, thread_name_prefix="astro_offsets-start") as starter:
-        if todo and workers > 1:
-            # The workers start while the reference's stars are found.
+        if todo and workers > 1 and client is None:
+            # The workers start while the reference's stars are found (a
+            # cluster's are running already).
             starter.submit(start_workers, parallel, workers)
         ref_stars = _reference_stars(reference, fwhm, threshold, calibration) if todo else None
     if ref_stars is not None:
@@ -277,17 +294,15 @@ def make_tables(
     # Each frame is read, searched and matched by a worker (processes: sep and
     # the matching hold the GIL for much of their time); the tables come back
     # in order and are written here.
-    options = {
-        "fwhm": fwhm,
-        "threshold": threshold,
-        "min_snr": min_snr,
-        "flagged": flagged,
-        "calibration": calibration,
-    }
+    options = {"fwhm": fwhm, "threshold": threshold, "min_snr": min_snr, "flagged": flagged}
     # Absolute paths: a worker process kept from an earlier call may have
-    # started in another working directory.
+    # started in another working directory. The reference's stars and the
+    # calibration are arguments of their own, which joblib's dask backend
+    # sends to a cluster once.
     tasks = (
-        delayed(_frame_table)(batch.paths[i], ref_stars, options, os.path.abspath(batch.paths[i]))
+        delayed(_frame_table)(
+            batch.paths[i], ref_stars, calibration, options, os.path.abspath(batch.paths[i])
+        )
         for i in work
     )
     pending = {}  # with complete: the tables of all frames, written once all are matched
@@ -306,7 +321,7 @@ def make_tables(
     return batch.results
 
 
-def _frame_table(frame, ref_stars, options, path):
+def _frame_table(frame, ref_stars, calibration, options, path):
     """Find, match and measure the stars of one frame (in a worker).
 
     ``frame`` names it in messages; ``path`` is its file, absolute.
@@ -320,7 +335,7 @@ def _frame_table(frame, ref_stars, options, path):
     """
     detected = 0
     try:
-        data = _read(path, options["calibration"])
+        data = _read(path, calibration)
         stars = detect_stars(
             data.data, fwhm=options["fwhm"], threshold=options["threshold"], colors=data.colors
         )
