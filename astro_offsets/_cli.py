@@ -10,7 +10,7 @@ import warnings
 import joblib
 from tqdm import tqdm
 
-from ._utils.batch import describe
+from ._utils.batch import ClusterError, describe
 from ._utils.naming import png_path
 from ._utils.provenance import PRODUCTS, product_kind
 from ._version import __version__
@@ -132,6 +132,16 @@ def _calibration(args, report):
         return False
 
 
+def _add_scheduler(parser, how):
+    parser.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help=f"run on the dask cluster at this scheduler address, {how} (needs the dask "
+        "extra); its workers open the files at the same paths, on a shared "
+        "filesystem",
+    )
+
+
 def _add_overwrite(parser, what):
     parser.add_argument("--overwrite", action="store_true", help=f"replace existing {what}")
 
@@ -186,6 +196,7 @@ def _add_tables(commands):
     )
     _add_calibration(tables)
     _add_overwrite(tables, "tables")
+    _add_scheduler(tables, "one task per frame")
     return tables
 
 
@@ -257,11 +268,7 @@ def _add_maps(commands):
         action="store_true",
         help="also plot each map, its jumps and its stars to <stem>.offsets.png",
     )
-    maps.add_argument(
-        "--scheduler",
-        metavar="ADDRESS",
-        help="run the tiles on the dask cluster at this scheduler address (needs the dask extra)",
-    )
+    _add_scheduler(maps, "one task per star table")
     return maps
 
 
@@ -509,7 +516,11 @@ def _scheduler(address):
             "--scheduler needs dask.distributed: pip install 'dask[distributed]'"
         ) from None
     # The connection timeout is dask's: distributed.comm.timeouts.connect.
-    with Client(address) as client, joblib.parallel_config(backend="dask"):
+    try:
+        client = Client(address)
+    except (OSError, ValueError) as exc:
+        raise ClusterError(describe(address, exc)) from None
+    with client, joblib.parallel_config(backend="dask"):
         yield client
 
 
@@ -542,20 +553,16 @@ def _run_maps(args, report):
         if report.result(result):
             tqdm.write(f"{result.output}: {result.field}")
 
-    try:
-        with _scheduler(args.scheduler):
-            results = write_maps(
-                args.tables,
-                shape,
-                n_jobs=args.jobs,
-                progress=True,
-                callback=on_table,
-                **_given(args, "outdir", "overwrite", "plot", "cv"),
-                **options,
-            )
-    except OSError as exc:
-        report.error(args.scheduler, exc)
-        return 2
+    with _scheduler(args.scheduler):
+        results = write_maps(
+            args.tables,
+            shape,
+            n_jobs=args.jobs,
+            progress=True,
+            callback=on_table,
+            **_given(args, "outdir", "overwrite", "plot", "cv"),
+            **options,
+        )
     return report.summary("maps", results)
 
 
@@ -580,18 +587,22 @@ def _run_tables(args, report):
         if report.result(result):
             tqdm.write(_stars(result))
 
+    options = _given(
+        args, "outdir", "fwhm", "threshold", "min_snr", "flagged", "complete", "overwrite"
+    )
     try:
-        results = make_tables(
-            args.frames,
-            args.reference,
-            progress=True,
-            callback=on_frame,
-            n_jobs=args.jobs,
-            calibration=calibration,
-            **_given(
-                args, "outdir", "fwhm", "threshold", "min_snr", "flagged", "complete", "overwrite"
-            ),
-        )
+        with _scheduler(args.scheduler):
+            results = make_tables(
+                args.frames,
+                args.reference,
+                progress=True,
+                callback=on_frame,
+                n_jobs=args.jobs,
+                calibration=calibration,
+                **options,
+            )
+    except ClusterError:
+        raise  # not the reference's: reported by main
     except (OSError, ValueError) as exc:
         report.error(args.reference, exc)
         return 2
@@ -685,7 +696,7 @@ def main(argv=None):
     report = _Reporter()
     try:
         return args.run(args, report)
-    except _MissingDependencyError as exc:
+    except (_MissingDependencyError, ClusterError) as exc:
         report.usage(exc)
         return 2
     except KeyboardInterrupt:

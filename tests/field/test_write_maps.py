@@ -9,7 +9,6 @@ import pytest
 from astropy.table import Table
 
 from astro_offsets import OffsetMap, OffsetModel, write_maps
-from astro_offsets._cli import main
 
 SHAPE = (90, 130)
 
@@ -146,40 +145,6 @@ def test_maps_on_a_dask_cluster(dask_cluster, tables):
         local = model.to_map(SHAPE)
         assert np.array_equal(local.x_offset, omap.x_offset)
         assert np.array_equal(local.y_offset, omap.y_offset)
-
-
-@pytest.mark.slow
-def test_cli_scheduler(dask_cluster, tables, tmp_path, capsys):
-    status = main(
-        [
-            "maps",
-            *tables,
-            "--shape",
-            *map(str, SHAPE),
-            "--outdir",
-            str(tmp_path / "cluster"),
-            "--scheduler",
-            dask_cluster.scheduler_address,
-        ]
-    )
-    assert status == 0
-    assert (
-        capsys.readouterr().out.strip().splitlines()[-1] == "maps: 5 written, 0 skipped, 0 failed"
-    )
-    for table in tables:
-        name = os.path.basename(table).replace(".offsets_table.fits", ".offsets.fits")
-        got = OffsetMap.read(tmp_path / "cluster" / name)
-        assert np.array_equal(got.x_offset, OffsetModel.read(table).to_map(SHAPE).x_offset)
-
-
-def test_cli_scheduler_unreachable(tables, capsys):
-    dask = pytest.importorskip("dask")
-    pytest.importorskip("distributed")
-    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
-        status = main(["maps", tables[0], "--shape", "5", "5", "--scheduler", "tcp://127.0.0.1:9"])
-    assert status == 2
-    err = capsys.readouterr().err
-    assert err.startswith("astro-offsets: error: tcp://127.0.0.1:9: ")
 
 
 def test_maps_written_while_the_next_is_computed_stay_intact(tables, tmp_path, monkeypatch):

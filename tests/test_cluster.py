@@ -1,0 +1,238 @@
+"""Tables and maps on a dask cluster: one task per frame, on every worker, as a local run."""
+
+import os
+import shutil
+import signal
+
+import dask
+import joblib
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from astro_offsets import Calibration, make_tables, write_maps
+from astro_offsets._cli import main
+from astro_offsets.datasets import CameraMotion, observe, star_field
+
+distributed = pytest.importorskip("distributed")
+
+SHAPE = (240, 320)
+N_FRAMES = 7  # the reference and six moved frames
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+    ) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def client(cluster):
+    with distributed.Client(cluster) as client:
+        client.wait_for_workers(2)
+        yield client
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory):
+    """A reference and frames that drift and rotate against it, as FITS files."""
+    folder = tmp_path_factory.mktemp("frames")
+    rng = np.random.default_rng(3)
+    x, y, flux = star_field(rng, 150, SHAPE)
+    paths = []
+    for k in range(N_FRAMES):
+        motion = CameraMotion(SHAPE, drift=(2.0 * k, -1.5 * k), rotation_deg=0.1 * k)
+        image = observe(rng, SHAPE, *motion.to_frame(x, y), flux)
+        paths.append(str(folder / f"light_{k}.fits"))
+        fits.PrimaryHDU(image.astype(np.float32)).writeto(paths[-1])
+    return paths
+
+
+@pytest.fixture(scope="module")
+def local_tables(frames, tmp_path_factory):
+    """The star tables of a local run, in one process."""
+    outdir = tmp_path_factory.mktemp("local_tables")
+    results = make_tables(frames, frames[0], outdir=outdir, n_jobs=1)
+    assert [r.status for r in results] == ["reference"] + ["written"] * (N_FRAMES - 1)
+    return [r.output for r in results[1:]]
+
+
+def same_products(a, b):
+    """Whether two FITS files hold the same HDUs, data and headers (but their dates)."""
+    with fits.open(a) as one, fits.open(b) as other:
+        assert len(one) == len(other)
+        for x, y in zip(one, other, strict=True):
+            cards = [{k: v for k, v in h.items() if k != "DATE"} for h in (x.header, y.header)]
+            if cards[0] != cards[1]:
+                return False
+            if isinstance(x, fits.BinTableHDU):
+                if x.columns.names != y.columns.names or not all(
+                    np.array_equal(x.data[name], y.data[name]) for name in x.columns.names
+                ):
+                    return False
+            elif not np.array_equal(x.data, y.data):
+                return False
+    return True
+
+
+def tasks_of(stream, function):
+    """The tasks of a task stream that ran ``function``."""
+    return [task for task in stream.data if function in str(task["key"])]
+
+
+def test_tables_on_the_cluster(client, frames, local_tables, tmp_path):
+    # A flat of ones, which changes nothing, for the masters go to the cluster too.
+    flat = Calibration(flat=np.ones(SHAPE))
+    with distributed.get_task_stream(client) as stream, joblib.parallel_config(backend="dask"):
+        results = make_tables(frames, frames[0], outdir=tmp_path, calibration=flat)
+    tasks = tasks_of(stream, "_frame_table")
+    assert len(tasks) == N_FRAMES - 1  # one per frame but the reference
+    assert len({task["worker"] for task in tasks}) == 2
+    assert [r.status for r in results] == ["reference"] + ["written"] * (N_FRAMES - 1)
+    for result, local in zip(results[1:], local_tables, strict=True):
+        assert os.path.basename(result.output) == os.path.basename(local)
+        assert same_products(result.output, local)
+
+
+def test_maps_on_the_cluster(client, local_tables, tmp_path, monkeypatch):
+    # Named relative to this process's directory, which is no worker's; a
+    # table missing, one that is no table, and one twice: each fails alone,
+    # in the same words.
+    monkeypatch.chdir(os.path.dirname(local_tables[0]))
+    (tmp_path / "junk.offsets_table.fits").write_text("not a table")
+    tables = [os.path.basename(t) for t in local_tables]
+    tables += ["gone.offsets_table.fits", str(tmp_path / "junk.offsets_table.fits"), tables[0]]
+    runs = {}
+    for where in ("here", "cluster"):
+        (tmp_path / where).mkdir()
+    runs["here"] = write_maps(tables, SHAPE, outdir=tmp_path / "here", cv=True)
+    with distributed.get_task_stream(client) as stream, joblib.parallel_config(backend="dask"):
+        runs["cluster"] = write_maps(tables, SHAPE, outdir=tmp_path / "cluster", cv=True)
+    tasks = tasks_of(stream, "_make_map")
+    assert len(tasks) == len(tables) - 1  # the table given twice is not sent again
+    assert len({task["worker"] for task in tasks}) == 2
+    assert [r.status for r in runs["cluster"]] == ["written"] * (N_FRAMES - 1) + ["failed"] * 3
+    for here, there in zip(runs["here"], runs["cluster"], strict=True):
+        message = there.message.replace(str(tmp_path / "cluster"), str(tmp_path / "here"))
+        assert (message, there.warnings, there.field) == (here.message, here.warnings, here.field)
+        if there.status == "written":
+            assert same_products(there.output, here.output)  # SRCTABLE, CVRMS too
+    assert sorted(os.listdir(tmp_path / "cluster")) == sorted(os.listdir(tmp_path / "here"))
+
+
+@pytest.mark.slow
+def test_the_command_line_on_the_cluster(cluster, frames, local_tables, tmp_path, capsys):
+    address = ["--scheduler", cluster.scheduler_address]
+    argv = ["tables", *frames, "--reference", frames[0], "--outdir", str(tmp_path)]
+    assert main([*argv, *address]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1] == f"tables: {N_FRAMES - 1} written, 0 skipped, 0 failed"
+    tables = sorted(str(tmp_path / os.path.basename(t)) for t in local_tables)
+    assert all(same_products(t, local) for t, local in zip(tables, local_tables, strict=True))
+    argv = ["maps", *tables[:3], "--shape", *map(str, SHAPE), "--plot", "--outdir"]
+    assert main([*argv, str(tmp_path / "cluster"), *address]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "maps: 3 written, 0 skipped, 0 failed"
+    assert main([*argv, str(tmp_path / "here")]) == 0
+    names = sorted(os.listdir(tmp_path / "here"))
+    assert sorted(os.listdir(tmp_path / "cluster")) == names  # plots, and nothing staged
+    for name in names:
+        if name.endswith(".fits"):
+            assert same_products(tmp_path / "cluster" / name, tmp_path / "here" / name)
+
+
+@pytest.mark.parametrize("command", ["tables", "maps"])
+def test_a_scheduler_out_of_reach(command, frames, capsys):
+    argv = {
+        "tables": ["tables", frames[1], "--reference", frames[0]],
+        "maps": ["maps", "a.offsets_table.fits", "--shape", "5", "5"],
+    }[command]
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        assert main([*argv, "--scheduler", "tcp://127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("astro-offsets: error: tcp://127.0.0.1:9: ")
+    assert err.count("\n") == 1
+
+
+def test_a_table_missing_for_everyone_fails_alone(cluster, local_tables, tmp_path, capsys):
+    argv = ["maps", local_tables[0], str(tmp_path / "gone.offsets_table.fits")]
+    argv += ["--shape", "20", "30", "--outdir", str(tmp_path), "--scheduler"]
+    assert main([*argv, cluster.scheduler_address]) == 1
+    assert capsys.readouterr().err == (
+        f"astro-offsets: error: {tmp_path / 'gone.offsets_table.fits'}: no such file\n"
+    )
+
+
+# Run as a worker's preload: the worker's real user becomes nobody, who can
+# read no file of this test (pytest's temporary folders are their owner's
+# alone); a worker's check of what it can read answers for its real user.
+AS_NOBODY = """
+import os
+
+def dask_setup(worker):
+    os.setresuid(65534, os.geteuid(), os.geteuid())
+"""
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() != 0,
+    reason="a worker that cannot read what this process reads needs another user: root only",
+)
+@pytest.mark.parametrize("command", ["tables", "maps"])
+def test_workers_that_cannot_read_the_inputs(command, frames, local_tables, tmp_path, capsys):
+    source = {"tables": frames[1], "maps": local_tables[0]}[command]
+    given = tmp_path / os.path.basename(source)
+    shutil.copy(source, given)
+    argv = {
+        "tables": ["tables", str(given), "--reference", frames[0]],
+        "maps": ["maps", str(given), "--shape", "20", "30"],
+    }[command]
+    preload = tmp_path / "as_nobody.py"
+    preload.write_text(AS_NOBODY)
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, dashboard_address=":0", preload=[str(preload)]
+    ) as nobody:
+        (worker,) = (nanny.worker_address for nanny in nobody.workers.values())
+        argv += ["--outdir", str(tmp_path / "out"), "--scheduler", nobody.scheduler_address]
+        status = main(argv)
+    assert status == 2
+    assert capsys.readouterr().err == (
+        f"astro-offsets: error: {given}: the dask worker {worker} cannot read it "
+        f"(as {given}); the workers need the files on a filesystem they share with this "
+        "machine, at the same paths\n"
+    )
+    assert not os.path.exists(tmp_path / "out")
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_run(client, local_tables, tmp_path):
+    # Last in this module: the cluster's nanny starts a new worker.
+    assert dask.config.get("distributed.scheduler.allowed-failures") >= 1  # dask retries
+    pids = client.run(os.getpid)
+    killed = []
+
+    def kill_once(result):
+        # The first map is in; the others are queued or running on both workers.
+        if not killed:
+            busy = {worker: keys for worker, keys in client.processing().items() if keys}
+            victim = max(busy, key=lambda worker: len(busy[worker]))
+            os.kill(pids[victim], signal.SIGKILL)
+            killed.append((victim, busy[victim]))
+
+    shape = (900, 1200)  # a few tenths of a second a map
+    for where in ("cluster", "here"):
+        (tmp_path / where).mkdir()
+    with distributed.get_task_stream(client) as stream, joblib.parallel_config(backend="dask"):
+        results = write_maps(local_tables, shape, outdir=tmp_path / "cluster", callback=kill_once)
+    ((victim, held),) = killed
+    assert held  # the worker killed had work: it ran again on another
+    done = tasks_of(stream, "_make_map")
+    assert all(any(t["key"] == key and t["worker"] != victim for t in done) for key in held)
+    assert [r.status for r in results] == ["written"] * len(local_tables)
+    write_maps(local_tables, shape, outdir=tmp_path / "here")
+    for result in results:
+        assert same_products(result.output, tmp_path / "here" / os.path.basename(result.output))
+    # Nothing staged is left, unless the worker died writing it.
+    left = [n for n in os.listdir(tmp_path / "cluster") if n.startswith(".")]
+    assert all(name.endswith(".tmp") for name in left)
