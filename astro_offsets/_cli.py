@@ -10,9 +10,10 @@ import warnings
 import joblib
 from tqdm import tqdm
 
-from ._utils.batch import ClusterError, describe
-from ._utils.naming import png_path
+from ._utils.batch import describe
+from ._utils.naming import checkpoint_path, png_path
 from ._utils.provenance import PRODUCTS, product_kind
+from ._utils.workers import ClusterError
 from ._version import __version__
 from .field import METHODS, check_options, write_maps
 from .frames import KINDS, Calibration, frame_shape
@@ -342,11 +343,26 @@ def _add_stack(commands):
     stack.add_argument(
         "--scratch",
         metavar="DIR",
-        help="directory of the scratch files (default: the system's temporary directory); "
-        "rejection keeps every frame there, 8 bytes a pixel",
+        help="directory of the scratch files (default: the system's temporary directory)",
+    )
+    stack.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=10,
+        metavar="N",
+        help="save the stack so far every N frames in the checkpoint directory <out "
+        "stem>.checkpoint, beside the output, where rejection also keeps every frame "
+        "(8 bytes a pixel); removed once the stack is written (default: 10; 0: no "
+        "checkpoint, rejection's frames go to --scratch)",
+    )
+    stack.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted stack from its checkpoint (the same frames and options)",
     )
     _add_calibration(stack)
     _add_jobs(stack, " that drizzle (the stack is the same for any number)")
+    _add_scheduler(stack, "the frames kept and drizzled alone, a share of them stacked per worker")
     stack.add_argument(
         "--context",
         action="store_true",
@@ -643,15 +659,24 @@ def _run_stack(args, report):
             options.update(
                 _given(args, "maps", "reference", "mask_hot_pixels", "normalize", "reject", "masks")
             )
-            stack, results = stack_frames(
-                args.frames,
-                progress=True,
-                callback=on_frame,
-                n_jobs=args.jobs,
-                calibration=calibration,
-                scratch=args.scratch,
-                **options,
-            )
+            every = args.checkpoint_every
+            checkpoint = {"checkpoint": checkpoint_path(args.out), "checkpoint_every": every}
+            with _scheduler(args.scheduler):
+                stack, results = stack_frames(
+                    args.frames,
+                    progress=True,
+                    callback=on_frame,
+                    n_jobs=args.jobs,
+                    calibration=calibration,
+                    scratch=args.scratch,
+                    resume=args.resume,
+                    **(checkpoint if every > 0 else {}),
+                    **options,
+                )
+        except OSError as exc:
+            # The cluster: not reached, or its workers cannot read the files.
+            report.usage(exc)
+            return 2
         except ValueError as exc:
             # No frame stacked because every one failed: a failure of the
             # inputs, reported one by one. Otherwise the run was impossible.

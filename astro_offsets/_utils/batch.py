@@ -14,8 +14,9 @@ from types import MappingProxyType
 from tqdm import tqdm
 
 from .provenance import not_an_input
+from .workers import workers_can_read
 
-__all__ = ["STATUSES", "Batch", "ClusterError", "Result", "describe"]
+__all__ = ["STATUSES", "Batch", "Result", "describe"]
 
 STATUSES = MappingProxyType(
     {
@@ -51,17 +52,6 @@ def describe(path, problem):
     ):
         text = f"{type(problem).__name__}: {text}"
     return f"{path}: {text}"
-
-
-class ClusterError(OSError):
-    """A dask cluster cannot do a command's work: out of reach, or its workers cannot read.
-
-    Examples
-    --------
-    >>> from astro_offsets._utils.batch import ClusterError
-    >>> isinstance(ClusterError("tcp://10.0.0.1:8786: cannot connect"), OSError)
-    True
-    """
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -176,8 +166,7 @@ class Batch:
     def check_workers(self, client, indices=None):
         """Check that the workers of a dask cluster can read the inputs ``indices``.
 
-        Only the inputs this process can read are checked: one it cannot read
-        either fails on its own, as it would without a cluster.
+        Only the inputs this process can read are checked (`workers_can_read`).
 
         Parameters
         ----------
@@ -192,16 +181,8 @@ class Batch:
         ClusterError
             Naming the first worker and the first input it cannot read.
         """
-        from .workers import workers_can_read
-
         names = self.inputs if indices is None else [self.paths[i] for i in indices]
-        names = [name for name in names if os.access(name, os.R_OK)]
-        if not names:
-            return
-        try:
-            workers_can_read(client, [os.path.abspath(name) for name in names], names)
-        except OSError as exc:
-            raise ClusterError(str(exc)) from None
+        workers_can_read(client, [os.path.abspath(name) for name in names], names)
 
     def count(self, status):
         """Return the number of results of a status."""

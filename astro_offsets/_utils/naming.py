@@ -5,6 +5,7 @@ import os
 __all__ = [
     "MAP_SUFFIX",
     "TABLE_ENDINGS",
+    "checkpoint_path",
     "map_path",
     "mask_path",
     "png_path",
@@ -97,3 +98,15 @@ def png_path(fits_file):
     ('maps/DSC03770.offsets.png', 'out/stack.png')
     """
     return os.path.splitext(os.fspath(fits_file))[0] + ".png"
+
+
+def checkpoint_path(fits_file):
+    """Return the checkpoint directory of a stack being written: beside it, named for it.
+
+    Examples
+    --------
+    >>> from astro_offsets._utils.naming import checkpoint_path
+    >>> checkpoint_path("out/stack.fits")
+    'out/stack.checkpoint'
+    """
+    return os.path.splitext(os.fspath(fits_file))[0] + ".checkpoint"

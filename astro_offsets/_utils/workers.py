@@ -5,7 +5,18 @@ import os
 
 from joblib import delayed
 
-__all__ = ["cluster_client", "start_workers", "workers_can_read"]
+__all__ = ["ClusterError", "cluster_client", "start_workers", "workers_can_read"]
+
+
+class ClusterError(OSError):
+    """A dask cluster cannot do a command's work: out of reach, or its workers cannot read.
+
+    Examples
+    --------
+    >>> from astro_offsets._utils.workers import ClusterError
+    >>> isinstance(ClusterError("tcp://10.0.0.1:8786: cannot connect"), OSError)
+    True
+    """
 
 
 def _ready():
@@ -71,7 +82,9 @@ def workers_can_read(client, paths, names=None):
     Files move between the client and the workers as paths on a shared
     filesystem; this finds the setups where they do not (a worker on a
     machine without the filesystem, or where it is mounted elsewhere) before
-    any work is sent.
+    any work is sent. Only the paths this process can read are checked: one
+    that it cannot read either fails on its own, as it would without a
+    cluster.
 
     Parameters
     ----------
@@ -84,7 +97,7 @@ def workers_can_read(client, paths, names=None):
 
     Raises
     ------
-    OSError
+    ClusterError
         Naming the first worker and the first file it cannot read.
 
     Examples
@@ -96,9 +109,12 @@ def workers_can_read(client, paths, names=None):
     ...     workers_can_read(client, [sys.executable])
     """
     names = dict(zip(paths, names or paths, strict=True))
+    paths = [path for path in paths if os.access(path, os.R_OK)]
+    if not paths:
+        return
     for worker, path in sorted(client.run(_unreadable, list(paths)).items()):
         if path is not None:
-            raise OSError(
+            raise ClusterError(
                 f"{names[path]}: the dask worker {worker} cannot read it (as {path}); "
                 "the workers need the files on a filesystem they share with this machine, "
                 "at the same paths"

@@ -9,6 +9,8 @@ pixel; pixels that deviate from the prediction beyond their noise are
 outliers, and the final drizzle gives them no weight.
 """
 
+import contextlib
+import functools
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -16,10 +18,11 @@ from typing import NamedTuple
 
 import numpy as np
 from joblib import effective_n_jobs
+from numpy.lib.format import open_memmap
 
 from ._outliers import blot, grow, nanmedian, outliers, scatter
 
-__all__ = ["Rejection", "RejectionStats"]
+__all__ = ["Rejection", "RejectionStats", "keep_frame", "median_rows"]
 
 # drizzlepac's two tests (driz_cr_snr, driz_cr_scale): a pixel deviates by
 # more than snr noise sigmas plus scale times the blot's local step; the
@@ -56,13 +59,18 @@ class RejectionStats(NamedTuple):
 class Rejection:
     """Outlier masks of a sequence of frames, from the median of their single drizzles.
 
-    Frames are added one by one (`add`): each is kept in the scratch
-    directory and drizzled alone onto the reference grid at its own
-    resolution (a colour plane of a Bayer frame at half the frame's, where
-    its pixels are one pixel apart) by the point kernel, in a thread while
-    the next frame is read. `combine` takes the median of the single
-    drizzles of each channel, in row chunks on all threads; then `mask`
-    gives each frame's outliers, and the frame back.
+    Frames are added one by one (`add`): each is kept in the directory and
+    drizzled alone onto the reference grid at its own resolution (a colour
+    plane of a Bayer frame at half the frame's, where its pixels are one
+    pixel apart) by the point kernel, in a thread while the next frame is
+    read. `combine` takes the median of the single drizzles of each channel,
+    in row chunks on all threads (or as tasks of a dask cluster); then
+    `mask` gives each frame's outliers, and the frame back.
+
+    Frames are numbered by the caller. A frame kept earlier, by another
+    process (a cluster's worker, `keep_frame`) or an interrupted run, is
+    declared with `kept`; medians already in the directory are used as
+    they are.
 
     Parameters
     ----------
@@ -70,26 +78,29 @@ class Rejection:
         The frames' shape.
     layers : list of `Layer`
         The stacker's layers of the frames (`Stacker.layers`).
-    scratch : `Scratch`
-        Where the frames and their single drizzles are kept.
+    directory : str
+        Where the frames, their single drizzles and the medians are kept.
     n_channels : int
         Channels of the stack.
     n_jobs : int or `None`
         Threads (joblib's meaning).
+    keep_frames : bool, optional
+        Keep each frame's file after `mask` (to resume from a checkpoint),
+        until `release`; by default it is removed once read.
     """
 
-    def __init__(self, shape, layers, scratch, n_channels, n_jobs=None):
+    def __init__(self, shape, layers, directory, n_channels, n_jobs=None, keep_frames=False):
         self.shape = tuple(shape)
         self._layers = list(layers)
-        self._scratch = scratch
+        self._directory = directory
         self._n_channels = n_channels
         self._threads = effective_n_jobs(n_jobs)
-        self._zeros = []
+        self._keep_frames = keep_frames
+        self._zeros = {}
         self._executor = None
         self._pending = None
         self._medians = None
-        self._sums = None
-        self._grids = {}
+        self._sums = {}
 
     @staticmethod
     def disk_bytes(shape, layers, n_frames):
@@ -101,15 +112,17 @@ class Rejection:
         three times as many); then the medians, one image per channel.
         """
         frame = int(np.prod(shape))
-        grid = [int(np.prod([-(-n // layer.step) for n in shape])) for layer in layers]
+        grid = [int(np.prod(_grid(shape, layer))) for layer in layers]
         medians = dict(zip((layer.channel for layer in layers), grid, strict=True))
         return 4 * (frame + sum(grid)) * n_frames + 4 * sum(medians.values())
 
-    def add(self, data, offset_map, zeros=None):
-        """Keep a frame and drizzle it alone (in a thread); return its index.
+    def add(self, index, data, offset_map, zeros=None, then=None):
+        """Keep frame ``index`` and drizzle it alone (in a thread).
 
         Parameters
         ----------
+        index : int
+            The frame's number, which `mask` takes.
         data : `~numpy.ndarray`
             The frame as it will be stacked (calibrated, normalised; NaN
             where it has no weight), float32. The thread reads it until the
@@ -119,40 +132,27 @@ class Rejection:
         zeros : tuple of float or `None`, optional
             The value of no light in ``data``, per channel (0 when `None`):
             the noise model scales the sky's noise with the light above it.
+        then : callable or `None`, optional
+            Called (in the thread, without arguments) once the frame's files
+            are complete.
         """
-        index = len(self._zeros)
         self.wait()
         data = np.ascontiguousarray(data, dtype=np.float32)
-        # Written, not mapped: a fresh mapped file takes a page fault every
-        # 4 kB (0.06 to 0.25 s for 10.8 Mpix, against 0.01 to 0.04).
-        data.tofile(self._path(f"frame.{index}"))
-        offsets = _offsets(offset_map, self.shape)
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="astro_offsets-reject")
-        self._pending = self._executor.submit(self._drizzle_alone, index, data, offsets)
-        self._zeros.append(zeros)
-        return index
+        offsets = _offsets(offset_map, self.shape)
 
-    def _drizzle_alone(self, index, data, offsets):
-        for k, layer in enumerate(self._layers):
-            grid = tuple(-(-n // layer.step) for n in self.shape)
-            # Sums and counts, kept for the next frame (its pages mapped).
-            if self._sums is None or self._sums[0].shape != grid:
-                self._sums = (np.zeros(grid, np.float64), np.zeros(grid, np.float32))
-            total, count = self._sums
-            total.fill(0.0)
-            count.fill(0.0)
-            pixels = data if layer.select is None else np.where(layer.select, data, np.nan)
-            scatter(pixels, *offsets, *layer.origin, layer.step, total, count)
-            single = np.empty(grid, np.float32)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                np.divide(total, count, out=single, casting="unsafe")
-            single.tofile(self._path(f"single.{index}.{k}"))
-            self._grids[layer.channel] = grid
+        def keep():
+            keep_frame(self._directory, self._layers, index, data, offsets, self._sums)
+            if then is not None:
+                then()
 
-    def _path(self, name):
-        """Return the file of a frame or a single drizzle: its pixels alone, float32, row by row."""
-        return os.path.join(self._scratch.path, f"{name}.f32")
+        self._pending = self._executor.submit(keep)
+        self.kept(index, zeros)
+
+    def kept(self, index, zeros=None):
+        """Declare frame ``index`` kept (its files in the directory), with its ``zeros``."""
+        self._zeros[index] = None if zeros is None else tuple(zeros)
 
     def wait(self):
         """Wait until the frames added so far are drizzled alone."""
@@ -160,42 +160,47 @@ class Rejection:
         if pending is not None:
             pending.result()
 
-    def combine(self):
-        """Take the median of the single drizzles, channel by channel."""
+    def combine(self, client=None):
+        """Take the median of the single drizzles, channel by channel.
+
+        Medians already in the directory, whole (an earlier run's), are
+        used as they are. ``client``, a dask client, takes the medians as
+        tasks of row chunks on its workers (which share the directory).
+        """
         self.wait()
         self.close()
-        self._sums = None
-        self._medians = {}
+        self._sums = {}
+        frames = sorted(self._zeros)
+        medians = {}
         for channel in range(self._n_channels):
+            path = _median_path(self._directory, channel)
+            if os.path.exists(path):
+                medians[channel] = np.load(path, mmap_mode="r")
+                continue
             names = [
                 f"single.{frame}.{k}"
-                for frame in range(len(self._zeros))
+                for frame in frames
                 for k, layer in enumerate(self._layers)
                 if layer.channel == channel
             ]
-            grid = self._grids[channel]
-            median = self._scratch.create(f"median.{channel}", grid, np.float32)
+            grid = next(_grid(self.shape, a) for a in self._layers if a.channel == channel)
+            partial = f"{path}.part.npy"
+            median = open_memmap(partial, mode="w+", dtype=np.float32, shape=grid)
+            median.flush()
             rows = max(2, _MEDIAN_BYTES // (4 * len(names) * grid[1]))
-            files = [os.open(self._path(name), os.O_RDONLY) for name in names]
-
-            def chunk(start, files=files, median=median, rows=rows, grid=grid):
-                # Read, not mapped: the singles' pages stay the system's
-                # cache, not this process's memory, however many frames.
-                stop = min(start + rows, grid[0])
-                cube = np.empty((len(files), stop - start, grid[1]), np.float32)
-                for fd, plane in zip(files, cube, strict=True):
-                    _read_into(fd, plane, start * grid[1] * 4)
-                # Two values cannot tell which one is the outlier.
-                nanmedian(cube, median[start:stop], _LEAST)
-
-            try:
-                self._map(chunk, range(0, grid[0], rows))
-            finally:
-                for fd in files:
-                    os.close(fd)
+            starts = list(range(0, grid[0], rows))
+            task = functools.partial(median_rows, self._directory, names, partial, rows)
+            if client is None:
+                self._map(task, starts)
+            else:
+                client.gather(client.map(task, starts, pure=False))
+            del median
+            # Whole: a run interrupted before this point takes the median again.
+            os.replace(partial, path)
             for name in names:
-                os.remove(self._path(name))
-            self._medians[channel] = median
+                os.remove(_path(self._directory, name))
+            medians[channel] = np.load(path, mmap_mode="r")
+        self._medians = medians
 
     def _map(self, function, items):
         with ThreadPoolExecutor(self._threads) as pool:
@@ -219,9 +224,10 @@ class Rejection:
             Bool, `True` at the outliers, grown by one pixel.
         stats : `RejectionStats`
         """
-        path = self._path(f"frame.{index}")
+        path = _path(self._directory, f"frame.{index}")
         data = np.fromfile(path, dtype=np.float32).reshape(self.shape)
-        os.remove(path)
+        if not self._keep_frames:
+            os.remove(path)
         offsets = _offsets(offset_map, self.shape)
         outliers = np.zeros(self.shape, bool)
         masked = 0
@@ -248,6 +254,12 @@ class Rejection:
             noises.append(noise)
         stats = RejectionStats(masked, masked / data.size, float(np.mean(noises)))
         return data, outliers, stats
+
+    def release(self, indices):
+        """Remove the files of frames ``indices``, kept after `mask` (``keep_frames``)."""
+        for index in indices:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(_path(self._directory, f"frame.{index}"))
 
     def _spans(self, rows):
         """Row spans of a layer for the threads: four a thread, 16 rows at least."""
@@ -289,6 +301,71 @@ class Rejection:
         if self._executor is not None:
             self._executor.shutdown(cancel_futures=True)
             self._executor = None
+
+
+def _grid(shape, layer):
+    """Return the shape of a layer's single drizzle: the reference grid at the layer's spacing."""
+    return tuple(-(-n // layer.step) for n in shape)
+
+
+def _path(directory, name):
+    """Return the file of a frame or a single drizzle: its pixels alone, float32, row by row."""
+    return os.path.join(directory, f"{name}.f32")
+
+
+def _median_path(directory, channel):
+    return os.path.join(directory, f"median.{channel}.npy")
+
+
+def keep_frame(directory, layers, index, data, offsets, sums=None):
+    """Keep frame ``index`` in ``directory`` and drizzle it alone, layer by layer.
+
+    What `Rejection.add` does in its thread, and a cluster's worker does
+    for its frames. ``offsets`` are the frame's ``(x, y)`` offsets (float32,
+    C-ordered); ``sums``, a dict, keeps the sums' arrays from one call to the
+    next (their pages mapped once).
+    """
+    sums = {} if sums is None else sums
+    # Written, not mapped: a fresh mapped file takes a page fault every
+    # 4 kB (0.06 to 0.25 s for 10.8 Mpix, against 0.01 to 0.04).
+    data.tofile(_path(directory, f"frame.{index}"))
+    for k, layer in enumerate(layers):
+        grid = _grid(data.shape, layer)
+        if grid not in sums:
+            sums.clear()
+            sums[grid] = (np.zeros(grid, np.float64), np.zeros(grid, np.float32))
+        total, count = sums[grid]
+        total.fill(0.0)
+        count.fill(0.0)
+        pixels = data if layer.select is None else np.where(layer.select, data, np.nan)
+        scatter(pixels, *offsets, *layer.origin, layer.step, total, count)
+        single = np.empty(grid, np.float32)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            np.divide(total, count, out=single, casting="unsafe")
+        single.tofile(_path(directory, f"single.{index}.{k}"))
+
+
+def median_rows(directory, names, median_path, rows, start):
+    """Write the median of single drizzles ``names`` over rows ``start:start + rows``.
+
+    The median is the memory map ``median_path``, which the caller made; one
+    such task per chunk of rows, on threads or a cluster's workers.
+    """
+    median = np.load(median_path, mmap_mode="r+")
+    grid = median.shape
+    stop = min(start + rows, grid[0])
+    cube = np.empty((len(names), stop - start, grid[1]), np.float32)
+    # Read, not mapped: the singles' pages stay the system's cache, not this
+    # process's memory, however many frames.
+    for name, plane in zip(names, cube, strict=True):
+        fd = os.open(_path(directory, name), os.O_RDONLY)
+        try:
+            _read_into(fd, plane, start * grid[1] * 4)
+        finally:
+            os.close(fd)
+    # Two values cannot tell which one is the outlier.
+    nanmedian(cube, median[start:stop], _LEAST)
+    median.flush()
 
 
 def _read_into(fd, array, offset):

@@ -1,6 +1,8 @@
 """Drizzle frames onto the reference grid with their offset maps: mono and Bayer."""
 
+import json
 import os
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from types import MappingProxyType
 
@@ -244,6 +246,7 @@ class Stacker:
         mask=None,
         name=None,
         map_name=None,
+        number=None,
     ):
         """Drizzle one frame onto the stack.
 
@@ -270,6 +273,10 @@ class Stacker:
             Non-finite pixels of ``data`` are masked too.
         name, map_name : str or `None`, optional
             The frame's and map's names for the provenance.
+        number : int or `None`, optional
+            The frame's number in the sequence, 0 for the first: its context
+            bit. By default, the number of frames added so far. Partial
+            stacks of one sequence (`add_stack`) number their frames apart.
 
         Raises
         ------
@@ -321,7 +328,7 @@ class Stacker:
             )
         # The workers still drizzle the previous frame from the other slot.
         self.wait()
-        frame = len(self._frames)
+        frame = len(self._frames) if number is None else int(number)
         if self._context and frame // 32 >= self._ctx_planes:
             self._grow_contexts(frame // 32 + 1)
         jobs = self._jobs(slot, layers, reaches, frame, exptime)
@@ -341,24 +348,7 @@ class Stacker:
         whole-frame layer per channel whose weights are that channel's pixels
         (``select``).
         """
-        if not self.bayer:
-            return [Layer(0, (0, 0), 1, None)]
-        colors = np.asarray(colors)
-        if colors.dtype.kind not in "iu":
-            raise ValueError(f"colors must be integer colour indices, got dtype {colors.dtype}")
-        if colors.shape != self.shape:
-            raise ValueError(f"colors shape {colors.shape} differs from {self.shape}")
-        if colors.size and (colors.min() < 0 or colors.max() > 3):
-            raise ValueError("colors must be rawpy colour indices 0..3")
-        cell = _bayer_cell(colors)
-        if cell is not None:
-            return [
-                Layer(int(CFA_CHANNEL[cell[oy, ox]]), (oy, ox), 2, None)
-                for oy in (0, 1)
-                for ox in (0, 1)
-            ]
-        channel = CFA_CHANNEL[colors]
-        return [Layer(index, (0, 0), 1, channel == index) for index in range(len(self.channels))]
+        return frame_layers(self.shape, colors if self.bayer else None)
 
     def _write_layer(self, name, frame, offset_map, origin, step, exptime):
         """Write a layer's pixels, weights and offsets to the scratch; return its chunks' reach.
@@ -468,6 +458,97 @@ class Stacker:
             os.replace(self._scratch.file(f"{name}.ctx.new"), self._scratch.file(f"{name}.ctx"))
         self._ctx_planes = planes
 
+    def save(self, directory):
+        """Write the stack so far to a new directory, exactly, to resume it with `load`.
+
+        Its images, weights and contexts (``.npy`` files), and the frames
+        they hold (``stacker.json``). The directory must not exist: it is
+        written under another name and renamed when complete.
+        """
+        stack = self.stack()
+        partial = f"{directory}.part"
+        shutil.rmtree(partial, ignore_errors=True)
+        os.makedirs(partial)
+        for kind in ("img", "wht", "ctx") if self._context else ("img", "wht"):
+            for name in self.channels:
+                np.save(
+                    os.path.join(partial, f"{name}.{kind}.npy"),
+                    self._scratch.open(f"{name}.{kind}", mode="r"),
+                )
+        state = {
+            "frames": stack.meta["frames"],
+            "maps": stack.meta["maps"],
+            "total_exptime": self._total_exptime,
+            "ctx_planes": self._ctx_planes,
+        }
+        with open(os.path.join(partial, "stacker.json"), "w", encoding="utf-8") as file:
+            json.dump(state, file)
+        os.replace(partial, directory)
+
+    def load(self, directory):
+        """Take the stack that `save` wrote as this stacker's (which must have no frame yet)."""
+        self.wait()
+        if self._frames:
+            raise ValueError("a stacker that has frames cannot load a saved stack")
+        with open(os.path.join(directory, "stacker.json"), encoding="utf-8") as file:
+            state = json.load(file)
+        if self._context:
+            self._grow_contexts(state["ctx_planes"])
+        for name in self.channels:
+            for kind in ("img", "wht", "ctx") if self._context else ("img", "wht"):
+                saved = np.load(os.path.join(directory, f"{name}.{kind}.npy"), mmap_mode="r")
+                target = self._scratch.open(f"{name}.{kind}")
+                if saved.shape != target.shape:
+                    raise ValueError(
+                        f"{directory}: a saved stack of shape {saved.shape[-2:]}, "
+                        f"not {target.shape[-2:]}"
+                    )
+                target[...] = saved
+                target.flush()
+        self._frames = list(state["frames"])
+        self._maps = list(state["maps"])
+        self._total_exptime = float(state["total_exptime"])
+
+    def add_stack(self, directory):
+        """Add a stack that `save` wrote, of other frames of the same sequence.
+
+        Images are weighted means (summed with their weights, in double
+        precision), weights add up, contexts are ORed: the result is the
+        stack of all the frames, within float32 rounding of drizzling them
+        all into one stacker. Frames are listed in the order added.
+        """
+        self.wait()
+        with open(os.path.join(directory, "stacker.json"), encoding="utf-8") as file:
+            state = json.load(file)
+        if self._context and state["ctx_planes"] > self._ctx_planes:
+            self._grow_contexts(state["ctx_planes"])
+        for name in self.channels:
+            image = self._scratch.open(f"{name}.img")
+            weight = self._scratch.open(f"{name}.wht")
+            their_image = np.load(os.path.join(directory, f"{name}.img.npy"), mmap_mode="r")
+            their_weight = np.load(os.path.join(directory, f"{name}.wht.npy"), mmap_mode="r")
+            for start in range(0, image.shape[0], 256):
+                rows = slice(start, start + 256)
+                w1, w2 = weight[rows].astype(np.float64), their_weight[rows].astype(np.float64)
+                total = w1 + w2
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    mean = (
+                        np.where(w1 > 0, image[rows] * w1, 0.0)
+                        + np.where(w2 > 0, their_image[rows] * w2, 0.0)
+                    ) / total
+                image[rows] = np.where(total > 0, mean, np.nan)
+                weight[rows] = total
+            if self._context:
+                context = self._scratch.open(f"{name}.ctx")
+                theirs = np.load(os.path.join(directory, f"{name}.ctx.npy"), mmap_mode="r")
+                context[: theirs.shape[0]] |= theirs
+                context.flush()
+            image.flush()
+            weight.flush()
+        self._frames += state["frames"]
+        self._maps += state["maps"]
+        self._total_exptime += float(state["total_exptime"])
+
     def wait(self):
         """Wait until the frames added so far are drizzled.
 
@@ -535,6 +616,31 @@ class Stacker:
         finally:
             self._executor.shutdown()
             self._scratch.remove()
+
+
+def frame_layers(shape, colors=None):
+    """Return the drizzle layers of a frame of ``shape``: mono, or of this colour mosaic.
+
+    See `Stacker.layers`; ``colors`` is `None` for a mono frame.
+    """
+    if colors is None:
+        return [Layer(0, (0, 0), 1, None)]
+    colors = np.asarray(colors)
+    if colors.dtype.kind not in "iu":
+        raise ValueError(f"colors must be integer colour indices, got dtype {colors.dtype}")
+    if colors.shape != tuple(shape):
+        raise ValueError(f"colors shape {colors.shape} differs from {tuple(shape)}")
+    if colors.size and (colors.min() < 0 or colors.max() > 3):
+        raise ValueError("colors must be rawpy colour indices 0..3")
+    cell = _bayer_cell(colors)
+    if cell is not None:
+        return [
+            Layer(int(CFA_CHANNEL[cell[oy, ox]]), (oy, ox), 2, None)
+            for oy in (0, 1)
+            for ox in (0, 1)
+        ]
+    channel = CFA_CHANNEL[colors]
+    return [Layer(index, (0, 0), 1, channel == index) for index in range(len(_RGB))]
 
 
 def _bayer_cell(colors):

@@ -1,0 +1,154 @@
+"""A stack's checkpoint: what an interrupted `stack_frames` keeps on disk to resume.
+
+One directory holds, as the run goes:
+
+* ``run.json``: what the stack is (its frames, maps and options); a resumed
+  run must be the same stack;
+* with rejection, each frame kept and drizzled alone (``frame.N.f32``,
+  ``single.N.K.f32``), with ``kept.N.json`` once both are complete (its
+  normalisation), and the medians of the single drizzles
+  (``median.C.npy``, renamed into place once whole);
+* per share of the frames (one, or one per cluster worker), its partial
+  stack every few frames (``share.S.G/``, written by `Stacker.save`) and
+  ``share.S.json``, replaced atomically, which names the latest partial
+  and the frames it holds.
+
+Every file is complete or absent: a run killed at any point (``SIGKILL``)
+resumes from what is there, and no frame goes into the stack twice.
+"""
+
+import contextlib
+import glob
+import json
+import os
+import shutil
+import uuid
+
+from ._normalisation import Normalisation
+
+__all__ = ["Checkpoint"]
+
+
+def _write_json(path, value):
+    """Write ``value`` to ``path`` atomically (a temporary file, then a rename)."""
+    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as file:
+            json.dump(value, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+
+
+def _read_json(path):
+    with open(path, encoding="utf-8") as file:
+        return json.load(file)
+
+
+def record(norm, exptime=None, zeros=None, masked=None):
+    """Return a frame's JSON record: its normalisation, exposure, zeros, masked fraction."""
+    return {
+        "norm": None if norm is None else list(norm),
+        "exptime": exptime,
+        "zeros": None if zeros is None else list(zeros),
+        "masked": masked,
+    }
+
+
+def normalisation_of(entry):
+    """Return the `Normalisation` of a record (`None` if it has none)."""
+    norm = entry["norm"]
+    if norm is None:
+        return None
+    scale, offsets, source, sky = norm
+    return Normalisation(scale, tuple(offsets), source, tuple(sky))
+
+
+class Checkpoint:
+    """The directory where a stack keeps what it needs to resume.
+
+    Parameters
+    ----------
+    path : str
+        The directory; made if it does not exist.
+    identity : dict
+        What the stack is (JSON): a checkpoint of another stack is refused.
+    every : int
+        Frames between two partial stacks of a share.
+    resume : bool
+        Continue from the checkpoint in ``path``. Without it, a checkpoint
+        already there is an error: it is not overwritten unasked.
+
+    Raises
+    ------
+    ValueError
+        If a checkpoint is there and ``resume`` is `False`, or it is of
+        another stack.
+    """
+
+    def __init__(self, path, identity, *, every, resume):
+        self.path = os.path.abspath(os.fspath(path))
+        self.every = int(every)
+        run = os.path.join(self.path, "run.json")
+        self.resumed = os.path.exists(run)
+        if self.resumed:
+            if not resume:
+                raise ValueError(
+                    f"{path}: the checkpoint of an interrupted stack is there: continue it "
+                    "(--resume, resume=True), or delete it to start over"
+                )
+            saved = _read_json(run)
+            changed = sorted(key for key in identity if saved.get(key) != identity[key])
+            if changed:
+                raise ValueError(
+                    f"{path}: the checkpoint is of another stack (its {', '.join(changed)} "
+                    "differ): delete it to start over, or resume with the same frames and options"
+                )
+        else:
+            os.makedirs(self.path, exist_ok=True)
+            _write_json(run, identity)
+        # Partial stacks that were being written when the run stopped.
+        for stray in glob.glob(os.path.join(self.path, "share.*.part")):
+            shutil.rmtree(stray, ignore_errors=True)
+
+    def kept(self):
+        """Return ``{frame index: record}`` of the frames kept by rejection's first pass."""
+        found = {}
+        for path in glob.glob(os.path.join(self.path, "kept.*.json")):
+            found[int(path.rsplit(".", 2)[-2])] = _read_json(path)
+        return found
+
+    def mark_kept(self, index, entry):
+        """Record that frame ``index`` is kept and drizzled alone (its files complete)."""
+        _write_json(os.path.join(self.path, f"kept.{index}.json"), entry)
+
+    def share(self, share):
+        """Return ``(partial stack directory, {frame index: record})`` of a share, or `None`."""
+        path = os.path.join(self.path, f"share.{share}.json")
+        if not os.path.exists(path):
+            return None
+        state = _read_json(path)
+        done = {int(index): entry for index, entry in state["frames"]}
+        return os.path.join(self.path, state["stack"]), done
+
+    def save_share(self, share, stacker, done):
+        """Write a share's partial stack and the records of the frames it holds.
+
+        ``done`` is a list of ``(frame index, record)`` in the order stacked.
+        The new partial is complete before the share's state names it; the
+        one before is removed after.
+        """
+        before = self.share(share)
+        name = f"share.{share}.{uuid.uuid4().hex[:12]}"
+        stacker.save(os.path.join(self.path, name))
+        state = {"stack": name, "frames": done}
+        _write_json(os.path.join(self.path, f"share.{share}.json"), state)
+        if before is not None:
+            shutil.rmtree(before[0], ignore_errors=True)
+
+    def remove(self):
+        """Remove the checkpoint (the stack is complete)."""
+        shutil.rmtree(self.path, ignore_errors=True)

@@ -1,0 +1,121 @@
+"""Checkpoints: a stack killed (SIGKILL) half way and resumed is the uninterrupted stack."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from rejection_sequence import bright_field, write_sequence
+
+from astro_offsets import stack_frames
+from astro_offsets._cli import main
+
+# A run killed once its 5th frame is stacked: the checkpoint (every 2
+# frames) holds the first 4; the 5th went into the stacker, not into it.
+KILLED_AFTER = 5
+EVERY = 2
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory):
+    return write_sequence(tmp_path_factory.mktemp("sequence"), bright_field())
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(frames):
+    return {reject: stack_frames(frames, reject=reject)[0] for reject in (True, False)}
+
+
+def kill_half_way(frames, checkpoint, reject):
+    """Stack in another process that SIGKILLs itself once the 5th frame is stacked."""
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from astro_offsets import stack_frames
+
+        stacked = 0
+
+        def on_frame(result):
+            global stacked
+            stacked += result.status == "stacked"
+            if stacked == {KILLED_AFTER}:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        stack_frames({frames!r}, reject={reject!r}, n_jobs=2, callback=on_frame,
+                     checkpoint={str(checkpoint)!r}, checkpoint_every={EVERY})
+        """
+    )
+    # Its output to a file: the worker processes it leaves behind, until
+    # they find their parent gone, would hold a pipe open.
+    log = checkpoint.parent / "killed.log"
+    with open(log, "w") as file:
+        done = subprocess.run([sys.executable, "-c", script], stdout=file, stderr=file)
+    assert done.returncode == -signal.SIGKILL, log.read_text()
+    with open(checkpoint / "share.0.json") as file:
+        held = json.load(file)["frames"]
+    assert len(held) == KILLED_AFTER - 1
+    return held
+
+
+def assert_same(stack, expected):
+    for name in expected.channels:
+        assert np.array_equal(stack.images[name], expected.images[name], equal_nan=True)
+        assert np.array_equal(stack.weights[name], expected.weights[name])
+        assert np.array_equal(stack.contexts[name], expected.contexts[name])
+    assert stack.meta["frames"] == expected.meta["frames"]
+    assert stack.meta["total_exptime"] == expected.meta["total_exptime"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("reject", [True, False], ids=["rejection", "no rejection"])
+def test_killed_and_resumed_is_the_uninterrupted_stack(frames, uninterrupted, reject, tmp_path):
+    checkpoint = tmp_path / "stack.checkpoint"
+    kill_half_way(frames, checkpoint, reject)
+    stack, results = stack_frames(frames, reject=reject, checkpoint=checkpoint, resume=True)
+    assert [r.status for r in results] == ["stacked"] * len(frames)
+    # Bit for bit: the partial stack is restored exactly, the rest added on.
+    assert_same(stack, uninterrupted[reject])
+    # No frame counted twice: each frame's context bit, once.
+    context = stack.contexts["SCI"][0]
+    bits = [(context >> k) & 1 for k in range(len(frames))]
+    assert all(np.any(bit) for bit in bits)
+    assert len(set(stack.meta["frames"])) == len(frames)
+    assert stack.meta["masked"] == uninterrupted[reject].meta["masked"]
+    assert not checkpoint.exists()  # removed once the stack is complete
+
+
+@pytest.mark.slow
+def test_the_stack_command_resumes(frames, uninterrupted, tmp_path):
+    out = tmp_path / "stack.fits"
+    # The command's checkpoint, with its options: beside the output.
+    kill_half_way(frames, tmp_path / "stack.checkpoint", True)
+    assert main(["stack", *frames, "--out", str(out), "--context"]) == 2  # not unasked
+    assert main(["stack", *frames, "--out", str(out), "--context", "--resume"]) == 0
+    expected = uninterrupted[True]
+    with fits.open(out) as hdus:
+        assert np.array_equal(hdus["SCI"].data, expected.images["SCI"], equal_nan=True)
+        assert np.array_equal(hdus["CTX"].data, expected.contexts["SCI"])
+    assert not (tmp_path / "stack.checkpoint").exists()
+
+
+def test_a_checkpoint_is_kept_unless_resumed(frames, tmp_path):
+    checkpoint = tmp_path / "cp"
+    stack_frames(frames[:3], reject=False, checkpoint=checkpoint)
+    assert not checkpoint.exists()  # complete: removed
+    checkpoint.mkdir()
+    (checkpoint / "run.json").write_text(json.dumps({"frames": []}))
+    with pytest.raises(ValueError, match="checkpoint of an interrupted stack is there"):
+        stack_frames(frames[:3], reject=False, checkpoint=checkpoint)
+    with pytest.raises(ValueError, match=r"checkpoint is of another stack \(its frames, .*differ"):
+        stack_frames(frames[:3], reject=False, checkpoint=checkpoint, resume=True)
+    assert os.listdir(checkpoint) == ["run.json"]  # nothing of the user's lost
+
+
+def test_resume_without_a_checkpoint_starts_over(frames, uninterrupted, tmp_path):
+    stack, _ = stack_frames(frames, reject=False, checkpoint=tmp_path / "cp", resume=True)
+    assert_same(stack, uninterrupted[False])
