@@ -1,16 +1,19 @@
-"""Tables and maps on a dask cluster: one task per frame, on every worker, as a local run."""
+"""Tables, maps and stacks on a dask cluster: frames the unit of work, on every worker."""
 
 import os
 import shutil
 import signal
+import threading
+import time
 
 import dask
 import joblib
 import numpy as np
 import pytest
 from astropy.io import fits
+from rejection_sequence import bright_field, write_sequence
 
-from astro_offsets import Calibration, make_tables, write_maps
+from astro_offsets import Calibration, make_tables, stack_frames, write_maps
 from astro_offsets._cli import main
 from astro_offsets.datasets import CameraMotion, observe, star_field
 
@@ -203,6 +206,90 @@ def test_workers_that_cannot_read_the_inputs(command, frames, local_tables, tmp_
         "machine, at the same paths\n"
     )
     assert not os.path.exists(tmp_path / "out")
+
+
+@pytest.fixture(scope="module")
+def sequence(tmp_path_factory):
+    """Frames with their maps, trails and cosmic rays to reject; and their local stack."""
+    frames = write_sequence(tmp_path_factory.mktemp("sequence"), bright_field())
+    return frames, stack_frames(frames, n_jobs=2)
+
+
+def same_stack(stack, local):
+    """Whether a stack is the local one: exactly but for float32 rounding of the sums."""
+    for name in local.channels:
+        image, expected = stack.images[name], local.images[name]
+        assert np.array_equal(np.isnan(image), np.isnan(expected))
+        scale = np.nanmax(np.abs(expected))
+        assert np.nanmax(np.abs(image - expected)) <= 4 * np.finfo(np.float32).eps * scale
+        np.testing.assert_allclose(stack.weights[name], local.weights[name], rtol=1e-6)
+        assert np.array_equal(stack.contexts[name], local.contexts[name])  # each frame once
+    assert stack.meta["frames"] == local.meta["frames"]
+    assert stack.meta["masked"] == local.meta["masked"]
+    return True
+
+
+def test_a_stack_on_the_cluster(client, sequence):
+    frames, (local, local_results) = sequence
+    with distributed.get_task_stream(client) as stream, joblib.parallel_config(backend="dask"):
+        stack, results = stack_frames(frames)
+    assert [(r.status, r.scale, r.masked) for r in results] == [
+        (r.status, r.scale, r.masked) for r in local_results
+    ]
+    assert same_stack(stack, local)
+    kept = tasks_of(stream, "_keep_task")
+    assert len(kept) == len(frames) - 1  # the reference is kept here
+    assert len({task["worker"] for task in kept}) == 2
+    assert tasks_of(stream, "median_rows")
+    shares = tasks_of(stream, "_share_task")
+    assert len(shares) == 2
+    assert len({task["worker"] for task in shares}) == 2
+
+
+@pytest.mark.slow
+def test_the_stack_command_on_the_cluster(cluster, sequence, tmp_path):
+    frames, (local, _) = sequence
+    out = tmp_path / "stack.fits"
+    argv = ["stack", *frames, "--out", str(out), "--context"]
+    assert main([*argv, "--scheduler", cluster.scheduler_address]) == 0
+    with fits.open(out) as hdus:
+        stack = local._replace(
+            images={"SCI": hdus["SCI"].data},
+            weights={"SCI": hdus["WHT"].data},
+            contexts={"SCI": hdus["CTX"].data},
+        )
+    assert same_stack(stack, local)
+    assert sorted(os.listdir(tmp_path)) == ["stack.fits", "stack.png"]  # no checkpoint left
+
+
+@pytest.mark.slow
+def test_a_stack_with_a_worker_killed(client, sequence):
+    frames, (local, _) = sequence
+    pids = client.run(os.getpid)
+    killed = []
+    stop = threading.Event()
+
+    def kill_a_share():
+        # Kill the first worker seen stacking its share of the frames.
+        while not stop.is_set() and not killed:
+            for worker, keys in client.processing().items():
+                if any("_share_task" in str(key) for key in keys):
+                    os.kill(pids[worker], signal.SIGKILL)
+                    killed.append(worker)
+                    break
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=kill_a_share)
+    watcher.start()
+    try:
+        with joblib.parallel_config(backend="dask"):
+            stack, results = stack_frames(frames)
+    finally:
+        stop.set()
+        watcher.join()
+    assert killed  # a share was lost with its worker, and stacked again
+    assert [r.status for r in results] == ["stacked"] * len(frames)
+    assert same_stack(stack, local)
 
 
 @pytest.mark.slow
