@@ -105,7 +105,10 @@ def workers_can_read(client, paths, names=None):
     >>> import sys
     >>> from distributed import Client, LocalCluster
     >>> from astro_offsets._utils.workers import workers_can_read
-    >>> with LocalCluster(n_workers=1, processes=False) as cluster, Client(cluster) as client:
+    >>> with (
+    ...     LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster,
+    ...     Client(cluster) as client,
+    ... ):
     ...     workers_can_read(client, [sys.executable])
     """
     names = dict(zip(paths, names or paths, strict=True))

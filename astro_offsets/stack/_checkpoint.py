@@ -90,7 +90,9 @@ class Checkpoint:
     """
 
     def __init__(self, path, identity, *, every, resume):
-        self.path = os.path.abspath(os.fspath(path))
+        self.name = os.fspath(path)
+        """As given, for messages."""
+        self.path = os.path.abspath(self.name)
         self.every = int(every)
         run = os.path.join(self.path, "run.json")
         self.resumed = os.path.exists(run)
@@ -148,6 +150,19 @@ class Checkpoint:
         _write_json(os.path.join(self.path, f"share.{share}.json"), state)
         if before is not None:
             shutil.rmtree(before[0], ignore_errors=True)
+
+    def summary(self):
+        """Say what the checkpoint holds: frames kept by rejection, frames stacked."""
+        stacked = 0
+        for path in glob.glob(os.path.join(self.path, "share.*.json")):
+            stacked += len(_read_json(path)["frames"])
+        kept = len(glob.glob(os.path.join(self.path, "kept.*.json")))
+        parts = [f"{kept} frames kept by rejection's first pass"] if kept else []
+        medians = glob.glob(os.path.join(self.path, "median.*.npy"))
+        if medians:
+            parts.append("their medians")
+        parts.append(f"{stacked} frames stacked")
+        return ", ".join(parts)
 
     def remove(self):
         """Remove the checkpoint (the stack is complete)."""

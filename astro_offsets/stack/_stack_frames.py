@@ -327,6 +327,8 @@ def stack_frames(
             "shares": None if client is None else len(client.scheduler_info()["workers"]),
         }
         saved = Checkpoint(checkpoint, identity, every=checkpoint_every, resume=resume)
+        if saved.resumed and progress:
+            tqdm.write(f"resuming from {saved.name}: {saved.summary()}", file=sys.stderr)
     frames_read = _Frames(calibration, mask_hot_pixels, normalize)
     run = _Run(batch, frames_read, n_jobs if client is None else 1, scratch, options, saved)
     try:
@@ -340,7 +342,7 @@ def stack_frames(
     except BaseException:
         if saved is not None and progress:
             tqdm.write(
-                f"the stack stopped; its checkpoint is kept in {saved.path}: continue it "
+                f"the stack stopped; its checkpoint is kept in {saved.name}: continue it "
                 "with --resume (resume=True)",
                 file=sys.stderr,
             )
@@ -733,12 +735,17 @@ class _Run:
             directory = self.rejection_scratch.path
         need = Rejection.disk_bytes(self.frames.shape, self.frames.layers, n_frames)
         free = shutil.disk_usage(directory).free
-        where = directory if self.checkpoint is not None else os.path.dirname(directory)
+        where = self.checkpoint.name if self.checkpoint is not None else os.path.dirname(directory)
         if need > free:
+            ways = (
+                "give another directory (scratch=, --scratch)"
+                if self.checkpoint is None
+                else "put the checkpoint elsewhere (checkpoint=; the command's is beside --out), "
+                "keep none (--checkpoint-every 0) and give another directory (--scratch)"
+            )
             raise ValueError(
                 f"outlier rejection needs {_gigabytes(need)} GB of scratch space in "
-                f"{where}, {_gigabytes(free)} GB are free: "
-                "give another directory (scratch=, --scratch) or stack without rejection "
+                f"{where}, {_gigabytes(free)} GB are free: {ways}, or stack without rejection "
                 "(reject=False, --no-reject)"
             )
         if self.progress:
