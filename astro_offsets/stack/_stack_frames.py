@@ -811,6 +811,9 @@ def _on_cluster(run, client, todo, reject, masks):
             run.scratch if run.checkpoint is None else run.checkpoint.path
         )
         directory = run.rejection_scratch.path
+    # Sent to the workers once, not with every task: a raw frame's colours
+    # and the calibration masters are tens of MB.
+    shared = client.scatter(run.frames, broadcast=True, hash=False)
     probe = os.path.join(directory, "readable")
     open(probe, "w").close()
     workers_can_read(client, [probe], [f"{directory} (the directory of the shared files)"])
@@ -827,7 +830,7 @@ def _on_cluster(run, client, todo, reject, masks):
         del prepared
         others = [other for other in rest if other.index not in kept]
         futures = [
-            client.submit(_keep_task, frames, directory, other, pure=False) for other in others
+            client.submit(_keep_task, shared, directory, other, pure=False) for other in others
         ]
         for other, future in zip(others, futures, strict=True):
             entry = future.result()
@@ -851,7 +854,7 @@ def _on_cluster(run, client, todo, reject, masks):
     futures = [
         client.submit(
             _share_task,
-            run.frames,
+            shared,
             run.options,
             share,
             numbered[bounds[share] : bounds[share + 1]],
