@@ -754,13 +754,21 @@ class _Run:
                 f"({_gigabytes(free)} GB free), removed at the end",
                 file=sys.stderr,
             )
+        self.use_rejection(directory, keep_frames=self.checkpoint is not None)
+
+    def use_rejection(self, directory, keep_frames):
+        """Reject outliers with the frames and single drizzles kept in ``directory``.
+
+        ``keep_frames``: a frame's file stays there once masked (to resume,
+        or for a cluster's task that may run again), until released.
+        """
         self.rejection = Rejection(
             self.frames.shape,
             self.frames.layers,
             directory,
             3 if self.frames.colors is not None else 1,
             n_jobs=self.n_jobs,
-            keep_frames=self.checkpoint is not None,
+            keep_frames=keep_frames,
         )
 
     def stack(self, reject):
@@ -811,9 +819,10 @@ def _on_cluster(run, client, todo, reject, masks):
             run.scratch if run.checkpoint is None else run.checkpoint.path
         )
         directory = run.rejection_scratch.path
-    # Sent to the workers once, not with every task: a raw frame's colours
-    # and the calibration masters are tens of MB.
-    shared = client.scatter(run.frames, broadcast=True, hash=False)
+    # Sent to the workers once, not with every task (a raw frame's colours
+    # and the calibration masters are tens of MB), as a task's result: not
+    # scattered data, which a dead worker loses for good.
+    shared = client.submit(_as_is, run.frames, pure=False)
     probe = os.path.join(directory, "readable")
     open(probe, "w").close()
     workers_can_read(client, [probe], [f"{directory} (the directory of the shared files)"])
@@ -875,6 +884,11 @@ def _on_cluster(run, client, todo, reject, masks):
             run.notes += notes
 
 
+def _as_is(value):
+    """Return ``value``: a task that puts it on the cluster."""
+    return value
+
+
 def _keep_task(frames, directory, item):
     """Read a frame, keep it and drizzle it alone (a cluster's task); return its record.
 
@@ -899,14 +913,8 @@ def _share_task(frames, options, share, items, reject, masks, directory, checkpo
     run = _Run(collected, frames, 1, None, options, checkpoint)
     try:
         if reject:
-            run.rejection = Rejection(
-                frames.shape,
-                frames.layers,
-                directory,
-                3 if frames.colors is not None else 1,
-                n_jobs=1,
-                keep_frames=checkpoint is not None,
-            )
+            # Kept: this task runs again if its worker dies.
+            run.use_rejection(directory, keep_frames=True)
             for _, item, entry in items:
                 run.rejection.kept(item.index, entry["zeros"])
             run.rejection.combine()  # the medians are there: opened
