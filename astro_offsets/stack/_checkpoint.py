@@ -81,6 +81,10 @@ class Checkpoint:
     resume : bool
         Continue from the checkpoint in ``path``. Without it, a checkpoint
         already there is an error: it is not overwritten unasked.
+    shares : int
+        Shares of the frames, each stacked apart (one per worker of a
+        cluster). A resumed run keeps the checkpoint's (`shares`): each
+        share's partial stack holds frames of that share only.
 
     Raises
     ------
@@ -89,7 +93,7 @@ class Checkpoint:
         another stack.
     """
 
-    def __init__(self, path, identity, *, every, resume):
+    def __init__(self, path, identity, *, every, resume, shares=1):
         self.name = os.fspath(path)
         """As given, for messages."""
         self.path = os.path.abspath(self.name)
@@ -103,6 +107,7 @@ class Checkpoint:
                     "(--resume, resume=True), or delete it to start over"
                 )
             saved = _read_json(run)
+            shares = saved.pop("shares", 1)
             changed = sorted(key for key in identity if saved.get(key) != identity[key])
             if changed:
                 raise ValueError(
@@ -111,7 +116,9 @@ class Checkpoint:
                 )
         else:
             os.makedirs(self.path, exist_ok=True)
-            _write_json(run, identity)
+            _write_json(run, {**identity, "shares": shares})
+        self.shares = shares
+        """Shares of the frames, as the checkpoint's first run made them."""
         # Partial stacks that were being written when the run stopped.
         for stray in glob.glob(os.path.join(self.path, "share.*.part")):
             shutil.rmtree(stray, ignore_errors=True)

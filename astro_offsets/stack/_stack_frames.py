@@ -2,6 +2,7 @@
 
 import collections
 import functools
+import hashlib
 import os
 import shutil
 import sys
@@ -322,11 +323,18 @@ def stack_frames(
             "reject": bool(reject),
             "normalize": bool(normalize),
             "mask_hot_pixels": bool(mask_hot_pixels),
-            "calibration": None if calibration is None else repr(calibration),
+            "calibration": _digest(calibration),
             "options": check_stack_options(**options),
-            "shares": None if client is None else len(client.scheduler_info()["workers"]),
         }
-        saved = Checkpoint(checkpoint, identity, every=checkpoint_every, resume=resume)
+        shares = 1 if client is None else len(client.scheduler_info()["workers"])
+        saved = Checkpoint(
+            checkpoint, identity, every=checkpoint_every, resume=resume, shares=shares
+        )
+        if client is None and saved.shares > 1:
+            raise ValueError(
+                f"{checkpoint}: the checkpoint of a stack on a dask cluster, in "
+                f"{saved.shares} shares: resume it on a cluster (--scheduler)"
+            )
         if saved.resumed and progress:
             tqdm.write(f"resuming from {saved.name}: {saved.summary()}", file=sys.stderr)
     frames_read = _Frames(calibration, mask_hot_pixels, normalize)
@@ -858,7 +866,11 @@ def _on_cluster(run, client, todo, reject, masks):
     else:
         del prepared
         numbered = [(number, item, None) for number, item in enumerate(todo)]
-    n_shares = max(1, min(len(numbered), len(client.scheduler_info()["workers"])))
+    workers = len(client.scheduler_info()["workers"])
+    # A resumed stack keeps its checkpoint's shares, whatever the workers now.
+    n_shares = max(
+        1, min(len(numbered), workers if run.checkpoint is None else run.checkpoint.shares)
+    )
     bounds = [round(k * len(numbered) / n_shares) for k in range(n_shares + 1)]
     futures = [
         client.submit(
@@ -882,6 +894,20 @@ def _on_cluster(run, client, todo, reject, masks):
             run.stacker.add_stack(partial)
             shutil.rmtree(partial, ignore_errors=True)
             run.notes += notes
+
+
+def _digest(calibration):
+    """Return a digest of the calibration's masters (`None` without): a checkpoint's identity."""
+    if calibration is None:
+        return None
+    digest = hashlib.sha256()
+    for kind in ("bias", "dark", "flat", "colors"):
+        master = getattr(calibration, kind)
+        digest.update(kind.encode())
+        if master is not None:
+            digest.update(np.ascontiguousarray(master).tobytes())
+    digest.update(repr(calibration.dark_exptime).encode())
+    return digest.hexdigest()
 
 
 def _as_is(value):

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 
+import joblib
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -31,11 +32,19 @@ def uninterrupted(frames):
     return {reject: stack_frames(frames, reject=reject)[0] for reject in (True, False)}
 
 
-def kill_half_way(frames, checkpoint, reject):
-    """Stack in another process that SIGKILLs itself once the 5th frame is stacked."""
+def kill_half_way(frames, checkpoint, reject, scheduler=None):
+    """Stack in another process that SIGKILLs itself once the 5th frame is stacked.
+
+    With a ``scheduler``, on its dask cluster: the frames are reported
+    there once each share is stacked (and saved in the checkpoint).
+    """
+    cluster = "contextlib.nullcontext()"
+    if scheduler is not None:
+        cluster = f"distributed.Client({scheduler!r}), joblib.parallel_config(backend='dask')"
     script = textwrap.dedent(
         f"""
-        import os, signal
+        import contextlib, os, signal
+        import distributed, joblib
         from astro_offsets import stack_frames
 
         stacked = 0
@@ -46,8 +55,10 @@ def kill_half_way(frames, checkpoint, reject):
             if stacked == {KILLED_AFTER}:
                 os.kill(os.getpid(), signal.SIGKILL)
 
-        stack_frames({frames!r}, reject={reject!r}, n_jobs=2, callback=on_frame,
-                     checkpoint={str(checkpoint)!r}, checkpoint_every={EVERY})
+        if __name__ == "__main__":
+            with {cluster}:
+                stack_frames({frames!r}, reject={reject!r}, n_jobs=2, callback=on_frame,
+                             checkpoint={str(checkpoint)!r}, checkpoint_every={EVERY})
         """
     )
     # Its output to a file: the worker processes it leaves behind, until
@@ -56,10 +67,9 @@ def kill_half_way(frames, checkpoint, reject):
     with open(log, "w") as file:
         done = subprocess.run([sys.executable, "-c", script], stdout=file, stderr=file)
     assert done.returncode == -signal.SIGKILL, log.read_text()
-    with open(checkpoint / "share.0.json") as file:
-        held = json.load(file)["frames"]
-    assert len(held) == KILLED_AFTER - 1
-    return held
+    if scheduler is None:
+        with open(checkpoint / "share.0.json") as file:
+            assert len(json.load(file)["frames"]) == KILLED_AFTER - 1
 
 
 def assert_same(stack, expected):
@@ -119,3 +129,31 @@ def test_a_checkpoint_is_kept_unless_resumed(frames, tmp_path):
 def test_resume_without_a_checkpoint_starts_over(frames, uninterrupted, tmp_path):
     stack, _ = stack_frames(frames, reject=False, checkpoint=tmp_path / "cp", resume=True)
     assert_same(stack, uninterrupted[False])
+
+
+@pytest.mark.slow
+def test_a_stack_on_a_cluster_resumes(frames, uninterrupted, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    checkpoint = tmp_path / "stack.checkpoint"
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+        distributed.Client(cluster),
+    ):
+        kill_half_way(frames, checkpoint, True, scheduler=cluster.scheduler_address)
+        # The shares saved their partial stacks; the medians are there.
+        assert len(list(checkpoint.glob("share.*.json"))) == 2
+        assert len(list(checkpoint.glob("median.*.npy"))) == 1
+        with pytest.raises(ValueError, match="resume it on a cluster"):
+            stack_frames(frames, checkpoint=checkpoint, resume=True)
+        with joblib.parallel_config(backend="dask"):
+            stack, results = stack_frames(frames, checkpoint=checkpoint, resume=True)
+    assert [r.status for r in results] == ["stacked"] * len(frames)
+    expected = uninterrupted[True]
+    for name in expected.channels:
+        image, local = stack.images[name], expected.images[name]
+        assert np.nanmax(np.abs(image - local)) <= 1e-6 * np.nanmax(local)
+        assert np.array_equal(stack.contexts[name], expected.contexts[name])  # each frame once
+    assert stack.meta["frames"] == expected.meta["frames"]
+    assert not checkpoint.exists()
