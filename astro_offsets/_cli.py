@@ -4,6 +4,7 @@ import argparse
 import contextlib
 import math
 import os
+import shutil
 import sys
 import warnings
 
@@ -660,7 +661,17 @@ def _run_stack(args, report):
                 _given(args, "maps", "reference", "mask_hot_pixels", "normalize", "reject", "masks")
             )
             every = args.checkpoint_every
-            checkpoint = {"checkpoint": checkpoint_path(args.out), "checkpoint_every": every}
+            if every < 0 or (args.resume and every == 0):
+                raise ValueError(
+                    f"--checkpoint-every must be 0 (no checkpoint) or more, got {every}"
+                    if every < 0
+                    else "--resume needs the checkpoint: not with --checkpoint-every 0"
+                )
+            checkpoint = {
+                "checkpoint": checkpoint_path(args.out),
+                "checkpoint_every": every,
+                "keep_checkpoint": True,
+            }
             with _scheduler(args.scheduler):
                 stack, results = stack_frames(
                     args.frames,
@@ -673,7 +684,7 @@ def _run_stack(args, report):
                     **(checkpoint if every > 0 else {}),
                     **options,
                 )
-        except OSError as exc:
+        except ClusterError as exc:
             # The cluster: not reached, or its workers cannot read the files.
             report.usage(exc)
             return 2
@@ -692,7 +703,12 @@ def _run_stack(args, report):
             stack.write_preview(preview, overwrite=args.overwrite)
     except OSError as exc:
         report.error(args.out, exc)
+        if args.checkpoint_every > 0 and os.path.isdir(checkpoint_path(args.out)):
+            report.note(f"the checkpoint is kept in {checkpoint_path(args.out)} (--resume)")
         return 1
+    if args.checkpoint_every > 0:
+        # Written: the checkpoint (ours: refused if the folder held anything) has served.
+        shutil.rmtree(checkpoint_path(args.out), ignore_errors=True)
     plural = "s" if len(stack.channels) > 1 else ""
     contents = f"{', '.join(stack.channels)} and {'their' if plural else 'its'} weight{plural}"
     contents += f" and context{plural}" if args.context else ""

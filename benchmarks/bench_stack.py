@@ -89,7 +89,7 @@ def write_sequence(folder, kind, shape, n_frames):
 def stack_in_child(frames, options, queue):
     """Stack the frames, timing the main process's parts; put the figures on ``queue``."""
     from astro_offsets import OffsetMap, Stacker
-    from astro_offsets.stack import _stack_frames
+    from astro_offsets.stack import _run, _stack_frames
     from astro_offsets.stack._rejection import Rejection
 
     spent = {"read": 0.0, "maps": 0.0, "hot pixels": 0.0, "add": 0.0, "wait": 0.0}
@@ -105,8 +105,8 @@ def stack_in_child(frames, options, queue):
 
         return wrapper
 
-    _stack_frames.read_frame = timed("read", _stack_frames.read_frame)
-    _stack_frames.hot_pixels = timed("hot pixels", _stack_frames.hot_pixels)
+    _run.read_frame = timed("read", _run.read_frame)
+    _run.hot_pixels = timed("hot pixels", _run.hot_pixels)
     read_map = OffsetMap.read.__func__
     OffsetMap.read = classmethod(timed("maps", read_map))
     Stacker.add = timed("add", Stacker.add)

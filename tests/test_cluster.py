@@ -237,11 +237,11 @@ def test_a_stack_on_the_cluster(client, sequence):
         (r.status, r.scale, r.masked) for r in local_results
     ]
     assert same_stack(stack, local)
-    kept = tasks_of(stream, "_keep_task")
+    kept = tasks_of(stream, "keep_task")
     assert len(kept) == len(frames) - 1  # the reference is kept here
     assert len({task["worker"] for task in kept}) == 2
     assert tasks_of(stream, "median_rows")
-    shares = tasks_of(stream, "_share_task")
+    shares = tasks_of(stream, "share_task")
     assert len(shares) == 2
     assert len({task["worker"] for task in shares}) == 2
 
@@ -273,7 +273,7 @@ def test_a_stack_with_a_worker_killed(client, sequence):
         # Kill the first worker seen stacking its share of the frames.
         while not stop.is_set() and not killed:
             for worker, keys in client.processing().items():
-                if any("_share_task" in str(key) for key in keys):
+                if any("share_task" in str(key) for key in keys):
                     os.kill(pids[worker], signal.SIGKILL)
                     killed.append(worker)
                     break

@@ -13,20 +13,26 @@ One directory holds, as the run goes:
   ``share.S.json``, replaced atomically, which names the latest partial
   and the frames it holds.
 
-Every file is complete or absent: a run killed at any point (``SIGKILL``)
-resumes from what is there, and no frame goes into the stack twice.
+A file is used only once its state file says it is complete (the state
+files are written whole and renamed into place): a run killed at any point
+(``SIGKILL``) resumes from what is there, and no frame goes into the stack
+twice. Once the medians are made, the frames stacked are those they were
+made of.
 """
 
 import contextlib
 import glob
+import hashlib
 import json
 import os
 import shutil
 import uuid
 
+import numpy as np
+
 from ._normalisation import Normalisation
 
-__all__ = ["Checkpoint"]
+__all__ = ["Checkpoint", "digest", "normalisation_of", "record"]
 
 
 def _write_json(path, value):
@@ -82,9 +88,9 @@ class Checkpoint:
         Continue from the checkpoint in ``path``. Without it, a checkpoint
         already there is an error: it is not overwritten unasked.
     shares : int
-        Shares of the frames, each stacked apart (one per worker of a
-        cluster). A resumed run keeps the checkpoint's (`shares`): each
-        share's partial stack holds frames of that share only.
+        How many shares the frames are stacked in (one per worker of a
+        cluster; one here). A resumed run takes the checkpoint's (``shares``),
+        as each share's partial stacks hold the frames of that share only.
 
     Raises
     ------
@@ -115,13 +121,46 @@ class Checkpoint:
                     "differ): delete it to start over, or resume with the same frames and options"
                 )
         else:
+            if os.path.isdir(self.path) and os.listdir(self.path):
+                # Removed once the stack is complete: never a folder of the user's.
+                raise ValueError(
+                    f"{path}: a folder with files in it, and no checkpoint: give a new "
+                    "directory for the checkpoint"
+                )
             os.makedirs(self.path, exist_ok=True)
             _write_json(run, {**identity, "shares": shares})
         self.shares = shares
         """Shares of the frames, as the checkpoint's first run made them."""
-        # Partial stacks that were being written when the run stopped.
-        for stray in glob.glob(os.path.join(self.path, "share.*.part")):
-            shutil.rmtree(stray, ignore_errors=True)
+        # What was being written when the run stopped: partial stacks and
+        # medians not complete, state files not renamed into place.
+        for pattern in ("share.*.part", "median.*.part.npy", "*.tmp"):
+            for stray in glob.glob(os.path.join(self.path, pattern)):
+                if os.path.isdir(stray):
+                    shutil.rmtree(stray, ignore_errors=True)
+                else:
+                    os.remove(stray)
+
+    def reference(self):
+        """Return the index of the reference frame, as the first run read it; `None` before."""
+        path = os.path.join(self.path, "reference.json")
+        return _read_json(path) if os.path.exists(path) else None
+
+    def mark_reference(self, index):
+        """Record the reference frame: a resumed run normalises to the same."""
+        _write_json(os.path.join(self.path, "reference.json"), int(index))
+
+    def size(self):
+        """Return the bytes of the files in the checkpoint (a resumed run needs less room)."""
+        return sum(entry.stat().st_size for entry in os.scandir(self.path) if entry.is_file())
+
+    def medians(self):
+        """Return the frame indices whose single drizzles made the medians; `None` before."""
+        path = os.path.join(self.path, "medians.json")
+        return _read_json(path) if os.path.exists(path) else None
+
+    def mark_medians(self, indices):
+        """Record that the medians are whole, and of which frames: the frames stacked after."""
+        _write_json(os.path.join(self.path, "medians.json"), sorted(indices))
 
     def kept(self):
         """Return ``{frame index: record}`` of the frames kept by rejection's first pass."""
@@ -174,3 +213,17 @@ class Checkpoint:
     def remove(self):
         """Remove the checkpoint (the stack is complete)."""
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def digest(calibration):
+    """Return a digest of the calibration's masters (`None` without): a checkpoint's identity."""
+    if calibration is None:
+        return None
+    digest = hashlib.sha256()
+    for kind in ("bias", "dark", "flat", "colors"):
+        master = getattr(calibration, kind)
+        digest.update(kind.encode())
+        if master is not None:
+            digest.update(np.ascontiguousarray(master).tobytes())
+    digest.update(repr(calibration.dark_exptime).encode())
+    return digest.hexdigest()

@@ -92,7 +92,7 @@ class Rejection:
     def __init__(self, shape, layers, directory, n_channels, n_jobs=None, keep_frames=False):
         self.shape = tuple(shape)
         self._layers = list(layers)
-        self._directory = directory
+        self.directory = directory
         self._n_channels = n_channels
         self._threads = effective_n_jobs(n_jobs)
         self._keep_frames = keep_frames
@@ -143,7 +143,7 @@ class Rejection:
         offsets = _offsets(offset_map, self.shape)
 
         def keep():
-            keep_frame(self._directory, self._layers, index, data, offsets, self._sums)
+            keep_frame(self.directory, self._layers, index, data, offsets, self._sums)
             if then is not None:
                 then()
 
@@ -160,23 +160,30 @@ class Rejection:
         if pending is not None:
             pending.result()
 
-    def combine(self, client=None):
+    def open_medians(self):
+        """Open the medians that `combine` made (a cluster's task, which stacks a share)."""
+        self._medians = {
+            channel: np.load(_median_path(self.directory, channel), mmap_mode="r")
+            for channel in range(self._n_channels)
+        }
+
+    def combine(self, client=None, reuse=False):
         """Take the median of the single drizzles, channel by channel.
 
-        Medians already in the directory, whole (an earlier run's), are
-        used as they are. ``client``, a dask client, takes the medians as
-        tasks of row chunks on its workers (which share the directory).
+        ``client``, a dask client, takes the medians as tasks of row chunks
+        on its workers (which share the directory). With ``reuse``, medians
+        already in the directory (an earlier run's, which said they were
+        all whole) are used as they are. The single drizzles stay until
+        `drop_singles`.
         """
         self.wait()
         self.close()
         self._sums = {}
+        if reuse:
+            self.open_medians()
+            return
         frames = sorted(self._zeros)
-        medians = {}
         for channel in range(self._n_channels):
-            path = _median_path(self._directory, channel)
-            if os.path.exists(path):
-                medians[channel] = np.load(path, mmap_mode="r")
-                continue
             names = [
                 f"single.{frame}.{k}"
                 for frame in frames
@@ -184,23 +191,38 @@ class Rejection:
                 if layer.channel == channel
             ]
             grid = next(_grid(self.shape, a) for a in self._layers if a.channel == channel)
+            path = _median_path(self.directory, channel)
             partial = f"{path}.part.npy"
             median = open_memmap(partial, mode="w+", dtype=np.float32, shape=grid)
             median.flush()
+            del median
             rows = max(2, _MEDIAN_BYTES // (4 * len(names) * grid[1]))
             starts = list(range(0, grid[0], rows))
-            task = functools.partial(median_rows, self._directory, names, partial, rows)
             if client is None:
-                self._map(task, starts)
+                files = {name: os.open(_path(self.directory, name), os.O_RDONLY) for name in names}
+                try:
+                    task = functools.partial(
+                        median_rows, self.directory, names, partial, rows, files=files
+                    )
+                    self._map(task, starts)
+                finally:
+                    for fd in files.values():
+                        os.close(fd)
             else:
+                task = functools.partial(
+                    median_rows, self.directory, names, partial, rows, flush=True
+                )
                 client.gather(client.map(task, starts, pure=False))
-            del median
             # Whole: a run interrupted before this point takes the median again.
             os.replace(partial, path)
-            for name in names:
-                os.remove(_path(self._directory, name))
-            medians[channel] = np.load(path, mmap_mode="r")
-        self._medians = medians
+        self.open_medians()
+
+    def drop_singles(self):
+        """Remove the single drizzles, once the medians are made (and recorded as whole)."""
+        for frame in self._zeros:
+            for k in range(len(self._layers)):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(_path(self.directory, f"single.{frame}.{k}"))
 
     def _map(self, function, items):
         with ThreadPoolExecutor(self._threads) as pool:
@@ -224,7 +246,7 @@ class Rejection:
             Bool, `True` at the outliers, grown by one pixel.
         stats : `RejectionStats`
         """
-        path = _path(self._directory, f"frame.{index}")
+        path = _path(self.directory, f"frame.{index}")
         data = np.fromfile(path, dtype=np.float32).reshape(self.shape)
         if not self._keep_frames:
             os.remove(path)
@@ -259,7 +281,7 @@ class Rejection:
         """Remove the files of frames ``indices``, kept after `mask` (``keep_frames``)."""
         for index in indices:
             with contextlib.suppress(FileNotFoundError):
-                os.remove(_path(self._directory, f"frame.{index}"))
+                os.remove(_path(self.directory, f"frame.{index}"))
 
     def _spans(self, rows):
         """Row spans of a layer for the threads: four a thread, 16 rows at least."""
@@ -345,11 +367,27 @@ def keep_frame(directory, layers, index, data, offsets, sums=None):
         single.tofile(_path(directory, f"single.{index}.{k}"))
 
 
-def median_rows(directory, names, median_path, rows, start):
+def median_rows(directory, names, median_path, rows, start, files=None, flush=False):
     """Write the median of single drizzles ``names`` over rows ``start:start + rows``.
 
-    The median is the memory map ``median_path``, which the caller made; one
-    such task per chunk of rows, on threads or a cluster's workers.
+    Parameters
+    ----------
+    directory : str
+        Where the single drizzles are (``single.N.K.f32``).
+    names : list of str
+        The single drizzles of one channel.
+    median_path : str
+        The median, a ``.npy`` file that the caller made, opened here as a
+        memory map; one such task per chunk of rows, on threads or a
+        cluster's workers.
+    rows, start : int
+        The chunk of rows.
+    files : dict or `None`, optional
+        Open file descriptors of ``names`` (on threads: opened once for all
+        chunks); by default each is opened here.
+    flush : bool, optional
+        Write the rows through to the file (a cluster's worker, which may
+        be on another machine).
     """
     median = np.load(median_path, mmap_mode="r+")
     grid = median.shape
@@ -358,6 +396,9 @@ def median_rows(directory, names, median_path, rows, start):
     # Read, not mapped: the singles' pages stay the system's cache, not this
     # process's memory, however many frames.
     for name, plane in zip(names, cube, strict=True):
+        if files is not None:
+            _read_into(files[name], plane, start * grid[1] * 4)
+            continue
         fd = os.open(_path(directory, name), os.O_RDONLY)
         try:
             _read_into(fd, plane, start * grid[1] * 4)
@@ -365,7 +406,8 @@ def median_rows(directory, names, median_path, rows, start):
             os.close(fd)
     # Two values cannot tell which one is the outlier.
     nanmedian(cube, median[start:stop], _LEAST)
-    median.flush()
+    if flush:
+        median.flush()
 
 
 def _read_into(fd, array, offset):

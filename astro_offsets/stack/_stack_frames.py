@@ -1,33 +1,21 @@
 """Stacking a sequence of frame files with their map files."""
 
-import collections
-import functools
-import hashlib
 import os
-import shutil
 import sys
-import uuid
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import NamedTuple
 
-import numpy as np
 from astropy.io import fits
 from astropy.utils.exceptions import AstropyUserWarning
 from tqdm import tqdm
 
-from .._utils.batch import Batch, Result, describe
-from .._utils.naming import map_path, mask_path
-from .._utils.provenance import provenance_header, write_product
-from .._utils.workers import cluster_client, workers_can_read
-from ..frames import hot_pixels, read_frame
-from ..maps import OffsetMap
-from ._bands import Scratch
-from ._checkpoint import Checkpoint, normalisation_of, record
-from ._normalisation import Normalisation, apply, normalisation
-from ._rejection import Rejection, _offsets, keep_frame
-from ._stacker import DrizzleError, Stacker, check_stack_options, frame_layers
+from .._utils.batch import Batch, Result
+from .._utils.naming import map_path
+from .._utils.workers import cluster_client
+from ._checkpoint import Checkpoint, digest
+from ._cluster import on_cluster
+from ._run import Frames, Item, Run
+from ._stacker import check_stack_options
 
 __all__ = ["StackResult", "stack_frames"]
 
@@ -150,6 +138,7 @@ def stack_frames(
     checkpoint=None,
     checkpoint_every=10,
     resume=False,
+    keep_checkpoint=False,
     **options,
 ):
     """Drizzle frame files onto the reference frame's grid with their map files.
@@ -236,6 +225,10 @@ def stack_frames(
         and no frame goes in twice. Without a checkpoint there, the run
         starts from the beginning. The default is `False`: a checkpoint
         there is an error.
+    keep_checkpoint : bool, optional
+        Keep the checkpoint once the stack is complete: the caller removes
+        it (``shutil.rmtree``) once the stack is safely written, as the
+        command does. The default is `False`.
     **options
         The drizzle: ``kernel``, ``pixfrac``, ``scale``,
         ``exposure_weighting``, ``context``, as for `Stacker` (checked
@@ -299,7 +292,7 @@ def stack_frames(
         omap_path, problem = plan[frame]
         if problem is None:
             map_file = None if omap_path is None else os.path.abspath(omap_path)
-            todo.append(_Item(index, frame, omap_path, os.path.abspath(frame), map_file))
+            todo.append(Item(index, frame, omap_path, os.path.abspath(frame), map_file))
         else:
             batch.fail(index, problem, map=omap_path)
     # The reference first: every frame is normalised to it.
@@ -323,7 +316,7 @@ def stack_frames(
             "reject": bool(reject),
             "normalize": bool(normalize),
             "mask_hot_pixels": bool(mask_hot_pixels),
-            "calibration": _digest(calibration),
+            "calibration": digest(calibration),
             "options": check_stack_options(**options),
         }
         shares = 1 if client is None else len(client.scheduler_info()["workers"])
@@ -337,13 +330,13 @@ def stack_frames(
             )
         if saved.resumed and progress:
             tqdm.write(f"resuming from {saved.name}: {saved.summary()}", file=sys.stderr)
-    frames_read = _Frames(calibration, mask_hot_pixels, normalize)
-    run = _Run(batch, frames_read, n_jobs if client is None else 1, scratch, options, saved)
+    frames_read = Frames(calibration, mask_hot_pixels, normalize)
+    run = Run(batch, frames_read, n_jobs if client is None else 1, scratch, options, saved)
     try:
         if client is not None:
-            _on_cluster(run, client, todo, reject, masks)
+            on_cluster(run, client, todo, reject, masks)
         elif reject and todo:
-            run.reject(todo, masks)
+            run.stack_share(0, run.reject(todo), True, masks)
         else:
             run.stack_share(0, [(None, item, None) for item in todo], False)
         stack = run.stack(reject)
@@ -357,604 +350,6 @@ def stack_frames(
         run.close()
         raise
     run.close()
-    if saved is not None:
+    if saved is not None and not keep_checkpoint:
         saved.remove()
     return stack, batch.results
-
-
-class _Prepared(NamedTuple):
-    data: np.ndarray
-    """Calibrated and normalised; NaN at hot pixels and wherever else no weight."""
-    offset_map: object
-    colors: object
-    exptime: float | None
-    norm: Normalisation
-
-
-class _Item(NamedTuple):
-    """A frame to stack: its place in the inputs, its names and the files read."""
-
-    index: int
-    """Its place among the inputs (the batch's)."""
-    frame: str
-    """As the user gave it (messages, provenance)."""
-    omap_path: str | None
-    """Its map as found (messages, provenance); `None` for the reference."""
-    frame_file: str
-    """Absolute: a worker may run in another directory."""
-    map_file: str | None
-
-
-class _Frames:
-    """How a stack reads its frames: calibrated, checked, hot pixels out, normalised.
-
-    The first frame read (the reference) fixes the shape, the colours and
-    the normalisation of all. Picklable: a cluster's workers read their
-    frames through a copy made once the reference is read.
-    """
-
-    def __init__(self, calibration, mask_hot_pixels, normalize):
-        self.calibration = calibration
-        self.mask_hot_pixels = mask_hot_pixels
-        self.normalize = normalize
-        self.shape = None
-        self.colors = None
-        self.layers = None
-        self.reference = None  # its normalisation and exposure time
-
-    def read(self, item):
-        raw = (
-            read_frame(item.frame_file)
-            if self.calibration is None
-            else self.calibration.read(item.frame_file)
-        )
-        data = np.array(raw.data, dtype=np.float32)
-        omap = OffsetMap.read(item.map_file) if item.map_file is not None else None
-        if omap is not None and omap.shape != data.shape:
-            raise ValueError(
-                f"frame shape {data.shape} differs from its map's {omap.shape} ({item.omap_path})"
-            )
-        self._check(data, raw.colors)
-        if self.mask_hot_pixels:
-            data[hot_pixels(data, raw.colors)] = np.nan
-        norm = normalisation(data, raw.colors, omap, raw.exptime, self.reference)
-        if self.reference is None:
-            self.reference = (norm, raw.exptime)
-        if self.normalize:
-            apply(data, self.layers, norm)
-        return _Prepared(data, omap, raw.colors, raw.exptime, norm)
-
-    def _check(self, data, colors):
-        """Fix the shape and colours with the first frame; check the others fit them."""
-        if self.shape is None:
-            self.shape = data.shape
-            self.colors = colors
-            self.layers = frame_layers(data.shape, colors)
-            return
-        if (colors is not None) != (self.colors is not None):
-            kind = "a colour raw frame" if colors is not None else "a mono frame"
-            raise ValueError(
-                f"{kind}, but the stack is {'colour' if self.colors is not None else 'mono'}"
-            )
-        if data.shape != self.shape:
-            raise ValueError(f"frame shape {data.shape} differs from the stack's {self.shape}")
-        if colors is not None and not np.array_equal(colors, self.colors):
-            raise ValueError("its colour filter pattern differs from the first frame's")
-
-    def zeros(self, norm):
-        """Return the value of no light in a frame, per channel (rejection's noise model)."""
-        return norm.offsets if self.normalize else None
-
-
-class _Collected:
-    """What a cluster's worker reports of its frames, for the caller's `Batch`."""
-
-    def __init__(self, items):
-        self.frames = {item.index: item.frame for item in items}
-        self.calls = []
-
-    def finish(self, index, status, message="", **fields):
-        self.calls.append(("finish", index, (status, message), fields))
-
-    def fail(self, index, problem, **fields):
-        self.calls.append(("fail", index, (describe(self.frames[index], problem),), fields))
-
-    def replay(self, batch):
-        for method, index, arguments, fields in self.calls:
-            getattr(batch, method)(index, *arguments, **fields)
-
-
-def _write_mask(directory, frame, outliers, unweighted):
-    """Write a frame's mask: 1 at its outliers, 2 where it has no weight (hot pixels)."""
-    mask = np.where(unweighted, np.uint8(2), outliers.astype(np.uint8))
-    cards = [
-        ("FRAME", os.path.basename(frame), "the frame masked"),
-        ("NOUTLIER", int(np.count_nonzero(mask == 1)), "outliers (grown by one pixel)"),
-        ("NUNWGHT", int(np.count_nonzero(mask == 2)), "pixels without weight (hot, NaN)"),
-    ]
-    header = provenance_header("outlier mask", cards, _MASK_CONVENTION)
-    write_product(mask_path(frame, directory), [fits.PrimaryHDU(mask, header)], overwrite=True)
-
-
-_MASK_CONVENTION = (
-    "1: an outlier (a trail, a cosmic ray), left out of the stack;",
-    "2: no weight in the frame (a hot pixel, or NaN after calibration);",
-    "0: stacked. Pixel [j, i] is the frame's pixel x=i, y=j.",
-)
-
-
-def _gigabytes(size):
-    """Return bytes as gigabytes in words: two figures, whole ones from 10 GB.
-
-    >>> [_gigabytes(n) for n in (8.6e6, 2.4e8, 33.6e9, 150e9, 65.4e9, 1000)]
-    ['0.0086', '0.24', '34', '150', '65', 'less than 0.001']
-    """
-    if size < 1e6:
-        return "less than 0.001"
-    return f"{size / 1e9:.2g}" if size < 10e9 else f"{size / 1e9:.0f}"
-
-
-class _Run:
-    """One run of `stack_frames`: frames read, normalised, rejected and stacked.
-
-    The frames go into the stack in shares (`stack_share`): one, here, or
-    one per worker of a dask cluster, each into a partial stack of its own,
-    added up at the end. With a checkpoint, each share saves its partial
-    stack every few frames, and a resumed run takes up where it stopped.
-    """
-
-    def __init__(self, batch, frames, n_jobs, scratch, options, checkpoint=None):
-        self.batch = batch
-        self.progress = getattr(batch, "progress", False)
-        self.frames = frames
-        self.n_jobs = n_jobs
-        self.scratch = scratch
-        self.options = options
-        self.checkpoint = checkpoint
-        self.stacker = None
-        self.rejection = None
-        self.rejection_scratch = None
-        self.notes = []  # per frame stacked: (normalisation, masked fraction)
-
-    def prepare(self, item):
-        """Read a frame (`Frames.read`); `None` (and the frame failed) if it cannot."""
-        try:
-            prepared = self.frames.read(item)
-        except DrizzleError:
-            raise  # an earlier frame's: the stack cannot be finished
-        except Exception as exc:
-            self.batch.fail(item.index, exc, map=item.omap_path)
-            return None
-        self._start()
-        return prepared
-
-    def _start(self):
-        if self.stacker is None:
-            self.stacker = Stacker(
-                self.frames.shape,
-                bayer=self.frames.colors is not None,
-                n_jobs=self.n_jobs,
-                scratch=self.scratch,
-                **self.options,
-            )
-
-    def prepared(self, todo, skip=()):
-        """Yield ``(item, prepared)`` in order; `None` for a frame that failed.
-
-        The first frame that can be read (the reference, normally) is
-        prepared alone, as the others are normalised to it; it is yielded
-        unless in ``skip``, and so are the others, which are read two at a
-        time, on two threads, while the caller takes them in order.
-        """
-        todo = iter(todo)
-        for item in todo:
-            prepared = self.prepare(item)
-            if prepared is None or item.index not in skip:
-                yield item, prepared
-            if prepared is not None:
-                break
-        pending = collections.deque()
-        with ThreadPoolExecutor(2, thread_name_prefix="astro_offsets-read") as pool:
-            for item in todo:
-                if item.index in skip:
-                    continue
-                pending.append((item, pool.submit(self.frames.read, item)))
-                if len(pending) == 2:
-                    yield self._collect(*pending.popleft())
-            while pending:
-                yield self._collect(*pending.popleft())
-
-    def _collect(self, item, future):
-        try:
-            return item, future.result()
-        except DrizzleError:
-            raise
-        except Exception as exc:
-            self.batch.fail(item.index, exc, map=item.omap_path)
-            return item, None
-
-    def stack_share(self, share, items, reject, masks=None):
-        """Stack a share of the frames, ``(number, item, record)`` each, numbered in the sequence.
-
-        With rejection the frames are those rejection kept (``record`` their
-        normalisation, from its first pass); without, they are read here. A
-        share saved in the checkpoint resumes from its last partial stack.
-        """
-        saved = None if self.checkpoint is None else self.checkpoint.share(share)
-        done = {} if saved is None else saved[1]
-        stacked = []
-        since = 0
-        for number, item, prepared, outliers, stats in self._frames_of(items, done, reject, masks):
-            if saved is not None and self.frames.shape is not None:
-                stacked = self._restore(saved, items)
-                saved = None
-            if prepared is None:
-                continue
-            masked = None if stats is None else stats.fraction
-            if self.add(item, prepared, outliers, masked, number):
-                stacked.append((item.index, record(prepared.norm, prepared.exptime, masked=masked)))
-                since += 1
-            if self.checkpoint is not None and since >= self.checkpoint.every:
-                self.checkpoint.save_share(share, self.stacker, stacked)
-                if self.rejection is not None:
-                    self.rejection.release(index for index, _ in stacked)
-                since = 0
-        if saved is not None and self.frames.shape is not None:
-            self._restore(saved, items)
-
-    def _restore(self, saved, items):
-        """Take up a share's partial stack; report its frames; return their records."""
-        self._start()
-        self.stacker.load(saved[0])
-        done = saved[1]
-        for _, item, _ in items:
-            if item.index in done:
-                self._restored(item, done[item.index])
-        return [(index, entry) for index, entry in done.items()]
-
-    def _frames_of(self, items, done, reject, masks):
-        """Yield ``(number, item, prepared, outliers, stats)`` of a share's frames not ``done``.
-
-        Without rejection the first frame is read even if done: it is the
-        reference, which every frame is normalised to.
-        """
-        numbers = {item.index: number for number, item, _ in items}
-        if not reject:
-            for item, prepared in self.prepared([item for _, item, _ in items], skip=done):
-                yield numbers[item.index], item, prepared, None, None
-            return
-        for number, item, entry in items:
-            if item.index in done:
-                continue
-            try:
-                omap = OffsetMap.read(item.map_file) if item.map_file is not None else None
-                data, outliers, stats = self.rejection.mask(item.index, omap)
-            except Exception as exc:
-                self.batch.fail(item.index, exc, map=item.omap_path)
-                continue
-            if masks not in (None, False):
-                directory = None if masks is True else masks
-                _write_mask(directory, item.frame_file, outliers, ~np.isfinite(data))
-            self._start()
-            prepared = _Prepared(
-                data, omap, self.frames.colors, entry["exptime"], normalisation_of(entry)
-            )
-            yield number, item, prepared, outliers, stats
-
-    def _restored(self, item, entry):
-        """Report a frame that a resumed partial stack holds."""
-        norm = normalisation_of(entry)
-        self.notes.append((norm, entry["masked"]))
-        self.batch.finish(
-            item.index,
-            "stacked",
-            map=item.omap_path,
-            scale=norm.scale if self.frames.normalize else None,
-            masked=entry["masked"],
-        )
-
-    def add(self, item, prepared, outliers=None, masked=None, number=None):
-        """Drizzle a prepared frame onto the stack; return whether it went in."""
-        try:
-            data, exptime = prepared.data, prepared.exptime
-            # Normalised to the reference's counts: per second of the
-            # reference's exposure, weighted by the frame's own.
-            ref_exptime = self.frames.reference[1]
-            if self.frames.normalize and exptime and ref_exptime:
-                data *= np.float32(exptime / ref_exptime)
-            self.stacker.add(
-                data,
-                prepared.offset_map,
-                mask=outliers,
-                colors=prepared.colors,
-                exptime=exptime,
-                name=item.frame,
-                map_name=item.omap_path,
-                number=number,
-            )
-        except DrizzleError:
-            raise
-        except Exception as exc:
-            self.batch.fail(item.index, exc, map=item.omap_path)
-            return False
-        self.notes.append((prepared.norm, masked))
-        self.batch.finish(
-            item.index,
-            "stacked",
-            map=item.omap_path,
-            scale=prepared.norm.scale if self.frames.normalize else None,
-            masked=masked,
-        )
-        return True
-
-    def keep(self, todo):
-        """Rejection's first pass: keep each frame and drizzle it alone; return the kept.
-
-        Returns ``{index: record}`` of every frame kept, in this run or (from
-        the checkpoint) an earlier one.
-        """
-        kept = {} if self.checkpoint is None else self.checkpoint.kept()
-        bar = tqdm(
-            total=len(todo), desc="outliers", unit="frame", disable=None if self.progress else True
-        )
-        with bar:
-            bar.update(sum(item.index in kept for item in todo))
-            for item, prepared in self.prepared(todo, skip=kept):
-                bar.update()
-                if prepared is None:
-                    continue
-                self._start_rejection(len(todo))
-                entry = record(prepared.norm, prepared.exptime, self.frames.zeros(prepared.norm))
-                then = None
-                if self.checkpoint is not None:
-                    then = functools.partial(self.checkpoint.mark_kept, item.index, entry)
-                self.rejection.add(
-                    item.index, prepared.data, prepared.offset_map, entry["zeros"], then
-                )
-                kept[item.index] = entry
-                del prepared
-            if kept:
-                self._start_rejection(len(todo))
-            for index, entry in kept.items():
-                self.rejection.kept(index, entry["zeros"])
-        return kept
-
-    def reject(self, todo, masks):
-        """Stack with outlier rejection: two passes over the frames.
-
-        The first keeps each frame (calibrated and normalised) in the scratch
-        and drizzles it alone; the second finds its outliers against the
-        median of all and drizzles it onto the stack without them. Only the
-        frames' names are held in between: maps are read again.
-        """
-        kept = self.keep(todo)
-        if not kept:
-            return
-        self.rejection.combine()
-        self.stack_share(0, _numbered(todo, kept), True, masks)
-
-    def _start_rejection(self, n_frames, client=None):
-        if self.rejection is not None:
-            return
-        if self.checkpoint is not None:
-            directory = self.checkpoint.path
-        else:
-            self.rejection_scratch = Scratch(self.scratch)
-            directory = self.rejection_scratch.path
-        need = Rejection.disk_bytes(self.frames.shape, self.frames.layers, n_frames)
-        free = shutil.disk_usage(directory).free
-        where = self.checkpoint.name if self.checkpoint is not None else os.path.dirname(directory)
-        if need > free:
-            ways = (
-                "give another directory (scratch=, --scratch)"
-                if self.checkpoint is None
-                else "put the checkpoint elsewhere (checkpoint=; the command's is beside --out), "
-                "keep none (--checkpoint-every 0) and give another directory (--scratch)"
-            )
-            raise ValueError(
-                f"outlier rejection needs {_gigabytes(need)} GB of scratch space in "
-                f"{where}, {_gigabytes(free)} GB are free: {ways}, or stack without rejection "
-                "(reject=False, --no-reject)"
-            )
-        if self.progress:
-            tqdm.write(
-                f"outlier rejection: {_gigabytes(need)} GB of scratch space in {where} "
-                f"({_gigabytes(free)} GB free), removed at the end",
-                file=sys.stderr,
-            )
-        self.use_rejection(directory, keep_frames=self.checkpoint is not None)
-
-    def use_rejection(self, directory, keep_frames):
-        """Reject outliers with the frames and single drizzles kept in ``directory``.
-
-        ``keep_frames``: a frame's file stays there once masked (to resume,
-        or for a cluster's task that may run again), until released.
-        """
-        self.rejection = Rejection(
-            self.frames.shape,
-            self.frames.layers,
-            directory,
-            3 if self.frames.colors is not None else 1,
-            n_jobs=self.n_jobs,
-            keep_frames=keep_frames,
-        )
-
-    def stack(self, reject):
-        if self.stacker is None or not self.notes:
-            raise ValueError("no frame could be stacked")
-        stack = self.stacker.stack()
-        stack.meta["normalized"] = bool(self.frames.normalize)
-        stack.meta["rejected"] = bool(reject)
-        stack.meta["normalisation"] = [norm for norm, _ in self.notes]
-        stack.meta["masked"] = [masked for _, masked in self.notes]
-        return stack
-
-    def close(self):
-        try:
-            if self.rejection is not None:
-                self.rejection.close()
-            if self.rejection_scratch is not None:
-                self.rejection_scratch.remove()
-        finally:
-            if self.stacker is not None:
-                self.stacker.close()
-
-
-def _on_cluster(run, client, todo, reject, masks):
-    """Stack on a dask cluster: the frames kept by tasks, the medians by row chunks, shares.
-
-    The reference frame is read here first: it fixes the shape, the colours
-    and the normalisation, which every worker's copy of `_Frames` then has.
-    Each share of the frames (one per worker, in order) is stacked by a task
-    into a partial stack in the shared directory; they are added up here.
-    """
-    files = [item.frame_file for item in todo] + [item.map_file for item in todo if item.map_file]
-    names = [item.frame for item in todo] + [item.omap_path for item in todo if item.map_file]
-    workers_can_read(client, files, names)
-    rest = list(todo)
-    while rest:
-        item = rest.pop(0)
-        prepared = run.prepare(item)
-        if prepared is not None:
-            break
-    else:
-        return
-    if reject:
-        run._start_rejection(len(todo))
-        directory = run.rejection._directory
-    else:
-        run.rejection_scratch = Scratch(
-            run.scratch if run.checkpoint is None else run.checkpoint.path
-        )
-        directory = run.rejection_scratch.path
-    # Sent to the workers once, not with every task (a raw frame's colours
-    # and the calibration masters are tens of MB), as a task's result: not
-    # scattered data, which a dead worker loses for good.
-    shared = client.submit(_as_is, run.frames, pure=False)
-    probe = os.path.join(directory, "readable")
-    open(probe, "w").close()
-    workers_can_read(client, [probe], [f"{directory} (the directory of the shared files)"])
-    if reject:
-        kept = {} if run.checkpoint is None else run.checkpoint.kept()
-        frames = run.frames
-        if item.index not in kept:
-            entry = record(prepared.norm, prepared.exptime, frames.zeros(prepared.norm))
-            offsets = _offsets(prepared.offset_map, frames.shape)
-            keep_frame(directory, frames.layers, item.index, prepared.data, offsets)
-            kept[item.index] = entry
-            if run.checkpoint is not None:
-                run.checkpoint.mark_kept(item.index, entry)
-        del prepared
-        others = [other for other in rest if other.index not in kept]
-        futures = [
-            client.submit(_keep_task, shared, directory, other, pure=False) for other in others
-        ]
-        for other, future in zip(others, futures, strict=True):
-            entry = future.result()
-            if isinstance(entry, str):
-                run.batch.fail(other.index, entry, map=other.omap_path)
-                continue
-            kept[other.index] = entry
-            if run.checkpoint is not None:
-                run.checkpoint.mark_kept(other.index, entry)
-        for index, entry in kept.items():
-            run.rejection.kept(index, entry["zeros"])
-        if not kept:
-            return
-        run.rejection.combine(client)
-        numbered = _numbered(todo, kept)
-    else:
-        del prepared
-        numbered = [(number, item, None) for number, item in enumerate(todo)]
-    workers = len(client.scheduler_info()["workers"])
-    # A resumed stack keeps its checkpoint's shares, whatever the workers now.
-    n_shares = max(
-        1, min(len(numbered), workers if run.checkpoint is None else run.checkpoint.shares)
-    )
-    bounds = [round(k * len(numbered) / n_shares) for k in range(n_shares + 1)]
-    futures = [
-        client.submit(
-            _share_task,
-            shared,
-            run.options,
-            share,
-            numbered[bounds[share] : bounds[share + 1]],
-            reject,
-            masks,
-            directory,
-            run.checkpoint,
-            pure=False,
-        )
-        for share in range(n_shares)
-    ]
-    for future in futures:
-        calls, partial, notes = future.result()
-        calls.replay(run.batch)
-        if partial is not None:
-            run.stacker.add_stack(partial)
-            shutil.rmtree(partial, ignore_errors=True)
-            run.notes += notes
-
-
-def _digest(calibration):
-    """Return a digest of the calibration's masters (`None` without): a checkpoint's identity."""
-    if calibration is None:
-        return None
-    digest = hashlib.sha256()
-    for kind in ("bias", "dark", "flat", "colors"):
-        master = getattr(calibration, kind)
-        digest.update(kind.encode())
-        if master is not None:
-            digest.update(np.ascontiguousarray(master).tobytes())
-    digest.update(repr(calibration.dark_exptime).encode())
-    return digest.hexdigest()
-
-
-def _as_is(value):
-    """Return ``value``: a task that puts it on the cluster."""
-    return value
-
-
-def _keep_task(frames, directory, item):
-    """Read a frame, keep it and drizzle it alone (a cluster's task); return its record.
-
-    A frame that cannot be read gives the one-line message instead.
-    """
-    try:
-        prepared = frames.read(item)
-        offsets = _offsets(prepared.offset_map, frames.shape)
-        keep_frame(directory, frames.layers, item.index, prepared.data, offsets)
-    except Exception as exc:
-        return describe(item.frame, exc)
-    return record(prepared.norm, prepared.exptime, frames.zeros(prepared.norm))
-
-
-def _share_task(frames, options, share, items, reject, masks, directory, checkpoint):
-    """Stack a share of the frames into a partial stack (a cluster's task).
-
-    Returns what became of each frame (`_Collected`), the directory of the
-    partial stack (`None` if no frame went in) and the frames' notes.
-    """
-    collected = _Collected([item for _, item, _ in items])
-    run = _Run(collected, frames, 1, None, options, checkpoint)
-    try:
-        if reject:
-            # Kept: this task runs again if its worker dies.
-            run.use_rejection(directory, keep_frames=True)
-            for _, item, entry in items:
-                run.rejection.kept(item.index, entry["zeros"])
-            run.rejection.combine()  # the medians are there: opened
-        run.stack_share(share, items, reject, masks)
-        if run.stacker is None or not run.notes:
-            return collected, None, []
-        partial = os.path.join(directory, f"share.{share}.{uuid.uuid4().hex[:12]}")
-        run.stacker.save(partial)
-        return collected, partial, run.notes
-    finally:
-        run.close()
-
-
-def _numbered(todo, kept):
-    """Return ``(number, item, record)`` of the kept frames, numbered in order."""
-    kept_items = [item for item in todo if item.index in kept]
-    return [(number, item, kept[item.index]) for number, item in enumerate(kept_items)]

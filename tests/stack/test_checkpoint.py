@@ -2,6 +2,8 @@
 
 import json
 import os
+import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -124,6 +126,43 @@ def test_a_checkpoint_is_kept_unless_resumed(frames, tmp_path):
     with pytest.raises(ValueError, match=r"checkpoint is of another stack \(its frames, .*differ"):
         stack_frames(frames[:3], reject=False, checkpoint=checkpoint, resume=True)
     assert os.listdir(checkpoint) == ["run.json"]  # nothing of the user's lost
+
+
+def test_a_folder_of_the_user_is_no_checkpoint(frames, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="a folder with files in it, and no checkpoint"):
+        stack_frames(frames[:3], reject=False, checkpoint=tmp_path)
+    assert os.listdir(tmp_path) == ["notes.txt"]
+
+
+def test_resume_needs_a_checkpoint_on_the_command_line(frames, tmp_path, capsys):
+    argv = ["stack", *frames, "--out", str(tmp_path / "s.fits"), "--resume"]
+    assert main([*argv, "--checkpoint-every", "0"]) == 2
+    assert "--resume needs the checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_frame_that_failed_before_the_medians_stays_out(frames, tmp_path):
+    # The interrupted run could not read a frame; it reads now, but the
+    # medians (and every frame's number) were made without it.
+    folder = tmp_path / "sequence"
+    folder.mkdir()
+    copies = []
+    for frame in frames:
+        for path in (frame, frame.replace(".fits", ".offsets.fits")):
+            if os.path.exists(path):
+                shutil.copy(path, folder)
+        copies.append(str(folder / os.path.basename(frame)))
+    broken = pathlib.Path(copies[3])
+    good = broken.read_bytes()
+    broken.write_bytes(b"not a FITS file")
+    expected, _ = stack_frames(copies, n_jobs=2)
+    kill_half_way(copies, tmp_path / "cp", True)
+    broken.write_bytes(good)
+    stack, results = stack_frames(copies, checkpoint=tmp_path / "cp", resume=True)
+    assert [r.status for r in results] == ["stacked"] * 3 + ["failed"] + ["stacked"] * 4
+    assert "the interrupted run could not keep it" in results[3].message
+    assert_same(stack, expected)
 
 
 def test_resume_without_a_checkpoint_starts_over(frames, uninterrupted, tmp_path):

@@ -34,10 +34,10 @@ def held_between_passes(frames, monkeypatch):
     held = []
     combine = Rejection.combine
 
-    def measured(self):
+    def measured(self, *args, **kwargs):
         self.wait()  # the last frame's single drizzle, and its work arrays, done
         held.append(tracemalloc.get_traced_memory()[0])
-        return combine(self)
+        return combine(self, *args, **kwargs)
 
     monkeypatch.setattr(Rejection, "combine", measured)
     tracemalloc.start()

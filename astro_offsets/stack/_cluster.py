@@ -1,0 +1,181 @@
+"""Stacking on a dask cluster: frames kept by tasks, the medians by row chunks, shares.
+
+What `stack_frames` does inside ``joblib.parallel_config(backend="dask")``.
+The reference frame is read by the caller's process first: it fixes the
+shape, the colours and the normalisation, which every worker's copy of the
+frames' reader then has. With rejection, each other frame is a task that
+keeps it and drizzles it alone in the shared directory, and the medians are
+tasks of row chunks; then each share of the frames (one per worker, in
+order) is a task that stacks it into a partial stack in the shared
+directory, and the caller adds the partial stacks up.
+"""
+
+import contextlib
+import functools
+import os
+import shutil
+import uuid
+
+from .._utils.batch import describe
+from .._utils.workers import workers_can_read
+from ._bands import Scratch
+from ._checkpoint import record
+from ._rejection import _offsets, keep_frame
+from ._run import Collected, Run
+
+__all__ = ["keep_on_cluster", "keep_task", "on_cluster", "share_task"]
+
+
+def on_cluster(run, client, todo, reject, masks):
+    """Stack the frames of ``todo`` on the cluster of ``client``, into ``run``'s stacker."""
+    files = [item.frame_file for item in todo] + [item.map_file for item in todo if item.map_file]
+    names = [item.frame for item in todo] + [item.omap_path for item in todo if item.map_file]
+    workers_can_read(client, files, names)
+    if reject:
+        numbered = run.reject(todo, client, functools.partial(keep_on_cluster, run, client))
+        directory = None if run.rejection is None else run.rejection.directory
+    else:
+        found, tried = run.reference(todo)
+        if found is None:
+            return
+        reference = found[0].index
+        del found
+        base = run.scratch if run.checkpoint is None else run.checkpoint.path
+        run.rejection_scratch = Scratch(base)
+        directory = run.rejection_scratch.path
+        probe = os.path.join(directory, "readable")
+        open(probe, "w").close()
+        workers_can_read(client, [probe], [f"{base} (the directory of the shared files)"])
+        # Numbered in the order given: a share reads its own frames.
+        numbered = [
+            (number, item, None)
+            for number, item in enumerate(todo)
+            if item.index not in tried or item.index == reference
+        ]
+    if not numbered:
+        return
+    workers = len(client.scheduler_info()["workers"])
+    # A resumed stack keeps its checkpoint's shares, whatever the workers now.
+    wanted = workers if run.checkpoint is None else run.checkpoint.shares
+    n_shares = max(1, min(len(numbered), wanted))
+    bounds = [round(k * len(numbered) / n_shares) for k in range(n_shares + 1)]
+    frames = _on_every_worker(client, run.frames)
+    futures = [
+        client.submit(
+            share_task,
+            frames,
+            run.options,
+            share,
+            numbered[bounds[share] : bounds[share + 1]],
+            reject,
+            masks,
+            directory,
+            run.checkpoint,
+            pure=False,
+        )
+        for share in range(n_shares)
+    ]
+    with _cancelled_on_error(client, futures):
+        for future in futures:
+            calls, partial, notes = future.result()
+            calls.replay(run.batch)
+            if partial is not None:
+                run.stacker.add_stack(partial)
+                shutil.rmtree(partial, ignore_errors=True)
+                run.notes += notes
+
+
+def keep_on_cluster(run, client, todo, kept):
+    """Keep the frames of ``todo`` not in ``kept``: the reference here, the others as tasks."""
+    found, tried = run.reference(todo)
+    if found is None:
+        return
+    item, prepared = found
+    del found
+    run.start_rejection(len(todo), client)
+    directory = run.rejection.directory
+    if item.index not in kept:
+        # The reference is kept here, while the workers start on the others.
+        entry = record(prepared.norm, prepared.exptime, run.frames.zeros(prepared.norm))
+        offsets = _offsets(prepared.offset_map, run.frames.shape)
+        keep_frame(directory, run.frames.layers, item.index, prepared.data, offsets)
+        run.mark_kept(kept, item.index, entry)
+    del prepared
+    others = [o for o in todo if o.index not in kept and o.index not in tried]
+    frames = _on_every_worker(client, run.frames)
+    futures = [client.submit(keep_task, frames, directory, o, pure=False) for o in others]
+    with _cancelled_on_error(client, futures):
+        for other, future in zip(others, futures, strict=True):
+            entry = future.result()
+            if isinstance(entry, str):
+                run.batch.fail(other.index, entry, map=other.omap_path)
+            else:
+                run.mark_kept(kept, other.index, entry)
+
+
+def _on_every_worker(client, value):
+    """Put ``value`` on every worker once (a future), for the tasks that take it.
+
+    Sent once, not with every task: a raw frame's colours and the
+    calibration masters are tens of MB. A task's result, not scattered
+    data, which a lost worker would take with it for good: here the
+    scheduler computes it again. On every worker: the scheduler would
+    otherwise run the tasks where the one copy is.
+    """
+    future = client.submit(_as_is, value, pure=False)
+    client.replicate([future])
+    return future
+
+
+def keep_task(frames, directory, item):
+    """Read a frame, keep it and drizzle it alone (a cluster's task); return its record.
+
+    A frame that cannot be read gives the one-line message instead.
+    """
+    try:
+        prepared = frames.read(item)
+        offsets = _offsets(prepared.offset_map, frames.shape)
+        keep_frame(directory, frames.layers, item.index, prepared.data, offsets)
+    except Exception as exc:
+        return describe(item.frame, exc)
+    return record(prepared.norm, prepared.exptime, frames.zeros(prepared.norm))
+
+
+def share_task(frames, options, share, items, reject, masks, directory, checkpoint):
+    """Stack a share of the frames into a partial stack (a cluster's task).
+
+    Returns what became of each frame (`Collected`), the directory of the
+    partial stack (`None` if no frame went in) and the frames' notes.
+    """
+    collected = Collected([item for _, item, _ in items])
+    run = Run(collected, frames, 1, None, options, checkpoint)
+    try:
+        if reject:
+            # Kept: this task runs again if its worker dies.
+            run.use_rejection(directory, keep_frames=True)
+            for _, item, entry in items:
+                run.rejection.kept(item.index, entry["zeros"])
+            run.rejection.open_medians()
+        run.stack_share(share, items, reject, masks)
+        if run.stacker is None or not run.notes:
+            return collected, None, []
+        partial = os.path.join(directory, f"share.{share}.{uuid.uuid4().hex[:12]}")
+        run.stacker.save(partial)
+        return collected, partial, run.notes
+    finally:
+        run.close()
+
+
+def _as_is(value):
+    """Return ``value``: a task that puts it on a cluster."""
+    return value
+
+
+@contextlib.contextmanager
+def _cancelled_on_error(client, futures):
+    """Cancel a cluster's ``futures`` if the block raises (an error, Ctrl-C): no task left."""
+    try:
+        yield
+    except BaseException:
+        client.cancel(futures)
+        raise

@@ -1,0 +1,532 @@
+"""One run of `stack_frames`: how its frames are read, kept for rejection and stacked."""
+
+import collections
+import functools
+import os
+import shutil
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
+
+import numpy as np
+from astropy.io import fits
+from tqdm import tqdm
+
+from .._utils.batch import describe
+from .._utils.naming import mask_path
+from .._utils.provenance import provenance_header, write_product
+from .._utils.workers import workers_can_read
+from ..frames import hot_pixels, read_frame
+from ..maps import OffsetMap
+from ._bands import Scratch
+from ._checkpoint import normalisation_of, record
+from ._normalisation import Normalisation, apply, normalisation
+from ._rejection import Rejection
+from ._stacker import DrizzleError, Stacker, frame_layers
+
+__all__ = ["Collected", "Frames", "Item", "Run"]
+
+
+class _Prepared(NamedTuple):
+    data: np.ndarray
+    """Calibrated and normalised; NaN at hot pixels and wherever else no weight."""
+    offset_map: object
+    colors: object
+    exptime: float | None
+    norm: Normalisation
+
+
+class Item(NamedTuple):
+    """A frame to stack: its place in the inputs, its names and the files read."""
+
+    index: int
+    """Its place among the inputs (the batch's)."""
+    frame: str
+    """As the user gave it (messages, provenance)."""
+    omap_path: str | None
+    """Its map as found (messages, provenance); `None` for the reference."""
+    frame_file: str
+    """Absolute: a worker may run in another directory."""
+    map_file: str | None
+
+
+class Frames:
+    """How a stack reads its frames: calibrated, checked, hot pixels out, normalised.
+
+    The first frame read (the reference) fixes the shape, the colours and
+    the normalisation of all. Picklable: a cluster's workers read their
+    frames through a copy made once the reference is read.
+    """
+
+    def __init__(self, calibration, mask_hot_pixels, normalize):
+        self.calibration = calibration
+        self.mask_hot_pixels = mask_hot_pixels
+        self.normalize = normalize
+        self.shape = None
+        self.colors = None
+        self.layers = None
+        self.reference = None  # its normalisation and exposure time
+
+    def read(self, item):
+        raw = (
+            read_frame(item.frame_file)
+            if self.calibration is None
+            else self.calibration.read(item.frame_file)
+        )
+        data = np.array(raw.data, dtype=np.float32)
+        omap = OffsetMap.read(item.map_file) if item.map_file is not None else None
+        if omap is not None and omap.shape != data.shape:
+            raise ValueError(
+                f"frame shape {data.shape} differs from its map's {omap.shape} ({item.omap_path})"
+            )
+        self._check(data, raw.colors)
+        if self.mask_hot_pixels:
+            data[hot_pixels(data, raw.colors)] = np.nan
+        norm = normalisation(data, raw.colors, omap, raw.exptime, self.reference)
+        if self.reference is None:
+            self.reference = (norm, raw.exptime)
+        if self.normalize:
+            apply(data, self.layers, norm)
+        return _Prepared(data, omap, raw.colors, raw.exptime, norm)
+
+    def _check(self, data, colors):
+        """Fix the shape and colours with the first frame; check the others fit them."""
+        if self.shape is None:
+            self.shape = data.shape
+            self.colors = colors
+            self.layers = frame_layers(data.shape, colors)
+            return
+        if (colors is not None) != (self.colors is not None):
+            kind = "a colour raw frame" if colors is not None else "a mono frame"
+            raise ValueError(
+                f"{kind}, but the stack is {'colour' if self.colors is not None else 'mono'}"
+            )
+        if data.shape != self.shape:
+            raise ValueError(f"frame shape {data.shape} differs from the stack's {self.shape}")
+        if colors is not None and not np.array_equal(colors, self.colors):
+            raise ValueError("its colour filter pattern differs from the first frame's")
+
+    def zeros(self, norm):
+        """Return the value of no light in a frame, per channel (rejection's noise model)."""
+        return norm.offsets if self.normalize else None
+
+
+class Collected:
+    """What a cluster's worker reports of its frames, for the caller's `Batch`."""
+
+    def __init__(self, items):
+        self.frames = {item.index: item.frame for item in items}
+        self.calls = []
+
+    def finish(self, index, status, message="", **fields):
+        self.calls.append(("finish", index, (status, message), fields))
+
+    def fail(self, index, problem, **fields):
+        self.calls.append(("fail", index, (describe(self.frames[index], problem),), fields))
+
+    def replay(self, batch):
+        for method, index, arguments, fields in self.calls:
+            getattr(batch, method)(index, *arguments, **fields)
+
+
+def _write_mask(directory, frame, outliers, unweighted):
+    """Write a frame's mask: 1 at its outliers, 2 where it has no weight (hot pixels)."""
+    mask = np.where(unweighted, np.uint8(2), outliers.astype(np.uint8))
+    cards = [
+        ("FRAME", os.path.basename(frame), "the frame masked"),
+        ("NOUTLIER", int(np.count_nonzero(mask == 1)), "outliers (grown by one pixel)"),
+        ("NUNWGHT", int(np.count_nonzero(mask == 2)), "pixels without weight (hot, NaN)"),
+    ]
+    header = provenance_header("outlier mask", cards, _MASK_CONVENTION)
+    write_product(mask_path(frame, directory), [fits.PrimaryHDU(mask, header)], overwrite=True)
+
+
+_MASK_CONVENTION = (
+    "1: an outlier (a trail, a cosmic ray), left out of the stack;",
+    "2: no weight in the frame (a hot pixel, or NaN after calibration);",
+    "0: stacked. Pixel [j, i] is the frame's pixel x=i, y=j.",
+)
+
+
+def _gigabytes(size):
+    """Return bytes as gigabytes in words: two figures, whole ones from 10 GB.
+
+    >>> [_gigabytes(n) for n in (8.6e6, 2.4e8, 33.6e9, 150e9, 65.4e9, 1000)]
+    ['0.0086', '0.24', '34', '150', '65', 'less than 0.001']
+    """
+    if size < 1e6:
+        return "less than 0.001"
+    return f"{size / 1e9:.2g}" if size < 10e9 else f"{size / 1e9:.0f}"
+
+
+class Run:
+    """One run of `stack_frames`: frames read, normalised, rejected and stacked.
+
+    The frames go into the stack in shares (`stack_share`): one, here, or
+    one per worker of a dask cluster, each into a partial stack of its own,
+    added up at the end. With a checkpoint, each share saves its partial
+    stack every few frames, and a resumed run takes up where it stopped.
+    """
+
+    def __init__(self, batch, frames, n_jobs, scratch, options, checkpoint=None):
+        self.batch = batch
+        self.progress = getattr(batch, "progress", False)
+        self.frames = frames
+        self.n_jobs = n_jobs
+        self.scratch = scratch
+        self.options = options
+        self.checkpoint = checkpoint
+        self.stacker = None
+        self.rejection = None
+        self.rejection_scratch = None
+        self.notes = []  # per frame stacked: (normalisation, masked fraction)
+
+    def prepare(self, item):
+        """Read a frame (`Frames.read`); `None` (and the frame failed) if it cannot."""
+        try:
+            prepared = self.frames.read(item)
+        except DrizzleError:
+            raise  # an earlier frame's: the stack cannot be finished
+        except Exception as exc:
+            self.batch.fail(item.index, exc, map=item.omap_path)
+            return None
+        self._start()
+        return prepared
+
+    def _start(self):
+        if self.stacker is None:
+            self.stacker = Stacker(
+                self.frames.shape,
+                bayer=self.frames.colors is not None,
+                n_jobs=self.n_jobs,
+                scratch=self.scratch,
+                **self.options,
+            )
+
+    def reference(self, todo):
+        """Read the reference frame; return it, ``(item, prepared)``, and the indices tried.
+
+        It is the first frame of ``todo`` that can be read (the frames that
+        cannot are failed), and every other frame is normalised to it. A
+        resumed stack reads the one its checkpoint recorded, or stops: the
+        frames stacked before were normalised to that one. `None` if no
+        frame can be read.
+        """
+        recorded = None if self.checkpoint is None else self.checkpoint.reference()
+        tried = set()
+        for item in todo:
+            if recorded is not None and item.index != recorded:
+                continue
+            tried.add(item.index)
+            prepared = self.prepare(item)
+            if prepared is not None:
+                if self.checkpoint is not None and recorded is None:
+                    self.checkpoint.mark_reference(item.index)
+                return (item, prepared), tried
+            if recorded is not None:
+                raise ValueError(
+                    f"{item.frame}: the reference frame of the interrupted stack cannot be "
+                    "read now, and the frames in its checkpoint were normalised to it"
+                )
+        return None, tried
+
+    def prepared(self, todo, skip=()):
+        """Yield ``(item, prepared)`` in order, of the frames not in ``skip``; `None` if failed.
+
+        The reference (`reference`) is read first and alone, as the others
+        are normalised to it; it is yielded unless in ``skip``. The others
+        are read two at a time, on two threads, while the caller takes them
+        in order.
+        """
+        found, tried = self.reference(todo)
+        if found is None:
+            return
+        if found[0].index not in skip:
+            yield found
+        del found
+        pending = collections.deque()
+        with ThreadPoolExecutor(2, thread_name_prefix="astro_offsets-read") as pool:
+            for item in todo:
+                if item.index in skip or item.index in tried:
+                    continue
+                pending.append((item, pool.submit(self.frames.read, item)))
+                if len(pending) == 2:
+                    yield self._collect(*pending.popleft())
+            while pending:
+                yield self._collect(*pending.popleft())
+
+    def _collect(self, item, future):
+        try:
+            return item, future.result()
+        except DrizzleError:
+            raise
+        except Exception as exc:
+            self.batch.fail(item.index, exc, map=item.omap_path)
+            return item, None
+
+    def stack_share(self, share, items, reject, masks=None):
+        """Stack a share of the frames, ``(number, item, record)`` each, numbered in the sequence.
+
+        With rejection the frames are those rejection kept (``record`` their
+        normalisation, from its first pass); without, they are read here. A
+        share saved in the checkpoint resumes from its last partial stack.
+        """
+        saved = None if self.checkpoint is None else self.checkpoint.share(share)
+        done = {} if saved is None else saved[1]
+        stacked = []
+        since = 0
+        for number, item, prepared, outliers, stats in self._frames_of(items, done, reject, masks):
+            if saved is not None and self.frames.shape is not None:
+                stacked = self._restore(saved, items)
+                saved = None
+            if prepared is None:
+                continue
+            masked = None if stats is None else stats.fraction
+            if self.add(item, prepared, outliers, masked, number):
+                stacked.append((item.index, record(prepared.norm, prepared.exptime, masked=masked)))
+                since += 1
+            if self.checkpoint is not None and since >= self.checkpoint.every:
+                self.checkpoint.save_share(share, self.stacker, stacked)
+                if self.rejection is not None:
+                    self.rejection.release(index for index, _ in stacked)
+                since = 0
+        if saved is not None and self.frames.shape is not None:
+            self._restore(saved, items)
+
+    def _restore(self, saved, items):
+        """Take up a share's partial stack; report its frames; return their records."""
+        self._start()
+        self.stacker.load(saved[0])
+        done = saved[1]
+        for _, item, _ in items:
+            if item.index in done:
+                self._restored(item, done[item.index])
+        return [(index, entry) for index, entry in done.items()]
+
+    def _frames_of(self, items, done, reject, masks):
+        """Yield ``(number, item, prepared, outliers, stats)`` of a share's frames not ``done``.
+
+        Without rejection the first frame is read even if done: it is the
+        reference, which every frame is normalised to.
+        """
+        numbers = {item.index: number for number, item, _ in items}
+        if not reject:
+            for item, prepared in self.prepared([item for _, item, _ in items], skip=done):
+                yield numbers[item.index], item, prepared, None, None
+            return
+        for number, item, entry in items:
+            if item.index in done:
+                continue
+            try:
+                omap = OffsetMap.read(item.map_file) if item.map_file is not None else None
+                data, outliers, stats = self.rejection.mask(item.index, omap)
+            except Exception as exc:
+                self.batch.fail(item.index, exc, map=item.omap_path)
+                continue
+            if masks not in (None, False):
+                directory = None if masks is True else masks
+                _write_mask(directory, item.frame_file, outliers, ~np.isfinite(data))
+            self._start()
+            prepared = _Prepared(
+                data, omap, self.frames.colors, entry["exptime"], normalisation_of(entry)
+            )
+            yield number, item, prepared, outliers, stats
+
+    def _restored(self, item, entry):
+        """Report a frame that a resumed partial stack holds."""
+        norm = normalisation_of(entry)
+        self.notes.append((norm, entry["masked"]))
+        self.batch.finish(
+            item.index,
+            "stacked",
+            map=item.omap_path,
+            scale=norm.scale if self.frames.normalize else None,
+            masked=entry["masked"],
+        )
+
+    def add(self, item, prepared, outliers=None, masked=None, number=None):
+        """Drizzle a prepared frame onto the stack; return whether it went in."""
+        try:
+            data, exptime = prepared.data, prepared.exptime
+            # Normalised to the reference's counts: per second of the
+            # reference's exposure, weighted by the frame's own.
+            ref_exptime = self.frames.reference[1]
+            if self.frames.normalize and exptime and ref_exptime:
+                data *= np.float32(exptime / ref_exptime)
+            self.stacker.add(
+                data,
+                prepared.offset_map,
+                mask=outliers,
+                colors=prepared.colors,
+                exptime=exptime,
+                name=item.frame,
+                map_name=item.omap_path,
+                number=number,
+            )
+        except DrizzleError:
+            raise
+        except Exception as exc:
+            self.batch.fail(item.index, exc, map=item.omap_path)
+            return False
+        self.notes.append((prepared.norm, masked))
+        self.batch.finish(
+            item.index,
+            "stacked",
+            map=item.omap_path,
+            scale=prepared.norm.scale if self.frames.normalize else None,
+            masked=masked,
+        )
+        return True
+
+    def keep(self, todo, keeper=None):
+        """Rejection's first pass: keep each frame and drizzle it alone; return the kept.
+
+        Returns ``{index: record}`` of every frame kept, in this run or (from
+        the checkpoint) an earlier one. Once an earlier run made the medians,
+        the frames kept are those it kept. ``keeper(todo, kept)`` keeps the
+        frames not yet kept (a dask cluster's); by default, here.
+        """
+        kept = {} if self.checkpoint is None else self.checkpoint.kept()
+        frozen = None if self.checkpoint is None else self.checkpoint.medians()
+        if frozen is not None:
+            kept = {index: kept[index] for index in frozen}
+            for item in todo:
+                if item.index not in kept:
+                    self.batch.fail(
+                        item.index,
+                        "the interrupted run could not keep it, and a resumed stack keeps its "
+                        "medians: delete the checkpoint to stack it",
+                        map=item.omap_path,
+                    )
+            todo = [item for item in todo if item.index in kept]
+        (keeper or self._keep_here)(todo, kept)
+        for index, entry in kept.items():
+            self.rejection.kept(index, entry["zeros"])
+        return kept
+
+    def _keep_here(self, todo, kept):
+        bar = tqdm(
+            total=len(todo), desc="outliers", unit="frame", disable=None if self.progress else True
+        )
+        with bar:
+            bar.update(sum(item.index in kept for item in todo))
+            for item, prepared in self.prepared(todo, skip=kept):
+                bar.update()
+                if prepared is None:
+                    continue
+                self.start_rejection(len(todo))
+                entry = record(prepared.norm, prepared.exptime, self.frames.zeros(prepared.norm))
+                then = None
+                if self.checkpoint is not None:
+                    then = functools.partial(self.checkpoint.mark_kept, item.index, entry)
+                self.rejection.add(
+                    item.index, prepared.data, prepared.offset_map, entry["zeros"], then
+                )
+                kept[item.index] = entry
+                del prepared
+        if self.frames.shape is not None:
+            self.start_rejection(len(todo))
+            self.rejection.wait()
+
+    def mark_kept(self, kept, index, entry):
+        """Add a frame to ``kept``, and to the checkpoint."""
+        kept[index] = entry
+        if self.checkpoint is not None:
+            self.checkpoint.mark_kept(index, entry)
+
+    def reject(self, todo, client=None, keeper=None):
+        """Rejection's passes up to the medians; return the frames to stack, numbered.
+
+        The first pass keeps each frame (calibrated and normalised) in the
+        scratch and drizzles it alone; then the medians. The frames come
+        back as `stack_share` takes them (and with them, the second pass:
+        each frame's outliers found against the medians, and the frame
+        drizzled onto the stack without them). Only the frames' names are
+        held in between: maps are read again.
+        """
+        whole = self.checkpoint is not None and self.checkpoint.medians() is not None
+        kept = self.keep(todo, keeper)
+        if not kept:
+            return []
+        self.rejection.combine(client, reuse=whole)
+        if self.checkpoint is not None and not whole:
+            self.checkpoint.mark_medians(kept)
+        self.rejection.drop_singles()
+        kept_items = [item for item in todo if item.index in kept]
+        return [(number, item, kept[item.index]) for number, item in enumerate(kept_items)]
+
+    def start_rejection(self, n_frames, client=None):
+        """Make the rejection, once: where it keeps the frames, checked for room (and workers)."""
+        if self.rejection is not None:
+            return
+        if self.checkpoint is not None:
+            directory = self.checkpoint.path
+        else:
+            self.rejection_scratch = Scratch(self.scratch)
+            directory = self.rejection_scratch.path
+        if client is not None:
+            probe = os.path.join(directory, "readable")
+            open(probe, "w").close()
+            where = self.checkpoint.name if self.checkpoint is not None else directory
+            workers_can_read(client, [probe], [f"{where} (the directory of the shared files)"])
+        need = Rejection.disk_bytes(self.frames.shape, self.frames.layers, n_frames)
+        if self.checkpoint is not None:
+            need = max(0, need - self.checkpoint.size())  # what it holds already
+        free = shutil.disk_usage(directory).free
+        where = self.checkpoint.name if self.checkpoint is not None else os.path.dirname(directory)
+        if need > free:
+            ways = (
+                "give another directory (scratch=, --scratch)"
+                if self.checkpoint is None
+                else "put the checkpoint elsewhere (checkpoint=; the command's is beside --out), "
+                "keep none (--checkpoint-every 0) and give another directory (--scratch)"
+            )
+            raise ValueError(
+                f"outlier rejection needs {_gigabytes(need)} GB of scratch space in "
+                f"{where}, {_gigabytes(free)} GB are free: {ways}, or stack without rejection "
+                "(reject=False, --no-reject)"
+            )
+        if self.progress:
+            tqdm.write(
+                f"outlier rejection: {_gigabytes(need)} GB of scratch space in {where} "
+                f"({_gigabytes(free)} GB free), removed at the end",
+                file=sys.stderr,
+            )
+        # A cluster's tasks may run again (a worker lost): frames stay until the end.
+        keep_frames = self.checkpoint is not None or client is not None
+        self.use_rejection(directory, keep_frames=keep_frames)
+
+    def use_rejection(self, directory, keep_frames):
+        """Reject outliers with the frames and single drizzles kept in ``directory``.
+
+        ``keep_frames``: a frame's file stays there once masked (to resume,
+        or for a cluster's task that may run again), until released.
+        """
+        self.rejection = Rejection(
+            self.frames.shape,
+            self.frames.layers,
+            directory,
+            3 if self.frames.colors is not None else 1,
+            n_jobs=self.n_jobs,
+            keep_frames=keep_frames,
+        )
+
+    def stack(self, reject):
+        if self.stacker is None or not self.notes:
+            raise ValueError("no frame could be stacked")
+        stack = self.stacker.stack()
+        stack.meta["normalized"] = bool(self.frames.normalize)
+        stack.meta["rejected"] = bool(reject)
+        stack.meta["normalisation"] = [norm for norm, _ in self.notes]
+        stack.meta["masked"] = [masked for _, masked in self.notes]
+        return stack
+
+    def close(self):
+        try:
+            if self.rejection is not None:
+                self.rejection.close()
+            if self.rejection_scratch is not None:
+                self.rejection_scratch.remove()
+        finally:
+            if self.stacker is not None:
+                self.stacker.close()
