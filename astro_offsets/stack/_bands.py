@@ -236,6 +236,30 @@ def layer_pixmap(shape, origin, step, x_offset, y_offset, rows, scale):
     return pixmap
 
 
+def chunk_columns(pixmap, out_shape, kernel, scale):
+    """Return the first and last columns of a chunk whose drops can land on the output.
+
+    ``pixmap`` is the chunk's rows of the layer's pixmap. A column is kept
+    if any of its pixels maps within the output, widened by the drop's
+    reach; `None` if no column is. The columns outside, which drizzle would
+    give nothing, are left out of its call: drizzle 3.0 clips the outline
+    of the input it is given to the output, and with the outline of a chunk
+    that overhangs the output far on one side and crosses its edge on
+    another, a fitted map made it crash (a segmentation fault) where the
+    trimmed outline does not. The columns depend on the chunk alone: the
+    stack is still the same for any bands.
+    """
+    margin = _REACH[kernel] * max(scale, 1.0) + 2.0 * max(scale, 1.0) + 1.0
+    ny, nx = out_shape
+    x, y = pixmap[..., 0], pixmap[..., 1]
+    with np.errstate(invalid="ignore"):
+        inside = (x > -margin) & (x < nx - 1 + margin) & (y > -margin) & (y < ny - 1 + margin)
+    columns = np.flatnonzero(inside.any(axis=0))
+    if columns.size == 0:
+        return None
+    return int(columns[0]), int(columns[-1])
+
+
 def drizzle_band(job):
     """Drizzle a frame's layers onto one band of one channel's accumulators (a worker's task)."""
     scratch = job.directory
@@ -265,6 +289,9 @@ def drizzle_band(job):
             shape, layer.origin, layer.step, files["xoff"], files["yoff"], rows, job.scale
         )
         for r0, r1 in layer.chunks:
+            columns = chunk_columns(pixmap[r0:r1], img.shape, job.kernel, job.scale)
+            if columns is None:
+                continue  # no drop of these rows lands on the output
             cdrizzle.tdriz(
                 input=files["data"],
                 weights=files["weight"],
@@ -277,8 +304,8 @@ def drizzle_band(job):
                 dq=None,
                 outdq=None,
                 uniqid=job.uniqid or 1,
-                xmin=0,
-                xmax=shape[1] - 1,
+                xmin=columns[0],
+                xmax=columns[1],
                 ymin=r0,
                 ymax=r1 - 1,
                 iscale=job.iscale,
