@@ -1,11 +1,12 @@
 """Worker processes: started ahead of their work, or a dask cluster's."""
 
 import contextlib
+import importlib
 import os
 
 from joblib import delayed
 
-__all__ = ["ClusterError", "cluster_client", "start_workers", "workers_can_read"]
+__all__ = ["ClusterError", "cluster_client", "start_workers", "warm_cluster", "workers_can_read"]
 
 
 class ClusterError(OSError):
@@ -48,6 +49,31 @@ def start_workers(parallel, n_workers):
     """
     with contextlib.suppress(Exception):
         list(parallel(delayed(_ready)() for _ in range(n_workers)))
+
+
+def _import(module):
+    importlib.import_module(module)
+
+
+def warm_cluster(client, module):
+    """Have every worker of a dask cluster import ``module`` now, ahead of its tasks.
+
+    Called in a thread while the caller does its own first work (the
+    reference's stars): a fresh worker takes about a second to import what
+    the tasks run. A problem here is left to show again when they run.
+
+    Examples
+    --------
+    >>> from distributed import Client, LocalCluster
+    >>> from astro_offsets._utils.workers import warm_cluster
+    >>> with (
+    ...     LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster,
+    ...     Client(cluster) as client,
+    ... ):
+    ...     warm_cluster(client, "json")
+    """
+    with contextlib.suppress(Exception):
+        client.run(_import, module)
 
 
 def cluster_client():

@@ -14,10 +14,11 @@ import contextlib
 import functools
 import os
 import shutil
+import threading
 import uuid
 
 from .._utils.batch import describe
-from .._utils.workers import workers_can_read
+from .._utils.workers import warm_cluster, workers_can_read
 from ._bands import Scratch
 from ._checkpoint import record
 from ._rejection import _offsets, keep_frame
@@ -31,6 +32,9 @@ def on_cluster(run, client, todo, reject, masks):
     files = [item.frame_file for item in todo] + [item.map_file for item in todo if item.map_file]
     names = [item.frame for item in todo] + [item.omap_path for item in todo if item.map_file]
     workers_can_read(client, files, names)
+    # The workers import what the tasks run while the reference is read here.
+    warming = threading.Thread(target=warm_cluster, args=(client, __name__), daemon=True)
+    warming.start()
     if reject:
         numbered = run.reject(todo, client, functools.partial(keep_on_cluster, run, client))
         directory = None if run.rejection is None else run.rejection.directory

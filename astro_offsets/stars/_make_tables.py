@@ -12,7 +12,7 @@ from joblib import Parallel, delayed, effective_n_jobs
 from .._utils.batch import Batch, Result, describe
 from .._utils.naming import table_path
 from .._utils.provenance import provenance_header, write_product
-from .._utils.workers import cluster_client, start_workers
+from .._utils.workers import cluster_client, start_workers, warm_cluster
 from ..frames import fill_hot_pixels, hot_pixels, read_frame
 from ._detect import detect_stars
 from ._match import match_stars
@@ -254,10 +254,12 @@ def make_tables(
     )
     workers = effective_n_jobs(n_jobs)
     with ThreadPoolExecutor(1, thread_name_prefix="astro_offsets-start") as starter:
+        # The workers start, or a cluster's import what a frame's task runs,
+        # while the reference's stars are found.
         if todo and workers > 1 and client is None:
-            # The workers start while the reference's stars are found (a
-            # cluster's are running already).
             starter.submit(start_workers, parallel, workers)
+        elif todo and client is not None:
+            starter.submit(warm_cluster, client, __name__)
         ref_stars = _reference_stars(reference, fwhm, threshold, calibration) if todo else None
     if ref_stars is not None:
         fwhm = ref_stars.meta["fwhm"]
