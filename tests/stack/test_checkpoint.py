@@ -67,7 +67,10 @@ def kill_half_way(frames, checkpoint, reject, scheduler=None):
     # they find their parent gone, would hold a pipe open.
     log = checkpoint.parent / "killed.log"
     with open(log, "w") as file:
-        done = subprocess.run([sys.executable, "-c", script], stdout=file, stderr=file)
+        # Run elsewhere than the source tree: the package is the installed one.
+        done = subprocess.run(
+            [sys.executable, "-c", script], stdout=file, stderr=file, cwd=checkpoint.parent
+        )
     assert done.returncode == -signal.SIGKILL, log.read_text()
     if scheduler is None:
         with open(checkpoint / "share.0.json") as file:

@@ -17,7 +17,7 @@ ROWS = os.path.join(os.path.dirname(__file__), "data", "drizzle_crash_rows.npz")
 SHAPE = (1350, 2000)
 
 
-def test_the_stacker_drizzles_the_map_that_crashed_drizzle():
+def test_the_stacker_drizzles_the_map_that_crashed_drizzle(tmp_path):
     script = textwrap.dedent(
         f"""
         import numpy as np
@@ -31,8 +31,11 @@ def test_the_stacker_drizzles_the_map_that_crashed_drizzle():
             print(int(np.count_nonzero(stacker.stack().weights["SCI"])))
         """
     )
-    # In another process: a crash would take pytest with it.
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    # In another process: a crash would take pytest with it. Run elsewhere
+    # than the source tree: the package is the installed one.
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert int(done.stdout) > 0
 
