@@ -6,7 +6,15 @@ import os
 
 from joblib import delayed
 
-__all__ = ["ClusterError", "cluster_client", "start_workers", "warm_cluster", "workers_can_read"]
+__all__ = [
+    "ClusterError",
+    "cancelled_on_error",
+    "cluster_client",
+    "on_every_worker",
+    "start_workers",
+    "warm_cluster",
+    "workers_can_read",
+]
 
 
 class ClusterError(OSError):
@@ -74,6 +82,36 @@ def warm_cluster(client, module):
     """
     with contextlib.suppress(Exception):
         client.run(_import, module)
+
+
+def _as_is(value):
+    """Return ``value``: a task that puts it on a cluster."""
+    return value
+
+
+def on_every_worker(client, value):
+    """Put ``value`` on every worker of a dask cluster once; return its future.
+
+    For what many tasks take (a frame's colours, calibration masters, the
+    reference's stars): sent once, not with every task. A task's result,
+    not scattered data, which a lost worker would take with it for good:
+    the scheduler computes it again. On every worker: the scheduler would
+    otherwise run the tasks where the one copy is.
+
+    Examples
+    --------
+    >>> from distributed import Client, LocalCluster
+    >>> from astro_offsets._utils.workers import on_every_worker
+    >>> with (
+    ...     LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster,
+    ...     Client(cluster) as client,
+    ... ):
+    ...     on_every_worker(client, [1, 2]).result()
+    [1, 2]
+    """
+    future = client.submit(_as_is, value, pure=False)
+    client.replicate([future])
+    return future
 
 
 def cluster_client():
@@ -148,3 +186,13 @@ def workers_can_read(client, paths, names=None):
                 "the workers need the files on a filesystem they share with this machine, "
                 "at the same paths"
             )
+
+
+@contextlib.contextmanager
+def cancelled_on_error(client, futures):
+    """Cancel a cluster's ``futures`` if the block raises (an error, Ctrl-C): no task left."""
+    try:
+        yield
+    except BaseException:
+        client.cancel(futures)
+        raise

@@ -10,7 +10,6 @@ order) is a task that stacks it into a partial stack in the shared
 directory, and the caller adds the partial stacks up.
 """
 
-import contextlib
 import functools
 import os
 import shutil
@@ -18,7 +17,12 @@ import threading
 import uuid
 
 from .._utils.batch import describe
-from .._utils.workers import warm_cluster, workers_can_read
+from .._utils.workers import (
+    cancelled_on_error,
+    on_every_worker,
+    warm_cluster,
+    workers_can_read,
+)
 from ._bands import Scratch
 from ._checkpoint import record
 from ._rejection import _offsets, keep_frame
@@ -63,7 +67,7 @@ def on_cluster(run, client, todo, reject, masks):
     wanted = workers if run.checkpoint is None else run.checkpoint.shares
     n_shares = max(1, min(len(numbered), wanted))
     bounds = [round(k * len(numbered) / n_shares) for k in range(n_shares + 1)]
-    frames = _on_every_worker(client, run.frames)
+    frames = on_every_worker(client, run.frames)
     futures = [
         client.submit(
             share_task,
@@ -79,7 +83,7 @@ def on_cluster(run, client, todo, reject, masks):
         )
         for share in range(n_shares)
     ]
-    with _cancelled_on_error(client, futures):
+    with cancelled_on_error(client, futures):
         for future in futures:
             calls, partial, notes = future.result()
             calls.replay(run.batch)
@@ -106,29 +110,15 @@ def keep_on_cluster(run, client, todo, kept):
         run.mark_kept(kept, item.index, entry)
     del prepared
     others = [o for o in todo if o.index not in kept and o.index not in tried]
-    frames = _on_every_worker(client, run.frames)
+    frames = on_every_worker(client, run.frames)
     futures = [client.submit(keep_task, frames, directory, o, pure=False) for o in others]
-    with _cancelled_on_error(client, futures):
+    with cancelled_on_error(client, futures):
         for other, future in zip(others, futures, strict=True):
             entry = future.result()
             if isinstance(entry, str):
                 run.batch.fail(other.index, entry, map=other.omap_path)
             else:
                 run.mark_kept(kept, other.index, entry)
-
-
-def _on_every_worker(client, value):
-    """Put ``value`` on every worker once (a future), for the tasks that take it.
-
-    Sent once, not with every task: a raw frame's colours and the
-    calibration masters are tens of MB. A task's result, not scattered
-    data, which a lost worker would take with it for good: here the
-    scheduler computes it again. On every worker: the scheduler would
-    otherwise run the tasks where the one copy is.
-    """
-    future = client.submit(_as_is, value, pure=False)
-    client.replicate([future])
-    return future
 
 
 def keep_task(frames, directory, item):
@@ -168,18 +158,3 @@ def share_task(frames, options, share, items, reject, masks, directory, checkpoi
         return collected, partial, run.notes
     finally:
         run.close()
-
-
-def _as_is(value):
-    """Return ``value``: a task that puts it on a cluster."""
-    return value
-
-
-@contextlib.contextmanager
-def _cancelled_on_error(client, futures):
-    """Cancel a cluster's ``futures`` if the block raises (an error, Ctrl-C): no task left."""
-    try:
-        yield
-    except BaseException:
-        client.cancel(futures)
-        raise

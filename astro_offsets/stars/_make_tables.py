@@ -1,5 +1,6 @@
 """Star tables from frames: detect, match to the reference, measure offsets."""
 
+import contextlib
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -12,7 +13,13 @@ from joblib import Parallel, delayed, effective_n_jobs
 from .._utils.batch import Batch, Result, describe
 from .._utils.naming import table_path
 from .._utils.provenance import provenance_header, write_product
-from .._utils.workers import cluster_client, start_workers, warm_cluster
+from .._utils.workers import (
+    cancelled_on_error,
+    cluster_client,
+    on_every_worker,
+    start_workers,
+    warm_cluster,
+)
 from ..frames import fill_hot_pixels, hot_pixels, read_frame
 from ._detect import detect_stars
 from ._match import match_stars
@@ -247,11 +254,7 @@ def make_tables(
     client = cluster_client()
     if client is not None:
         batch.check_workers(client, todo)
-    # On a cluster, one task per frame: joblib would batch quick frames
-    # together, and fewer tasks than workers leave some idle.
-    parallel = Parallel(
-        n_jobs=n_jobs, return_as="generator", batch_size="auto" if client is None else 1
-    )
+    parallel = Parallel(n_jobs=n_jobs, return_as="generator")
     workers = effective_n_jobs(n_jobs)
     with ThreadPoolExecutor(1, thread_name_prefix="astro_offsets-start") as starter:
         # The workers start, or a cluster's import what a frame's task runs,
@@ -301,14 +304,39 @@ def make_tables(
     # started in another working directory. The reference's stars and the
     # calibration are arguments of their own, which joblib's dask backend
     # sends to a cluster once.
-    tasks = (
-        delayed(_frame_table)(
-            batch.paths[i], ref_stars, calibration, options, os.path.abspath(batch.paths[i])
+    if client is None:
+        tasks = (
+            delayed(_frame_table)(
+                batch.paths[i], ref_stars, calibration, options, os.path.abspath(batch.paths[i])
+            )
+            for i in work
         )
-        for i in work
-    )
+        found_all = parallel(tasks)
+    else:
+        # Submitted here, not through joblib: with one worker, joblib would
+        # run every frame in this process instead.
+        shared = on_every_worker(client, (ref_stars, calibration))
+        futures = [
+            client.submit(
+                _frame_table_shared,
+                batch.paths[i],
+                shared,
+                options,
+                os.path.abspath(batch.paths[i]),
+                pure=False,
+            )
+            for i in work
+        ]
+        found_all = (future.result() for future in futures)
+    with contextlib.nullcontext() if client is None else cancelled_on_error(client, futures):
+        _collect_tables(work, found_all, batch, complete, outdir, write)
+    return batch.results
+
+
+def _collect_tables(work, found_all, batch, complete, outdir, write):
+    """Write the tables as they come, in order (with ``complete``, once all are matched)."""
     pending = {}  # with complete: the tables of all frames, written once all are matched
-    for index, (found, detected) in zip(work, parallel(tasks), strict=True):
+    for index, (found, detected) in zip(work, found_all, strict=True):
         if isinstance(found, str):
             batch.fail(index, found, detected=detected)
         elif complete:
@@ -320,7 +348,11 @@ def make_tables(
         for index, (table, info, counts) in pending.items():
             output = table_path(batch.paths[index], outdir)
             write(index, output, table[np.isin(table["ref_id"], common)], info, counts)
-    return batch.results
+
+
+def _frame_table_shared(frame, shared, options, path):
+    """`_frame_table` with the reference's stars and the calibration as one (a cluster's task)."""
+    return _frame_table(frame, *shared, options, path)
 
 
 def _frame_table(frame, ref_stars, calibration, options, path):
