@@ -92,7 +92,14 @@ def machine_cpu():
     return sum(times) - times.idle - getattr(times, "iowait", 0.0)
 
 
-def run_pipeline(sequence, folder, workers):
+def pin(cores):
+    """Run this process (and the threads it starts) on ``cores`` only; return the cores it had."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cores)
+    return before
+
+
+def run_pipeline(sequence, folder, workers, pinned=False):
     """Run tables -> maps -> stack into ``folder``; return the figures and the stack.
 
     ``workers`` is `None` for the local run, else the workers of a fresh
@@ -166,9 +173,19 @@ def run_pipeline(sequence, folder, workers):
         ):
             # The workers' imports, once: a cluster that runs keeps them.
             client.run(lambda: __import__("astro_offsets.stack") and None)
+            if pinned:
+                # A worker is a core: worker k on core k, this process on
+                # core 0 with the first worker.
+                for core, address in enumerate(sorted(client.scheduler_info()["workers"])):
+                    client.run(pin, {core % os.cpu_count()}, workers=[address])
+                before = pin({0})
             figures["cluster start"] = time.perf_counter() - start
-            with joblib.parallel_config(backend="dask"):
-                stages(client)
+            try:
+                with joblib.parallel_config(backend="dask"):
+                    stages(client)
+            finally:
+                if pinned:
+                    pin(before)
     figures["seconds"]["total"] = sum(figures["seconds"][s] for s in STAGES)
     figures["load after"] = load()
     return figures, stack
@@ -410,6 +427,12 @@ def main():
     parser.add_argument("--repeat", type=int, default=1, help="alternating runs of the three")
     parser.add_argument("--figure", type=Path, help="write the PNG here, and a JSON beside it")
     parser.add_argument("--keep", action="store_true", help="keep the folder of the run")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="a worker is a core: pin worker k to core k, and this process to core 0 "
+        "(without it, 1 worker's own threads and this process use more than one core)",
+    )
     args = parser.parse_args()
     ny, nx = args.size
     print(
@@ -432,7 +455,7 @@ def main():
             for workers in (None, *WORKERS):
                 label = label_of(workers)
                 run_folder = folder / f"run{repeat}_{label.replace(' ', '_')}"
-                figures, stack = run_pipeline(sequence, run_folder, workers)
+                figures, stack = run_pipeline(sequence, run_folder, workers, args.pin)
                 runs[label].append(figures)
                 done[label] = {"folder": run_folder, "stack": stack}
                 print_run(label, figures, args.frames)
@@ -454,6 +477,7 @@ def main():
                 "size": f"{nx} x {ny}",
                 "cores": os.cpu_count(),
                 "repeat": args.repeat,
+                "pinned": args.pin,
                 "astro_offsets": astro_offsets.__version__,
                 "date": time.strftime("%Y-%m-%d"),
             }
