@@ -14,6 +14,7 @@ __all__ = [
     "start_workers",
     "warm_cluster",
     "workers_can_read",
+    "workers_share",
 ]
 
 
@@ -196,3 +197,34 @@ def cancelled_on_error(client, futures):
     except BaseException:
         client.cancel(futures)
         raise
+
+
+def workers_share(client, directory, name=None):
+    """Check that every worker of a dask cluster can read the files written to ``directory``.
+
+    A file is written there and every worker reads it (`workers_can_read`):
+    the directory where the caller and the workers exchange files must be
+    on a filesystem they share. ``name`` names the directory in the message
+    (``directory`` by default).
+
+    Raises
+    ------
+    ClusterError
+        Naming the first worker that cannot.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from distributed import Client, LocalCluster
+    >>> from astro_offsets._utils.workers import workers_share
+    >>> with (
+    ...     LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster,
+    ...     Client(cluster) as client,
+    ... ):
+    ...     workers_share(client, tempfile.mkdtemp())
+    """
+    probe = os.path.join(directory, "readable")
+    with open(probe, "w"):
+        pass
+    name = directory if name is None else name
+    workers_can_read(client, [probe], [f"{name} (the directory of the shared files)"])

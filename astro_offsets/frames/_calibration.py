@@ -291,13 +291,6 @@ class Calibration:
             colors = found_colors if colors is None else colors
         return cls(**masters, colors=colors)
 
-    def __sizeof__(self):
-        # With the masters' pixels: dask's sizeof, and so joblib's dask
-        # backend, then send a calibration to a cluster once, not with every
-        # frame's task.
-        masters = (self.bias, self.dark, self.flat, self.colors)
-        return object.__sizeof__(self) + sum(m.nbytes for m in masters if m is not None)
-
     def __repr__(self):
         have = [kind for kind in KINDS if getattr(self, kind) is not None]
         return f"<{type(self).__name__}: {', '.join(have) or 'nothing'}>"

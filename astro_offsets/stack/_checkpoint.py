@@ -20,7 +20,6 @@ twice. Once the medians are made, the frames stacked are those they were
 made of.
 """
 
-import contextlib
 import glob
 import hashlib
 import json
@@ -30,23 +29,18 @@ import uuid
 
 import numpy as np
 
+from .._utils.atomic import atomic_path
 from ._normalisation import Normalisation
 
 __all__ = ["Checkpoint", "digest", "normalisation_of", "record"]
 
 
 def _write_json(path, value):
-    """Write ``value`` to ``path`` atomically (a temporary file, then a rename)."""
-    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-    try:
-        with open(tmp, "w", encoding="utf-8") as file:
-            json.dump(value, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
+    """Write ``value`` to ``path`` atomically, on disk before it is renamed into place."""
+    with atomic_path(path, overwrite=True) as tmp, open(tmp, "w", encoding="utf-8") as file:
+        json.dump(value, file)
+        file.flush()
+        os.fsync(file.fileno())
 
 
 def _read_json(path):
@@ -133,21 +127,27 @@ class Checkpoint:
         """Shares of the frames, as the checkpoint's first run made them."""
         # What was being written when the run stopped: partial stacks and
         # medians not complete, state files not renamed into place.
-        for pattern in ("share.*.part", "median.*.part.npy", "*.tmp"):
+        for pattern in ("share.*.part", "median.*.part.npy", ".*.tmp"):
             for stray in glob.glob(os.path.join(self.path, pattern)):
                 if os.path.isdir(stray):
                     shutil.rmtree(stray, ignore_errors=True)
                 else:
                     os.remove(stray)
 
+    def _get(self, name):
+        path = os.path.join(self.path, f"{name}.json")
+        return _read_json(path) if os.path.exists(path) else None
+
+    def _put(self, name, value):
+        _write_json(os.path.join(self.path, f"{name}.json"), value)
+
     def reference(self):
         """Return the index of the reference frame, as the first run read it; `None` before."""
-        path = os.path.join(self.path, "reference.json")
-        return _read_json(path) if os.path.exists(path) else None
+        return self._get("reference")
 
     def mark_reference(self, index):
         """Record the reference frame: a resumed run normalises to the same."""
-        _write_json(os.path.join(self.path, "reference.json"), int(index))
+        self._put("reference", int(index))
 
     def size(self):
         """Return the bytes of the files in the checkpoint (a resumed run needs less room)."""
@@ -155,12 +155,11 @@ class Checkpoint:
 
     def medians(self):
         """Return the frame indices whose single drizzles made the medians; `None` before."""
-        path = os.path.join(self.path, "medians.json")
-        return _read_json(path) if os.path.exists(path) else None
+        return self._get("medians")
 
     def mark_medians(self, indices):
         """Record that the medians are whole, and of which frames: the frames stacked after."""
-        _write_json(os.path.join(self.path, "medians.json"), sorted(indices))
+        self._put("medians", sorted(indices))
 
     def kept(self):
         """Return ``{frame index: record}`` of the frames kept by rejection's first pass."""
@@ -171,14 +170,13 @@ class Checkpoint:
 
     def mark_kept(self, index, entry):
         """Record that frame ``index`` is kept and drizzled alone (its files complete)."""
-        _write_json(os.path.join(self.path, f"kept.{index}.json"), entry)
+        self._put(f"kept.{index}", entry)
 
     def share(self, share):
         """Return ``(partial stack directory, {frame index: record})`` of a share, or `None`."""
-        path = os.path.join(self.path, f"share.{share}.json")
-        if not os.path.exists(path):
+        state = self._get(f"share.{share}")
+        if state is None:
             return None
-        state = _read_json(path)
         done = {int(index): entry for index, entry in state["frames"]}
         return os.path.join(self.path, state["stack"]), done
 
@@ -192,8 +190,7 @@ class Checkpoint:
         before = self.share(share)
         name = f"share.{share}.{uuid.uuid4().hex[:12]}"
         stacker.save(os.path.join(self.path, name))
-        state = {"stack": name, "frames": done}
-        _write_json(os.path.join(self.path, f"share.{share}.json"), state)
+        self._put(f"share.{share}", {"stack": name, "frames": done})
         if before is not None:
             shutil.rmtree(before[0], ignore_errors=True)
 

@@ -22,6 +22,7 @@ from .._utils.workers import (
     on_every_worker,
     warm_cluster,
     workers_can_read,
+    workers_share,
 )
 from ._bands import Scratch
 from ._checkpoint import record
@@ -51,9 +52,7 @@ def on_cluster(run, client, todo, reject, masks):
         base = run.scratch if run.checkpoint is None else run.checkpoint.path
         run.rejection_scratch = Scratch(base)
         directory = run.rejection_scratch.path
-        probe = os.path.join(directory, "readable")
-        open(probe, "w").close()
-        workers_can_read(client, [probe], [f"{base} (the directory of the shared files)"])
+        workers_share(client, directory, base)
         # Numbered in the order given: a share reads its own frames.
         numbered = [
             (number, item, None)

@@ -15,7 +15,7 @@ from tqdm import tqdm
 from .._utils.batch import describe
 from .._utils.naming import mask_path
 from .._utils.provenance import provenance_header, write_product
-from .._utils.workers import workers_can_read
+from .._utils.workers import workers_share
 from ..frames import hot_pixels, read_frame
 from ..maps import OffsetMap
 from ._bands import Scratch
@@ -274,7 +274,7 @@ class Run:
         saved = None if self.checkpoint is None else self.checkpoint.share(share)
         done = {} if saved is None else saved[1]
         stacked = []
-        since = 0
+        since = released = 0
         for number, item, prepared, outliers, stats in self._frames_of(items, done, reject, masks):
             if saved is not None and self.frames.shape is not None:
                 stacked = self._restore(saved, items)
@@ -288,8 +288,9 @@ class Run:
             if self.checkpoint is not None and since >= self.checkpoint.every:
                 self.checkpoint.save_share(share, self.stacker, stacked)
                 if self.rejection is not None:
-                    self.rejection.release(index for index, _ in stacked)
-                since = 0
+                    # Their files: the partial stack holds them now.
+                    self.rejection.release(index for index, _ in stacked[released:])
+                since, released = 0, len(stacked)
         if saved is not None and self.frames.shape is not None:
             self._restore(saved, items)
 
@@ -465,10 +466,8 @@ class Run:
             self.rejection_scratch = Scratch(self.scratch)
             directory = self.rejection_scratch.path
         if client is not None:
-            probe = os.path.join(directory, "readable")
-            open(probe, "w").close()
             where = self.checkpoint.name if self.checkpoint is not None else directory
-            workers_can_read(client, [probe], [f"{where} (the directory of the shared files)"])
+            workers_share(client, directory, where)
         need = Rejection.disk_bytes(self.frames.shape, self.frames.layers, n_frames)
         if self.checkpoint is not None:
             need = max(0, need - self.checkpoint.size())  # what it holds already

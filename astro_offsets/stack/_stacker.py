@@ -458,6 +458,11 @@ class Stacker:
             os.replace(self._scratch.file(f"{name}.ctx.new"), self._scratch.file(f"{name}.ctx"))
         self._ctx_planes = planes
 
+    @property
+    def _kinds(self):
+        """The arrays of each channel: image, weight and (if kept) context."""
+        return ("img", "wht", "ctx") if self._context else ("img", "wht")
+
     def save(self, directory):
         """Write the stack so far to a new directory, exactly, to resume it with `load`.
 
@@ -465,19 +470,19 @@ class Stacker:
         they hold (``stacker.json``). The directory must not exist: it is
         written under another name and renamed when complete.
         """
-        stack = self.stack()
+        self.wait()
         partial = f"{directory}.part"
         shutil.rmtree(partial, ignore_errors=True)
         os.makedirs(partial)
-        for kind in ("img", "wht", "ctx") if self._context else ("img", "wht"):
+        for kind in self._kinds:
             for name in self.channels:
                 np.save(
                     os.path.join(partial, f"{name}.{kind}.npy"),
                     self._scratch.open(f"{name}.{kind}", mode="r"),
                 )
         state = {
-            "frames": stack.meta["frames"],
-            "maps": stack.meta["maps"],
+            "frames": self._frames,
+            "maps": self._maps,
             "total_exptime": self._total_exptime,
             "ctx_planes": self._ctx_planes,
         }
@@ -495,7 +500,7 @@ class Stacker:
         if self._context:
             self._grow_contexts(state["ctx_planes"])
         for name in self.channels:
-            for kind in ("img", "wht", "ctx") if self._context else ("img", "wht"):
+            for kind in self._kinds:
                 saved = np.load(os.path.join(directory, f"{name}.{kind}.npy"), mmap_mode="r")
                 target = self._scratch.open(f"{name}.{kind}")
                 if saved.shape != target.shape:

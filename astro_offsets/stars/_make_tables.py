@@ -301,9 +301,7 @@ def make_tables(
     # in order and are written here.
     options = {"fwhm": fwhm, "threshold": threshold, "min_snr": min_snr, "flagged": flagged}
     # Absolute paths: a worker process kept from an earlier call may have
-    # started in another working directory. The reference's stars and the
-    # calibration are arguments of their own, which joblib's dask backend
-    # sends to a cluster once.
+    # started in another working directory.
     if client is None:
         tasks = (
             delayed(_frame_table)(
