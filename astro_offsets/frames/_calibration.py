@@ -12,7 +12,6 @@ colour balance.
 import contextlib
 import hashlib
 import os
-import tempfile
 import warnings
 
 import numpy as np
@@ -21,6 +20,7 @@ from astropy.io import fits
 from astropy.stats import mad_std
 
 from .._utils.provenance import not_an_input, product_kind, provenance_header, write_product
+from .._utils.scratch import ScratchDirectory
 from ._read import Frame, read_frame
 
 __all__ = ["KINDS", "Calibration", "calibration_frames", "make_master"]
@@ -127,7 +127,8 @@ def make_master(kind, source, *, calibration=None, cache=True, mem_limit=_MEM_LI
     if cache and os.path.exists(cached):
         return _read_master(cached)
     frames_read = []
-    with tempfile.TemporaryDirectory(prefix=f"astro_offsets_{kind}_") as scratch:
+    with ScratchDirectory(f"astro_offsets-{kind}-") as directory:
+        scratch = directory.path
         for index, path in enumerate(paths):
             frame = read_frame(path)
             if frames_read and (frame.data.shape, frame.colors is None) != frames_read[0][:2]:

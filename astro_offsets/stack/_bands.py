@@ -27,15 +27,14 @@ Exactness needs three things of drizzle's C code (drizzle 3):
 
 import itertools
 import os
-import shutil
-import tempfile
-import weakref
 from types import MappingProxyType
 from typing import NamedTuple
 
 import numpy as np
 from drizzle import cdrizzle
 from numpy.lib.format import open_memmap
+
+from .._utils.scratch import ScratchDirectory
 
 __all__ = ["CHUNK_ROWS", "BandJob", "Layer", "LayerJob", "Scratch", "band_layout", "drizzle_band"]
 
@@ -53,18 +52,18 @@ _REACH = MappingProxyType(
 )
 
 
-class Scratch:
+class Scratch(ScratchDirectory):
     """A temporary directory of ``.npy`` memory maps, removed by `remove` or at exit.
 
-    Files mapped when the directory is removed stay readable through their
-    maps (POSIX); their disk space is freed when the last map is closed.
+    Or, if its process is killed, by the next one made beside it
+    (`ScratchDirectory`). Its path is absolute: the workers may run in
+    another working directory. Files mapped when the directory is removed
+    stay readable through their maps (POSIX); their disk space is freed
+    when the last map is closed.
     """
 
     def __init__(self, directory=None):
-        # Absolute (Python 3.11 returns a relative directory as given): the
-        # workers may run in another working directory.
-        self.path = os.path.abspath(tempfile.mkdtemp(prefix="astro_offsets-stack-", dir=directory))
-        self._finalizer = weakref.finalize(self, shutil.rmtree, self.path, ignore_errors=True)
+        super().__init__("astro_offsets-stack-", directory)
 
     def file(self, name):
         return os.path.join(self.path, f"{name}.npy")
@@ -78,9 +77,6 @@ class Scratch:
 
     def open(self, name, mode="r+"):
         return np.load(self.file(name), mmap_mode=mode)
-
-    def remove(self):
-        self._finalizer()
 
 
 class Layer(NamedTuple):

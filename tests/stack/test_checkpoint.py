@@ -34,7 +34,7 @@ def uninterrupted(frames):
     return {reject: stack_frames(frames, reject=reject)[0] for reject in (True, False)}
 
 
-def kill_half_way(frames, checkpoint, reject, scheduler=None):
+def kill_half_way(frames, checkpoint, reject, scheduler=None, scratch=None):
     """Stack in another process that SIGKILLs itself once the 5th frame is stacked.
 
     With a ``scheduler``, on its dask cluster: the frames are reported
@@ -60,7 +60,8 @@ def kill_half_way(frames, checkpoint, reject, scheduler=None):
         if __name__ == "__main__":
             with {cluster}:
                 stack_frames({frames!r}, reject={reject!r}, n_jobs=2, callback=on_frame,
-                             checkpoint={str(checkpoint)!r}, checkpoint_every={EVERY})
+                             checkpoint={str(checkpoint)!r}, checkpoint_every={EVERY},
+                             scratch={None if scratch is None else str(scratch)!r})
         """
     )
     # Its output to a file: the worker processes it leaves behind, until
@@ -90,8 +91,15 @@ def assert_same(stack, expected):
 @pytest.mark.parametrize("reject", [True, False], ids=["rejection", "no rejection"])
 def test_killed_and_resumed_is_the_uninterrupted_stack(frames, uninterrupted, reject, tmp_path):
     checkpoint = tmp_path / "stack.checkpoint"
-    kill_half_way(frames, checkpoint, reject)
-    stack, results = stack_frames(frames, reject=reject, checkpoint=checkpoint, resume=True)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    kill_half_way(frames, checkpoint, reject, scratch=scratch)
+    left = os.listdir(scratch)
+    assert left  # the killed run's stack: no cleanup runs on SIGKILL
+    stack, results = stack_frames(
+        frames, reject=reject, checkpoint=checkpoint, resume=True, scratch=scratch
+    )
+    assert not os.listdir(scratch)  # the resumed run removed it
     assert [r.status for r in results] == ["stacked"] * len(frames)
     # Bit for bit: the partial stack is restored exactly, the rest added on.
     assert_same(stack, uninterrupted[reject])

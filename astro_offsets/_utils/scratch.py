@@ -1,0 +1,128 @@
+"""Scratch directories that a killed run does not leave behind for good."""
+
+import contextlib
+import os
+import shutil
+import socket
+import tempfile
+import weakref
+
+try:
+    import fcntl
+except ImportError:  # Windows: no locks to tell a killed owner by
+    fcntl = None
+
+__all__ = ["ScratchDirectory", "sweep"]
+
+# The file in a scratch directory that its process holds locked while it
+# lives, naming the host it runs on.
+_OWNER = ".owner"
+
+
+class ScratchDirectory:
+    """A temporary directory, removed by `remove`, at exit, or after its process is killed.
+
+    A process killed outright (``SIGKILL``, the machine out of memory)
+    runs no cleanup, and its scratch (gigabytes, for a stack of large
+    frames) would stay. So the directory holds a lock file while its
+    process lives (the system releases the lock when the process ends,
+    however it ends), and each new scratch directory first removes those
+    beside it whose lock is free and which were made on this host
+    (`sweep`). Without ``fcntl`` (Windows) nothing is swept.
+
+    Parameters
+    ----------
+    prefix : str
+        The start of the directory's name, which `sweep` looks for.
+    directory : str or `None`, optional
+        Where to make it; the system's temporary directory by default.
+
+    Examples
+    --------
+    >>> import os
+    >>> from astro_offsets._utils.scratch import ScratchDirectory
+    >>> scratch = ScratchDirectory("astro_offsets-example-")
+    >>> os.path.isdir(scratch.path)
+    True
+    >>> scratch.remove()
+    >>> os.path.exists(scratch.path)
+    False
+
+    Or removed at the end of a ``with`` block:
+
+    >>> with ScratchDirectory("astro_offsets-example-") as scratch:
+    ...     os.listdir(scratch.path)
+    ['.owner']
+    """
+
+    def __init__(self, prefix, directory=None):
+        parent = os.path.abspath(directory if directory is not None else tempfile.gettempdir())
+        sweep(parent, prefix)
+        self.path = tempfile.mkdtemp(prefix=prefix, dir=parent)
+        owner = _own(self.path)
+        self._finalizer = weakref.finalize(self, _remove, self.path, owner)
+
+    def remove(self):
+        """Remove the directory and everything in it (once; later calls do nothing)."""
+        self._finalizer()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.remove()
+
+
+def _own(path):
+    """Lock the owner file of ``path``; return its descriptor (`None` without locks)."""
+    if fcntl is None:
+        return None
+    fd, partial = tempfile.mkstemp(prefix=f"{_OWNER}.", dir=path)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(fd, socket.gethostname().encode())
+        # Named only once locked: `sweep` never sees it free while its owner lives.
+        os.rename(partial, os.path.join(path, _OWNER))
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _remove(path, owner):
+    shutil.rmtree(path, ignore_errors=True)
+    if owner is not None:
+        os.close(owner)  # the lock is held until the directory is gone
+
+
+def sweep(parent, prefix):
+    """Remove the scratch directories ``prefix*`` in ``parent`` whose processes were killed.
+
+    Only those made on this host (a shared filesystem's other hosts'
+    locks may not be seen here) whose owner file is not locked; a
+    directory without one (being made, or made by an earlier version) is
+    left alone.
+    """
+    if fcntl is None:
+        return
+    try:
+        entries = [entry.path for entry in os.scandir(parent) if entry.name.startswith(prefix)]
+    except OSError:
+        return
+    host = socket.gethostname()
+    for path in entries:
+        try:
+            fd = os.open(os.path.join(path, _OWNER), os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            if os.read(fd, 1024).decode(errors="replace") != host:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # its process lives
+            shutil.rmtree(path, ignore_errors=True)
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(fd)
