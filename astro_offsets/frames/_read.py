@@ -195,6 +195,10 @@ def _raw_shape(path, raw):
     return raw.raw_image_visible.shape[:2]
 
 
+# Rows of a raw frame's black levels at a time.
+_ROWS = 256
+
+
 def _raw_frame(path, raw):
     image = raw.raw_image_visible
     if image.ndim != 2:
@@ -211,6 +215,10 @@ def _raw_frame(path, raw):
     colors = raw.raw_colors_visible.copy()
     black = np.asarray(raw.black_level_per_channel, dtype=np.float32)
     data = image.astype(np.float32)
-    data -= black[colors]
+    # A few rows at a time: the black levels of a whole frame would be a
+    # frame's worth of fresh memory.
+    for start in range(0, data.shape[0], _ROWS):
+        rows = slice(start, start + _ROWS)
+        data[rows] -= black[colors[rows]]
     shutter = raw.other.shutter_speed
     return Frame(data, colors, float(shutter) if shutter > 0 else None)

@@ -73,7 +73,8 @@ class Frames:
             if self.calibration is None
             else self.calibration.read(item.frame_file)
         )
-        data = np.array(raw.data, dtype=np.float32)
+        # The frame's own array, fresh from the file (changed in place below).
+        data = np.asarray(raw.data, dtype=np.float32)
         omap = OffsetMap.read(item.map_file) if item.map_file is not None else None
         if omap is not None and omap.shape != data.shape:
             raise ValueError(

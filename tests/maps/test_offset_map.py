@@ -240,3 +240,43 @@ def test_to_wcs_through_drizzle_calc_pixmap(omap):
     w.array_shape = omap.shape
     np.testing.assert_allclose(calc_pixmap(omap.to_wcs(w), w), omap.pixmap(), rtol=0, atol=1e-6)
     assert w.cpdis1 is None  # the caller's WCS is untouched
+
+
+def test_read_in_chunks_compressed_scaled_and_truncated(tmp_path, omap, monkeypatch):
+    from astropy.utils.exceptions import AstropyUserWarning
+
+    from astro_offsets.maps import _offset_map
+
+    path = tmp_path / "DSC01.offsets.fits"
+    omap.write(path)
+    # Chunks of 1000 bytes: 250 floats, the last one partial.
+    monkeypatch.setattr(_offset_map, "_CHUNK_BYTES", 1000)
+    back = OffsetMap.read(path)
+    assert back.x_offset.dtype == np.float32
+    assert back.x_offset.dtype.isnative
+    assert back.x_offset.flags.c_contiguous
+    assert back.x_offset.flags.writeable
+    np.testing.assert_array_equal(back.x_offset, omap.x_offset)
+    np.testing.assert_array_equal(back.y_offset, omap.y_offset)
+    # Compressed, and scaled integers: through astropy, the same values.
+    with fits.open(path) as hdul:
+        hdul.writeto(tmp_path / "DSC01.offsets.fits.gz")
+        scaled = [fits.PrimaryHDU()]
+        for name in ("XOFFSET", "YOFFSET"):
+            hdu = fits.ImageHDU(hdul[name].data.astype(np.float64), name=name)
+            hdu.scale("int16", bscale=0.01)  # stored as round(value / 0.01)
+            scaled.append(hdu)
+        fits.HDUList(scaled).writeto(tmp_path / "scaled.fits")
+    gzipped = OffsetMap.read(tmp_path / "DSC01.offsets.fits.gz")
+    np.testing.assert_array_equal(gzipped.x_offset, omap.x_offset)
+    np.testing.assert_allclose(
+        OffsetMap.read(tmp_path / "scaled.fits").y_offset, omap.y_offset, atol=0.006
+    )
+    # Cut within the Y map's data: the error names the file.
+    data = path.read_bytes()
+    (tmp_path / "cut.fits").write_bytes(data[: len(data) - 2880 - 100])
+    with (
+        pytest.warns(AstropyUserWarning, match="truncated"),
+        pytest.raises(ValueError, match=r"cut\.fits: YOFFSET HDU: the file ends within its data"),
+    ):
+        OffsetMap.read(tmp_path / "cut.fits")
