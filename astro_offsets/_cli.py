@@ -384,8 +384,8 @@ def _stack_notes(stack, results):
         mean = sum(m for m, _ in masked) / len(masked)
         most, path = max(masked)
         yield (
-            f"outliers: {100 * mean:.2g}% of the pixels rejected on average, "
-            f"{100 * most:.2g}% at most ({path})"
+            f"outliers: {100 * mean:#.2g}% of the pixels rejected on average, "
+            f"{100 * most:#.2g}% at most ({path})"
         )
     elif masked:
         yield "outliers: none found"

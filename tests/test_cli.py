@@ -305,3 +305,19 @@ def test_console_script_prints_no_traceback(tmp_path, sequence):
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "maps: 1 written, 0 skipped, 5 failed" in result.stdout
+
+
+def test_the_outlier_line_keeps_two_figures():
+    from types import SimpleNamespace
+
+    from astro_offsets import StackResult
+    from astro_offsets._cli import _stack_notes
+
+    results = [
+        StackResult(path=f"light{k}.fits", status="stacked", masked=masked)
+        for k, masked in enumerate([0.0398, 0.0002, 0.00005])
+    ]
+    stack = SimpleNamespace(meta={"rejected": True})
+    assert list(_stack_notes(stack, results)) == [
+        "outliers: 1.3% of the pixels rejected on average, 4.0% at most (light0.fits)"
+    ]

@@ -315,7 +315,7 @@ class OffsetMap:
         write_product(path, hdus, overwrite=overwrite)
 
     @classmethod
-    def read(cls, path):
+    def read(cls, path, *, out=None):
         """Read a map written by `write`, or by the original notebook.
 
         Files with ``XOFFSET`` and ``YOFFSET`` extensions are read by name;
@@ -326,6 +326,11 @@ class OffsetMap:
         ----------
         path : str or path-like
             A ``<stem>.offsets.fits`` file.
+        out : tuple of `~numpy.ndarray`, optional
+            ``(x_array, y_array)``: C-contiguous float32 arrays of the map's
+            shape to read the maps into, which the map returned holds: the
+            previous frame's, say, memory the process holds already, where
+            fresh memory would first be cleared by the system.
 
         Returns
         -------
@@ -337,7 +342,21 @@ class OffsetMap:
             If the file does not exist.
         ValueError
             If it is not a FITS file or holds no recognisable pair of maps
-            (the message lists the HDUs found).
+            (the message lists the HDUs found), or ``out`` does not fit them.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> from astro_offsets import OffsetMap
+        >>> path = os.path.join(tempfile.mkdtemp(), "DSC0001.offsets.fits")
+        >>> OffsetMap(np.full((2, 3), 1.5), np.zeros((2, 3))).write(path)
+        >>> omap = OffsetMap.read(path)
+        >>> float(omap.x_offset[1, 2])
+        1.5
+        >>> again = OffsetMap.read(path, out=(omap.x_offset, omap.y_offset))
+        >>> again.x_offset is omap.x_offset
+        True
         """
         path = os.fspath(path)
         if not os.path.exists(path):
@@ -349,14 +368,38 @@ class OffsetMap:
         with hdul:
             x_hdu, y_hdu = _find_map_hdus(hdul, path)
             meta = _read_provenance(hdul[0].header)
+            if out is None:
+                out = (None, None)
+            elif not _fits(out, x_hdu.shape):
+                raise ValueError(
+                    f"{path}: out must be two C-contiguous, writeable float32 arrays of the "
+                    f"maps' shape {x_hdu.shape}"
+                )
             try:
-                return cls(_native(x_hdu, path), _native(y_hdu, path), meta=meta)
+                return cls(_native(x_hdu, path, out[0]), _native(y_hdu, path, out[1]), meta=meta)
             except ValueError as exc:
                 raise ValueError(f"{path}: {exc}") from None
 
 
-def _native(hdu, path):
-    """Return an image HDU's data, C-ordered, in the machine's byte order.
+def _fits(out, shape):
+    """Whether ``out`` is a pair of arrays that `OffsetMap.read` can read maps of ``shape`` into."""
+    return (
+        isinstance(out, (tuple, list))
+        and len(out) == 2
+        and all(
+            isinstance(a, np.ndarray)
+            and a.dtype == np.float32
+            and a.dtype.isnative
+            and a.shape == shape
+            and a.flags.c_contiguous
+            and a.flags.writeable
+            for a in out
+        )
+    )
+
+
+def _native(hdu, path, out=None):
+    """Return an image HDU's data, C-ordered, in the machine's byte order (in ``out`` if given).
 
     The floats of an uncompressed file are read straight into the array a
     chunk at a time, each chunk's bytes swapped while in the cache: one pass
@@ -367,10 +410,14 @@ def _native(hdu, path):
     header, info = hdu.header, hdu.fileinfo()
     compression = getattr(info["file"], "compression", None) if info else "unknown"
     dtype = {-32: np.dtype(">f4"), -64: np.dtype(">f8")}.get(header.get("BITPIX"))
-    if dtype is None or compression is not None or "BSCALE" in header or "BZERO" in header:
+    native = dtype is not None and (out is None or out.dtype == dtype.newbyteorder("="))
+    if not native or compression is not None or "BSCALE" in header or "BZERO" in header:
         data = hdu.data
+        if out is not None:
+            np.copyto(out, data, casting="same_kind")
+            return out
         return None if data is None else np.array(data, dtype=data.dtype.newbyteorder("="))
-    array = np.empty(hdu.shape, dtype)
+    array = np.empty(hdu.shape, dtype) if out is None else out.view(dtype)
     flat = array.reshape(-1)
     chunk = _CHUNK_BYTES // dtype.itemsize
     with open(path, "rb") as file:
@@ -380,7 +427,7 @@ def _native(hdu, path):
             if file.readinto(memoryview(part).cast("B")) != part.nbytes:
                 raise ValueError(f"{hdu.name or 'an image'} HDU: the file ends within its data")
             part.byteswap(inplace=True)
-    return array.view(dtype.newbyteorder("="))
+    return array.view(dtype.newbyteorder("=")) if out is None else out
 
 
 # Bytes of a map read at a time: a few megabytes, within the cache.

@@ -309,30 +309,51 @@ class Run:
         """Yield ``(number, item, prepared, outliers, stats)`` of a share's frames not ``done``.
 
         Without rejection the first frame is read even if done: it is the
-        reference, which every frame is normalised to.
+        reference, which every frame is normalised to. With rejection, each
+        frame's map is read in a thread while the caller takes the frame
+        before, into the arrays of the frame before that (memory held
+        already): the caller is done with a frame when it asks for the next.
         """
         numbers = {item.index: number for number, item, _ in items}
         if not reject:
             for item, prepared in self.prepared([item for _, item, _ in items], skip=done):
                 yield numbers[item.index], item, prepared, None, None
             return
-        for number, item, entry in items:
-            if item.index in done:
-                continue
-            try:
-                omap = OffsetMap.read(item.map_file) if item.map_file is not None else None
-                data, outliers, stats = self.rejection.mask(item.index, omap)
-            except Exception as exc:
-                self.batch.fail(item.index, exc, map=item.omap_path)
-                continue
-            if masks not in (None, False):
-                directory = None if masks is True else masks
-                _write_mask(directory, item.frame_file, outliers, ~np.isfinite(data))
-            self._start()
-            prepared = _Prepared(
-                data, omap, self.frames.colors, entry["exptime"], normalisation_of(entry)
-            )
-            yield number, item, prepared, outliers, stats
+        todo = [(number, item, entry) for number, item, entry in items if item.index not in done]
+        pairs = [None, None]  # the arrays of every other frame's map
+
+        def read_map(k):
+            map_file = todo[k][1].map_file
+            if map_file is None:
+                return None
+            omap = OffsetMap.read(map_file, out=pairs[k % 2])
+            pairs[k % 2] = omap.x_offset, omap.y_offset
+            return omap
+
+        with ThreadPoolExecutor(1, thread_name_prefix="astro_offsets-maps") as reader:
+            pending = reader.submit(read_map, 0) if todo else None
+            for k, (number, item, entry) in enumerate(todo):
+                try:
+                    omap, failed = pending.result(), None
+                except Exception as exc:
+                    omap, failed = None, exc
+                # The frame before this one is done with: its map's arrays are free.
+                pending = reader.submit(read_map, k + 1) if k + 1 < len(todo) else None
+                try:
+                    if failed is not None:
+                        raise failed
+                    data, outliers, stats = self.rejection.mask(item.index, omap)
+                except Exception as exc:
+                    self.batch.fail(item.index, exc, map=item.omap_path)
+                    continue
+                if masks not in (None, False):
+                    directory = None if masks is True else masks
+                    _write_mask(directory, item.frame_file, outliers, ~np.isfinite(data))
+                self._start()
+                prepared = _Prepared(
+                    data, omap, self.frames.colors, entry["exptime"], normalisation_of(entry)
+                )
+                yield number, item, prepared, outliers, stats
 
     def _restored(self, item, entry):
         """Report a frame that a resumed partial stack holds."""

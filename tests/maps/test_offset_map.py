@@ -280,3 +280,28 @@ def test_read_in_chunks_compressed_scaled_and_truncated(tmp_path, omap, monkeypa
         pytest.raises(ValueError, match=r"cut\.fits: YOFFSET HDU: the file ends within its data"),
     ):
         OffsetMap.read(tmp_path / "cut.fits")
+
+
+def test_read_into_arrays_of_the_caller(tmp_path, omap):
+    path = tmp_path / "DSC01.offsets.fits"
+    omap.write(path)
+    out = (np.full(omap.shape, np.nan, np.float32), np.full(omap.shape, np.nan, np.float32))
+    back = OffsetMap.read(path, out=out)
+    assert back.x_offset is out[0]
+    assert back.y_offset is out[1]
+    np.testing.assert_array_equal(out[0], omap.x_offset)
+    np.testing.assert_array_equal(out[1], omap.y_offset)
+    # The original notebook's float64 maps, through astropy, into the same arrays.
+    seed = tmp_path / "seed.fits"
+    write_seed_file(seed, 2 * omap.x_offset, 3 * omap.y_offset, np.float64)
+    np.testing.assert_array_equal(OffsetMap.read(seed, out=out).y_offset, 3 * omap.y_offset)
+    np.testing.assert_array_equal(out[0], 2 * omap.x_offset)
+    wrong = [
+        (out[0], np.zeros((2, 2), np.float32)),
+        (out[0], out[1].astype(np.float64)),
+        (out[0], np.asfortranarray(out[1])[:, ::-1]),
+        out[0],
+    ]
+    for bad in wrong:
+        with pytest.raises(ValueError, match=r"DSC01\.offsets\.fits: out must be two C-contiguous"):
+            OffsetMap.read(path, out=bad)

@@ -263,3 +263,29 @@ def test_scratch_room_and_clean_up(sequences, tmp_path, monkeypatch):
     assert os.listdir(scratch) == []
     with pytest.raises(ValueError, match="outlier masks need rejection"):
         stack_frames(sequences[0], reject=False, masks=True)
+
+
+def test_a_map_gone_before_the_second_pass_fails_its_frame_alone(sequences, tmp_path, monkeypatch):
+    import shutil
+
+    from astro_offsets.stack._rejection import Rejection
+
+    frames = []
+    for frame in sequences[0][:5]:
+        stem = os.path.basename(frame).removesuffix(".fits")
+        for name in (f"{stem}.fits", f"{stem}.offsets.fits"):
+            if os.path.exists(os.path.join(os.path.dirname(frame), name)):
+                shutil.copy(os.path.join(os.path.dirname(frame), name), tmp_path / name)
+        frames.append(str(tmp_path / f"{stem}.fits"))
+    gone = tmp_path / f"{os.path.basename(frames[2]).removesuffix('.fits')}.offsets.fits"
+    combine = Rejection.combine
+
+    def combine_then_remove(self, *args, **kwargs):
+        combine(self, *args, **kwargs)
+        os.remove(gone)  # after the first pass read it
+
+    monkeypatch.setattr(Rejection, "combine", combine_then_remove)
+    stack, results = stack_frames(frames, n_jobs=2)
+    assert [r.status for r in results] == ["stacked", "stacked", "failed", "stacked", "stacked"]
+    assert "no such file" in results[2].message
+    assert len(stack.meta["frames"]) == 4
