@@ -336,7 +336,10 @@ def stack_frames(
         if client is not None:
             on_cluster(run, client, todo, reject, masks)
         elif reject and todo:
-            run.stack_share(0, run.reject(todo), True, masks)
+            # Numbered as they go in (context bit k: the k-th frame stacked),
+            # also when one fails in the second pass.
+            kept = [(None, item, entry) for _, item, entry in run.reject(todo)]
+            run.stack_share(0, kept, True, masks)
         else:
             run.stack_share(0, [(None, item, None) for item in todo], False)
         stack = run.stack(reject)

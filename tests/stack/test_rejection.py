@@ -289,3 +289,6 @@ def test_a_map_gone_before_the_second_pass_fails_its_frame_alone(sequences, tmp_
     assert [r.status for r in results] == ["stacked", "stacked", "failed", "stacked", "stacked"]
     assert "no such file" in results[2].message
     assert len(stack.meta["frames"]) == 4
+    # Context bit k is the k-th frame stacked: bits 0 to 3, no gap.
+    context = stack.contexts["SCI"][0]
+    assert [bool(np.any((context >> k) & 1)) for k in range(5)] == [True] * 4 + [False]
