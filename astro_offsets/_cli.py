@@ -373,6 +373,16 @@ def _add_stack(commands):
     return stack
 
 
+def _percent(fraction):
+    """Return a fraction as a percentage of two figures, whole from 10 %.
+
+    >>> [_percent(f) for f in (0.0398, 0.00005, 0.123, 0.995, 1.0)]
+    ['4.0%', '0.0050%', '12%', '100%', '100%']
+    """
+    percent = 100 * fraction
+    return f"{percent:.0f}%" if percent >= 9.95 else f"{percent:#.2g}%"
+
+
 def _stack_notes(stack, results):
     """Yield the lines that say how the frames were normalised and what was rejected."""
     stacked = [r for r in results if r.status == "stacked"]
@@ -384,8 +394,8 @@ def _stack_notes(stack, results):
         mean = sum(m for m, _ in masked) / len(masked)
         most, path = max(masked)
         yield (
-            f"outliers: {100 * mean:#.2g}% of the pixels rejected on average, "
-            f"{100 * most:#.2g}% at most ({path})"
+            f"outliers: {_percent(mean)} of the pixels rejected on average, "
+            f"{_percent(most)} at most ({path})"
         )
     elif masked:
         yield "outliers: none found"

@@ -4,6 +4,7 @@ import contextlib
 import os
 import shutil
 import socket
+import stat
 import tempfile
 import weakref
 
@@ -20,7 +21,7 @@ _OWNER = ".owner"
 
 
 class ScratchDirectory:
-    """A temporary directory, removed by `remove`, at exit, or after its process is killed.
+    """A temporary directory, removed by `remove` or at exit; if its process is killed, by the next.
 
     A process killed outright (``SIGKILL``, the machine out of memory)
     runs no cleanup, and its scratch (gigabytes, for a stack of large
@@ -51,16 +52,21 @@ class ScratchDirectory:
     Or removed at the end of a ``with`` block:
 
     >>> with ScratchDirectory("astro_offsets-example-") as scratch:
-    ...     os.listdir(scratch.path)
-    ['.owner']
+    ...     path = scratch.path
+    >>> os.path.exists(path)
+    False
     """
 
     def __init__(self, prefix, directory=None):
         parent = os.path.abspath(directory if directory is not None else tempfile.gettempdir())
         sweep(parent, prefix)
         self.path = tempfile.mkdtemp(prefix=prefix, dir=parent)
-        owner = _own(self.path)
-        self._finalizer = weakref.finalize(self, _remove, self.path, owner)
+        try:
+            owner = _own(self.path)
+        except BaseException:
+            shutil.rmtree(self.path, ignore_errors=True)
+            raise
+        self._finalizer = weakref.finalize(self, _remove, self.path, owner, os.getpid())
 
     def remove(self):
         """Remove the directory and everything in it (once; later calls do nothing)."""
@@ -79,20 +85,32 @@ def _own(path):
         return None
     fd, partial = tempfile.mkstemp(prefix=f"{_OWNER}.", dir=path)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            # A filesystem without locks (Lustre's noflock, some FUSE and
+            # CIFS mounts): unlocked and never swept, as on Windows.
+            os.close(fd)
+            os.remove(partial)
+            return None
         os.write(fd, socket.gethostname().encode())
         # Named only once locked: `sweep` never sees it free while its owner lives.
         os.rename(partial, os.path.join(path, _OWNER))
-    except OSError:
-        os.close(fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.close(fd)
         raise
     return fd
 
 
-def _remove(path, owner):
+def _remove(path, owner, pid):
+    if os.getpid() != pid:
+        return  # a forked child at its exit: the directory is its parent's
     shutil.rmtree(path, ignore_errors=True)
     if owner is not None:
         os.close(owner)  # the lock is held until the directory is gone
+        # On NFS the open owner file was only renamed (.nfs*): gone now.
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def sweep(parent, prefix):
@@ -110,18 +128,24 @@ def sweep(parent, prefix):
     except OSError:
         return
     host = socket.gethostname()
+    # Anyone may write in a temporary directory: only a regular file of this
+    # user's is an owner file, and nothing found there may block or fail us.
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
     for path in entries:
         try:
-            fd = os.open(os.path.join(path, _OWNER), os.O_RDONLY)
+            fd = os.open(os.path.join(path, _OWNER), flags)
         except OSError:
             continue
         try:
+            status = os.fstat(fd)
+            if not stat.S_ISREG(status.st_mode) or status.st_uid != os.getuid():
+                continue
             if os.read(fd, 1024).decode(errors="replace") != host:
                 continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                continue  # its process lives
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # its process lives (the lock is taken), or not an owner file
+        else:
             shutil.rmtree(path, ignore_errors=True)
         finally:
             with contextlib.suppress(OSError):

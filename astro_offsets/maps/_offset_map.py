@@ -1,6 +1,7 @@
 """Dense X/Y offset maps: the pixmap for drizzle, WCS lookup tables, FITS files."""
 
 import os
+import sys
 
 import numpy as np
 from astropy.io import fits
@@ -370,10 +371,20 @@ class OffsetMap:
             meta = _read_provenance(hdul[0].header)
             if out is None:
                 out = (None, None)
-            elif not _fits(out, x_hdu.shape):
+            elif x_hdu.shape != y_hdu.shape:
                 raise ValueError(
-                    f"{path}: out must be two C-contiguous, writeable float32 arrays of the "
-                    f"maps' shape {x_hdu.shape}"
+                    f"{path}: x_offset and y_offset differ in shape: {x_hdu.shape} and "
+                    f"{y_hdu.shape}"
+                )
+            elif not _usable_out(out, x_hdu.shape):
+                shapes = (
+                    [getattr(a, "shape", type(a).__name__) for a in out]
+                    if isinstance(out, (tuple, list))
+                    else f"a {type(out).__name__}"
+                )
+                raise ValueError(
+                    f"{path}: out must be two separate C-contiguous, writeable float32 arrays "
+                    f"of the maps' shape {x_hdu.shape} (out: {shapes})"
                 )
             try:
                 return cls(_native(x_hdu, path, out[0]), _native(y_hdu, path, out[1]), meta=meta)
@@ -381,11 +392,13 @@ class OffsetMap:
                 raise ValueError(f"{path}: {exc}") from None
 
 
-def _fits(out, shape):
+def _usable_out(out, shape):
     """Whether ``out`` is a pair of arrays that `OffsetMap.read` can read maps of ``shape`` into."""
     return (
         isinstance(out, (tuple, list))
         and len(out) == 2
+        and all(isinstance(a, np.ndarray) for a in out)
+        and not np.shares_memory(out[0], out[1])
         and all(
             isinstance(a, np.ndarray)
             and a.dtype == np.float32
@@ -410,14 +423,24 @@ def _native(hdu, path, out=None):
     header, info = hdu.header, hdu.fileinfo()
     compression = getattr(info["file"], "compression", None) if info else "unknown"
     dtype = {-32: np.dtype(">f4"), -64: np.dtype(">f8")}.get(header.get("BITPIX"))
-    native = dtype is not None and (out is None or out.dtype == dtype.newbyteorder("="))
-    if not native or compression is not None or "BSCALE" in header or "BZERO" in header:
+    plain = (
+        type(hdu) in (fits.ImageHDU, fits.PrimaryHDU)  # not tile-compressed
+        and compression is None  # nor the whole file
+        and dtype is not None
+        and (out is None or out.dtype == dtype.newbyteorder("="))
+        and "BSCALE" not in header
+        and "BZERO" not in header
+    )
+    if not plain:
         data = hdu.data
         if out is not None:
-            np.copyto(out, data, casting="same_kind")
+            # Beyond float32's range: infinite, which the map refuses.
+            with np.errstate(over="ignore"):
+                np.copyto(out, data, casting="same_kind")
             return out
         return None if data is None else np.array(data, dtype=data.dtype.newbyteorder("="))
     array = np.empty(hdu.shape, dtype) if out is None else out.view(dtype)
+    swap = sys.byteorder == "little"  # FITS is big-endian
     flat = array.reshape(-1)
     chunk = _CHUNK_BYTES // dtype.itemsize
     with open(path, "rb") as file:
@@ -426,7 +449,8 @@ def _native(hdu, path, out=None):
             part = flat[start : start + chunk]
             if file.readinto(memoryview(part).cast("B")) != part.nbytes:
                 raise ValueError(f"{hdu.name or 'an image'} HDU: the file ends within its data")
-            part.byteswap(inplace=True)
+            if swap:
+                part.byteswap(inplace=True)
     return array.view(dtype.newbyteorder("=")) if out is None else out
 
 

@@ -253,11 +253,15 @@ class Rejection:
         next call overwrites: memory the process holds already (see
         `_buffer`), as the frames of the second pass are taken one by one.
         """
+        if offset_map is not None and offset_map.shape != self.shape:
+            raise ValueError(f"frame shape {self.shape} differs from its map's {offset_map.shape}")
         path = _path(self.directory, f"frame.{index}")
         data = self._buffer("frame", self.shape, np.float32)
         fd = os.open(path, os.O_RDONLY)
         try:
             _read_into(fd, data, 0)
+        except OSError as exc:
+            raise OSError(f"{path}: {exc}") from None
         finally:
             os.close(fd)
         if not self._keep_frames:
@@ -340,9 +344,11 @@ class Rejection:
         arrays is memory the kernel must clear first (for a 42-Mpix frame,
         a tenth of a second of system time per 200 MB on a virtual machine).
         """
-        array = self._buffers.get(name)
-        if array is None or array.shape != shape or array.dtype != dtype:
-            array = self._buffers[name] = np.empty(shape, dtype)
+        # By shape too: the colour planes of a frame of odd size differ.
+        key = (name, tuple(shape), np.dtype(dtype).str)
+        array = self._buffers.get(key)
+        if array is None:
+            array = self._buffers[key] = np.empty(shape, dtype)
         return array
 
     def close(self):

@@ -82,3 +82,51 @@ def test_others_are_left(tmp_path):
     (users / ".owner").write_text(os.uname().nodename)
     ScratchDirectory(PREFIX, tmp_path).remove()
     assert sorted(os.listdir(tmp_path)) == sorted([earlier.name, elsewhere.name, users.name])
+
+
+def test_what_others_leave_neither_blocks_nor_fails(tmp_path):
+    # Anyone may write in a temporary directory: a FIFO would block a
+    # reader, a directory fail one.
+    fifo = tmp_path / f"{PREFIX}fifo"
+    fifo.mkdir()
+    os.mkfifo(fifo / ".owner")
+    folder = tmp_path / f"{PREFIX}folder"
+    folder.mkdir()
+    (folder / ".owner").mkdir()
+    ScratchDirectory(PREFIX, tmp_path).remove()
+    assert sorted(os.listdir(tmp_path)) == sorted([fifo.name, folder.name])
+
+
+def test_a_filesystem_without_locks(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOSYS, "flock not supported")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    scratch = ScratchDirectory(PREFIX, tmp_path)
+    assert os.listdir(scratch.path) == []  # unlocked: no owner file to sweep by
+    scratch.remove()
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_forked_child_leaves_its_parents_directory(tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import os, sys
+        from astro_offsets._utils.scratch import ScratchDirectory
+
+        scratch = ScratchDirectory({PREFIX!r}, {str(tmp_path)!r})
+        pid = os.fork()
+        if pid == 0:
+            sys.exit(0)  # the child's exit runs the finalizers it inherited
+        os.waitpid(pid, 0)
+        print(os.path.isdir(scratch.path))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, check=True
+    )
+    assert done.stdout.split() == ["True"]
+    assert os.listdir(tmp_path) == []  # the parent's exit removed it

@@ -300,8 +300,37 @@ def test_read_into_arrays_of_the_caller(tmp_path, omap):
         (out[0], np.zeros((2, 2), np.float32)),
         (out[0], out[1].astype(np.float64)),
         (out[0], np.asfortranarray(out[1])[:, ::-1]),
+        (out[0], out[0]),  # Y would overwrite X
         out[0],
     ]
     for bad in wrong:
-        with pytest.raises(ValueError, match=r"DSC01\.offsets\.fits: out must be two C-contiguous"):
+        with pytest.raises(ValueError, match=r"DSC01\.offsets\.fits: out must be two separate"):
             OffsetMap.read(path, out=bad)
+    # Maps of two shapes: refused as without out, not read into one shape.
+    mismatched = tmp_path / "mismatched.fits"
+    fits.HDUList(
+        [
+            fits.PrimaryHDU(),
+            fits.ImageHDU(omap.x_offset, name="XOFFSET"),
+            fits.ImageHDU(omap.y_offset[:, :-1], name="YOFFSET"),
+        ]
+    ).writeto(mismatched)
+    with pytest.raises(ValueError, match=r"mismatched\.fits: x_offset and y_offset differ"):
+        OffsetMap.read(mismatched, out=out)
+
+
+def test_read_tile_compressed_maps(tmp_path, omap):
+    # A tile-compressed HDU says BITPIX = -32 of the image, not of its bytes.
+    path = tmp_path / "packed.fits"
+    hdus = [fits.PrimaryHDU()]
+    for name, data in (("XOFFSET", omap.x_offset), ("YOFFSET", omap.y_offset)):
+        hdus.append(fits.CompImageHDU(data, name=name, compression_type="GZIP_1"))
+    hdus.append(fits.ImageHDU(np.zeros((2, 2), np.float32), name="OTHER"))
+    fits.HDUList(hdus).writeto(path)
+    with fits.open(path) as hdul:  # quantised by the compression: astropy's values
+        expected = [hdul[name].data.astype(np.float32) for name in ("XOFFSET", "YOFFSET")]
+    np.testing.assert_allclose(expected[0], omap.x_offset, atol=0.01)
+    for out in (None, (np.empty(omap.shape, np.float32), np.empty(omap.shape, np.float32))):
+        back = OffsetMap.read(path, out=out)
+        np.testing.assert_array_equal(back.x_offset, expected[0])
+        np.testing.assert_array_equal(back.y_offset, expected[1])

@@ -22,7 +22,7 @@ from rejection_sequence import (
     write_sequence,
 )
 
-from astro_offsets import stack_frames
+from astro_offsets import OffsetMap, stack_frames
 from astro_offsets._cli import main
 from astro_offsets.datasets import (
     cosmic_rays,
@@ -277,18 +277,24 @@ def test_a_map_gone_before_the_second_pass_fails_its_frame_alone(sequences, tmp_
             if os.path.exists(os.path.join(os.path.dirname(frame), name)):
                 shutil.copy(os.path.join(os.path.dirname(frame), name), tmp_path / name)
         frames.append(str(tmp_path / f"{stem}.fits"))
-    gone = tmp_path / f"{os.path.basename(frames[2]).removesuffix('.fits')}.offsets.fits"
+    gone, changed = (
+        tmp_path / f"{os.path.basename(frames[k]).removesuffix('.fits')}.offsets.fits"
+        for k in (2, 3)
+    )
     combine = Rejection.combine
 
-    def combine_then_remove(self, *args, **kwargs):
+    def combine_then_change(self, *args, **kwargs):
         combine(self, *args, **kwargs)
-        os.remove(gone)  # after the first pass read it
+        # After the first pass read them: one map gone, one of another shape.
+        os.remove(gone)
+        OffsetMap(np.zeros((30, 40)), np.zeros((30, 40))).write(changed, overwrite=True)
 
-    monkeypatch.setattr(Rejection, "combine", combine_then_remove)
+    monkeypatch.setattr(Rejection, "combine", combine_then_change)
     stack, results = stack_frames(frames, n_jobs=2)
-    assert [r.status for r in results] == ["stacked", "stacked", "failed", "stacked", "stacked"]
+    assert [r.status for r in results] == ["stacked", "stacked", "failed", "failed", "stacked"]
     assert "no such file" in results[2].message
-    assert len(stack.meta["frames"]) == 4
-    # Context bit k is the k-th frame stacked: bits 0 to 3, no gap.
+    assert "differs from its map's (30, 40)" in results[3].message
+    assert len(stack.meta["frames"]) == 3
+    # Context bit k is the k-th frame stacked: bits 0 to 2, no gap.
     context = stack.contexts["SCI"][0]
-    assert [bool(np.any((context >> k) & 1)) for k in range(5)] == [True] * 4 + [False]
+    assert [bool(np.any((context >> k) & 1)) for k in range(5)] == [True] * 3 + [False] * 2
