@@ -194,42 +194,35 @@ def run_pipeline(sequence, folder, workers, pinned=False):
 # --- equality ------------------------------------------------------------------------
 
 
-def same_tables(a_dir, b_dir):
-    """Return (tables compared, tables whose columns differ)."""
-    names = sorted(p.name for p in a_dir.glob("*.fits"))
-    if names != sorted(p.name for p in b_dir.glob("*.fits")):
-        return len(names), ["the lists of tables differ"]
-    differ = []
-    for name in names:
-        a, b = Table.read(a_dir / name), Table.read(b_dir / name)
-        if a.colnames != b.colnames or not all(
-            np.array_equal(a[c], b[c], equal_nan=a[c].dtype.kind == "f") for c in a.colnames
-        ):
-            differ.append(name)
-    return len(names), differ
+def same_files(a_dir, b_dir, pattern, same):
+    """Return (files ``pattern`` compared, names of those that ``same(a, b)`` finds different)."""
+    names = sorted(p.name for p in a_dir.glob(pattern))
+    if names != sorted(p.name for p in b_dir.glob(pattern)):
+        return len(names), [f"the lists of {pattern} differ"]
+    return len(names), [name for name in names if not same(a_dir / name, b_dir / name)]
 
 
-def same_maps(a_dir, b_dir):
-    """Return (maps compared, maps whose data differ in any bit)."""
-    names = sorted(p.name for p in a_dir.glob("*.offsets.fits"))
-    if names != sorted(p.name for p in b_dir.glob("*.offsets.fits")):
-        return len(names), ["the lists of maps differ"]
-    differ = []
-    for name in names:
-        with fits.open(a_dir / name) as a, fits.open(b_dir / name) as b:
-            same = len(a) == len(b) and all(
-                (x.data is None and y.data is None)
-                or (
-                    x.data is not None
-                    and y.data is not None
-                    and x.data.dtype == y.data.dtype
-                    and x.data.tobytes() == y.data.tobytes()
-                )
-                for x, y in zip(a, b, strict=True)
+def same_table(a_path, b_path):
+    """Whether two tables have the same columns, value for value."""
+    a, b = Table.read(a_path), Table.read(b_path)
+    return a.colnames == b.colnames and all(
+        np.array_equal(a[c], b[c], equal_nan=a[c].dtype.kind == "f") for c in a.colnames
+    )
+
+
+def same_map(a_path, b_path):
+    """Whether two map files hold the same data, bit for bit."""
+    with fits.open(a_path) as a, fits.open(b_path) as b:
+        return len(a) == len(b) and all(
+            (x.data is None and y.data is None)
+            or (
+                x.data is not None
+                and y.data is not None
+                and x.data.dtype == y.data.dtype
+                and x.data.tobytes() == y.data.tobytes()
             )
-        if not same:
-            differ.append(name)
-    return len(names), differ
+            for x, y in zip(a, b, strict=True)
+        )
 
 
 def relative(a, b):
@@ -243,8 +236,12 @@ def relative(a, b):
 
 def compare(run_a, run_b):
     """Compare two runs' outputs; return the figures as a dict."""
-    n_tables, tables_differ = same_tables(run_a["folder"] / "tables", run_b["folder"] / "tables")
-    n_maps, maps_differ = same_maps(run_a["folder"] / "maps", run_b["folder"] / "maps")
+    n_tables, tables_differ = same_files(
+        run_a["folder"] / "tables", run_b["folder"] / "tables", "*.fits", same_table
+    )
+    n_maps, maps_differ = same_files(
+        run_a["folder"] / "maps", run_b["folder"] / "maps", "*.offsets.fits", same_map
+    )
     sa, sb = run_a["stack"], run_b["stack"]
     image, weight, contexts, nans = 0.0, 0.0, True, True
     for channel in sa.channels:

@@ -323,21 +323,18 @@ class Run:
         pairs = [None, None]  # the arrays of every other frame's map
 
         def read_map(k):
-            item = todo[k][1]
-            if item.map_file is None:
+            map_file = todo[k][1].map_file
+            if map_file is None:
                 return None
-            shape = self.frames.shape
             try:
-                omap = OffsetMap.read(item.map_file, out=pairs[k % 2])
+                omap = OffsetMap.read(map_file, out=pairs[k % 2])
             except ValueError:
                 if pairs[k % 2] is None:
                     raise
-                # Not into the frame's arrays: what is wrong with the file itself.
-                omap = OffsetMap.read(item.map_file)
-            if omap.shape != shape:  # changed since the first pass
-                raise ValueError(
-                    f"frame shape {shape} differs from its map's {omap.shape} ({item.omap_path})"
-                )
+                # Not into the frame's arrays (a map changed since the first
+                # pass, say): what is wrong with the file itself, or its
+                # shape, which `Rejection.mask` refuses.
+                omap = OffsetMap.read(map_file)
             pairs[k % 2] = omap.x_offset, omap.y_offset
             return omap
 
