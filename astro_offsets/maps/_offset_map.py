@@ -34,6 +34,14 @@ _PROVENANCE = (
     ("sky", "SKY", "median sky level of the frame"),
     ("ref_sky", "REFSKY", "median sky level of the reference"),
     ("flux_scale", "FLUXSCL", "reference / frame star flux (median)"),
+    ("fwhm", "FWHM", "median star FWHM in the frame (px)"),
+    ("elongation", "ELONG", "median star elongation a/b in the frame"),
+    ("n_detected", "NDETECT", "stars detected in the frame"),
+    ("noise", "NOISE", "sky noise of the frame (RMS)"),
+    ("ref_fwhm", "REFFWHM", "median star FWHM in the reference (px)"),
+    ("ref_elongation", "REFELONG", "median star elongation a/b in the reference"),
+    ("ref_n_detected", "REFNDET", "stars detected in the reference"),
+    ("ref_noise", "REFNOISE", "sky noise of the reference (RMS)"),
 )
 # Maps of earlier versions: their keyword, the meta key and parameter now.
 _EARLIER = (
