@@ -9,20 +9,25 @@ bump), star tables measured from such a motion (`star_offsets`), and Bayer
 mosaics written as DNG raw files that rawpy reads (`write_dng`). And what
 real sequences have besides stars, for testing outlier rejection and
 calibration: satellite and aircraft trails, cosmic rays, sky gradients and
-vignetting.
+vignetting. And a whole night as it comes (`night_sequence`): field rotation,
+a meridian flip, frames spoilt by wind, cloud, dew or a capped lens.
 """
 
 from ._artefacts import aircraft_trail, cosmic_rays, satellite_trail, sky_gradient, vignetting
 from ._dng import write_dng
 from ._motions import CameraMotion, LocalDistortion, PolynomialMotion
+from ._night import CONDITIONS, Night, night_sequence
 from ._stars import observe, render_stars, star_field, star_offsets
 
 __all__ = [
+    "CONDITIONS",
     "CameraMotion",
     "LocalDistortion",
+    "Night",
     "PolynomialMotion",
     "aircraft_trail",
     "cosmic_rays",
+    "night_sequence",
     "observe",
     "render_stars",
     "satellite_trail",
