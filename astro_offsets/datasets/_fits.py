@@ -24,7 +24,7 @@ def write_fits_cfa(
     """Write a Bayer mosaic as a FITS image with the Bayer cards of capture software.
 
     ``mosaic`` is the sensor's image, its top row first, its top-left 2 x 2
-    cell of colours ``cfa`` (as for `write_dng`). The cards describe the
+    cell of colours ``cfa`` (as for `~astro_offsets.datasets.write_dng`). The cards describe the
     same colours whatever the options: ``BAYERPAT`` is the cell that, moved
     by ``XBAYROFF = xoffset`` and ``YBAYROFF = yoffset``, gives ``cfa`` at
     the top left; with ``row_order="BOTTOM-UP"`` the rows are written from

@@ -133,7 +133,7 @@ def make_master(kind, source, *, calibration=None, cache=True, mem_limit=_MEM_LI
             frame = read_frame(path)
             if frames_read and (frame.data.shape, frame.colors is None) != frames_read[0][:2]:
                 raise ValueError(
-                    f"{path}: a {frame.data.shape} {'FITS' if frame.colors is None else 'raw'} "
+                    f"{path}: a {frame.data.shape} {'mono' if frame.colors is None else 'mosaic'} "
                     f"frame among {kind} frames of {frames_read[0][0]}"
                 )
             data = frame.data
@@ -309,8 +309,8 @@ class Calibration:
             getattr(self, kind) is not None for kind in KINDS
         ):
             raise ValueError(
-                f"{name}: a {'raw' if frame.colors is not None else 'FITS'} frame, but the "
-                f"masters were made of {'raw' if self.colors is not None else 'FITS'} frames"
+                f"{name}: a {'mosaic' if frame.colors is not None else 'mono'} frame, but the "
+                f"masters were made of {'mosaic' if self.colors is not None else 'mono'} frames"
             )
         if self.colors is not None and not np.array_equal(self.colors, frame.colors):
             raise ValueError(f"{name}: its colour filters differ from the masters'")

@@ -31,7 +31,7 @@ def bayer_colors(shape, pattern, *, xoffset=0, yoffset=0, bottom_up=False):
     shape : tuple of int
         ``(ny, nx)`` of the mosaic.
     pattern : {'RGGB', 'BGGR', 'GRBG', 'GBRG'}
-        The cell, upper case (`BAYER_PATTERNS`).
+        The cell, upper case (``astro_offsets.frames.BAYER_PATTERNS``).
     xoffset, yoffset : int, optional
         Offsets of the cell's origin; only their parity matters.
     bottom_up : bool, optional
@@ -46,7 +46,7 @@ def bayer_colors(shape, pattern, *, xoffset=0, yoffset=0, bottom_up=False):
 
     Examples
     --------
-    >>> from astro_offsets.frames import bayer_colors
+    >>> from astro_offsets import bayer_colors
     >>> bayer_colors((2, 4), "RGGB").tolist()
     [[0, 1, 0, 1], [3, 2, 3, 2]]
     >>> bayer_colors((2, 4), "RGGB", xoffset=1).tolist()

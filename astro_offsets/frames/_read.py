@@ -18,6 +18,10 @@ _FITS_SUFFIXES = (
 )
 
 
+class _CardError(ValueError):
+    """A FITS file read, whose cards or axes say something not understood (not wrapped)."""
+
+
 class Frame(NamedTuple):
     """Pixels of one frame, as returned by `read_frame`.
 
@@ -31,7 +35,7 @@ class Frame(NamedTuple):
         For colour mosaics (raw files, and FITS files with a ``BAYERPAT``
         card): the colour filter of each pixel, as rawpy's
         ``raw_colors_visible`` gives it (0 red, 1 green, 2 blue, 3 the green
-        in the blue rows; see `~astro_offsets.frames.bayer_colors`). `None`
+        in the blue rows; see `~astro_offsets.bayer_colors`). `None`
         for other FITS files.
     exptime : float or `None`
         Exposure time in seconds: the raw file's shutter speed, or the FITS
@@ -105,7 +109,7 @@ def read_frame(path):
     colour frame: its planes are red, green and blue. A 2-D FITS image with
     a ``BAYERPAT`` card is a colour mosaic, as a raw file is: its colours
     come from the cards ``BAYERPAT``, ``XBAYROFF``, ``YBAYROFF`` and
-    ``ROWORDER`` (`~astro_offsets.frames.bayer_colors` says how), and its
+    ``ROWORDER`` (`~astro_offsets.bayer_colors` says how), and its
     pixels are kept as they are in the file (never flipped).
 
     Parameters
@@ -160,6 +164,8 @@ def _read_fits(path, use):
                     return use(path, hdu)
                 shape = "" if axes is None else f" shape {axes}"
                 found.append(f"HDU {index} {type(hdu).__name__} {hdu.name!r}{shape}")
+    except _CardError:
+        raise
     # Corrupt files surface as OSError, short data as TypeError, bad cards as ValueError.
     except (OSError, TypeError, ValueError) as exc:
         raise ValueError(f"{path}: not a readable FITS file ({exc})") from exc
@@ -177,7 +183,7 @@ def _image_axes(hdu):
 def _fits_shape(path, hdu):
     axes = _image_axes(hdu)
     if len(axes) == 3 and axes[0] not in (1, 3):
-        raise ValueError(
+        raise _CardError(
             f"{path}: a FITS cube of {axes[0]} planes (NAXIS3 = {axes[0]}); a colour "
             "frame has 3 (red, green, blue), a mono frame is a 2-D image"
         )
@@ -207,7 +213,7 @@ def _fits_colors(path, header, shape):
     if pattern is None or (isinstance(pattern, str) and pattern.strip().upper() in ("", "NONE")):
         return None
     if not isinstance(pattern, str) or pattern.strip().upper() not in BAYER_PATTERNS:
-        raise ValueError(
+        raise _CardError(
             f"{path}: BAYERPAT = {pattern!r} is not a Bayer pattern that is understood "
             f"({', '.join(BAYER_PATTERNS)})"
         )
@@ -220,13 +226,13 @@ def _fits_colors(path, header, shape):
             or value != int(value)
             or value < 0
         ):
-            raise ValueError(
+            raise _CardError(
                 f"{path}: {card} = {value!r} is not an offset of the Bayer pattern (0 or 1)"
             )
         offsets.append(int(value))
     order = header.get("ROWORDER", "TOP-DOWN")
     if not isinstance(order, str) or order.strip().upper() not in ("TOP-DOWN", "BOTTOM-UP"):
-        raise ValueError(f"{path}: ROWORDER = {order!r} is neither 'TOP-DOWN' nor 'BOTTOM-UP'")
+        raise _CardError(f"{path}: ROWORDER = {order!r} is neither 'TOP-DOWN' nor 'BOTTOM-UP'")
     return bayer_colors(
         shape,
         pattern.strip().upper(),

@@ -1,10 +1,12 @@
 """Colour FITS frames through tables, maps and stack: Bayer mosaics with BAYERPAT, RGB cubes."""
 
+import re
+
 import numpy as np
 import pytest
 from astropy.io import fits
 
-from astro_offsets import make_tables, stack_frames, write_maps
+from astro_offsets import OffsetMap, Stacker, make_tables, stack_frames, write_maps
 from astro_offsets.datasets import (
     render_stars,
     star_field,
@@ -13,6 +15,7 @@ from astro_offsets.datasets import (
     write_fits_rgb,
 )
 from astro_offsets.frames import CFA_CHANNEL, bayer_colors
+from astro_offsets.stack import Normalisation
 
 SHAPE = (120, 180)
 # The frames' shifts against the reference (the first): x, y.
@@ -119,8 +122,9 @@ def test_bayer_fits_stack_is_the_raw_stack(dng_stack, tmp_path, xoffset, yoffset
     stack = pipeline(frames, tmp_path)
     assert stack.channels == ("RED", "GREEN", "BLUE")
     for name in stack.channels:
-        np.testing.assert_allclose(stack.images[name], dng_stack.images[name], rtol=1e-6, atol=1e-6)
-        np.testing.assert_allclose(stack.weights[name], dng_stack.weights[name], rtol=1e-6)
+        # One code path: the same bits.
+        np.testing.assert_array_equal(stack.images[name], dng_stack.images[name])
+        np.testing.assert_array_equal(stack.weights[name], dng_stack.weights[name])
     assert_coloured(stack, RED_STAR, BLUE_STAR)
 
 
@@ -158,7 +162,78 @@ def test_rgb_cube_stack_is_the_stack_of_its_planes(tmp_path):
             fits.PrimaryHDU(cube[c], fits.Header({"EXPTIME": 30.0})).writeto(planes[-1])
         mono, results = stack_frames(planes, maps=tmp_path / "maps")
         assert [r.status for r in results] == ["stacked"] * len(planes)
-        np.testing.assert_allclose(
-            stack.images[name], mono.images["SCI"], rtol=1e-5, atol=1e-4 * SKY[c]
-        )
-        np.testing.assert_allclose(stack.weights[name], mono.weights["SCI"], rtol=1e-6)
+        # Each plane drizzled, normalised and rejected as the mono frame is.
+        np.testing.assert_array_equal(stack.images[name], mono.images["SCI"])
+        np.testing.assert_array_equal(stack.weights[name], mono.weights["SCI"])
+
+
+def test_stacker_drizzles_each_plane_of_a_cube_as_a_mono_frame():
+    # Each plane with the frame's map, its own mask and the frame's weights:
+    # the same bits as three mono stacks, on two workers as on one.
+    rng = np.random.default_rng(5)
+    shape = (40, 50)
+    cubes = [rng.normal(100.0, 5.0, (3, *shape)).astype(np.float32) for _ in range(2)]
+    masks = [rng.random((3, *shape)) < 0.05 for _ in range(2)]
+    weight = rng.uniform(0.5, 1.0, shape).astype(np.float32)
+    maps = [None, OffsetMap(np.full(shape, 1.3), np.full(shape, -0.6))]
+    with Stacker(shape, bayer=True, n_jobs=2) as stacker:
+        for cube, mask, omap in zip(cubes, masks, maps, strict=True):
+            stacker.add(cube, omap, mask=mask, weight=weight, exptime=20.0)
+        colour = stacker.stack()
+    assert colour.channels == ("RED", "GREEN", "BLUE")
+    for c, name in enumerate(colour.channels):
+        with Stacker(shape) as stacker:
+            for cube, mask, omap in zip(cubes, masks, maps, strict=True):
+                stacker.add(cube[c], omap, mask=mask[c], weight=weight, exptime=20.0)
+            mono = stacker.stack()
+        np.testing.assert_array_equal(colour.images[name], mono.images["SCI"])
+        np.testing.assert_array_equal(colour.weights[name], mono.weights["SCI"])
+        np.testing.assert_array_equal(colour.contexts[name], mono.contexts["SCI"])
+
+
+def test_bad_cubes_for_a_stacker():
+    cube = np.zeros((3, 4, 5), np.float32)
+    with pytest.raises(
+        ValueError, match=re.escape("frame shape (3, 4, 5) differs from the stack's")
+    ):
+        Stacker((4, 5)).add(cube)
+    with pytest.raises(
+        ValueError, match=re.escape("a colour cube has 3 planes (red, green, blue)")
+    ):
+        Stacker((4, 5), bayer=True).add(np.zeros((4, 4, 5)))
+    with pytest.raises(ValueError, match="and no colors"):
+        Stacker((4, 5), bayer=True).add(cube, colors=np.zeros((4, 5), np.uint8))
+    with pytest.raises(ValueError, match=re.escape("mask shape (2, 4, 5) differs")):
+        Stacker((4, 5), bayer=True).add(cube, mask=np.zeros((2, 4, 5), bool))
+
+
+def test_cubes_and_mono_frames_do_not_mix(tmp_path):
+    shape = (30, 40)
+    write_fits_rgb(tmp_path / "cube.fits", np.ones((3, *shape), np.float32))
+    fits.PrimaryHDU(np.ones(shape, np.float32)).writeto(tmp_path / "mono.fits")
+    write_fits_cfa(tmp_path / "cfa.fits", np.ones(shape, np.float32))
+    for name in ("mono", "cfa"):
+        OffsetMap(np.zeros(shape), np.zeros(shape)).write(tmp_path / f"{name}.offsets.fits")
+    frames = [str(tmp_path / f"{name}.fits") for name in ("cube", "mono", "cfa")]
+    _stack, results = stack_frames(frames, reference=frames[0], reject=False)
+    assert [r.status for r in results] == ["stacked", "failed", "failed"]
+    assert "a mono frame, but the stack is colour (colour cubes)" in results[1].message
+    assert "a colour mosaic, but the stack is colour (colour cubes)" in results[2].message
+
+
+def test_sky_offsets_of_three_channels_fit_their_card(tmp_path):
+    # Three long offsets and the comment in one 80-character card: no
+    # warning that the comment is cut (warnings are errors here).
+    with Stacker((4, 5), bayer=True) as stacker:
+        stacker.add(np.ones((3, 4, 5), np.float32))
+        stack = stacker.stack()
+        offsets = (-0.0559298, -1.23457e-05, -123456.0)
+        meta = {
+            **stack.meta,
+            "normalized": True,
+            "normalisation": [Normalisation(1.0, offsets, "stars", (0.0, 0.0, 0.0))],
+        }
+        stack._replace(meta=meta).write(tmp_path / "stack.fits")
+    card = fits.getheader(tmp_path / "stack.fits").cards["SKO00001"]
+    assert card.value == "-0.0559298 -1.23457e-05 -123456"
+    assert card.comment == "sky offset per channel"
