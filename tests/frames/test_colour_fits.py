@@ -7,6 +7,7 @@ import pytest
 from astropy.io import fits
 from mosaics import expected_colors
 
+from astro_offsets import Calibration
 from astro_offsets.datasets import write_dng, write_fits_cfa, write_fits_rgb
 from astro_offsets.frames import bayer_colors, frame_shape, read_frame
 
@@ -146,3 +147,37 @@ def test_write_fits_cfa_bad_arguments(tmp_path):
             write_fits_cfa(tmp_path / "frame.fits", mosaic, **kwargs)
     with pytest.raises(ValueError, match="pattern must be one of"):
         bayer_colors((2, 2), "RGBG")
+
+
+def test_colour_fits_calibrated_per_colour(tmp_path):
+    # Flats of cubes are combined and normalised plane by plane, flats of
+    # Bayer FITS colour by colour (as raw flats): a light of the flats'
+    # colour comes out flat and keeps its colour balance.
+    rng = np.random.default_rng(1)
+    shape = (40, 60)
+    vignetting = 1.0 - 0.3 * np.linspace(0.0, 1.0, shape[1])
+    balance = np.array([0.5, 1.0, 0.8])
+    for k in range(3):
+        cube = 1000.0 * balance[:, None, None] * vignetting + rng.normal(0, 1, (3, *shape))
+        write_fits_rgb(tmp_path / f"flat_{k}.fits", cube.astype(np.float32))
+        mosaic = np.choose(expected_colors("RGGB", shape), [*cube, cube[1]])
+        write_fits_cfa(tmp_path / f"cfa_flat_{k}.fits", mosaic.astype(np.float32))
+    light = 100.0 * balance[:, None, None] * vignetting * np.ones(shape)
+    write_fits_rgb(tmp_path / "light.fits", light.astype(np.float32))
+    write_fits_cfa(
+        tmp_path / "cfa_light.fits",
+        np.choose(expected_colors("RGGB", shape), [*light, light[1]]).astype(np.float32),
+    )
+    flats = [tmp_path / f"flat_{k}.fits" for k in range(3)]
+    calibrated = Calibration.from_files(flat=flats).read(tmp_path / "light.fits")
+    assert calibrated.data.shape == (3, *shape)
+    levels = np.median(calibrated.data, axis=(1, 2))
+    np.testing.assert_allclose(calibrated.data, levels[:, None, None] * np.ones(shape), rtol=0.01)
+    np.testing.assert_allclose(levels / levels[1], balance, rtol=0.01)
+    flats = [tmp_path / f"cfa_flat_{k}.fits" for k in range(3)]
+    calibrated = Calibration.from_files(flat=flats).read(tmp_path / "cfa_light.fits")
+    for colour, expected in zip((R, G, B), balance, strict=True):
+        pixels = calibrated.data[calibrated.colors == colour]
+        np.testing.assert_allclose(
+            pixels / np.median(calibrated.data[calibrated.colors == G]), expected, rtol=0.02
+        )
