@@ -6,17 +6,19 @@ colour filters and exposure times that `read_frame` gives.
 
 from ._background import sky_levels
 from ._calibration import KINDS, Calibration, calibration_frames, make_master
-from ._cfa import CFA_CHANNEL, green, superpixels
+from ._cfa import BAYER_PATTERNS, CFA_CHANNEL, bayer_colors, green, superpixels
 from ._cosmetic import fill_hot_pixels, hot_pixels
 from ._read import Frame, frame_shape, read_frame
 
 __all__ = [
+    "BAYER_PATTERNS",
     "CFA_CHANNEL",
     "KINDS",
     "Calibration",
     "calibration_frames",
     "make_master",
     "Frame",
+    "bayer_colors",
     "fill_hot_pixels",
     "frame_shape",
     "green",

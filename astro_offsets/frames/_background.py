@@ -22,7 +22,7 @@ def sky_levels(data, colors=None):
     Parameters
     ----------
     data : array-like
-        The frame, ``(ny, nx)``.
+        The frame, ``(ny, nx)``, or a colour cube ``(3, ny, nx)``.
     colors : array-like or `None`, optional
         rawpy's ``raw_colors_visible`` of a raw frame: the levels are then
         per channel of a colour stack (red, green, blue); `None` for a mono
@@ -31,7 +31,7 @@ def sky_levels(data, colors=None):
     Returns
     -------
     `~numpy.ndarray`
-        One level per channel: one for a mono frame, three for a raw one (NaN
+        One level per channel: one for a mono frame, three for a colour one (NaN
         for a channel without any finite pixel).
 
     Examples
@@ -45,6 +45,8 @@ def sky_levels(data, colors=None):
     [100]
     """
     data = np.asarray(data)
+    if data.ndim == 3:  # a colour cube: one level per plane
+        return np.concatenate([sky_levels(plane) for plane in data])
     count = 1 if colors is None else 3
     # A regular grid of rows and columns, the same stride along both axes;
     # odd, so that a 2 x 2 mosaic's colours are all sampled.

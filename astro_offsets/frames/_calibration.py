@@ -133,7 +133,7 @@ def make_master(kind, source, *, calibration=None, cache=True, mem_limit=_MEM_LI
             frame = read_frame(path)
             if frames_read and (frame.data.shape, frame.colors is None) != frames_read[0][:2]:
                 raise ValueError(
-                    f"{path}: a {frame.data.shape} {'FITS' if frame.colors is None else 'raw'} "
+                    f"{path}: a {frame.data.shape} {'mono' if frame.colors is None else 'mosaic'} "
                     f"frame among {kind} frames of {frames_read[0][0]}"
                 )
             data = frame.data
@@ -142,9 +142,19 @@ def make_master(kind, source, *, calibration=None, cache=True, mem_limit=_MEM_LI
             frames_read.append(
                 (frame.data.shape, frame.colors is None, frame.exptime, frame.colors)
             )
-            fits.PrimaryHDU(data.astype(np.float32)).writeto(os.path.join(scratch, f"{index}.fits"))
-        files = [os.path.join(scratch, f"{index}.fits") for index in range(len(paths))]
-        master = _combine(files, mem_limit)
+            # A colour cube's planes are combined one by one.
+            for plane, image in enumerate(data if data.ndim == 3 else [data]):
+                fits.PrimaryHDU(image.astype(np.float32)).writeto(
+                    os.path.join(scratch, f"{index}.{plane}.fits")
+                )
+        shape = frames_read[0][0]
+        planes = [
+            _combine(
+                [os.path.join(scratch, f"{i}.{plane}.fits") for i in range(len(paths))], mem_limit
+            )
+            for plane in range(shape[0] if len(shape) == 3 else 1)
+        ]
+        master = np.stack(planes) if len(shape) == 3 else planes[0]
     colors = frames_read[0][3]
     times = [t for _, _, t, _ in frames_read if t is not None]
     exptime = float(np.median(times)) if times else None
@@ -188,11 +198,14 @@ def _combine(files, mem_limit):
 
 
 def _normalised(flat, colors, paths):
-    """Divide a flat by its median, per colour filter for a raw mosaic."""
+    """Divide a flat by its median, per colour filter for a mosaic, per plane for a cube."""
     flat = flat.copy()
-    groups = (
-        [np.ones(flat.shape, bool)] if colors is None else [colors == c for c in np.unique(colors)]
-    )
+    if flat.ndim == 3:
+        groups = range(len(flat))  # the planes
+    elif colors is None:
+        groups = [np.ones(flat.shape, bool)]
+    else:
+        groups = [colors == c for c in np.unique(colors)]
     for group in groups:
         level = float(np.median(flat[group]))
         if not level > 0:
@@ -309,8 +322,8 @@ class Calibration:
             getattr(self, kind) is not None for kind in KINDS
         ):
             raise ValueError(
-                f"{name}: a {'raw' if frame.colors is not None else 'FITS'} frame, but the "
-                f"masters were made of {'raw' if self.colors is not None else 'FITS'} frames"
+                f"{name}: a {'mosaic' if frame.colors is not None else 'mono'} frame, but the "
+                f"masters were made of {'mosaic' if self.colors is not None else 'mono'} frames"
             )
         if self.colors is not None and not np.array_equal(self.colors, frame.colors):
             raise ValueError(f"{name}: its colour filters differ from the masters'")

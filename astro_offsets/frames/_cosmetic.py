@@ -32,7 +32,8 @@ def hot_pixels(data, colors=None, *, sigma=8.0):
     Parameters
     ----------
     data : array-like
-        A frame ``(ny, nx)``: an image, or a raw Bayer mosaic.
+        A frame ``(ny, nx)``: an image, or a raw Bayer mosaic; or a
+        colour cube ``(3, ny, nx)``, searched plane by plane.
     colors : array-like or `None`, optional
         rawpy's ``raw_colors_visible`` for a raw frame.
     sigma : float, optional
@@ -42,7 +43,7 @@ def hot_pixels(data, colors=None, *, sigma=8.0):
     Returns
     -------
     `~numpy.ndarray`
-        bool mask, `True` on hot pixels.
+        bool mask of ``data``'s shape, `True` on hot pixels.
 
     Notes
     -----
@@ -66,6 +67,8 @@ def hot_pixels(data, colors=None, *, sigma=8.0):
     [(10, 12)]
     """
     data = np.asarray(data, dtype=np.float32)
+    if data.ndim == 3:  # a colour cube: plane by plane
+        return np.stack([hot_pixels(plane, sigma=sigma) for plane in data])
     ny, nx = data.shape
     # The background of each pixel's own colour channel: one level for an
     # image (a float64 scalar, so heights are float64 as they always were),

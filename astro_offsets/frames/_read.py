@@ -7,6 +7,8 @@ import numpy as np
 import rawpy
 from astropy.io import fits
 
+from ._cfa import BAYER_PATTERNS, bayer_colors
+
 __all__ = ["Frame", "frame_shape", "read_frame"]
 
 # Everything else is handed to rawpy, which recognizes raw formats by content.
@@ -16,18 +18,25 @@ _FITS_SUFFIXES = (
 )
 
 
+class _CardError(ValueError):
+    """A FITS file read, whose cards or axes say something not understood (not wrapped)."""
+
+
 class Frame(NamedTuple):
     """Pixels of one frame, as returned by `read_frame`.
 
     Attributes
     ----------
-    data : `~numpy.ndarray` of float32, shape (ny, nx)
+    data : `~numpy.ndarray` of float32, shape (ny, nx) or (3, ny, nx)
         Pixel values: for raw files the sensor values minus the black level
-        of each pixel's colour channel; for FITS files the image.
+        of each pixel's colour channel; for FITS files the image, or the red,
+        green and blue planes of a colour cube.
     colors : `~numpy.ndarray` of uint8, shape (ny, nx), or `None`
-        For raw files, rawpy's ``raw_colors_visible``: the colour filter of
-        each pixel (0 red, 1 green, 2 blue, 3 the green in the blue rows).
-        `None` for FITS files.
+        For colour mosaics (raw files, and FITS files with a ``BAYERPAT``
+        card): the colour filter of each pixel, as rawpy's
+        ``raw_colors_visible`` gives it (0 red, 1 green, 2 blue, 3 the green
+        in the blue rows; see `~astro_offsets.bayer_colors`). `None`
+        for other FITS files.
     exptime : float or `None`
         Exposure time in seconds: the raw file's shutter speed, or the FITS
         ``EXPTIME`` (or ``EXPOSURE``) card; `None` if the file does not say.
@@ -49,14 +58,19 @@ class Frame(NamedTuple):
     colors: np.ndarray | None
     exptime: float | None
 
+    @property
+    def luminance(self):
+        """The image to find stars in: ``data``, or the mean of a colour cube's planes."""
+        return self.data.mean(axis=0, dtype=np.float32) if self.data.ndim == 3 else self.data
+
 
 def frame_shape(path):
     """Return (ny, nx) of a frame file: FITS from its header, raw files through rawpy.
 
     FITS files (``.fits``, ``.fit``, ``.fts``, optionally ``.gz`` or ``.bz2``
     compressed, and tile-compressed ``.fz``) use their first HDU holding a
-    2-D image or a 3-D cube of colour planes (then its last two axes); no
-    pixel data is read. Any other file is read with rawpy, and its shape is
+    2-D image or a 3-D cube of red, green and blue planes (then its last two
+    axes); no pixel data is read. Any other file is read with rawpy, and its shape is
     that of ``raw_image_visible``: the sensor area without the masked margins.
     Decoding those pixels also proves the raw file is complete.
 
@@ -75,8 +89,8 @@ def frame_shape(path):
     FileNotFoundError
         If the file does not exist.
     ValueError
-        If the file is a directory, an unreadable FITS or raw file, or a FITS
-        file without an image.
+        If the file is a directory, an unreadable FITS or raw file, a FITS
+        file without an image, or a FITS cube of other than 3 planes.
 
     Examples
     --------
@@ -87,11 +101,16 @@ def frame_shape(path):
 
 
 def read_frame(path):
-    """Read the pixels of a frame file, and for raw files the colour of each pixel.
+    """Read the pixels of a frame file, and for colour mosaics the colour of each pixel.
 
     The file types and the HDU used are those of ``frame_shape``, so
-    ``read_frame(path).data.shape == frame_shape(path)``. A FITS cube of
-    colour planes is averaged over its planes.
+    ``read_frame(path).data.shape[-2:] == frame_shape(path)``. A FITS cube
+    of 3 planes (``NAXIS3 = 3``, as Siril and PixInsight write colour) is a
+    colour frame: its planes are red, green and blue. A 2-D FITS image with
+    a ``BAYERPAT`` card is a colour mosaic, as a raw file is: its colours
+    come from the cards ``BAYERPAT``, ``XBAYROFF``, ``YBAYROFF`` and
+    ``ROWORDER`` (`~astro_offsets.bayer_colors` says how), and its
+    pixels are kept as they are in the file (never flipped).
 
     Parameters
     ----------
@@ -109,8 +128,9 @@ def read_frame(path):
         If the file does not exist.
     ValueError
         If the file is a directory, an unreadable FITS or raw file, a FITS
-        file without an image, or a raw file that is not a colour filter
-        mosaic (such as a Foveon or linear DNG file).
+        file without an image, a FITS cube of other than 3 planes, a FITS
+        file whose Bayer cards are not understood, or a raw file that is not
+        a colour filter mosaic (such as a Foveon or linear DNG file).
 
     Examples
     --------
@@ -144,6 +164,8 @@ def _read_fits(path, use):
                     return use(path, hdu)
                 shape = "" if axes is None else f" shape {axes}"
                 found.append(f"HDU {index} {type(hdu).__name__} {hdu.name!r}{shape}")
+    except _CardError:
+        raise
     # Corrupt files surface as OSError, short data as TypeError, bad cards as ValueError.
     except (OSError, TypeError, ValueError) as exc:
         raise ValueError(f"{path}: not a readable FITS file ({exc})") from exc
@@ -159,21 +181,65 @@ def _image_axes(hdu):
 
 
 def _fits_shape(path, hdu):
-    return _image_axes(hdu)[-2:]
+    axes = _image_axes(hdu)
+    if len(axes) == 3 and axes[0] not in (1, 3):
+        raise _CardError(
+            f"{path}: a FITS cube of {axes[0]} planes (NAXIS3 = {axes[0]}); a colour "
+            "frame has 3 (red, green, blue), a mono frame is a 2-D image"
+        )
+    return axes[-2:]
 
 
 def _fits_frame(path, hdu):
+    shape = _fits_shape(path, hdu)
     # np.array copies, so the pixels outlive the (possibly memory-mapped) file.
     data = np.array(hdu.data, dtype=np.float32)
-    if data.ndim == 3:
-        data = data.mean(axis=0)
+    if data.ndim == 3 and data.shape[0] == 1:
+        data = data[0]  # a mono image in a cube of one plane
+    colors = _fits_colors(path, hdu.header, shape) if data.ndim == 2 else None
     exptime = None
     for keyword in ("EXPTIME", "EXPOSURE"):
         value = hdu.header.get(keyword)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
             exptime = float(value)
             break
-    return Frame(data, None, exptime)
+    return Frame(data, colors, exptime)
+
+
+def _fits_colors(path, header, shape):
+    """Return the colours of a FITS mosaic from its Bayer cards; `None` without ``BAYERPAT``."""
+    pattern = header.get("BAYERPAT")
+    # Siril writes 'NONE' for no pattern.
+    if pattern is None or (isinstance(pattern, str) and pattern.strip().upper() in ("", "NONE")):
+        return None
+    if not isinstance(pattern, str) or pattern.strip().upper() not in BAYER_PATTERNS:
+        raise _CardError(
+            f"{path}: BAYERPAT = {pattern!r} is not a Bayer pattern that is understood "
+            f"({', '.join(BAYER_PATTERNS)})"
+        )
+    offsets = []
+    for card in ("XBAYROFF", "YBAYROFF"):
+        value = header.get(card, 0)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or value != int(value)
+            or value < 0
+        ):
+            raise _CardError(
+                f"{path}: {card} = {value!r} is not an offset of the Bayer pattern (0 or 1)"
+            )
+        offsets.append(int(value))
+    order = header.get("ROWORDER", "TOP-DOWN")
+    if not isinstance(order, str) or order.strip().upper() not in ("TOP-DOWN", "BOTTOM-UP"):
+        raise _CardError(f"{path}: ROWORDER = {order!r} is neither 'TOP-DOWN' nor 'BOTTOM-UP'")
+    return bayer_colors(
+        shape,
+        pattern.strip().upper(),
+        xoffset=offsets[0],
+        yoffset=offsets[1],
+        bottom_up=order.strip().upper() == "BOTTOM-UP",
+    )
 
 
 def _read_raw(path, use):

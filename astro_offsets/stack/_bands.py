@@ -80,7 +80,7 @@ class Scratch(ScratchDirectory):
 
 
 class Layer(NamedTuple):
-    """Pixels of a frame drizzled together: a mono frame, or one colour plane of a mosaic."""
+    """Pixels of a frame drizzled together: a mono frame, a colour of a mosaic, a cube's plane."""
 
     channel: int
     """Its channel of the stack (0 for mono; red, green, blue)."""
@@ -90,12 +90,19 @@ class Layer(NamedTuple):
     """Its pixels' spacing in the frame (2 for a Bayer colour plane)."""
     select: object
     """`None`, or (a mosaic that is not Bayer) the frame's pixels of this channel."""
+    plane: int | None = None
+    """`None`, or (a colour cube, data ``(3, ny, nx)``) the plane that holds its pixels."""
+
+    @property
+    def sites(self):
+        """The slices of its pixels on the frame's ``(ny, nx)`` grid (maps, masks, weights)."""
+        y, x = self.origin
+        return slice(y, None, self.step), slice(x, None, self.step)
 
     @property
     def part(self):
-        """The slices of its pixels in the frame."""
-        y, x = self.origin
-        return slice(y, None, self.step), slice(x, None, self.step)
+        """The index of its pixels in the frame's data: `sites`, in its plane for a cube."""
+        return self.sites if self.plane is None else (self.plane, *self.sites)
 
 
 class LayerJob(NamedTuple):

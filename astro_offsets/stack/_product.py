@@ -262,6 +262,7 @@ def _cards(meta):
         if norm is not None and meta.get("normalized"):
             yield f"FSC{number}", round(norm.scale, 6), f"flux scale ({norm.source})"
             offsets = " ".join(f"{offset:.6g}" for offset in norm.offsets)
-            yield f"SKO{number}", offsets, "sky offset per channel after scaling"
+            # Short: three offsets of 12 characters leave 27 for the comment.
+            yield f"SKO{number}", offsets, "sky offset per channel"
         if masked[index] is not None:
             yield f"REJ{number}", round(masked[index], 6), "fraction of pixels rejected"

@@ -64,6 +64,7 @@ class Frames:
         self.normalize = normalize
         self.shape = None
         self.colors = None
+        self.kind = None  # a mono frame, a colour mosaic or a colour cube
         self.layers = None
         self.reference = None  # its normalisation and exposure time
 
@@ -76,7 +77,7 @@ class Frames:
         # The frame's own array, fresh from the file (changed in place below).
         data = np.asarray(raw.data, dtype=np.float32)
         omap = OffsetMap.read(item.map_file) if item.map_file is not None else None
-        if omap is not None and omap.shape != data.shape:
+        if omap is not None and omap.shape != data.shape[-2:]:
             raise ValueError(
                 f"frame shape {data.shape} differs from its map's {omap.shape} ({item.omap_path})"
             )
@@ -92,20 +93,29 @@ class Frames:
 
     def _check(self, data, colors):
         """Fix the shape and colours with the first frame; check the others fit them."""
+        kind = (
+            "a colour mosaic"
+            if colors is not None
+            else ("a colour cube", "a mono frame")[data.ndim == 2]
+        )
         if self.shape is None:
-            self.shape = data.shape
+            self.shape = data.shape[-2:]
             self.colors = colors
+            self.kind = kind
             self.layers = frame_layers(data.shape, colors)
             return
-        if (colors is not None) != (self.colors is not None):
-            kind = "a colour raw frame" if colors is not None else "a mono frame"
-            raise ValueError(
-                f"{kind}, but the stack is {'colour' if self.colors is not None else 'mono'}"
-            )
-        if data.shape != self.shape:
+        if kind != self.kind:
+            stack = "mono" if self.kind == "a mono frame" else "colour"
+            raise ValueError(f"{kind}, but the stack is {stack} ({self.kind[2:]}s)")
+        if data.shape[-2:] != self.shape:
             raise ValueError(f"frame shape {data.shape} differs from the stack's {self.shape}")
         if colors is not None and not np.array_equal(colors, self.colors):
             raise ValueError("its colour filter pattern differs from the first frame's")
+
+    @property
+    def n_channels(self):
+        """The stack's channels: 1 (mono) or 3 (red, green, blue)."""
+        return 1 + max(layer.channel for layer in self.layers)
 
     def zeros(self, norm):
         """Return the value of no light in a frame, per channel (rejection's noise model)."""
@@ -198,7 +208,7 @@ class Run:
         if self.stacker is None:
             self.stacker = Stacker(
                 self.frames.shape,
-                bayer=self.frames.colors is not None,
+                bayer=self.frames.n_channels > 1,
                 n_jobs=self.n_jobs,
                 scratch=self.scratch,
                 **self.options,
@@ -535,7 +545,7 @@ class Run:
             self.frames.shape,
             self.frames.layers,
             directory,
-            3 if self.frames.colors is not None else 1,
+            self.frames.n_channels,
             n_jobs=self.n_jobs,
             keep_frames=keep_frames,
         )

@@ -145,7 +145,9 @@ def stack_frames(
 
     Each frame ``<stem>.<ext>`` is moved by its map ``<stem>.offsets.fits``
     (beside it, or in ``maps``); the reference frame stacks unmoved. Raw
-    files give a colour (Bayer drizzle) stack, FITS files a mono
+    files and FITS mosaics with a ``BAYERPAT`` card give a colour (Bayer
+    drizzle) stack, and so do FITS cubes of red, green and blue planes
+    (each plane drizzled with the frame's map); other FITS files a mono
     one. Frames are read one at a time. A frame that cannot be stacked is
     reported and the others are still stacked.
 

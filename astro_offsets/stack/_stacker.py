@@ -91,7 +91,9 @@ class Stacker:
     drizzled as an image of their own, half the frame's size, whose drops
     are as large as the raw pixels' (for the ``square`` kernel, half the
     ``pixfrac``), red into ``RED``, both greens into ``GREEN``, blue into
-    ``BLUE``.
+    ``BLUE``. FITS mosaics with a ``BAYERPAT`` card are stacked the same way;
+    the planes of a colour cube, ``(3, ny, nx)``, go whole into ``RED``,
+    ``GREEN`` and ``BLUE``, each with the frame's map.
 
     The output grid is drizzled in horizontal bands by ``n_jobs`` worker
     processes (drizzle holds the GIL), into accumulators in memory-mapped
@@ -104,9 +106,10 @@ class Stacker:
     shape : tuple of int
         The frames' (and reference frame's) shape ``(ny, nx)``.
     bayer : bool, optional
-        Stack colour raw frames into ``RED``, ``GREEN`` and ``BLUE``; each
-        frame then needs its ``colors`` (rawpy's ``raw_colors_visible``). The
-        default is `False`: mono frames into ``SCI``.
+        Stack colour frames into ``RED``, ``GREEN`` and ``BLUE``; each frame
+        is then a mosaic with its ``colors`` (rawpy's ``raw_colors_visible``)
+        or a cube of red, green and blue planes ``(3, ny, nx)``. The default
+        is `False`: mono frames into ``SCI``.
     kernel : str, optional
         Drizzle kernel: ``"square"``, ``"point"``, ``"turbo"``,
         ``"gaussian"``, ``"lanczos2"`` or ``"lanczos3"`` (``KERNELS``). The
@@ -257,19 +260,21 @@ class Stacker:
         ----------
         data : array-like
             The frame, ``(ny, nx)``; for Bayer stacks the raw mosaic (black
-            level subtracted).
+            level subtracted), or a colour cube ``(3, ny, nx)``.
         offset_map : `OffsetMap` or `None`, optional
             The frame's map onto the reference grid; `None` for the reference
             frame itself.
         colors : array-like or `None`, optional
             For Bayer stacks, rawpy's ``raw_colors_visible`` (0 R, 1 and 3 G,
-            2 B); required then, refused for mono stacks.
+            2 B); required then for a mosaic, refused for a cube and for mono
+            stacks.
         exptime : float or `None`, optional
             Exposure time in seconds; `None` counts as 1.
         weight : array-like or `None`, optional
             Per-pixel weight of this frame, ``(ny, nx)``, non-negative.
         mask : array-like or `None`, optional
-            Bad pixels (`True` = bad), ``(ny, nx)``; they get no weight.
+            Bad pixels (`True` = bad), ``(ny, nx)`` (or a cube's shape, per
+            plane); they get no weight.
             Non-finite pixels of ``data`` are masked too.
         name, map_name : str or `None`, optional
             The frame's and map's names for the provenance.
@@ -291,13 +296,17 @@ class Stacker:
         if self._closed:
             raise ValueError("the stacker is closed: it takes no more frames")
         data = np.asarray(data, dtype=np.float32)
-        if data.shape != self.shape:
+        cube = data.ndim == 3 and self.bayer
+        if data.shape[cube:] != self.shape:
             raise ValueError(f"frame shape {data.shape} differs from the stack's {self.shape}")
         if exptime is None:
             exptime = 1.0
         exptime = real(exptime, "exptime", low=0, low_open=True)
-        if self.bayer and colors is None:
-            raise ValueError("a Bayer stack needs each frame's colors (raw_colors_visible)")
+        if self.bayer and colors is None and not cube:
+            raise ValueError(
+                "a Bayer stack needs each frame's colors (raw_colors_visible), "
+                "or a (3, ny, nx) colour cube"
+            )
         if not self.bayer and colors is not None:
             raise ValueError("colors given for a mono stack: make it with bayer=True")
         if offset_map is not None and offset_map.shape != self.shape:
@@ -312,19 +321,14 @@ class Stacker:
                 raise ValueError("weight must be non-negative and finite everywhere")
         if mask is not None:
             mask = np.asarray(mask, dtype=bool)
-            if mask.shape != self.shape:
+            if mask.shape not in (self.shape, data.shape):
                 raise ValueError(f"mask shape {mask.shape} differs from {self.shape}")
-        layers = self.layers(colors)
+        layers = frame_layers(data.shape, colors if self.bayer else None)
         slot = f"s{len(self._frames) % 2}"
         reaches = {}
         for index, layer in enumerate(layers):
             reaches[index] = self._write_layer(
-                f"{slot}.{index}",
-                (data, weight, mask, layer.select),
-                offset_map,
-                layer.origin,
-                layer.step,
-                exptime,
+                f"{slot}.{index}", (data, weight, mask), offset_map, layer, exptime
             )
         # The workers still drizzle the previous frame from the other slot.
         self.wait()
@@ -350,23 +354,23 @@ class Stacker:
         """
         return frame_layers(self.shape, colors if self.bayer else None)
 
-    def _write_layer(self, name, frame, offset_map, origin, step, exptime):
+    def _write_layer(self, name, frame, offset_map, layer, exptime):
         """Write a layer's pixels, weights and offsets to the scratch; return its chunks' reach.
 
         The pixels are per second, as drizzle's ``in_units="counts"`` makes
         them, and 0 where they have no weight.
         """
-        data, weight, mask, select = frame
-        part = (slice(origin[0], None, step), slice(origin[1], None, step))
-        pixels = data[part]
+        data, weight, mask = frame
+        origin, step, part = layer.origin, layer.step, layer.sites
+        pixels = data[layer.part]
         arrays = self._slot_arrays(name, pixels.shape)
         out = arrays["weight"]
         out[...] = np.isfinite(pixels)
         if weight is not None:
             out *= weight[part]
-        for bad in (mask, None if select is None else ~select):
+        for bad in (mask, None if layer.select is None else ~layer.select):
             if bad is not None:
-                out[bad[part]] = 0.0
+                out[bad[layer.part if bad.ndim == 3 else part]] = 0.0
         np.multiply(pixels, np.float32(1.0 / exptime), out=arrays["data"])
         np.copyto(arrays["data"], np.float32(0.0), where=out == 0)
         if offset_map is None:
@@ -624,10 +628,17 @@ class Stacker:
 
 
 def frame_layers(shape, colors=None):
-    """Return the drizzle layers of a frame of ``shape``: mono, or of this colour mosaic.
+    """Return the drizzle layers of a frame of ``shape``: mono, of this colour mosaic, or a cube.
 
-    See `Stacker.layers`; ``colors`` is `None` for a mono frame.
+    See `Stacker.layers`; ``colors`` is `None` for a mono frame and for a
+    colour cube (``shape`` ``(3, ny, nx)``: one whole layer per plane).
     """
+    if len(shape) == 3:
+        if shape[0] != len(_RGB) or colors is not None:
+            raise ValueError(
+                f"a colour cube has 3 planes (red, green, blue) and no colors, got shape {shape}"
+            )
+        return [Layer(index, (0, 0), 1, None, index) for index in range(len(_RGB))]
     if colors is None:
         return [Layer(0, (0, 0), 1, None)]
     colors = np.asarray(colors)

@@ -100,6 +100,7 @@ def _read(path, calibration):
     itself in every frame, at an offset of 0.
     """
     frame = read_frame(path) if calibration is None else calibration.read(path)
+    frame = frame._replace(data=frame.luminance)  # stars of a colour cube: in its mean
     hot = hot_pixels(frame.data, frame.colors)
     return frame._replace(data=fill_hot_pixels(frame.data, hot, frame.colors))
 

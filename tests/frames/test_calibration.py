@@ -129,7 +129,7 @@ def test_bad_calibration_frames(tmp_path):
     a = write_fits(tmp_path / "a.fits", np.zeros(SHAPE), 1.0)
     b = write_fits(tmp_path / "b.fits", np.zeros((10, 10)), 1.0)
     with pytest.raises(
-        ValueError, match=r"b\.fits: a \(10, 10\) FITS frame among bias frames of \(60, 80\)"
+        ValueError, match=r"b\.fits: a \(10, 10\) mono frame among bias frames of \(60, 80\)"
     ):
         make_master("bias", [a, b])
     calibration = Calibration(bias=np.zeros(SHAPE))
@@ -141,7 +141,9 @@ def test_bad_calibration_frames(tmp_path):
         Calibration(bias=np.zeros(SHAPE), flat=np.ones((3, 3)))
     raw = tmp_path / "r.dng"
     write_dng(raw, np.full(SHAPE, 600, np.uint16))
-    with pytest.raises(ValueError, match="a raw frame, but the masters were made of FITS frames"):
+    with pytest.raises(
+        ValueError, match="a mosaic frame, but the masters were made of mono frames"
+    ):
         calibration.read(str(raw))
 
 

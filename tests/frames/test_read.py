@@ -142,7 +142,10 @@ def test_fits_colour_cube(tmp_path):
     cube = np.stack([np.full((64, 96), value, np.uint16) for value in (10, 20, 60)])
     path = write_fits(tmp_path / "frame.fits", [fits.PrimaryHDU(cube)])
     assert frame_shape(path) == (64, 96)
-    np.testing.assert_array_equal(read_frame(path).data, np.full((64, 96), 30, np.float32))
+    frame = read_frame(path)
+    np.testing.assert_array_equal(frame.data, cube.astype(np.float32))
+    assert frame.colors is None
+    np.testing.assert_array_equal(frame.luminance, np.full((64, 96), 30, np.float32))
 
 
 @pytest.mark.parametrize("reader", [frame_shape, read_frame])
