@@ -598,10 +598,15 @@ def _stars(result):
     if result.status == "reference":
         found = f": {result.detected} stars detected" if result.detected else ""
         return f"{result.path} (reference){found}"
+    replaced = (
+        ""
+        if result.replaced is None
+        else f"; replaced its table made against another reference ({result.replaced})"
+    )
     return (
         f"{result.path}: {result.detected} stars detected, {result.matched} matched "
         f"to the reference ({result.kept} kept in the table), {result.outside} outside "
-        f"the reference frame, {result.unmatched} unmatched"
+        f"the reference frame, {result.unmatched} unmatched{replaced}"
     )
 
 
