@@ -245,10 +245,8 @@ def photometry(table):
     found = {}
     for key, keyword in _MEASURES:
         value = table.meta.get(keyword)
-        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-            found[key] = int(value)
-        elif isinstance(value, numbers.Real) and np.isfinite(value):
-            found[key] = float(value)
+        if isinstance(value, numbers.Real) and np.isfinite(value):
+            found[key] = int(value) if key.endswith("n_detected") else float(value)
     # Kron fluxes when the table has them: a disc of fixed radius takes less
     # of a blurred frame's stars, and its ratio would follow the seeing.
     for pair in (("flux_auto", "flux_auto_ref"), ("flux", "flux_ref")):
