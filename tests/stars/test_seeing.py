@@ -9,7 +9,7 @@ from scipy.spatial import cKDTree
 from astro_offsets import OffsetMap, detect_stars, make_tables, match_stars, write_maps
 from astro_offsets._cli import main
 from astro_offsets.datasets import CameraMotion, observe, star_field
-from astro_offsets.stars import photometry
+from astro_offsets.stars import FLAGS, photometry
 
 SHAPE = (600, 800)
 SIGMA = 1.6
@@ -175,3 +175,26 @@ def test_match_a_flipped_and_a_turned_field():
         pairs, _ = match_stars(frame[order], ref, frame_flux=flux[order], ref_flux=flux)
         assert len(pairs) == len(ref), degrees
         assert np.array_equal(order[pairs[:, 0]], pairs[:, 1]), degrees
+
+
+def test_extended_against_the_frames_own_stars():
+    """A blob three times as wide as the stars is extended; stars all wide are not."""
+    rng = np.random.default_rng(4)
+    x, y, flux = star_field(rng, 300, SHAPE)
+    blobs = (rng.uniform(50, 750, 8), rng.uniform(50, 550, 8), np.full(8, 3e5))
+    for seeing in (SIGMA, 2.6 * SIGMA):
+        image = observe(rng, SHAPE, x, y, flux, sigma=seeing, sky=SKY, read_noise=READ)
+        image += observe(rng, SHAPE, *blobs, sigma=3 * seeing, sky=0.0, read_noise=0.0)
+        # Searched with the reference's FWHM, as make_tables may.
+        stars = detect_stars(image, fwhm=2.3548 * SIGMA)
+        extended = (stars["flags"] & FLAGS["extended"]) > 0
+        near = (
+            np.hypot(
+                np.subtract.outer(stars["xcentroid"], blobs[0]),
+                np.subtract.outer(stars["ycentroid"], blobs[1]),
+            ).min(axis=1)
+            < 3
+        )
+        assert extended[near].sum() >= 6, seeing
+        assert extended[~near].mean() < 0.1, seeing
+        assert stars.meta["star_fwhm"] == pytest.approx(2.3548 * seeing, rel=0.1)
