@@ -224,7 +224,8 @@ def make_tables(
         Replace existing tables. The default is `False`: they are kept and
         the frame is reported as skipped; but a table made against another
         reference frame (its ``REFPATH``, or for older tables ``REFFRAME``)
-        is remade, and its result says so (``replaced``).
+        is remade, and its result says so (``replaced``), or removed if the
+        frame now fails (its message says so).
     n_jobs : int or `None`, optional
         Frames searched at once, with `joblib.Parallel`'s meaning: `None`
         honours `joblib.parallel_config` (one by default), -1 uses all
@@ -333,6 +334,19 @@ def make_tables(
                 index, "written", output=output, kept=len(table), replaced=remade, **counts
             )
 
+    def fail(index, problem, detected):
+        """Finish a frame that failed; a table of it against another reference goes."""
+        remade = replaced.get(index)
+        if remade is not None:
+            output = table_path(batch.paths[index], outdir)
+            try:
+                os.remove(output)
+            except OSError as exc:
+                problem += f"; its table made against {remade} is left: {exc}"
+            else:
+                problem += f"; removed its table made against another reference ({remade})"
+        batch.fail(index, problem, detected=detected)
+
     work = []
     for index, frame in batch:
         if is_reference[frame]:
@@ -371,7 +385,7 @@ def make_tables(
         ]
         found_all = (future.result() for future in futures)
     with contextlib.nullcontext() if client is None else cancelled_on_error(client, futures):
-        _collect_tables(work, found_all, batch, complete, outdir, write)
+        _collect_tables(work, found_all, batch, complete, outdir, write, fail)
     return batch.results
 
 
@@ -398,12 +412,12 @@ def _made_against(path, reference):
     return None if same else str(recorded or header["REFFRAME"])
 
 
-def _collect_tables(work, found_all, batch, complete, outdir, write):
+def _collect_tables(work, found_all, batch, complete, outdir, write, fail):
     """Write the tables as they come, in order (with ``complete``, once all are matched)."""
     pending = {}  # with complete: the tables of all frames, written once all are matched
     for index, (found, detected) in zip(work, found_all, strict=True):
         if isinstance(found, str):
-            batch.fail(index, found, detected=detected)
+            fail(index, found, detected)
         elif complete:
             pending[index] = found
         else:
