@@ -155,10 +155,11 @@ def _add_tables(commands):
         _run_tables,
         "find and match stars: <stem>.offsets_table.fits per frame",
         "Detect stars in the reference frame and in every frame (background removed, "
-        "FWHM estimated unless given; colour raw frames through 2 x 2 super-pixels), match "
-        "each frame's stars to the reference's directly (triangles of bright stars, a vote, "
-        "then nearest neighbours), and write <stem>.offsets_table.fits per frame with "
-        "xcentroid, ycentroid, xoffset, yoffset, ref_id, x_ref, y_ref, flux and snr.",
+        "FWHM estimated on each frame unless given; colour raw frames through 2 x 2 "
+        "super-pixels), match each frame's stars to the reference's directly (triangles of "
+        "bright stars, a vote, then nearest neighbours), and write <stem>.offsets_table.fits "
+        "per frame with xcentroid, ycentroid, xoffset, yoffset, ref_id, x_ref, y_ref, flux and "
+        "snr. An existing table made against another reference is remade.",
     )
     _add_frames(tables)
     tables.add_argument(
@@ -169,7 +170,7 @@ def _add_tables(commands):
         "--fwhm",
         type=_positive,
         metavar="F",
-        help="stars' FWHM in pixels (default: estimated on the reference)",
+        help="stars' FWHM in pixels (default: estimated on each frame)",
     )
     tables.add_argument(
         "--threshold",
@@ -599,10 +600,15 @@ def _stars(result):
     if result.status == "reference":
         found = f": {result.detected} stars detected" if result.detected else ""
         return f"{result.path} (reference){found}"
+    replaced = (
+        ""
+        if result.replaced is None
+        else f"; replaced its table made against another reference ({result.replaced})"
+    )
     return (
         f"{result.path}: {result.detected} stars detected, {result.matched} matched "
         f"to the reference ({result.kept} kept in the table), {result.outside} outside "
-        f"the reference frame, {result.unmatched} unmatched"
+        f"the reference frame, {result.unmatched} unmatched{replaced}"
     )
 
 

@@ -13,7 +13,7 @@ from astropy.table import Table
 from astro_offsets import OffsetMap, OffsetModel
 from astro_offsets._cli import main
 from astro_offsets._utils.batch import describe
-from astro_offsets.datasets import write_dng
+from astro_offsets.datasets import render_stars, write_dng
 
 SHAPE = (30, 44)
 
@@ -321,3 +321,66 @@ def test_the_outlier_line_keeps_two_figures():
     assert list(_stack_notes(stack, results)) == [
         "outliers: 1.3% of the pixels rejected on average, 4.0% at most (light0.fits)"
     ]
+
+
+def star_frames(folder, names, shift=(6.3, -4.1)):
+    """Small FITS frames of one star field, each moved by ``shift`` from the one before."""
+    rng = np.random.default_rng(2)
+    x, y, flux = rng.uniform(10, 190, 40), rng.uniform(10, 140, 40), rng.uniform(2e3, 2e4, 40)
+    paths = []
+    for k, name in enumerate(names):
+        image = 100 + render_stars((150, 200), x + k * shift[0], y + k * shift[1], flux)
+        paths.append(folder / name)
+        fits.PrimaryHDU(image + rng.normal(0, 3, image.shape)).writeto(paths[-1])
+    return [str(path) for path in paths]
+
+
+def tables(capsys, *argv):
+    return run(capsys, "tables", *argv, "--jobs", "1")
+
+
+def test_tables_against_another_reference_are_remade(capsys, tmp_path, monkeypatch):
+    first, second, third = star_frames(tmp_path, ["a.fits", "b.fits", "c.fits"])
+    assert tables(capsys, first, second, third, "--reference", first)[0] == 0
+    status, out, _ = tables(capsys, first, second, third, "--reference", second)
+    assert status == 0
+    lines = out.strip().splitlines()
+    assert lines[-1] == "tables: 2 written, 0 skipped, 0 failed"
+    # Said in the frame's line: the table it replaced was made against another frame.
+    made_against = f"; replaced its table made against another reference ({first})"
+    assert next(line for line in lines if line.startswith(third)).endswith(made_against)
+    for frame in (first, third):
+        meta = Table.read(frame.replace(".fits", ".offsets_table.fits")).meta
+        assert (meta["REFFRAME"], meta["REFPATH"]) == ("b.fits", second)
+        assert meta["XSHIFT"] == pytest.approx(-6.3 if frame == third else 6.3, abs=0.05)
+    # The same reference, named another way: kept.
+    monkeypatch.chdir(tmp_path)
+    status, out, _ = tables(capsys, "a.fits", "c.fits", "--reference", "./b.fits")
+    assert out.strip().splitlines()[-1] == "tables: 0 written, 2 skipped, 0 failed"
+
+
+def test_table_of_an_earlier_version_compared_by_file_name(capsys, tmp_path):
+    first, second = star_frames(tmp_path, ["a.fits", "b.fits"])
+    table = tmp_path / "b.offsets_table.fits"
+    assert tables(capsys, first, second, "--reference", first)[0] == 0
+    with fits.open(table, mode="update") as hdul:
+        del hdul[1].header["REFPATH"]
+    _, out, _ = tables(capsys, second, "--reference", first)
+    assert out.strip() == "tables: 0 written, 1 skipped, 0 failed"
+    other = tmp_path / "other"
+    other.mkdir()
+    (moved,) = star_frames(other, ["a2.fits"])
+    _, out, _ = tables(capsys, second, "--reference", moved)
+    assert out.strip().splitlines()[-1] == "tables: 1 written, 0 skipped, 0 failed"
+    assert "replaced its table made against another reference (a.fits)" in out
+
+
+def test_missing_reference_is_an_error_even_with_every_table_made(capsys, tmp_path):
+    first, second = star_frames(tmp_path, ["a.fits", "b.fits"])
+    assert tables(capsys, first, second, "--reference", first)[0] == 0
+    missing = str(tmp_path / "gone.fits")
+    # b.fits has its table: no star is to be found, but the reference is still checked.
+    status, out, err = tables(capsys, second, "--reference", missing)
+    assert status == 2
+    assert err == f"astro-offsets: error: {missing}: no such file\n"
+    assert out == ""

@@ -86,16 +86,33 @@ def _kron_fluxes(image, x, y, objects, segments):
     of a blurred frame's stars. The neighbours' pixels are left out.
     """
     ids, segmap = segments
-    a, b, theta = objects["a"], objects["b"], objects["theta"]
+    a, b = objects["a"], objects["b"]
+    # sep computes theta in float32, where pi/2 rounds to just above pi/2:
+    # its apertures refuse that ("invalid aperture parameters") for a source
+    # stretched along y, as wind shake makes them.
+    theta = np.clip(objects["theta"], -np.pi / 2, np.pi / 2)
     kron, _ = sep.kron_radius(image, x, y, a, b, theta, 6.0, seg_id=ids, segmap=segmap)
-    flux, _, _ = sep.sum_ellipse(
-        image, x, y, a, b, theta, 2.5 * kron, subpix=1, seg_id=ids, segmap=segmap
-    )
-    # Sources too small for their ellipse: a disc of 3.5 px.
-    small = kron * np.sqrt(a * b) < 3.5 / 2.5
-    if small.any():
-        flux[small], _, _ = sep.sum_circle(
-            image, x[small], y[small], 3.5, subpix=1, seg_id=ids[small], segmap=segmap
+    # Sources too small for their ellipse, or whose ellipse sep cannot
+    # measure (no Kron radius, a degenerate shape): a disc of 3.5 px.
+    with np.errstate(invalid="ignore"):
+        ellipse = (kron * np.sqrt(a * b) >= 3.5 / 2.5) & (b > 0) & (a >= b)
+    flux = np.empty(len(x))
+    if ellipse.any():
+        flux[ellipse], _, _ = sep.sum_ellipse(
+            image,
+            x[ellipse],
+            y[ellipse],
+            a[ellipse],
+            b[ellipse],
+            theta[ellipse],
+            2.5 * kron[ellipse],
+            subpix=1,
+            seg_id=ids[ellipse],
+            segmap=segmap,
+        )
+    if not ellipse.all():
+        flux[~ellipse], _, _ = sep.sum_circle(
+            image, x[~ellipse], y[~ellipse], 3.5, subpix=1, seg_id=ids[~ellipse], segmap=segmap
         )
     return flux
 
@@ -194,10 +211,16 @@ def detect_stars(data, *, fwhm=None, threshold=5.0, colors=None):
         (minor over major axis), ``npix`` (pixels above the threshold),
         ``mag`` (``-2.5 log10(flux)``) and ``flags``: the sum of bits
         (``astro_offsets.stars.FLAGS``), 1 blended with a neighbour, 2 on
-        the frame's edge, 4 extended (its FWHM over 1.5 times the median),
+        the frame's edge, 4 extended (its FWHM over 1.5 times the median of
+        the stars alone and whole),
         8 the windowed centroid failed (the detection's position is kept).
-        ``meta`` holds ``fwhm``, ``noise``, ``threshold`` and ``sky``, the
-        median background per pixel of ``data``.
+        ``meta`` holds ``fwhm`` (the FWHM searched with: ``fwhm``, or the
+        estimate), ``noise`` (the background's RMS) and ``sky`` (its
+        median), both per pixel of ``data``, ``threshold``, and the stars'
+        measures: ``star_fwhm``, the median of their ``fwhm``, and
+        ``elongation``, the median of their major over minor axis, both
+        over the stars without flags (over all if none has none; NaN
+        without stars).
 
     Notes
     -----
@@ -255,7 +278,13 @@ def detect_stars(data, *, fwhm=None, threshold=5.0, colors=None):
         wandered |= green_wandered
     flags = np.where(objects["flag"] & sep.OBJ_MERGED, FLAGS["blended"], 0)
     flags |= np.where(objects["flag"] & sep.OBJ_TRUNC, FLAGS["edge"], 0)
-    flags |= np.where(star_fwhm > _EXTENDED * factor * fwhm_image, FLAGS["extended"], 0)
+    # Against the stars' own median, not the FWHM searched with (perhaps the
+    # reference's): in a blurred or shaken frame every star is wider than
+    # that, and none is extended for it.
+    alone = (objects["flag"] & (sep.OBJ_MERGED | sep.OBJ_TRUNC)) == 0
+    typical = _median(star_fwhm, alone)
+    typical = fwhm_image if np.isnan(typical) else typical
+    flags |= np.where(star_fwhm > _EXTENDED * typical, FLAGS["extended"], 0)
     flags |= np.where(wandered, FLAGS["window"], 0)
     sigma = factor * fwhm_image / 2.3548
     positive = np.maximum(flux, 1e-30)
@@ -287,11 +316,32 @@ def detect_stars(data, *, fwhm=None, threshold=5.0, colors=None):
     with np.errstate(invalid="ignore", divide="ignore"):
         table["mag"] = -2.5 * np.log10(table["flux"])
     table.meta.update(_meta(fwhm_image * factor, noise, threshold, background, factor))
+    point = table["flags"] == 0
+    table.meta["star_fwhm"] = _median(table["fwhm"], point)
+    table.meta["elongation"] = _median(1 / np.maximum(table["roundness"], 1e-30), point)
     return table
+
+
+def _median(values, point):
+    """Median of the point sources' finite values (of all sources' if none); NaN if none."""
+    values = np.asarray(values, float)
+    finite = np.isfinite(values)
+    for chosen in (finite & point, finite):
+        if chosen.any():
+            return float(np.median(values[chosen]))
+    return float("nan")
 
 
 def _meta(fwhm, noise, threshold, background, factor):
     """Return the frame's measures the table carries: FWHM, noise, threshold, sky level."""
-    # A super-pixel sums four raw pixels: its sky is four times theirs.
+    # A super-pixel sums four raw pixels: its sky is four times theirs, its
+    # noise twice.
     sky = float(np.median(background)) / factor**2
-    return {"fwhm": fwhm, "noise": noise, "threshold": threshold, "sky": sky}
+    return {
+        "fwhm": fwhm,
+        "noise": noise / factor,
+        "threshold": threshold,
+        "sky": sky,
+        "star_fwhm": float("nan"),
+        "elongation": float("nan"),
+    }

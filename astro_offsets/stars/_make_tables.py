@@ -20,9 +20,9 @@ from .._utils.workers import (
     start_workers,
     warm_cluster,
 )
-from ..frames import fill_hot_pixels, hot_pixels, read_frame
+from ..frames import fill_hot_pixels, frame_shape, hot_pixels, read_frame
 from ._detect import detect_stars
-from ._match import match_stars
+from ._match import MIN_STARS, match_stars
 from ._schema import CENTROID, offsets_table
 
 __all__ = ["TableResult", "make_tables"]
@@ -57,6 +57,9 @@ class TableResult(Result):
     """Stars whose place on the reference lies outside the reference frame."""
     kept: int = 0
     """Matched stars written to the table."""
+    replaced: str | None = None
+    """The reference frame of the table this one replaced, made against
+    another reference; `None` otherwise."""
 
     @property
     def unmatched(self):
@@ -64,19 +67,50 @@ class TableResult(Result):
         return self.detected - self.matched - self.outside
 
 
-def _header(frame, reference, info, counts, kept, fwhm, threshold, min_snr, complete):
+# The frame's measures in a table's header (and its reference's, with REF):
+# the keywords, the key of `_quality`, the digits kept, the comment.
+_QUALITY = (
+    ("FWHM", "REFFWHM", "fwhm", 4, "median FWHM of the stars (px)"),
+    ("ELONG", "REFELONG", "elongation", 4, "median elongation a/b of the stars"),
+    ("NDETECT", "REFNDET", "n_detected", None, "stars detected"),
+    ("NOISE", "REFNOISE", "noise", 4, "sky noise (RMS)"),
+)
+
+
+def _quality(stars):
+    """Return a frame's measures from its stars of `detect_stars`: the keys of `_QUALITY`."""
+    return {
+        "fwhm": stars.meta["star_fwhm"],
+        "elongation": stars.meta["elongation"],
+        "n_detected": len(stars),
+        "noise": stars.meta["noise"],
+    }
+
+
+def _card(value, digits):
+    """Return a measure as a header card's value: rounded, `None` (no card) if not finite."""
+    if digits is None:
+        return int(value)
+    return round(float(value), digits) if np.isfinite(value) else None
+
+
+def _header(frame, reference, info, counts, kept, threshold, min_snr, complete):
     """Return the provenance of a star table: its frames, its stars, how they matched."""
     matrix, shift = info["transform"]
+    measures = []
+    for keyword, ref_keyword, key, digits, comment in _QUALITY:
+        measures.append((keyword, _card(info["quality"][key], digits), f"frame: {comment}"))
+        measures.append((ref_keyword, _card(info["ref_quality"][key], digits), f"ref.: {comment}"))
     cards = [
         ("FRAME", os.path.basename(frame), "frame of the stars"),
         ("REFFRAME", os.path.basename(reference), "reference frame"),
-        ("FWHM", round(float(fwhm), 4), "stars' FWHM (px)"),
+        ("REFPATH", os.path.realpath(reference), "reference frame, absolute path"),
+        *measures,
         ("SKY", round(info["sky"], 4), "median sky level of the frame"),
         ("REFSKY", round(info["ref_sky"], 4), "median sky level of the reference"),
         ("EXPTIME", info["exptime"], "exposure time of the frame (s)"),
         ("REFEXPT", info["ref_exptime"], "exposure time of the reference (s)"),
         ("THRESH", float(threshold), "detection threshold (background sigma)"),
-        ("NDETECT", counts["detected"], "stars detected"),
         ("NMATCH", counts["matched"], "stars matched to the reference"),
         ("MINSNR", None if min_snr is None else float(min_snr), "matched stars kept: SNR >= this"),
         ("NKEPT", int(kept), "stars in the table"),
@@ -162,8 +196,9 @@ def make_tables(
     outdir : str, path-like or `None`, optional
         Output directory (it must exist); `None` writes beside each frame.
     fwhm : float or `None`, optional
-        Stars' FWHM in pixels; estimated on the reference frame when `None`
-        and used for every frame.
+        Stars' FWHM in pixels, searched with in every frame; when `None`,
+        each frame's is estimated on its own stars (a blurred frame's are
+        wider than the reference's).
     threshold : float, optional
         Detection threshold in units of the background noise. The default
         is 5.
@@ -188,7 +223,10 @@ def make_tables(
         `~astro_offsets.Calibration.from_files`.
     overwrite : bool, optional
         Replace existing tables. The default is `False`: they are kept and
-        the frame is reported as skipped.
+        the frame is reported as skipped; but a table made against another
+        reference frame (its ``REFPATH``, or for older tables ``REFFRAME``)
+        is remade, and its result says so (``replaced``), or removed if the
+        frame now fails (its message says so).
     n_jobs : int or `None`, optional
         Frames searched at once, with `joblib.Parallel`'s meaning: `None`
         honours `joblib.parallel_config` (one by default), -1 uses all
@@ -209,6 +247,9 @@ def make_tables(
 
     Raises
     ------
+    FileNotFoundError
+        If the reference frame does not exist (even when no table is to be
+        made).
     ValueError
         If the reference frame cannot be read, or has too few stars.
     OSError
@@ -236,6 +277,7 @@ def make_tables(
     [('reference', True), ('written', True)]
     """
     reference = os.fspath(reference)
+    frame_shape(reference)  # a missing or unreadable reference is an error, whatever is kept
     batch = Batch(
         frames, TableResult, what="frame", name="tables", progress=progress, callback=callback
     )
@@ -245,12 +287,20 @@ def make_tables(
     # The reference's stars are found only if a frame needs them: a rerun
     # that keeps every table does no work.
     inputs = set(batch.inputs)
+    # Tables made against another reference are remade: theirs are offsets
+    # to another frame, which no map of this sequence should take.
+    replaced = {
+        index: _made_against(table_path(frame, outdir), reference)
+        for index, frame in enumerate(batch.paths)
+        if frame in inputs and not is_reference[frame] and not overwrite
+    }
+    replaced = {index: other for index, other in replaced.items() if other is not None}
     todo = [
         index
         for index, frame in enumerate(batch.paths)
         if frame in inputs
         and not is_reference[frame]
-        and (overwrite or not os.path.lexists(table_path(frame, outdir)))
+        and (overwrite or index in replaced or not os.path.lexists(table_path(frame, outdir)))
     ]
     client = cluster_client()
     if client is not None:
@@ -265,37 +315,45 @@ def make_tables(
         elif todo and client is not None:
             starter.submit(warm_cluster, client, __name__)
         ref_stars = _reference_stars(reference, fwhm, threshold, calibration) if todo else None
-    if ref_stars is not None:
-        fwhm = ref_stars.meta["fwhm"]
 
     def write(index, output, table, info, counts):
         """Write a frame's star table and finish the frame."""
         header = _header(
-            batch.paths[index],
-            reference,
-            info,
-            counts,
-            len(table),
-            fwhm,
-            threshold,
-            min_snr,
-            complete,
+            batch.paths[index], reference, info, counts, len(table), threshold, min_snr, complete
         )
         hdu = fits.table_to_hdu(table)
         hdu.header.extend(header)
+        remade = replaced.get(index)
         try:
-            write_product(output, [fits.PrimaryHDU(), hdu], overwrite=overwrite)
+            write_product(
+                output, [fits.PrimaryHDU(), hdu], overwrite=overwrite or remade is not None
+            )
         except OSError as exc:
             batch.finish(index, "failed", describe(output, exc), **counts)
         else:
-            batch.finish(index, "written", output=output, kept=len(table), **counts)
+            batch.finish(
+                index, "written", output=output, kept=len(table), replaced=remade, **counts
+            )
+
+    def fail(index, problem, detected):
+        """Finish a frame that failed; a table of it against another reference goes."""
+        remade = replaced.get(index)
+        if remade is not None:
+            output = table_path(batch.paths[index], outdir)
+            try:
+                os.remove(output)
+            except OSError as exc:
+                problem += f"; its table made against {remade} is left: {exc}"
+            else:
+                problem += f"; removed its table made against another reference ({remade})"
+        batch.fail(index, problem, detected=detected)
 
     work = []
     for index, frame in batch:
         if is_reference[frame]:
             n = 0 if ref_stars is None else len(ref_stars)
             batch.finish(index, "reference", detected=n, matched=n)
-        elif not batch.kept(index, table_path(frame, outdir), overwrite):
+        elif index in replaced or not batch.kept(index, table_path(frame, outdir), overwrite):
             work.append(index)
     # Each frame is read, searched and matched by a worker (processes: sep and
     # the matching hold the GIL for much of their time); the tables come back
@@ -328,16 +386,39 @@ def make_tables(
         ]
         found_all = (future.result() for future in futures)
     with contextlib.nullcontext() if client is None else cancelled_on_error(client, futures):
-        _collect_tables(work, found_all, batch, complete, outdir, write)
+        _collect_tables(work, found_all, batch, complete, outdir, write, fail)
     return batch.results
 
 
-def _collect_tables(work, found_all, batch, complete, outdir, write):
+def _made_against(path, reference):
+    """Return the reference frame of the table ``path`` if it is not ``reference``, else `None`.
+
+    The table records its reference's absolute path (``REFPATH``): another
+    file than ``reference`` is another reference. A table of an earlier
+    version, or whose reference has since moved, is compared by file name
+    (``REFFRAME``). A file that is no table of ours is `None`: it is not
+    ours to replace.
+    """
+    try:
+        header = fits.getheader(path, 1)
+    except Exception:  # missing, or no table of ours
+        return None
+    if header.get("PRODUCT", "star table") != "star table" or not header.get("REFFRAME"):
+        return None
+    recorded = header.get("REFPATH")
+    if recorded and os.path.exists(recorded):
+        same = os.path.samefile(recorded, reference)
+    else:
+        same = os.path.basename(str(header["REFFRAME"])) == os.path.basename(reference)
+    return None if same else str(recorded or header["REFFRAME"])
+
+
+def _collect_tables(work, found_all, batch, complete, outdir, write, fail):
     """Write the tables as they come, in order (with ``complete``, once all are matched)."""
     pending = {}  # with complete: the tables of all frames, written once all are matched
     for index, (found, detected) in zip(work, found_all, strict=True):
         if isinstance(found, str):
-            batch.fail(index, found, detected=detected)
+            fail(index, found, detected)
         elif complete:
             pending[index] = found
         else:
@@ -373,6 +454,9 @@ def _frame_table(frame, ref_stars, calibration, options, path):
             data.data, fwhm=options["fwhm"], threshold=options["threshold"], colors=data.colors
         )
         detected = len(stars)
+        if detected < MIN_STARS:
+            stars_detected = f"{detected} star{'' if detected == 1 else 's'} detected"
+            return f"{frame}: {stars_detected}, too few to match (at least {MIN_STARS})", detected
         pairs, info = match_stars(
             np.column_stack([stars[name] for name in CENTROID]),
             np.column_stack([ref_stars[name] for name in CENTROID]),
@@ -389,12 +473,24 @@ def _frame_table(frame, ref_stars, calibration, options, path):
             ref_sky=ref_stars.meta["sky"],
             exptime=data.exptime,
             ref_exptime=ref_stars.meta["exptime"],
+            quality=_quality(stars),
+            ref_quality=_quality(ref_stars),
         )
         table = _measurable(offsets_table(stars, ref_stars, pairs), options)
+        if not len(table):
+            matched = f"{len(pairs)} star{'' if len(pairs) == 1 else 's'} matched"
+            return f"{frame}: {matched}, none {_measurable_words(options)}", detected
     except Exception as exc:
         # Named once, as the user named it (the message may name the path).
         return frame + describe(path, exc)[len(path) :], detected
     return (table, info, counts), detected
+
+
+def _measurable_words(options):
+    """Return what `_measurable` keeps, in words."""
+    words = [] if options["min_snr"] is None else [f"with SNR >= {options['min_snr']:g}"]
+    words += [] if options["flagged"] else ["without flags"]
+    return " and ".join(words) or "measurable"
 
 
 def _measurable(table, options):

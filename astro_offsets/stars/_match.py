@@ -17,7 +17,9 @@ __all__ = ["match_stars", "MatchError"]
 _BRIGHT = 40  # stars per frame used to find the transform
 _NEIGHBOURS = 5  # triangles from each star and two of its nearest neighbours
 _INVARIANT_TOLERANCE = 0.02
-_MIN_STARS = 5
+# A match needs this many stars on each side: the vote asks this many bright
+# stars to agree on a transform.
+MIN_STARS = 5
 _VOTE_RADIUS = 3.0  # pixels, for a similarity before distortion is fitted
 _MAX_RADIUS = 3.0
 _MIN_RADIUS = 0.5
@@ -206,9 +208,9 @@ def match_stars(frame_xy, ref_xy, *, frame_flux=None, ref_flux=None):
     frame_xy = np.asarray(frame_xy, float).reshape(-1, 2)
     ref_xy = np.asarray(ref_xy, float).reshape(-1, 2)
     for name, xy in (("frame", frame_xy), ("reference", ref_xy)):
-        if len(xy) < _MIN_STARS:
+        if len(xy) < MIN_STARS:
             raise MatchError(
-                f"too few stars in the {name} to match ({len(xy)}; need at least {_MIN_STARS})"
+                f"too few stars in the {name} to match ({len(xy)}; need at least {MIN_STARS})"
             )
 
     def brightest(xy, flux):
@@ -218,7 +220,7 @@ def match_stars(frame_xy, ref_xy, *, frame_flux=None, ref_flux=None):
     f_bright = brightest(frame_xy, frame_flux)
     r_bright = brightest(ref_xy, ref_flux)
     transform, count = _voted_similarity(frame_xy[f_bright], ref_xy[r_bright])
-    needed = max(_MIN_STARS, int(0.2 * min(len(f_bright), len(r_bright))))
+    needed = max(MIN_STARS, int(0.2 * min(len(f_bright), len(r_bright))))
     if transform is None or count < needed:
         raise MatchError(
             f"no consistent match with the reference: the best transform of triangles of "

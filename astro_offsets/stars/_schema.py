@@ -187,42 +187,66 @@ def offset_errors(table, *, columns=None, source=None):
     return errors
 
 
+# A table's measures of its frame and its reference: the key, the keyword.
+_MEASURES = (
+    ("sky", "SKY"),
+    ("ref_sky", "REFSKY"),
+    ("fwhm", "FWHM"),
+    ("elongation", "ELONG"),
+    ("n_detected", "NDETECT"),
+    ("noise", "NOISE"),
+    ("ref_fwhm", "REFFWHM"),
+    ("ref_elongation", "REFELONG"),
+    ("ref_n_detected", "REFNDET"),
+    ("ref_noise", "REFNOISE"),
+)
+
+
 def photometry(table):
-    """Return a star table's photometric tie to its reference: sky levels and flux scale.
+    """Return a star table's photometric tie to its reference and both frames' measures.
 
     The stack normalises each frame with it (see `astro_offsets.stack`):
     the frame's data times ``flux_scale``, plus ``ref_sky - flux_scale *
     sky``, match the reference in transparency, exposure and sky level.
+    The frames' measures (FWHM, elongation, stars, noise) tell how good the
+    frame is, and go with the tie into its map's header.
 
     Parameters
     ----------
     table : `~astropy.table.Table` or `~astropy.table.QTable`
         A star table of `make_tables`: ``flux_auto`` and ``flux_auto_ref``
         columns (the stars' Kron fluxes here and in the reference; else
-        ``flux`` and ``flux_ref``), ``SKY`` and ``REFSKY`` in its ``meta``.
+        ``flux`` and ``flux_ref``), and in its ``meta`` the measures below.
 
     Returns
     -------
     dict
-        Those of ``sky``, ``ref_sky`` (median sky levels of the frame and the
-        reference) and ``flux_scale`` (median over the stars of
-        ``flux_auto_ref / flux_auto``, from 3 stars or more with both
-        positive) the table has; empty for a table of positions alone.
+        Those of these the table has (empty for a table of positions
+        alone): ``sky``, ``ref_sky`` (median sky levels of the frame and
+        the reference: ``SKY``, ``REFSKY`` in the table's ``meta``);
+        ``fwhm``, ``elongation`` (medians of the frame's stars' FWHM in
+        pixels and major over minor axis: ``FWHM``, ``ELONG``),
+        ``n_detected`` (stars detected, ``NDETECT``), ``noise`` (the sky's
+        RMS per pixel, ``NOISE``), and the same of the reference,
+        ``ref_fwhm``, ``ref_elongation``, ``ref_n_detected``, ``ref_noise``
+        (``REFFWHM``, ``REFELONG``, ``REFNDET``, ``REFNOISE``); and
+        ``flux_scale``, the median over the stars of ``flux_auto_ref /
+        flux_auto``, from 3 stars or more with both positive.
 
     Examples
     --------
     >>> from astropy.table import Table
     >>> from astro_offsets.stars import photometry
     >>> table = Table({"flux": [100.0, 210.0, 50.0], "flux_ref": [80.0, 160.0, 41.0]},
-    ...               meta={"SKY": 12.5, "REFSKY": 10.0})
+    ...               meta={"SKY": 12.5, "REFSKY": 10.0, "FWHM": 3.9, "NDETECT": 412})
     >>> photometry(table)
-    {'sky': 12.5, 'ref_sky': 10.0, 'flux_scale': 0.8}
+    {'sky': 12.5, 'ref_sky': 10.0, 'fwhm': 3.9, 'n_detected': 412, 'flux_scale': 0.8}
     """
     found = {}
-    for key, keyword in (("sky", "SKY"), ("ref_sky", "REFSKY")):
+    for key, keyword in _MEASURES:
         value = table.meta.get(keyword)
         if isinstance(value, numbers.Real) and np.isfinite(value):
-            found[key] = float(value)
+            found[key] = int(value) if key.endswith("n_detected") else float(value)
     # Kron fluxes when the table has them: a disc of fixed radius takes less
     # of a blurred frame's stars, and its ratio would follow the seeing.
     for pair in (("flux_auto", "flux_auto_ref"), ("flux", "flux_ref")):

@@ -302,3 +302,20 @@ def test_hot_pixels_are_no_stars(sky, tmp_path):
     )
     stars_near = np.hypot(x[:, None] - hot[1], y[:, None] - hot[0]).min(axis=0) < 3
     assert not (distance[:, ~stars_near] < 1.0).any()
+
+
+def test_failed_frame_loses_its_table_against_another_reference(sequence, tmp_path):
+    from astro_offsets._utils.provenance import provenance_header, write_product
+
+    _, paths, _ = sequence
+    stale = tmp_path / "noise.offsets_table.fits"
+    header = provenance_header(
+        "star table", [("REFFRAME", "old.fits", ""), ("REFPATH", "/gone/old.fits", "")]
+    )
+    write_product(stale, [fits.PrimaryHDU(), fits.BinTableHDU(Table({"x": [1.0]}), header)])
+    (result,) = make_tables([paths["noise"]], paths["reference"], outdir=tmp_path)
+    assert result.status == "failed"
+    assert result.message.endswith(
+        "; removed its table made against another reference (/gone/old.fits)"
+    )
+    assert not stale.exists()
