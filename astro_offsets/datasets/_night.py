@@ -17,7 +17,7 @@ __all__ = ["CONDITIONS", "Night", "night_sequence"]
 
 CONDITIONS = {
     "good": "a clear frame",
-    "shaken": "wind shake: stars smeared along a line, 2.5 times as long as wide",
+    "shaken": "wind shake: stars stretched 2.5 times along one direction",
     "clouded": "thin cloud: stars at 30 %, sky 40 % brighter",
     "dewed": "dew on the lens: stars blurred 2.6 times",
     "capped": "the lens cap on: stars and sky at 1 %",
@@ -28,10 +28,6 @@ _DEFAULT_BAD = {3: "shaken", 9: "clouded", 11: "dewed", 12: "capped"}
 # The seeing's Gaussian sigma (px) and its spread from frame to frame.
 _SEEING, _SEEING_SPREAD = 1.6, 0.04
 _SKY, _READ_NOISE = 300.0, 6.0
-# Wind shake: the star moves uniformly along a segment of this many sigmas,
-# whose own spread (length**2 / 12) makes the image 2.5 times as long as wide.
-_SHAKE_LENGTH = np.sqrt(12 * (2.5**2 - 1))
-_SHAKE_ANGLE = np.deg2rad(35.0)
 
 
 class Night(NamedTuple):
@@ -100,20 +96,9 @@ def _image(shape, x, y, flux, condition, sigma):
     """Return frame's star light under ``condition`` (before the sky and noise)."""
     if condition == "dewed":
         return render_stars(shape, x, y, flux, 2.6 * sigma)
-    if condition != "shaken":
-        return render_stars(shape, x, y, flux, sigma)
-    # Wind: the star drawn along a segment, at evenly spaced positions.
-    steps = np.linspace(-0.5, 0.5, 15) * _SHAKE_LENGTH * sigma
-    image = np.zeros(shape)
-    for step in steps:
-        image += render_stars(
-            shape,
-            x + step * np.cos(_SHAKE_ANGLE),
-            y + step * np.sin(_SHAKE_ANGLE),
-            flux / steps.size,
-            sigma,
-        )
-    return image
+    if condition == "shaken":
+        return render_stars(shape, x, y, flux, sigma, elongation=2.5, angle=35.0)
+    return render_stars(shape, x, y, flux, sigma)
 
 
 def night_sequence(
