@@ -145,7 +145,7 @@ def test_masks_weights_and_nan_pixels():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"kernel": "boxy"}, "kernel must be one of square"),
+        ({"kernel": "boxy"}, "kernel must be one of auto, square"),
         ({"pixfrac": 0}, r"pixfrac must be a number in \(0, 1\]"),
         ({"pixfrac": 1.5}, "pixfrac must be"),
         ({"scale": -2}, r"scale must be a number in \(0, 8\]"),
@@ -323,7 +323,8 @@ def test_stack_command_colour(raw_sequence, tmp_path, capsys):
         header = hdul[0].header
         assert header["NFRAMES"] == 5
         assert header["PIXFRAC"] == 0.8
-        assert header["KERNEL"] == "turbo"  # the default since 0.1.0
+        assert header["KERNEL"] == "auto"  # the default: turbo here (small turns)
+        assert header.comments["KERNEL"] == "drizzle kernel; frames: 5 turbo"
         assert header["TEXPTIME"] == 150.0
         assert header["FRM00001"] == frames[0]
         assert header["MAP00001"] == "(reference)"
@@ -428,7 +429,7 @@ def test_stack_command_mono_and_existing_output(tmp_path, capsys):
     capsys.readouterr()
     # A rerun keeps the outputs, as tables and maps keep theirs, and says so.
     before = out.read_bytes()
-    assert main(["stack", *frames, "--out", str(out)]) == 0
+    assert main(["stack", *frames, "--out", str(out), "--maps", str(tmp_path / "maps")]) == 0
     assert capsys.readouterr().out.strip() == (
         f"stack: kept {out} and {tmp_path / 'mono.png'} (use --overwrite to replace them); "
         "nothing stacked"
