@@ -167,7 +167,7 @@ def load():
     return "load average " + " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
-def sharpness(size, n_frames, seed):
+def sharpness(size, n_frames, seed, grid):
     sys.path.insert(0, str(Path(__file__).parent))
     import bench_pipeline as pipeline
 
@@ -199,9 +199,6 @@ def sharpness(size, n_frames, seed):
             image = pipeline.unflip(image, how)
             name = version.stdout.strip() or "Siril"
             rows.append((name, "", pipeline.accuracy(image, sequence, measured), None))
-        grid = [("auto", 1.0), ("auto", 0.9), ("auto", 0.8), ("auto", 0.7)]
-        grid += [("square", 1.0), ("square", 0.8), ("gaussian", 1.0), ("gaussian", 0.8)]
-        grid += [("lanczos3", 1.0), ("point", 1.0)]
         for kernel, pixfrac in grid:
             start = time.perf_counter()
             with warnings.catch_warnings():
@@ -236,6 +233,12 @@ def main():
     parser.add_argument("--sharpness", type=parse_size, metavar="WxH", help="table 4's size")
     parser.add_argument("--frames", type=int, default=8, help="table 4's frames")
     parser.add_argument("--seed", type=int, default=0, help="table 4's sky")
+    parser.add_argument(
+        "--grid",
+        default="auto:1,auto:0.9,auto:0.8,auto:0.7,square:1,square:0.8,gaussian:1,gaussian:0.8,"
+        "lanczos3:1,point:1",
+        help="table 4's stacks, KERNEL:PIXFRAC,...",
+    )
     parser.add_argument("--only-sharpness", action="store_true")
     args = parser.parse_args()
     with warnings.catch_warnings():
@@ -247,7 +250,8 @@ def main():
             if args.cost:
                 cost(args.repeat)
     if args.sharpness:
-        sharpness(args.sharpness, args.frames, args.seed)
+        grid = [(k, float(p)) for k, p in (cell.split(":") for cell in args.grid.split(","))]
+        sharpness(args.sharpness, args.frames, args.seed, grid)
 
 
 if __name__ == "__main__":

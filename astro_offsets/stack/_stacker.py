@@ -61,7 +61,7 @@ def map_turn(offset_map):
     >>> turn = np.deg2rad(2.0)
     >>> x_offset = x - (np.cos(turn) * x + np.sin(turn) * y)
     >>> y_offset = y - (-np.sin(turn) * x + np.cos(turn) * y)
-    >>> round(map_turn(OffsetMap(x_offset, y_offset)), 4), round(np.sin(turn), 4)
+    >>> round(map_turn(OffsetMap(x_offset, y_offset)), 4), round(float(np.sin(turn)), 4)
     (0.0349, 0.0349)
     """
     if offset_map is None:
@@ -82,7 +82,7 @@ def frame_kernel(kernel, offset_map):
     """Return the drizzle kernel of a frame with this map: ``kernel``, or the one ``"auto"`` takes.
 
     ``"auto"`` takes ``"turbo"`` if the map turns the pixels by
-    ``TURBO_TURN`` at most (`map_turn`), where turbo gives square's stars
+    ``TURBO_TURN`` at most (``map_turn``), where turbo gives square's stars
     at half the cost, and ``"square"`` otherwise.
     """
     if kernel != "auto":
@@ -167,8 +167,9 @@ class Stacker:
         default, ``"auto"``, takes per frame ``"turbo"`` where its map turns
         the pixels by less than half a degree (or resizes them by less than
         0.9 %), which gives ``"square"``'s stars at half the cost, and
-        ``"square"`` where it turns them more (`frame_kernel`; see the
-        stacking page of the documentation).
+        ``"square"`` where it turns them more
+        (``astro_offsets.stack.frame_kernel``; see the stacking page of the
+        documentation).
     pixfrac : float, optional
         Size of the drop, as a fraction of an input pixel's side, in (0, 1].
         Smaller drops sharpen but need more, well-dithered frames to fill
