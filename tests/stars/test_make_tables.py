@@ -302,3 +302,15 @@ def test_hot_pixels_are_no_stars(sky, tmp_path):
     )
     stars_near = np.hypot(x[:, None] - hot[1], y[:, None] - hot[0]).min(axis=0) < 3
     assert not (distance[:, ~stars_near] < 1.0).any()
+
+
+def test_tables_name_empty_frames_and_patterns(sequence, tmp_path):
+    # As stack and maps name them (one check, astro_offsets._utils.validation).
+    _, paths, _ = sequence
+    empty, pattern = tmp_path / "light_003.fits", tmp_path / "light_*.fits"
+    empty.touch()
+    results = make_tables([paths["reference"], empty, pattern], paths["reference"], outdir=tmp_path)
+    assert [r.message for r in results[1:]] == [
+        f"{empty}: empty file (0 bytes)",
+        f"{pattern}: no file matches this pattern",
+    ]
