@@ -18,7 +18,7 @@ from ._utils.workers import ClusterError
 from ._version import __version__
 from .field import METHODS, check_options, write_maps
 from .frames import KINDS, Calibration, frame_shape
-from .stack import KERNELS, check_stack_options, stack_frames
+from .stack import KERNELS, check_frames, check_stack_options, stack_frames
 from .stars import make_tables
 
 __all__ = ["main"]
@@ -304,7 +304,11 @@ def _add_stack(commands):
         "the one frame without a map)",
     )
     stack.add_argument(
-        "--kernel", default="turbo", choices=KERNELS, help="drizzle kernel (default: turbo)"
+        "--kernel",
+        default="auto",
+        choices=KERNELS,
+        help="drizzle kernel (default: auto, per frame turbo where its map turns the pixels "
+        "by less than half a degree, else square)",
     )
     stack.add_argument(
         "--pixfrac",
@@ -657,12 +661,20 @@ def _run_stack(args, report):
     outputs = (args.out, preview) if args.preview else (args.out,)
     kept = [path for path in outputs if os.path.lexists(path)]
     if kept and not args.overwrite:
-        # As tables and maps keep theirs: a rerun does no harm and no work.
+        # As tables and maps keep theirs: a rerun does no harm and no work;
+        # but the inputs are checked first, and a bad one fails the run.
+        try:
+            failed = check_frames(args.frames, **_given(args, "maps", "reference"))
+        except ValueError as exc:
+            report.usage(exc)
+            return 2
+        for result in failed:
+            report.result(result)
         them = "them" if len(kept) > 1 else "it"
         print(
             f"stack: kept {' and '.join(kept)} (use --overwrite to replace {them}); nothing stacked"
         )
-        return 0
+        return 1 if failed else 0
     if not report.make_directory(os.path.dirname(args.out)):
         return 2
 

@@ -6,8 +6,57 @@ stage; they use these for the numbers and shapes in them.
 
 import math
 import numbers
+import os
 
-__all__ = ["integer", "positive_pair", "real"]
+__all__ = ["input_file", "integer", "positive_pair", "real"]
+
+
+def input_file(path, kind):
+    """Return ``path`` as a `str` if it names a file that can be read, else say why.
+
+    One wording for every command's inputs: a file missing (or a shell
+    pattern that matched nothing, which the shell passes on as it is), a
+    directory, an empty file, a file this user may not read.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The input file.
+    kind : str
+        What it should be, for the directory's message: ``"frame file"``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no such file, or no file matches the pattern ``path``.
+    ValueError
+        If it is a directory or an empty file.
+    PermissionError
+        If this user may not read it.
+
+    Examples
+    --------
+    >>> from astro_offsets._utils.validation import input_file
+    >>> input_file("light_*.fits", "frame file")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: light_*.fits: no file matches this pattern
+    """
+    path = os.fsdecode(path)
+    if not os.path.exists(path):
+        if any(c in os.path.basename(path) for c in "*?["):
+            raise FileNotFoundError(f"{path}: no file matches this pattern")
+        raise FileNotFoundError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise ValueError(f"{path}: is a directory, not a {kind}")
+    try:
+        with open(path, "rb") as file:
+            empty = not file.read(1)
+    except PermissionError:
+        raise PermissionError(f"{path}: not readable (permission denied)") from None
+    if empty:
+        raise ValueError(f"{path}: empty file (0 bytes)")
+    return path
 
 
 def _interval(low, high, low_open, high_open):

@@ -179,8 +179,10 @@ def night_sequence(
     >>> from astro_offsets.datasets import night_sequence
     >>> night = night_sequence(tempfile.mkdtemp(), shape=(120, 160), n_frames=4, n_stars=60,
     ...                        flip_after=1, bad={2: "dewed"}, trail_frame=None)
-    >>> [str(c) for c in night.conditions["condition"]], [bool(f) for f in night.conditions["flipped"]]
-    (['good', 'good', 'dewed', 'good'], [False, False, True, True])
+    >>> [str(c) for c in night.conditions["condition"]]
+    ['good', 'good', 'dewed', 'good']
+    >>> [bool(f) for f in night.conditions["flipped"]]
+    [False, False, True, True]
     >>> len(night.good())
     3
     """
@@ -228,8 +230,6 @@ def night_sequence(
         frames.append(path)
         motions.append(motion)
         rows.append((path, condition, rotation, flipped, trail))
-    conditions = Table(
-        rows=rows, names=("frame", "condition", "rotation_deg", "flipped", "trail")
-    )
+    conditions = Table(rows=rows, names=("frame", "condition", "rotation_deg", "flipped", "trail"))
     stars = Table({"x": x, "y": y, "flux": flux})
     return Night(frames, stars, conditions, motions)

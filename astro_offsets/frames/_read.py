@@ -1,12 +1,12 @@
 """Frame files: their size and their pixels, from FITS images or camera raw files."""
 
-import os
 from typing import NamedTuple
 
 import numpy as np
 import rawpy
 from astropy.io import fits
 
+from .._utils.validation import input_file
 from ._cfa import BAYER_PATTERNS, bayer_colors
 
 __all__ = ["Frame", "frame_shape", "read_frame"]
@@ -144,11 +144,7 @@ def read_frame(path):
 def _read(path, from_fits, from_raw):
     """Return ``from_fits(path, hdu)`` or ``from_raw(path, raw)``, as ``path`` is FITS or raw."""
     # rawpy takes only str paths (anything else it reads as a file object).
-    path = os.fsdecode(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise ValueError(f"{path}: is a directory, not a frame file")
+    path = input_file(path, "frame file")
     if path.lower().endswith(_FITS_SUFFIXES):
         return _read_fits(path, from_fits)
     return _read_raw(path, from_raw)

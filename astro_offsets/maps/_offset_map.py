@@ -1,12 +1,12 @@
 """Dense X/Y offset maps: the pixmap for drizzle, WCS lookup tables, FITS files."""
 
-import os
 import sys
 
 import numpy as np
 from astropy.io import fits
 
 from .._utils.provenance import provenance_header, write_product
+from .._utils.validation import input_file
 from ._arrays import offset_maps
 from ._diagnostics import largest_jump, star_rms
 from ._plot import plot_map
@@ -367,9 +367,7 @@ class OffsetMap:
         >>> again.x_offset is omap.x_offset
         True
         """
-        path = os.fspath(path)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{path}: no such file")
+        path = input_file(path, "map file")
         try:
             hdul = fits.open(path, memmap=False)
         except OSError as exc:

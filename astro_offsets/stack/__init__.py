@@ -31,24 +31,32 @@ from .._utils.lazy import lazy_exports
 _WHERE = MappingProxyType(
     {
         "KERNELS": "._stacker",
+        "TURBO_TURN": "._stacker",
         "Normalisation": "._normalisation",
         "RejectionStats": "._rejection",
         "Stack": "._product",
         "StackResult": "._stack_frames",
         "Stacker": "._stacker",
+        "check_frames": "._stack_frames",
         "check_stack_options": "._stacker",
+        "frame_kernel": "._stacker",
+        "map_turn": "._stacker",
         "stack_frames": "._stack_frames",
     }
 )
 
 __all__ = [
     "KERNELS",
+    "TURBO_TURN",
     "Normalisation",
     "RejectionStats",
     "Stack",
     "StackResult",
     "Stacker",
+    "check_frames",
     "check_stack_options",
+    "frame_kernel",
+    "map_turn",
     "stack_frames",
 ]
 

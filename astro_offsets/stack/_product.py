@@ -241,7 +241,10 @@ def _suffixed(name, suffix):
 
 def _cards(meta):
     """Yield the stack's own provenance cards."""
-    yield "KERNEL", meta["kernel"], "drizzle kernel"
+    kernels = meta.get("kernels") or []
+    used = ", ".join(f"{kernels.count(k)} {k}" for k in dict.fromkeys(kernels))
+    auto = meta["kernel"] == "auto" and used
+    yield "KERNEL", meta["kernel"], f"drizzle kernel; frames: {used}" if auto else "drizzle kernel"
     yield "PIXFRAC", meta["pixfrac"], "drop size, fraction of an input pixel"
     yield "SCALE", meta["scale"], "output pixels per input pixel, per axis"
     yield "EXPWGHT", meta["exposure_weighting"], "frames weighted by exposure time"

@@ -9,15 +9,17 @@ from astropy.io import fits
 from astropy.utils.exceptions import AstropyUserWarning
 from tqdm import tqdm
 
-from .._utils.batch import Batch, Result
+from .._utils.batch import Batch, Result, describe
 from .._utils.naming import map_path
+from .._utils.validation import input_file
 from .._utils.workers import cluster_client
+from ..frames import frame_shape
 from ._checkpoint import Checkpoint, digest
 from ._cluster import on_cluster
 from ._run import Frames, Item, Run
 from ._stacker import check_stack_options
 
-__all__ = ["StackResult", "stack_frames"]
+__all__ = ["StackResult", "check_frames", "stack_frames"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,8 +71,9 @@ def _plan(frames, maps, reference):
     found = {frame: path for frame, path in expected.items() if os.path.exists(path)}
     if frames and not found:
         where = "beside the frames" if maps is None else f"in {maps}"
-        which = "the frame has" if len(frames) == 1 else f"none of the {len(frames)} frames has"
-        raise ValueError(f"{which} a map {where} (such as {expected[frames[0]]}): " + _MAKE_MAPS)
+        n = len(frames)
+        which = "the frame has no" if n == 1 else f"none of the {n} frames has a"
+        raise ValueError(f"{which} map {where} (such as {expected[frames[0]]}): " + _MAKE_MAPS)
     against = {frame: _made_against(path) for frame, path in found.items()}
     by_name = {os.path.basename(frame): frame for frame in frames}
     # A frame that every other map was made against is the reference; its own
@@ -119,6 +122,84 @@ def _plan(frames, maps, reference):
             )
         plan[frame] = (path, problem)
     return plan
+
+
+def _unreadable(frames, maps):
+    """Return ``{frame: problem}`` of the frames that no plan can stack, before any is read.
+
+    A file that is missing (or a shell pattern that matched nothing), empty
+    or unreadable; and a file without a map (the reference, or a frame whose
+    table or map failed) that is no frame file, which only its header tells.
+    """
+    problems = {}
+    for frame in frames:
+        try:
+            input_file(frame, "frame file")
+            if not os.path.exists(map_path(frame, maps)):
+                frame_shape(frame)
+        except (OSError, ValueError) as exc:
+            problems[frame] = exc
+    return problems
+
+
+def _items(batch, maps, reference):
+    """Return the frames of ``batch`` to stack, `Item` each; fail those that cannot be.
+
+    Raises
+    ------
+    ValueError
+        If no stack can be planned (see `_plan`), or the reference frame
+        cannot be read.
+    """
+    problems = _unreadable(batch.inputs, maps)
+    if reference is not None:
+        for frame, problem in problems.items():
+            if os.path.abspath(frame) == os.path.abspath(reference):
+                raise ValueError(f"{describe(frame, problem)} (the reference frame)")
+    plan = _plan([frame for frame in batch.inputs if frame not in problems], maps, reference)
+    todo = []
+    for index, frame in batch:
+        omap_path, problem = plan.get(frame, (None, problems.get(frame)))
+        if problem is None:
+            map_file = None if omap_path is None else os.path.abspath(omap_path)
+            todo.append(Item(index, frame, omap_path, os.path.abspath(frame), map_file))
+        else:
+            batch.fail(index, problem, map=omap_path)
+    return todo
+
+
+def check_frames(frames, *, maps=None, reference=None):
+    """Check the frames and maps of a stack as `stack_frames` does, without reading their pixels.
+
+    Parameters
+    ----------
+    frames, maps, reference
+        As for `stack_frames`.
+
+    Returns
+    -------
+    list of `StackResult`
+        The frames that could not be stacked (``"failed"``), each with its
+        message: a file missing, empty, unreadable or of no frame format; a
+        frame without a map that is not the reference; a map made against
+        another reference.
+
+    Raises
+    ------
+    ValueError
+        If no stack can be planned (several frames without a map and no
+        reference, a reference that is not among the frames or cannot be
+        read, ...).
+
+    Examples
+    --------
+    >>> from astro_offsets.stack import check_frames
+    >>> [r.message for r in check_frames(["light_*.fits"])]
+    ['light_*.fits: no file matches this pattern']
+    """
+    batch = Batch(frames, StackResult, what="frame", name="stack")
+    _items(batch, maps, reference)
+    return [r for r in batch.results if r is not None and r.status == "failed"]
 
 
 def stack_frames(
@@ -288,15 +369,9 @@ def stack_frames(
     batch = Batch(
         frames, StackResult, what="frame", name="stack", progress=progress, callback=callback
     )
-    plan = _plan(batch.inputs, maps, reference)
-    todo = []
-    for index, frame in batch:
-        omap_path, problem = plan[frame]
-        if problem is None:
-            map_file = None if omap_path is None else os.path.abspath(omap_path)
-            todo.append(Item(index, frame, omap_path, os.path.abspath(frame), map_file))
-        else:
-            batch.fail(index, problem, map=omap_path)
+    todo = _items(batch, maps, reference)
+    if not todo:
+        raise ValueError("no frame could be stacked")  # before any checkpoint is made
     # The reference first: every frame is normalised to it.
     todo.sort(key=lambda item: item.omap_path is not None)
     if reject is None:

@@ -8,11 +8,12 @@ photometry (``xcenter``) and plain ones (``x``, ``x_offset``) read as well.
 """
 
 import numbers
-import os
 
 import numpy as np
 from astropy import units as u
 from astropy.table import QTable, Table
+
+from .._utils.validation import input_file
 
 __all__ = [
     "CENTROID",
@@ -63,11 +64,7 @@ def read_table(path, *, format=None):
     ValueError
         If the file cannot be read as a table.
     """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise ValueError(f"{path}: is a directory, not a table file")
+    path = input_file(path, "table file")
     try:
         return Table.read(path, format=format)
     except Exception as exc:  # astropy raises many types for unreadable files

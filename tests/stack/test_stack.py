@@ -145,7 +145,7 @@ def test_masks_weights_and_nan_pixels():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"kernel": "boxy"}, "kernel must be one of square"),
+        ({"kernel": "boxy"}, "kernel must be one of auto, square"),
         ({"pixfrac": 0}, r"pixfrac must be a number in \(0, 1\]"),
         ({"pixfrac": 1.5}, "pixfrac must be"),
         ({"scale": -2}, r"scale must be a number in \(0, 8\]"),
@@ -323,7 +323,8 @@ def test_stack_command_colour(raw_sequence, tmp_path, capsys):
         header = hdul[0].header
         assert header["NFRAMES"] == 5
         assert header["PIXFRAC"] == 0.8
-        assert header["KERNEL"] == "turbo"  # the default since 0.1.0
+        assert header["KERNEL"] == "auto"  # the default: turbo here (small turns)
+        assert header.comments["KERNEL"] == "drizzle kernel; frames: 5 turbo"
         assert header["TEXPTIME"] == 150.0
         assert header["FRM00001"] == frames[0]
         assert header["MAP00001"] == "(reference)"
@@ -428,7 +429,7 @@ def test_stack_command_mono_and_existing_output(tmp_path, capsys):
     capsys.readouterr()
     # A rerun keeps the outputs, as tables and maps keep theirs, and says so.
     before = out.read_bytes()
-    assert main(["stack", *frames, "--out", str(out)]) == 0
+    assert main(["stack", *frames, "--out", str(out), "--maps", str(tmp_path / "maps")]) == 0
     assert capsys.readouterr().out.strip() == (
         f"stack: kept {out} and {tmp_path / 'mono.png'} (use --overwrite to replace them); "
         "nothing stacked"
@@ -553,3 +554,88 @@ def test_stack_command_jobs(raw_sequence, tmp_path, capsys):
         main(["stack", *frames, "--out", str(tmp_path / "s.fits"), "--jobs", "0"])
     assert exit_info.value.code == 2
     assert "0 jobs" in capsys.readouterr().err
+
+
+def mono_sequence(folder):
+    """Three mono FITS frames, the last two with their maps beside them."""
+    frames = []
+    for k in range(3):
+        frames.append(str(folder / f"light{k}.fits"))
+        fits.PrimaryHDU(np.full((20, 30), 5.0, np.float32)).writeto(frames[-1])
+        if k:
+            OffsetMap(np.zeros((20, 30)), np.zeros((20, 30))).write(
+                folder / f"light{k}.offsets.fits"
+            )
+    return frames
+
+
+def test_stack_names_missing_empty_and_foreign_frames(tmp_path, capsys):
+    frames = mono_sequence(tmp_path)
+    missing, empty, text = (tmp_path / f"light{k}.fits" for k in (9, 8, 7))
+    empty.touch()
+    text.write_text("hello")
+    pattern = tmp_path / "dark_*.fits"  # the shell passes on a pattern that matched nothing
+    argv = [*frames, missing, empty, text, pattern]
+    out = tmp_path / "stack.fits"
+    expected = [
+        f"astro-offsets: error: {missing}: no such file",
+        f"astro-offsets: error: {empty}: empty file (0 bytes)",
+        f"astro-offsets: error: {text}: not a readable FITS file (",
+        f"astro-offsets: error: {pattern}: no file matches this pattern",
+    ]
+
+    def errors():
+        captured = capsys.readouterr()
+        lines = [line for line in captured.err.splitlines() if "error:" in line]
+        assert len(lines) == len(expected)
+        for line, start in zip(lines, expected, strict=True):
+            assert line == start or (start.endswith("(") and line.startswith(start)), line
+        return captured.out.splitlines()[-1]
+
+    # Named as such, not as frames without a map, with or without --reference.
+    for reference in ([], ["--reference", frames[0]]):
+        out.unlink(missing_ok=True)
+        assert main(["stack", *map(str, argv), "--out", str(out), "--no-preview", *reference]) == 1
+        assert errors().startswith("stack: 3 stacked, 4 failed (")
+    # An existing output is kept, but the bad inputs still fail the run.
+    before = out.read_bytes()
+    assert main(["stack", *map(str, argv), "--out", str(out), "--no-preview"]) == 1
+    assert errors() == f"stack: kept {out} (use --overwrite to replace it); nothing stacked"
+    assert out.read_bytes() == before
+    assert main(["stack", *frames, "--out", str(out), "--no-preview"]) == 0
+    # A reference that is not there: exit 2, whatever outputs exist.
+    gone = str(tmp_path / "light5.fits")
+    assert main(["stack", *frames, "--out", str(out), "--no-preview", "--reference", gone]) == 2
+    assert capsys.readouterr().err == (
+        f"astro-offsets: error: {gone}: the reference frame is not among the frames\n"
+    )
+    assert main(["stack", *frames, gone, "--out", str(out), "--reference", gone]) == 2
+    assert capsys.readouterr().err == (
+        f"astro-offsets: error: {gone}: no such file (the reference frame)\n"
+    )
+    assert out.read_bytes() == before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file")
+def test_stack_names_an_unreadable_frame(tmp_path, capsys):
+    frames = mono_sequence(tmp_path)
+    os.chmod(frames[2], 0)
+    assert main(["stack", *frames, "--out", str(tmp_path / "s.fits"), "--no-preview"]) == 1
+    assert f"error: {frames[2]}: not readable (permission denied)" in capsys.readouterr().err
+
+
+def test_a_pattern_that_matched_nothing(tmp_path, capsys):
+    frames = mono_sequence(tmp_path)
+    for argv in (
+        ["stack", "light_*.fits", "--out", str(tmp_path / "s.fits")],
+        ["maps", "light_*.offsets_table.fits", "--shape", "20", "30", "--outdir", str(tmp_path)],
+    ):
+        assert main(argv) == 1
+        assert capsys.readouterr().err.splitlines()[0] == (
+            f"astro-offsets: error: {argv[1]}: no file matches this pattern"
+        )
+    # One frame without its map: said so (it said "the frame has a map").
+    assert main(["stack", frames[0], "--out", str(tmp_path / "s.fits")]) == 2
+    assert capsys.readouterr().err.startswith(
+        "astro-offsets: error: the frame has no map beside the frames (such as "
+    )

@@ -319,3 +319,15 @@ def test_failed_frame_loses_its_table_against_another_reference(sequence, tmp_pa
         "; removed its table made against another reference (/gone/old.fits)"
     )
     assert not stale.exists()
+
+
+def test_tables_name_empty_frames_and_patterns(sequence, tmp_path):
+    # As stack and maps name them (one check, astro_offsets._utils.validation).
+    _, paths, _ = sequence
+    empty, pattern = tmp_path / "light_003.fits", tmp_path / "light_*.fits"
+    empty.touch()
+    results = make_tables([paths["reference"], empty, pattern], paths["reference"], outdir=tmp_path)
+    assert [r.message for r in results[1:]] == [
+        f"{empty}: empty file (0 bytes)",
+        f"{pattern}: no file matches this pattern",
+    ]
