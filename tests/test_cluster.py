@@ -259,7 +259,13 @@ def test_the_stack_command_on_the_cluster(cluster, sequence, tmp_path):
             contexts={"SCI": hdus["CTX"].data},
         )
     assert same_stack(stack, local)
-    assert sorted(os.listdir(tmp_path)) == ["stack.fits", "stack.png"]  # no checkpoint left
+    # No checkpoint left.
+    assert sorted(os.listdir(tmp_path)) == [
+        "stack.fits",
+        "stack.frames.ecsv",
+        "stack.frames.png",
+        "stack.png",
+    ]
 
 
 @pytest.mark.slow

@@ -430,8 +430,8 @@ def test_stack_command_mono_and_existing_output(tmp_path, capsys):
     before = out.read_bytes()
     assert main(["stack", *frames, "--out", str(out)]) == 0
     assert capsys.readouterr().out.strip() == (
-        f"stack: kept {out} and {tmp_path / 'mono.png'} (use --overwrite to replace them); "
-        "nothing stacked"
+        f"stack: kept {out}, {tmp_path / 'mono.png'}, {tmp_path / 'mono.frames.ecsv'} and "
+        f"{tmp_path / 'mono.frames.png'} (use --overwrite to replace them); nothing stacked"
     )
     assert out.read_bytes() == before
 
