@@ -19,6 +19,7 @@ from ._version import __version__
 from .field import METHODS, check_options, write_maps
 from .frames import KINDS, Calibration, frame_shape
 from .stack import KERNELS, check_stack_options, stack_frames
+from .stack._quality import FILTER_FWHM, FILTER_ROUND, FILTER_STARS, WEIGHTINGS, check_selection
 from .stars import make_tables
 
 __all__ = ["main"]
@@ -398,22 +399,25 @@ def _add_selection(stack):
         action="store_false",
         help="stack every frame, whatever its stars (the --filter-* and --keep-best tests off)",
     )
-    for flag, what in (("--filter-fwhm", "FWHM"), ("--filter-round", "elongation")):
+    for flag, what, default in (
+        ("--filter-fwhm", "FWHM", FILTER_FWHM),
+        ("--filter-round", "elongation", FILTER_ROUND),
+    ):
         group.add_argument(
             flag,
             type=_margin,
-            default=3.0,
+            default=default,
             metavar="K",
             help=f"leave out frames whose stars' {what} is beyond the median by more than K "
-            "robust sigmas and a quarter of the median (default: 3; off: no test)",
+            f"robust sigmas and a quarter of the median (default: {default:g}; off: no test)",
         )
     group.add_argument(
         "--filter-stars",
         type=_margin,
-        default=0.25,
+        default=FILTER_STARS,
         metavar="F",
         help="leave out frames that detected fewer stars than F times the median "
-        "(default: 0.25; off: no test)",
+        f"(default: {FILTER_STARS:g}; off: no test)",
     )
     group.add_argument(
         "--keep-best",
@@ -423,8 +427,8 @@ def _add_selection(stack):
     )
     group.add_argument(
         "--weight",
-        choices=("noise", "none"),
-        default="noise",
+        choices=WEIGHTINGS,
+        default=WEIGHTINGS[0],
         dest="weighting",
         help="noise: weight each frame by the inverse variance of its noise after "
         "normalisation (default); none: by its exposure time alone",
@@ -700,7 +704,6 @@ def _run_tables(args, report):
 
 
 def _run_stack(args, report):
-    from .stack._quality import check_selection
     from .stack._report import frame_report, report_paths, write_frame_report
 
     options = _given(args, "kernel", "pixfrac", "scale", "exposure_weighting", "context")

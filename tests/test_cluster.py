@@ -233,9 +233,10 @@ def test_a_stack_on_the_cluster(client, sequence):
     frames, (local, local_results) = sequence
     with distributed.get_task_stream(client) as stream, joblib.parallel_config(backend="dask"):
         stack, results = stack_frames(frames)
-    assert [(r.status, r.scale, r.masked) for r in results] == [
-        (r.status, r.scale, r.masked) for r in local_results
+    assert [(r.status, r.scale, r.masked, r.weight) for r in results] == [
+        (r.status, r.scale, r.masked, r.weight) for r in local_results
     ]
+    assert len({r.weight for r in results}) == len(frames)  # weighted by their noise
     assert same_stack(stack, local)
     kept = tasks_of(stream, "keep_task")
     assert len(kept) == len(frames) - 1  # the reference is kept here

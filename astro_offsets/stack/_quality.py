@@ -17,6 +17,9 @@ from astropy.io import fits
 from ..maps._offset_map import _read_provenance
 
 __all__ = [
+    "FILTER_FWHM",
+    "FILTER_ROUND",
+    "FILTER_STARS",
     "FLOOR",
     "MEASURES",
     "check_selection",
@@ -39,7 +42,8 @@ FLOOR = 0.25
 # The defaults: margins of 3 robust sigmas (beyond the floor), and a star
 # count collapsed below a quarter of the median's (a lens cap, thick cloud;
 # thin cloud that dims the stars to 30 % keeps more, and is weighted down).
-_DEFAULTS = {"filter_fwhm": 3.0, "filter_round": 3.0, "filter_stars": 0.25, "keep_best": None}
+FILTER_FWHM = FILTER_ROUND = 3.0
+FILTER_STARS = 0.25
 WEIGHTINGS = ("noise", "none")
 # A frame whose weight is below this fraction of the median weight is no
 # voter of rejection's median (where at least 3 others are): its noise,
@@ -51,9 +55,9 @@ _NOISE_ROWS = 8
 
 def check_selection(
     select=True,
-    filter_fwhm=_DEFAULTS["filter_fwhm"],
-    filter_round=_DEFAULTS["filter_round"],
-    filter_stars=_DEFAULTS["filter_stars"],
+    filter_fwhm=FILTER_FWHM,
+    filter_round=FILTER_ROUND,
+    filter_stars=FILTER_STARS,
     keep_best=None,
     weighting="noise",
 ):

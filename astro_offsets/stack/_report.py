@@ -3,6 +3,7 @@
 import math
 import os
 import textwrap
+from types import MappingProxyType
 
 import numpy as np
 from astropy.table import Table
@@ -13,21 +14,23 @@ from ._quality import MEASURES
 
 __all__ = ["frame_report", "report_paths", "write_frame_report"]
 
-_UNITS = {"fwhm": "pix", "residual": "pix"}
-_DESCRIPTIONS = {
-    "frame": "the frame, as given",
-    "used": "whether it went into the stack",
-    "weight": "its weight in the stack, the reference frame's being 1 (0 if unused)",
-    "fwhm": "the median FWHM of its stars (its map's FWHM)",
-    "elongation": "the median elongation a/b of its stars (ELONG)",
-    "n_stars": "stars detected in it (NDETECT)",
-    "sky": "its sky level, before normalisation",
-    "noise": "its pixel noise, before normalisation",
-    "flux_scale": "the reference's star fluxes over its own (the normalisation's scale)",
-    "residual": "RMS of its stars about its registration (TRENDRMS, else STARRMS, else CVRMS)",
-    "status": "stacked, left out, failed or ignored",
-    "reason": "why it is not in the stack; empty if it is",
-}
+_UNITS = MappingProxyType({"fwhm": "pix", "residual": "pix"})
+_DESCRIPTIONS = MappingProxyType(
+    {
+        "frame": "the frame, as given",
+        "used": "whether it went into the stack",
+        "weight": "its weight in the stack, the reference frame's being 1 (0 if unused)",
+        "fwhm": "the median FWHM of its stars (its map's FWHM)",
+        "elongation": "the median elongation a/b of its stars (ELONG)",
+        "n_stars": "stars detected in it (NDETECT)",
+        "sky": "its sky level, before normalisation",
+        "noise": "its pixel noise, before normalisation",
+        "flux_scale": "the reference's star fluxes over its own (the normalisation's scale)",
+        "residual": "RMS of its stars about its registration (TRENDRMS, else STARRMS, else CVRMS)",
+        "status": "stacked, left out, failed or ignored",
+        "reason": "why it is not in the stack; empty if it is",
+    }
+)
 
 
 def report_paths(out):
@@ -59,8 +62,8 @@ def frame_report(results):
     >>> table = frame_report([
     ...     StackResult(path="a.fits", status="stacked", weight=1.0),
     ...     StackResult(path="b.fits", status="failed", message="b.fits: no such file")])
-    >>> list(table["used"]), list(table["reason"])
-    [np.True_, np.False_], ['', 'no such file']
+    >>> table["used"].tolist(), table["reason"].tolist()
+    ([True, False], ['', 'no such file'])
     """
     rows = []
     for result in results:

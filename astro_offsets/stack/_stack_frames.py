@@ -16,7 +16,15 @@ from .._utils.naming import map_path
 from .._utils.workers import cluster_client
 from ._checkpoint import Checkpoint, digest
 from ._cluster import on_cluster
-from ._quality import check_selection, map_measures, reference_measures, select_frames
+from ._quality import (
+    FILTER_FWHM,
+    FILTER_ROUND,
+    FILTER_STARS,
+    check_selection,
+    map_measures,
+    reference_measures,
+    select_frames,
+)
 from ._report import frame_report, write_frame_report
 from ._run import Frames, Item, Run
 from ._stacker import check_stack_options
@@ -149,9 +157,9 @@ def stack_frames(
     resume=False,
     keep_checkpoint=False,
     select=True,
-    filter_fwhm=3.0,
-    filter_round=3.0,
-    filter_stars=0.25,
+    filter_fwhm=FILTER_FWHM,
+    filter_round=FILTER_ROUND,
+    filter_stars=FILTER_STARS,
     keep_best=None,
     weighting="noise",
     report=None,
@@ -271,7 +279,8 @@ def stack_frames(
         of its noise after normalisation, ``(n_ref / (s * n))**2`` relative
         to the reference frame, where ``n`` is the frame's pixel noise (the
         differences of neighbouring pixels) and ``s`` the flux scale that
-        normalises it: a frame under thin cloud counts for what it is worth,
+        normalises it (1 if not ``normalize``): a frame under thin cloud
+        counts for what it is worth,
         and a capped one for almost nothing; the reference weighs its
         exposure time (1 without exposure weighting), as it would
         unweighted. Rejection's medians leave out the frames weighted below
