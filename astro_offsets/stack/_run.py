@@ -199,7 +199,7 @@ class Run:
         self.stacker = None
         self.rejection = None
         self.rejection_scratch = None
-        self.notes = []  # per frame stacked: (normalisation, masked fraction)
+        self.notes = []  # per frame stacked: (normalisation, masked fraction, weight)
 
     def prepare(self, item):
         """Read a frame (`Frames.read`); `None` (and the frame failed) if it cannot."""
@@ -391,7 +391,6 @@ class Run:
     def _restored(self, item, entry):
         """Report a frame that a resumed partial stack holds."""
         norm = normalisation_of(entry)
-        self.notes.append((norm, entry["masked"]))
         noise, weight = entry.get("noise", float("nan")), entry.get("weight")
         self._finish(item, norm, entry["exptime"], noise, weight, entry["masked"])
 
@@ -410,13 +409,15 @@ class Run:
         return weight * unit, weight
 
     def _finish(self, item, norm, exptime, noise, weight, masked):
+        relative = self._weights(exptime, weight)[1]
+        self.notes.append((norm, masked, relative))
         self.batch.finish(
             item.index,
             "stacked",
             map=item.omap_path,
             scale=norm.scale if self.frames.normalize else None,
             masked=masked,
-            weight=self._weights(exptime, weight)[1],
+            weight=relative,
             measures={
                 "sky": float(np.mean(norm.sky)),
                 "noise": float(noise),
@@ -451,7 +452,6 @@ class Run:
         except Exception as exc:
             self.batch.fail(item.index, exc, map=item.omap_path)
             return False
-        self.notes.append((prepared.norm, masked))
         self._finish(item, prepared.norm, exptime, prepared.noise, prepared.weight, masked)
         return True
 
@@ -597,8 +597,10 @@ class Run:
         stack = self.stacker.stack()
         stack.meta["normalized"] = bool(self.frames.normalize)
         stack.meta["rejected"] = bool(reject)
-        stack.meta["normalisation"] = [norm for norm, _ in self.notes]
-        stack.meta["masked"] = [masked for _, masked in self.notes]
+        stack.meta["normalisation"] = [norm for norm, _, _ in self.notes]
+        stack.meta["masked"] = [masked for _, masked, _ in self.notes]
+        stack.meta["weighting"] = self.frames.weighting
+        stack.meta["weights"] = [weight for _, _, weight in self.notes]
         return stack
 
     def close(self):

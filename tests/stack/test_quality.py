@@ -123,7 +123,7 @@ def test_a_uniform_sequence_leaves_nothing_out():
 
 def test_capped_frame_weighs_almost_nothing_and_clouded_by_its_noise(tmp_path):
     frames = sequence(tmp_path, bad={2: CAPPED, 4: CLOUDED})
-    _, results = stack_frames(frames, reject=False, filter_stars=None)
+    stack, results = stack_frames(frames, reject=False, filter_stars=None)
     weights = np.array([r.weight for r in results])
     assert all(r.status == "stacked" for r in results)
     assert weights[2] <= 0.25 * np.median(weights)
@@ -131,6 +131,10 @@ def test_capped_frame_weighs_almost_nothing_and_clouded_by_its_noise(tmp_path):
     # (n_ref / (s n))**2 = 0.3**2 / 1.4: what the frame is worth.
     assert weights[4] == pytest.approx(0.09 / 1.4, rel=0.2)
     assert weights[0] == 1.0
+    stack.write(tmp_path / "stack.fits")
+    header = fits.getheader(tmp_path / "stack.fits")
+    assert header["WEIGHTS"] == "noise"
+    assert header["WGT00003"] == pytest.approx(weights[2], rel=1e-5)
     # By default, its collapsed star count leaves the capped frame out.
     _, results = stack_frames(frames, reject=False)
     assert results[2].status == "left out"
