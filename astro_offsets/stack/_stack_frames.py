@@ -287,10 +287,11 @@ def stack_frames(
         a tenth of the median weight. ``"none"`` weights every frame by its
         exposure time (``exposure_weighting``) alone.
     report : str, path-like or `None`, optional
-        Write the report of the frames here (an ECSV table, replaced if it
-        exists; see `frame_report`), and its picture beside it (``.png``).
-        The command writes ``<out stem>.frames.ecsv``. The default is
-        `None`: no report (the results hold the same).
+        Write the report of the frames here (an ECSV table, one row per
+        frame, replaced if it exists; its columns are on the stacking
+        page), and its picture beside it (``.png``). The command writes
+        ``<out stem>.frames.ecsv``. The default is `None`: no report (the
+        results hold the same).
     **options
         The drizzle: ``kernel``, ``pixfrac``, ``scale``,
         ``exposure_weighting``, ``context``, as for `Stacker` (checked
