@@ -75,7 +75,7 @@ def frame_report(results):
             (
                 result.path,
                 used,
-                float(weight) if used else 0.0,
+                _float(weight) if used else 0.0,
                 *(_float(measures.get(key)) for key in MEASURES),
                 result.status,
                 reason,
@@ -93,8 +93,9 @@ def frame_report(results):
 
 
 def _float(value):
+    """Return a measure as a float of 6 significant figures (NaN if none)."""
     try:
-        return float(value)
+        return float(f"{float(value):.6g}")
     except (TypeError, ValueError):
         return math.nan
 
