@@ -49,8 +49,10 @@ WEIGHTINGS = ("noise", "none")
 # voter of rejection's median (where at least 3 others are): its noise,
 # normalised, would be that of an outlier.
 _FAINT = 0.1
-# Rows sampled for the noise: every this-many-th.
+# Rows sampled for the noise: every this-many-th at least, and about this
+# many differences at most (the noise to 0.1 %, in 0.05 s for 24 Mpix).
 _NOISE_ROWS = 8
+_NOISE_SAMPLES = 1_000_000
 
 
 def check_selection(
@@ -241,8 +243,9 @@ def select_frames(measures, reference=None, options=None):
 def frame_noise(data, colors=None):
     """Return a frame's pixel noise: from the differences of neighbouring pixels of one colour.
 
-    The median absolute deviation of the differences, over every
-    ``_NOISE_ROWS``-th row, as a sigma, over the square root of 2: the sky's
+    The median absolute deviation of the differences, over every 8th row
+    (or fewer, a million differences at most), as a sigma, over the square
+    root of 2: the sky's
     noise, which neither the stars nor a gradient of the sky change. Pixels
     of one colour of a mosaic are compared (2 apart in a Bayer mosaic, 6 in
     X-Trans). NaN without enough finite pixels.
@@ -259,12 +262,12 @@ def frame_noise(data, colors=None):
     data = np.asarray(data)
     step = 1
     if colors is not None:
-        colors = np.asarray(colors)
+        colors = np.asarray(colors)[:12]  # a mosaic repeats within 6 rows and columns
         step = next(
             (p for p in range(1, 7) if np.array_equal(colors[:, p:], colors[:, :-p])),
             6,
         )
-    rows = data[::_NOISE_ROWS]
+    rows = data[:: max(_NOISE_ROWS, -(-data.size // _NOISE_SAMPLES))]
     differences = (rows[:, step:] - rows[:, :-step]).ravel()
     differences = differences[np.isfinite(differences)]
     if differences.size < 100:
