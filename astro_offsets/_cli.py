@@ -19,6 +19,7 @@ from ._version import __version__
 from .field import METHODS, check_options, write_maps
 from .frames import KINDS, Calibration, frame_shape
 from .stack import KERNELS, check_frames, check_stack_options, stack_frames
+from .stack._quality import FILTER_FWHM, FILTER_ROUND, FILTER_STARS, WEIGHTINGS, check_selection
 from .stars import make_tables
 
 __all__ = ["main"]
@@ -375,8 +376,69 @@ def _add_stack(commands):
         action="store_true",
         help="also write the context arrays (which frames reached each pixel)",
     )
+    _add_selection(stack)
     _add_overwrite(stack, "outputs")
     return stack
+
+
+def _margin(text):
+    """Parse a selection option's value: a number, or ``off`` (`None`)."""
+    if text.strip().lower() in ("off", "none"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number or off, not {text!r}") from None
+
+
+def _add_selection(stack):
+    """Add the frame selection and weighting options of ``stack`` (see `stack_frames`)."""
+    group = stack.add_argument_group(
+        "frame selection and weighting",
+        "Frames far outside the sequence's bulk are left out (with 3 frames or more; never "
+        "the reference), and the others weighted by their noise; the report <out "
+        "stem>.frames.ecsv and its picture <out stem>.frames.png list every frame.",
+    )
+    group.add_argument(
+        "--no-select",
+        dest="select",
+        action="store_false",
+        help="stack every frame, whatever its stars (the --filter-* and --keep-best tests off)",
+    )
+    for flag, what, default in (
+        ("--filter-fwhm", "FWHM", FILTER_FWHM),
+        ("--filter-round", "elongation", FILTER_ROUND),
+    ):
+        group.add_argument(
+            flag,
+            type=_margin,
+            default=default,
+            metavar="K",
+            help=f"leave out frames whose stars' {what} is beyond the median by more than K "
+            f"robust sigmas and a quarter of the median (default: {default:g}; off: no test)",
+        )
+    group.add_argument(
+        "--filter-stars",
+        type=_margin,
+        default=FILTER_STARS,
+        metavar="F",
+        help="leave out frames that detected fewer stars than F times the median "
+        f"(default: {FILTER_STARS:g}; off: no test)",
+    )
+    group.add_argument(
+        "--keep-best",
+        type=_margin,
+        metavar="PERCENT",
+        help="keep only the best PERCENT %% of the frames, those of the least FWHM",
+    )
+    group.add_argument(
+        "--weight",
+        choices=WEIGHTINGS,
+        default=WEIGHTINGS[0],
+        dest="weighting",
+        help="noise: weight each frame by the inverse variance of its noise after "
+        "normalisation (default); none: by its exposure time alone",
+    )
 
 
 def _percent(fraction):
@@ -507,10 +569,13 @@ class _Reporter:
             return True
         return False
 
-    def summary(self, command, results, counted=("written", "skipped", "failed"), extra=""):
+    def summary(
+        self, command, results, counted=("written", "skipped", "failed"), extra="", notes=None
+    ):
         """Print the closing line of a run over files; return the exit status.
 
-        Files of ours left out of the run get one line before it.
+        Files of ours left out of the run get one line before it. ``notes``
+        follow the counts of some statuses (``{status: text}``), when not 0.
         """
         frames = self.ignored.pop(_FRAME, 0)
         if self.ignored:
@@ -523,8 +588,10 @@ class _Reporter:
             self.note(f"skipped {n} file{'s' if n > 1 else ''} written by {PROG} ({kinds})")
         if frames:
             self.note(f"skipped {frames} frame{'s' if frames > 1 else ''}: not star tables")
+        counts = {status: sum(r.status == status for r in results) for status in counted}
+        notes = notes or {}
         line = f"{command}: " + ", ".join(
-            f"{sum(r.status == status for r in results)} {status}" for status in counted
+            f"{n} {status}{notes.get(status, '') if n else ''}" for status, n in counts.items()
         )
         if self.failed:
             line += f" ({', '.join(self.failed)})"
@@ -648,9 +715,15 @@ def _run_tables(args, report):
 
 
 def _run_stack(args, report):
+    from .stack._report import frame_report, report_paths, write_frame_report
+
     options = _given(args, "kernel", "pixfrac", "scale", "exposure_weighting", "context")
+    selection = _given(
+        args, "select", "filter_fwhm", "filter_round", "filter_stars", "keep_best", "weighting"
+    )
     try:
         check_stack_options(**options)
+        check_selection(**selection)
     except ValueError as exc:
         report.usage(exc)
         return 2
@@ -658,7 +731,9 @@ def _run_stack(args, report):
     if calibration is False:
         return 2
     preview = png_path(args.out)
+    frames_report = report_paths(args.out)
     outputs = (args.out, preview) if args.preview else (args.out,)
+    outputs += frames_report
     kept = [path for path in outputs if os.path.lexists(path)]
     if kept and not args.overwrite:
         # As tables and maps keep theirs: a rerun does no harm and no work;
@@ -671,15 +746,15 @@ def _run_stack(args, report):
         for result in failed:
             report.result(result)
         them = "them" if len(kept) > 1 else "it"
-        print(
-            f"stack: kept {' and '.join(kept)} (use --overwrite to replace {them}); nothing stacked"
-        )
+        named = " and ".join([", ".join(kept[:-1]), kept[-1]] if len(kept) > 1 else kept)
+        print(f"stack: kept {named} (use --overwrite to replace {them}); nothing stacked")
         return 1 if failed else 0
     if not report.make_directory(os.path.dirname(args.out)):
         return 2
 
     def on_frame(result):
-        report.result(result)
+        if report.result(result) and result.status == "left out":
+            report.note(f"left out {result.message}")
 
     with warnings.catch_warnings(record=True) as caught:
         # drizzle's own warnings (a kernel that does not conserve flux, ...)
@@ -711,6 +786,7 @@ def _run_stack(args, report):
                     scratch=args.scratch,
                     resume=args.resume,
                     **(checkpoint if every > 0 else {}),
+                    **selection,
                     **options,
                 )
         except ClusterError as exc:
@@ -730,6 +806,7 @@ def _run_stack(args, report):
         stack.write(args.out, overwrite=args.overwrite, context=args.context)
         if args.preview:
             stack.write_preview(preview, overwrite=args.overwrite)
+        write_frame_report(frame_report(results), frames_report[0], overwrite=args.overwrite)
     except OSError as exc:
         report.error(args.out, exc)
         if args.checkpoint_every > 0 and os.path.isdir(checkpoint_path(args.out)):
@@ -741,8 +818,15 @@ def _run_stack(args, report):
     plural = "s" if len(stack.channels) > 1 else ""
     contents = f"{', '.join(stack.channels)} and {'their' if plural else 'its'} weight{plural}"
     contents += f" and context{plural}" if args.context else ""
-    wrote = f"; wrote {' and '.join(outputs)} ({contents})"
-    return report.summary("stack", results, counted=("stacked", "failed"), extra=wrote)
+    wrote = f"; wrote {' and '.join(outputs[:-2])} ({contents})"
+    left_out = any(result.status == "left out" for result in results)
+    return report.summary(
+        "stack",
+        results,
+        counted=("stacked", "left out", "failed") if left_out else ("stacked", "failed"),
+        extra=wrote,
+        notes={"left out": f" (see {frames_report[0]})"},
+    )
 
 
 def main(argv=None):

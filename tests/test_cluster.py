@@ -233,9 +233,10 @@ def test_a_stack_on_the_cluster(client, sequence):
     frames, (local, local_results) = sequence
     with distributed.get_task_stream(client) as stream, joblib.parallel_config(backend="dask"):
         stack, results = stack_frames(frames)
-    assert [(r.status, r.scale, r.masked) for r in results] == [
-        (r.status, r.scale, r.masked) for r in local_results
+    assert [(r.status, r.scale, r.masked, r.weight) for r in results] == [
+        (r.status, r.scale, r.masked, r.weight) for r in local_results
     ]
+    assert len({r.weight for r in results}) == len(frames)  # weighted by their noise
     assert same_stack(stack, local)
     kept = tasks_of(stream, "keep_task")
     assert len(kept) == len(frames) - 1  # the reference is kept here
@@ -259,7 +260,13 @@ def test_the_stack_command_on_the_cluster(cluster, sequence, tmp_path):
             contexts={"SCI": hdus["CTX"].data},
         )
     assert same_stack(stack, local)
-    assert sorted(os.listdir(tmp_path)) == ["stack.fits", "stack.png"]  # no checkpoint left
+    # No checkpoint left.
+    assert sorted(os.listdir(tmp_path)) == [
+        "stack.fits",
+        "stack.frames.ecsv",
+        "stack.frames.png",
+        "stack.png",
+    ]
 
 
 @pytest.mark.slow

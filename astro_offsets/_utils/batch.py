@@ -22,6 +22,7 @@ STATUSES = MappingProxyType(
     {
         "written": "its output was written",
         "stacked": "it went into the stack",
+        "left out": "the frame selection left it out of the stack; the message says why",
         "reference": "the reference frame: no output of its own",
         "skipped": "its output existed and was kept (overwrite replaces it)",
         "ignored": "a file astro_offsets wrote, not an input of this command",
@@ -68,12 +69,14 @@ class Result:
     path: str
     """The input file."""
     status: str
-    """``"written"`` (its output), ``"stacked"``, ``"reference"`` (the
-    reference frame), ``"skipped"`` (its output existed and was kept),
-    ``"ignored"`` (a file astro_offsets wrote) or ``"failed"``."""
+    """``"written"`` (its output), ``"stacked"``, ``"left out"`` (by the
+    stack's frame selection), ``"reference"`` (the reference frame),
+    ``"skipped"`` (its output existed and was kept), ``"ignored"`` (a file
+    astro_offsets wrote) or ``"failed"``."""
     message: str = ""
-    """One line naming the file and the problem (failed), the output kept
-    (skipped) or what the file is (ignored); empty otherwise."""
+    """One line naming the file and the problem (failed), why it was left out
+    (left out), the output kept (skipped) or what the file is (ignored);
+    empty otherwise."""
     warnings: tuple = ()
     """One line per warning, such as rows dropped for NaN values."""
 

@@ -36,6 +36,8 @@ PRODUCTS = (
     "stack preview",
     "calibration master",
     "outlier mask",
+    "frame report",
+    "frame plot",
 )
 _PNG = b"\x89PNG\r\n\x1a\n"
 # The names of camera raw files (LibRaw reads them all).
@@ -146,6 +148,8 @@ def _kind_from_name(name):
     name = name.lower()
     if name.endswith(".offsets.png"):
         return "map plot"
+    if name.endswith(".frames.ecsv"):
+        return "frame report"
     for suffix in _FITS:
         if name.endswith(suffix):
             root = name.removesuffix(suffix)
@@ -165,9 +169,10 @@ def product_kind(path):
     ``Software`` text names astro_offsets; its ``Description`` says what it
     is. The names we give our products (``<stem>.offsets.fits``,
     ``<stem>.offsets_table.fits``, ``<stem>.offsets_table_clean.fits``,
-    ``<stem>.offsets.png``) mark them too, also those written by the
-    original notebooks. Files that do not exist, or that cannot be read, are
-    not products: the reader of frames reports them.
+    ``<stem>.offsets.png``, a stack's ``<stem>.frames.ecsv``) mark them
+    too, also those written by the original notebooks. Files that do not
+    exist, or that cannot be read, are not products: the reader of frames
+    reports them.
 
     Returns
     -------

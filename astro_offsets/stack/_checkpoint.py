@@ -48,13 +48,15 @@ def _read_json(path):
         return json.load(file)
 
 
-def record(norm, exptime=None, zeros=None, masked=None):
-    """Return a frame's JSON record: its normalisation, exposure, zeros, masked fraction."""
+def record(norm, exptime=None, zeros=None, masked=None, noise=None, weight=None):
+    """Return a frame's JSON record: normalisation, exposure, zeros, masked, noise, weight."""
     return {
         "norm": None if norm is None else list(norm),
         "exptime": exptime,
         "zeros": None if zeros is None else list(zeros),
         "masked": masked,
+        "noise": noise,
+        "weight": weight,
     }
 
 

@@ -25,9 +25,8 @@ from .._utils.workers import (
     workers_share,
 )
 from ._bands import Scratch
-from ._checkpoint import record
 from ._rejection import _offsets, keep_frame
-from ._run import Collected, Run
+from ._run import Collected, Run, record_of
 
 __all__ = ["keep_on_cluster", "keep_task", "on_cluster", "share_task"]
 
@@ -103,7 +102,7 @@ def keep_on_cluster(run, client, todo, kept):
     directory = run.rejection.directory
     if item.index not in kept:
         # The reference is kept here, while the workers start on the others.
-        entry = record(prepared.norm, prepared.exptime, run.frames.zeros(prepared.norm))
+        entry = record_of(prepared, run.frames.zeros(prepared.norm))
         offsets = _offsets(prepared.offset_map, run.frames.shape)
         keep_frame(directory, run.frames.layers, item.index, prepared.data, offsets)
         run.mark_kept(kept, item.index, entry)
@@ -131,7 +130,7 @@ def keep_task(frames, directory, item):
         keep_frame(directory, frames.layers, item.index, prepared.data, offsets)
     except Exception as exc:
         return describe(item.frame, exc)
-    return record(prepared.norm, prepared.exptime, frames.zeros(prepared.norm))
+    return record_of(prepared, frames.zeros(prepared.norm))
 
 
 def share_task(frames, options, share, items, reject, masks, directory, checkpoint):
@@ -147,7 +146,7 @@ def share_task(frames, options, share, items, reject, masks, directory, checkpoi
             # Kept: this task runs again if its worker dies.
             run.use_rejection(directory, keep_frames=True)
             for _, item, entry in items:
-                run.rejection.kept(item.index, entry["zeros"])
+                run.rejection.kept(item.index, entry["zeros"], entry.get("weight"))
             run.rejection.open_medians()
         run.stack_share(share, items, reject, masks)
         if run.stacker is None or not run.notes:

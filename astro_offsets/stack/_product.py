@@ -254,8 +254,11 @@ def _cards(meta):
         yield "NORMLZD", meta["normalized"], "frames normalised to the reference"
     if "rejected" in meta:
         yield "REJECT", meta["rejected"], "outliers rejected"
+    if "weighting" in meta:
+        yield "WEIGHTS", meta["weighting"], "frame weights: noise or none (exposure)"
     norms = meta.get("normalisation") or [None] * len(meta["frames"])
     masked = meta.get("masked") or [None] * len(meta["frames"])
+    weights = meta.get("weights") or [None] * len(meta["frames"])
     # FRMnnnnn and MAPnnnnn fit FITS's 8-character keywords up to 99999 frames.
     for index, (frame, omap) in enumerate(zip(meta["frames"], meta["maps"], strict=True)):
         number = f"{index + 1:05d}"
@@ -269,3 +272,5 @@ def _cards(meta):
             yield f"SKO{number}", offsets, "sky offset per channel"
         if masked[index] is not None:
             yield f"REJ{number}", round(masked[index], 6), "fraction of pixels rejected"
+        if weights[index] is not None:
+            yield f"WGT{number}", float(f"{weights[index]:.6g}"), "weight, the reference's 1"

@@ -21,6 +21,7 @@ from joblib import effective_n_jobs
 from numpy.lib.format import open_memmap
 
 from ._outliers import blot, grow, nanmedian, outliers, scatter
+from ._quality import median_frames
 
 __all__ = ["Rejection", "RejectionStats", "keep_frame", "median_rows"]
 
@@ -100,6 +101,7 @@ class Rejection:
         self._threads = effective_n_jobs(n_jobs)
         self._keep_frames = keep_frames
         self._zeros = {}
+        self._weights = {}
         self._executor = None
         self._pending = None
         self._medians = None
@@ -120,7 +122,7 @@ class Rejection:
         medians = dict(zip((layer.channel for layer in layers), grid, strict=True))
         return 4 * (frame + sum(grid)) * n_frames + 4 * sum(medians.values())
 
-    def add(self, index, data, offset_map, zeros=None, then=None):
+    def add(self, index, data, offset_map, zeros=None, then=None, *, weight=None):
         """Keep frame ``index`` and drizzle it alone (in a thread).
 
         Parameters
@@ -139,6 +141,8 @@ class Rejection:
         then : callable or `None`, optional
             Called (in the thread, without arguments) once the frame's files
             are complete.
+        weight : float or `None`, optional
+            Its weight in the stack (`None`: unweighted); see `kept`.
         """
         self.wait()
         data = np.ascontiguousarray(data, dtype=np.float32)
@@ -152,11 +156,17 @@ class Rejection:
                 then()
 
         self._pending = self._executor.submit(keep)
-        self.kept(index, zeros)
+        self.kept(index, zeros, weight)
 
-    def kept(self, index, zeros=None):
-        """Declare frame ``index`` kept (its files in the directory), with its ``zeros``."""
+    def kept(self, index, zeros=None, weight=None):
+        """Declare frame ``index`` kept (its files in the directory), with its ``zeros``.
+
+        A frame whose ``weight`` is a tenth of the median weight or less
+        makes no part of the medians (`median_frames`): its outliers are
+        found against the others'.
+        """
         self._zeros[index] = None if zeros is None else tuple(zeros)
+        self._weights[index] = weight
 
     def wait(self):
         """Wait until the frames added so far are drizzled alone."""
@@ -186,7 +196,7 @@ class Rejection:
         if reuse:
             self.open_medians()
             return
-        frames = sorted(self._zeros)
+        frames = median_frames(self._weights)
         for channel in range(self._n_channels):
             names = [
                 f"single.{frame}.{k}"

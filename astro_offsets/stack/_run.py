@@ -21,10 +21,11 @@ from ..maps import OffsetMap
 from ._bands import Scratch
 from ._checkpoint import normalisation_of, record
 from ._normalisation import Normalisation, apply, normalisation
+from ._quality import frame_noise, frame_weight
 from ._rejection import Rejection
 from ._stacker import DrizzleError, Stacker, frame_layers
 
-__all__ = ["Collected", "Frames", "Item", "Run"]
+__all__ = ["Collected", "Frames", "Item", "Run", "record_of"]
 
 
 class _Prepared(NamedTuple):
@@ -34,6 +35,10 @@ class _Prepared(NamedTuple):
     colors: object
     exptime: float | None
     norm: Normalisation
+    noise: float
+    """Its pixel noise before normalisation (`frame_noise`)."""
+    weight: float | None
+    """Its weight relative to the reference's (`frame_weight`); `None` unweighted."""
 
 
 class Item(NamedTuple):
@@ -58,15 +63,17 @@ class Frames:
     frames through a copy made once the reference is read.
     """
 
-    def __init__(self, calibration, mask_hot_pixels, normalize):
+    def __init__(self, calibration, mask_hot_pixels, normalize, weighting="none"):
         self.calibration = calibration
         self.mask_hot_pixels = mask_hot_pixels
         self.normalize = normalize
+        self.weighting = weighting
         self.shape = None
         self.colors = None
         self.kind = None  # a mono frame, a colour mosaic or a colour cube
         self.layers = None
         self.reference = None  # its normalisation and exposure time
+        self.reference_noise = None
 
     def read(self, item):
         raw = (
@@ -85,11 +92,18 @@ class Frames:
         if self.mask_hot_pixels:
             data[hot_pixels(data, raw.colors)] = np.nan
         norm = normalisation(data, raw.colors, omap, raw.exptime, self.reference)
+        noise = frame_noise(data, raw.colors)
         if self.reference is None:
             self.reference = (norm, raw.exptime)
+            self.reference_noise = noise
+        weight = None
+        if self.weighting == "noise":
+            # The noise of the frame as it is stacked: normalised, or as it is.
+            scale = norm.scale if self.normalize else 1.0
+            weight = frame_weight(noise, scale, self.reference_noise)
         if self.normalize:
             apply(data, self.layers, norm)
-        return _Prepared(data, omap, raw.colors, raw.exptime, norm)
+        return _Prepared(data, omap, raw.colors, raw.exptime, norm, noise, weight)
 
     def _check(self, data, colors):
         """Fix the shape and colours with the first frame; check the others fit them."""
@@ -138,6 +152,11 @@ class Collected:
     def replay(self, batch):
         for method, index, arguments, fields in self.calls:
             getattr(batch, method)(index, *arguments, **fields)
+
+
+def record_of(prepared, zeros=None, masked=None):
+    """Return the checkpoint's record of a prepared frame (`record`)."""
+    return record(prepared.norm, prepared.exptime, zeros, masked, prepared.noise, prepared.weight)
 
 
 def _write_mask(directory, frame, outliers, unweighted):
@@ -190,7 +209,7 @@ class Run:
         self.stacker = None
         self.rejection = None
         self.rejection_scratch = None
-        self.notes = []  # per frame stacked: (normalisation, masked fraction)
+        self.notes = []  # per frame stacked: (normalisation, masked fraction, weight)
 
     def prepare(self, item):
         """Read a frame (`Frames.read`); `None` (and the frame failed) if it cannot."""
@@ -294,7 +313,7 @@ class Run:
                 continue
             masked = None if stats is None else stats.fraction
             if self.add(item, prepared, outliers, masked, number):
-                stacked.append((item.index, record(prepared.norm, prepared.exptime, masked=masked)))
+                stacked.append((item.index, record_of(prepared, masked=masked)))
                 since += 1
             if self.checkpoint is not None and since >= self.checkpoint.every:
                 self.checkpoint.save_share(share, self.stacker, stacked)
@@ -369,20 +388,51 @@ class Run:
                     _write_mask(directory, item.frame_file, outliers, ~np.isfinite(data))
                 self._start()
                 prepared = _Prepared(
-                    data, omap, self.frames.colors, entry["exptime"], normalisation_of(entry)
+                    data,
+                    omap,
+                    self.frames.colors,
+                    entry["exptime"],
+                    normalisation_of(entry),
+                    entry.get("noise", float("nan")),
+                    entry.get("weight"),
                 )
                 yield number, item, prepared, outliers, stats
 
     def _restored(self, item, entry):
         """Report a frame that a resumed partial stack holds."""
         norm = normalisation_of(entry)
-        self.notes.append((norm, entry["masked"]))
+        noise, weight = entry.get("noise", float("nan")), entry.get("weight")
+        self._finish(item, norm, entry["exptime"], noise, weight, entry["masked"])
+
+    def _weights(self, exptime, weight):
+        """Return a frame's drizzle weight (``wtscale``) and that relative to the reference's.
+
+        A weighted frame weighs ``weight`` times the reference frame, which
+        weighs its exposure time (1 without exposure weighting); an
+        unweighted one, its exposure time (or 1).
+        """
+        exposures = self.stacker.exposure_weighting
+        unit = (self.frames.reference[1] or 1.0) if exposures else 1.0
+        if weight is None:
+            wtscale = (exptime or 1.0) if exposures else 1.0
+            return wtscale, wtscale / unit
+        return weight * unit, weight
+
+    def _finish(self, item, norm, exptime, noise, weight, masked):
+        relative = self._weights(exptime, weight)[1]
+        self.notes.append((norm, masked, relative))
         self.batch.finish(
             item.index,
             "stacked",
             map=item.omap_path,
             scale=norm.scale if self.frames.normalize else None,
-            masked=entry["masked"],
+            masked=masked,
+            weight=relative,
+            measures={
+                "sky": float(np.mean(norm.sky)),
+                "noise": float(noise),
+                "flux_scale": norm.scale,
+            },
         )
 
     def add(self, item, prepared, outliers=None, masked=None, number=None):
@@ -400,6 +450,9 @@ class Run:
                 mask=outliers,
                 colors=prepared.colors,
                 exptime=exptime,
+                frame_weight=None
+                if prepared.weight is None
+                else self._weights(exptime, prepared.weight)[0],
                 name=item.frame,
                 map_name=item.omap_path,
                 number=number,
@@ -409,14 +462,7 @@ class Run:
         except Exception as exc:
             self.batch.fail(item.index, exc, map=item.omap_path)
             return False
-        self.notes.append((prepared.norm, masked))
-        self.batch.finish(
-            item.index,
-            "stacked",
-            map=item.omap_path,
-            scale=prepared.norm.scale if self.frames.normalize else None,
-            masked=masked,
-        )
+        self._finish(item, prepared.norm, exptime, prepared.noise, prepared.weight, masked)
         return True
 
     def keep(self, todo, keeper=None):
@@ -442,7 +488,7 @@ class Run:
             todo = [item for item in todo if item.index in kept]
         (keeper or self._keep_here)(todo, kept)
         for index, entry in kept.items():
-            self.rejection.kept(index, entry["zeros"])
+            self.rejection.kept(index, entry["zeros"], entry.get("weight"))
         return kept
 
     def _keep_here(self, todo, kept):
@@ -456,12 +502,17 @@ class Run:
                 if prepared is None:
                     continue
                 self.start_rejection(len(todo))
-                entry = record(prepared.norm, prepared.exptime, self.frames.zeros(prepared.norm))
+                entry = record_of(prepared, self.frames.zeros(prepared.norm))
                 then = None
                 if self.checkpoint is not None:
                     then = functools.partial(self.checkpoint.mark_kept, item.index, entry)
                 self.rejection.add(
-                    item.index, prepared.data, prepared.offset_map, entry["zeros"], then
+                    item.index,
+                    prepared.data,
+                    prepared.offset_map,
+                    entry["zeros"],
+                    then,
+                    weight=prepared.weight,
                 )
                 kept[item.index] = entry
                 del prepared
@@ -556,8 +607,10 @@ class Run:
         stack = self.stacker.stack()
         stack.meta["normalized"] = bool(self.frames.normalize)
         stack.meta["rejected"] = bool(reject)
-        stack.meta["normalisation"] = [norm for norm, _ in self.notes]
-        stack.meta["masked"] = [masked for _, masked in self.notes]
+        stack.meta["normalisation"] = [norm for norm, _, _ in self.notes]
+        stack.meta["masked"] = [masked for _, masked, _ in self.notes]
+        stack.meta["weighting"] = self.frames.weighting
+        stack.meta["weights"] = [weight for _, _, weight in self.notes]
         return stack
 
     def close(self):

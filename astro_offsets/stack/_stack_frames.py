@@ -1,5 +1,7 @@
 """Stacking a sequence of frame files with their map files."""
 
+import dataclasses
+import math
 import os
 import sys
 import warnings
@@ -16,6 +18,16 @@ from .._utils.workers import cluster_client
 from ..frames import frame_shape
 from ._checkpoint import Checkpoint, digest
 from ._cluster import on_cluster
+from ._quality import (
+    FILTER_FWHM,
+    FILTER_ROUND,
+    FILTER_STARS,
+    check_selection,
+    map_measures,
+    reference_measures,
+    select_frames,
+)
+from ._report import frame_report, write_frame_report
 from ._run import Frames, Item, Run
 from ._stacker import check_stack_options
 
@@ -39,6 +51,11 @@ class StackResult(Result):
     """The scale that normalised it (`None` when not normalised)."""
     masked: float | None = None
     """The fraction of its pixels masked as outliers (`None` without rejection)."""
+    weight: float | None = None
+    """Its weight in the stack, the reference frame's being 1 (`None` if not stacked)."""
+    measures: dict | None = None
+    """Its quality: ``fwhm``, ``elongation``, ``n_stars``, ``sky``, ``noise``,
+    ``flux_scale``, ``residual`` (NaN where unmeasured); see `stack_frames`."""
 
 
 _MAKE_MAPS = (
@@ -164,7 +181,9 @@ def _items(batch, maps, reference):
             map_file = None if omap_path is None else os.path.abspath(omap_path)
             todo.append(Item(index, frame, omap_path, os.path.abspath(frame), map_file))
         else:
-            batch.fail(index, problem, map=omap_path)
+            # A frame failed with its map still has the map's measures in the report.
+            measures = map_measures(omap_path)[0] if omap_path else None
+            batch.fail(index, problem, map=omap_path, measures=measures)
     return todo
 
 
@@ -220,6 +239,13 @@ def stack_frames(
     checkpoint_every=10,
     resume=False,
     keep_checkpoint=False,
+    select=True,
+    filter_fwhm=FILTER_FWHM,
+    filter_round=FILTER_ROUND,
+    filter_stars=FILTER_STARS,
+    keep_best=None,
+    weighting="noise",
+    report=None,
     **options,
 ):
     """Drizzle frame files onto the reference frame's grid with their map files.
@@ -312,6 +338,45 @@ def stack_frames(
         Keep the checkpoint once the stack is complete: the caller removes
         it (``shutil.rmtree``) once the stack is safely written, as the
         command does. The default is `False`.
+    select : bool, optional
+        Leave out the frames far outside the sequence's bulk (with 3 frames
+        or more; never the reference): those whose stars' FWHM or
+        elongation, as their maps record them, is beyond the median by
+        more than ``filter_fwhm`` or ``filter_round`` robust sigmas (1.4826
+        times the median absolute deviation) and by more than a quarter of
+        the median; those that detected fewer stars than ``filter_stars``
+        times the median; and, with ``keep_best``, all but that percentage
+        of the frames, those of the least FWHM kept. A measure that a map
+        does not record (a map of an earlier version) selects nothing. The
+        default is `True`; `False` stacks every frame.
+    filter_fwhm, filter_round : float or `None`, optional
+        The FWHM's and the elongation's margins, in robust sigmas; `None`
+        turns that test off. The defaults are 3.
+    filter_stars : float or `None`, optional
+        The least star count, as a fraction of the median, in (0, 1];
+        `None` turns the test off. The default is 0.25.
+    keep_best : float or `None`, optional
+        Keep this percentage of the frames, in (0, 100] (DeepSkyStacker's
+        "keep the best N %"), ranked by FWHM. The default is `None`: all
+        that the other tests keep.
+    weighting : {"noise", "none"}, optional
+        ``"noise"`` (the default) weights each frame by the inverse variance
+        of its noise after normalisation, ``(n_ref / (s * n))**2`` relative
+        to the reference frame, where ``n`` is the frame's pixel noise (the
+        differences of neighbouring pixels) and ``s`` the flux scale that
+        normalises it (1 if not ``normalize``): a frame under thin cloud
+        counts for what it is worth,
+        and a capped one for almost nothing; the reference weighs its
+        exposure time (1 without exposure weighting), as it would
+        unweighted. Rejection's medians leave out the frames weighted below
+        a tenth of the median weight. ``"none"`` weights every frame by its
+        exposure time (``exposure_weighting``) alone.
+    report : str, path-like or `None`, optional
+        Write the report of the frames here (an ECSV table, one row per
+        frame, replaced if it exists; its columns are on the stacking
+        page), and its picture beside it (``.png``). The command writes
+        ``<out stem>.frames.ecsv``. The default is `None`: no report (the
+        results hold the same).
     **options
         The drizzle: ``kernel``, ``pixfrac``, ``scale``,
         ``exposure_weighting``, ``context``, as for `Stacker` (checked
@@ -326,7 +391,9 @@ def stack_frames(
     results : list of `StackResult`
         One per frame, in the order given. Files that astro_offsets wrote
         (maps, star tables, stacks, recognised by their header or name) are
-        left out, as ``"ignored"``.
+        left out, as ``"ignored"``; frames the selection left out are
+        ``"left out"``. Each has the frame's ``measures`` and, if stacked,
+        its ``weight``.
 
     Raises
     ------
@@ -359,6 +426,9 @@ def stack_frames(
     ('SCI',)
     """
     check_stack_options(**options)
+    selection = check_selection(
+        select, filter_fwhm, filter_round, filter_stars, keep_best, weighting
+    )
     if masks not in (None, True, False) and not os.path.isdir(masks):
         raise ValueError(f"{masks}: the directory for the masks does not exist")
     if scratch is not None and not os.path.isdir(scratch):
@@ -372,6 +442,27 @@ def stack_frames(
     todo = _items(batch, maps, reference)
     if not todo:
         raise ValueError("no frame could be stacked")  # before any checkpoint is made
+    recorded = {item.index: map_measures(item.omap_path) for item in todo if item.omap_path}
+    reference_recorded = reference_measures([ref for _, ref in recorded.values()])
+    measured = {
+        item.index: recorded[item.index][0] if item.omap_path else reference_recorded
+        for item in todo
+    }
+    left_out = select_frames(
+        measured,
+        next((item.index for item in todo if item.omap_path is None), None),
+        selection,
+    )
+    for item in todo:
+        if item.index in left_out:
+            batch.finish(
+                item.index,
+                "left out",
+                f"{item.frame}: {left_out[item.index]}",
+                map=item.omap_path,
+                measures=measured[item.index],
+            )
+    todo = [item for item in todo if item.index not in left_out]
     # The reference first: every frame is normalised to it.
     todo.sort(key=lambda item: item.omap_path is not None)
     if reject is None:
@@ -395,6 +486,7 @@ def stack_frames(
             "mask_hot_pixels": bool(mask_hot_pixels),
             "calibration": digest(calibration),
             "options": check_stack_options(**options),
+            "weighting": selection["weighting"],
         }
         shares = 1 if client is None else len(client.scheduler_info()["workers"])
         saved = Checkpoint(
@@ -407,7 +499,7 @@ def stack_frames(
             )
         if saved.resumed and progress:
             tqdm.write(f"resuming from {saved.name}: {saved.summary()}", file=sys.stderr)
-    frames_read = Frames(calibration, mask_hot_pixels, normalize)
+    frames_read = Frames(calibration, mask_hot_pixels, normalize, selection["weighting"])
     run = Run(batch, frames_read, n_jobs if client is None else 1, scratch, options, saved)
     try:
         if client is not None:
@@ -432,4 +524,15 @@ def stack_frames(
     run.close()
     if saved is not None and not keep_checkpoint:
         saved.remove()
-    return stack, batch.results
+    results = [_with_measures(r, measured.get(index)) for index, r in enumerate(batch.results)]
+    if report is not None:
+        write_frame_report(frame_report(results), report, overwrite=True)
+    return stack, results
+
+
+def _with_measures(result, recorded):
+    """Return a result with the measures its map recorded, under those the stack made."""
+    made = {key: value for key, value in (result.measures or {}).items() if not math.isnan(value)}
+    if recorded is None and not made:
+        return result
+    return dataclasses.replace(result, measures={**(recorded or {}), **made})

@@ -305,6 +305,7 @@ class Stacker:
         colors=None,
         exptime=None,
         weight=None,
+        frame_weight=None,
         mask=None,
         name=None,
         map_name=None,
@@ -331,6 +332,12 @@ class Stacker:
             Exposure time in seconds; `None` counts as 1.
         weight : array-like or `None`, optional
             Per-pixel weight of this frame, ``(ny, nx)``, non-negative.
+        frame_weight : float or `None`, optional
+            The weight of the whole frame, positive, instead of its exposure
+            time's (``exposure_weighting``): the stack is the mean of the
+            frames weighted by it (times ``weight``). `None` (the default)
+            weighs the frame by its exposure time, or 1 without exposure
+            weighting.
         mask : array-like or `None`, optional
             Bad pixels (`True` = bad), ``(ny, nx)`` (or a cube's shape, per
             plane); they get no weight.
@@ -346,8 +353,8 @@ class Stacker:
         ------
         ValueError
             If shapes differ from the stack's, ``colors`` does not fit the
-            stack, ``exptime`` is not positive, ``weight`` is negative, or
-            the stacker is closed.
+            stack, ``exptime`` or ``frame_weight`` is not positive,
+            ``weight`` is negative, or the stacker is closed.
         RuntimeError
             If drizzling the previous frame failed (the stack is then
             incomplete).
@@ -361,6 +368,10 @@ class Stacker:
         if exptime is None:
             exptime = 1.0
         exptime = real(exptime, "exptime", low=0, low_open=True)
+        if frame_weight is None:
+            wtscale = exptime if self.exposure_weighting else 1.0
+        else:
+            wtscale = real(frame_weight, "frame_weight", low=0, low_open=True)
         if self.bayer and colors is None and not cube:
             raise ValueError(
                 "a Bayer stack needs each frame's colors (raw_colors_visible), "
@@ -395,7 +406,7 @@ class Stacker:
         frame = len(self._frames) if number is None else int(number)
         if self._context and frame // 32 >= self._ctx_planes:
             self._grow_contexts(frame // 32 + 1)
-        jobs = self._jobs(slot, layers, reaches, frame, exptime, kernel)
+        jobs = self._jobs(slot, layers, reaches, frame, wtscale, kernel)
         self._pending = self._executor.submit(self._drizzle, jobs)
         self._frames.append(name or f"frame {frame + 1}")
         if offset_map is not None and map_name is None:
@@ -464,7 +475,7 @@ class Stacker:
             arrays[part] = self._scratch.create(key, shape, np.float32)
         return arrays
 
-    def _jobs(self, slot, layers, reaches, frame, exptime, kernel):
+    def _jobs(self, slot, layers, reaches, frame, wtscale, kernel):
         """Return the workers' tasks of a frame: one list per phase."""
         # A drop's footprint is the raw pixel's: the square kernel's drop
         # follows the pixmap, so a layer of every other pixel takes half
@@ -502,7 +513,7 @@ class Stacker:
                             kernel=kernel,
                             scale=self.scale,
                             iscale=1.0 / self.scale**2,
-                            wtscale=exptime if self.exposure_weighting else 1.0,
+                            wtscale=wtscale,
                             uniqid=frame % 32 + 1 if self._context else 0,
                             ctx_plane=frame // 32,
                         )

@@ -138,9 +138,12 @@ def test_a_fits_sequence_through_the_commands_twice(fits_sequence, capsys, monke
     # Each map records the frame its offsets are against, from its table.
     assert fits.getheader("light_002.offsets.fits")["REFFRAME"] == reference
     assert stack[1].strip() == (
-        "stack: kept light_stack.fits and light_stack.png (use --overwrite to replace them); "
-        "nothing stacked"
+        "stack: kept light_stack.fits, light_stack.png, light_stack.frames.ecsv and "
+        "light_stack.frames.png (use --overwrite to replace them); nothing stacked"
     )
+    # The stack's report and its picture are ours too, for a light_* glob.
+    assert not_an_input("light_stack.frames.ecsv", "frame")
+    assert not_an_input("light_stack.frames.png", "frame")
 
     # From Python alike: the products are "ignored", the frames processed.
     frames = sorted(glob.glob("light_*.fits"))

@@ -60,8 +60,8 @@ def sensor_mosaics():
     return mosaics
 
 
-def pipeline(frames, folder):
-    """make_tables, write_maps and stack_frames with their defaults; return the stack."""
+def pipeline(frames, folder, **options):
+    """make_tables, write_maps and stack_frames (with their defaults, or ``options``)."""
     (folder / "tables").mkdir()
     (folder / "maps").mkdir()
     tables = make_tables(frames, frames[0], outdir=folder / "tables")
@@ -69,7 +69,7 @@ def pipeline(frames, folder):
     assert [r.status for r in tables] == statuses, [r.message for r in tables]
     maps = write_maps(sorted((folder / "tables").iterdir()), SHAPE, outdir=folder / "maps")
     assert all(r.status == "written" for r in maps), [r.message for r in maps]
-    stack, results = stack_frames(frames, maps=folder / "maps")
+    stack, results = stack_frames(frames, maps=folder / "maps", **options)
     assert [r.status for r in results] == ["stacked"] * len(frames), [r.message for r in results]
     return stack
 
@@ -149,7 +149,9 @@ def test_rgb_cube_stack_is_the_stack_of_its_planes(tmp_path):
     for k, cube in enumerate(cubes):
         frames.append(str(tmp_path / f"light_{k}.fits"))
         write_fits_rgb(frames[-1], cube, exptime=30.0)
-    stack = pipeline(frames, tmp_path)
+    # A frame has one weight, from the noise of all its planes: the planes
+    # stacked alone would weigh theirs by their own noise.
+    stack = pipeline(frames, tmp_path, weighting="none")
     assert stack.channels == ("RED", "GREEN", "BLUE")
     assert_coloured(stack, RED_STAR, BLUE_STAR)
     # Each plane stacked alone, as a mono sequence with the cubes' maps.
@@ -160,7 +162,7 @@ def test_rgb_cube_stack_is_the_stack_of_its_planes(tmp_path):
         for k, cube in enumerate(cubes):
             planes.append(str(folder / f"light_{k}.fits"))
             fits.PrimaryHDU(cube[c], fits.Header({"EXPTIME": 30.0})).writeto(planes[-1])
-        mono, results = stack_frames(planes, maps=tmp_path / "maps")
+        mono, results = stack_frames(planes, maps=tmp_path / "maps", weighting="none")
         assert [r.status for r in results] == ["stacked"] * len(planes)
         # Each plane drizzled, normalised and rejected as the mono frame is.
         np.testing.assert_array_equal(stack.images[name], mono.images["SCI"])

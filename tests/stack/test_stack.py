@@ -431,8 +431,8 @@ def test_stack_command_mono_and_existing_output(tmp_path, capsys):
     before = out.read_bytes()
     assert main(["stack", *frames, "--out", str(out), "--maps", str(tmp_path / "maps")]) == 0
     assert capsys.readouterr().out.strip() == (
-        f"stack: kept {out} and {tmp_path / 'mono.png'} (use --overwrite to replace them); "
-        "nothing stacked"
+        f"stack: kept {out}, {tmp_path / 'mono.png'}, {tmp_path / 'mono.frames.ecsv'} and "
+        f"{tmp_path / 'mono.frames.png'} (use --overwrite to replace them); nothing stacked"
     )
     assert out.read_bytes() == before
 
@@ -593,14 +593,19 @@ def test_stack_names_missing_empty_and_foreign_frames(tmp_path, capsys):
         return captured.out.splitlines()[-1]
 
     # Named as such, not as frames without a map, with or without --reference.
+    outputs = [out, tmp_path / "stack.frames.ecsv", tmp_path / "stack.frames.png"]
     for reference in ([], ["--reference", frames[0]]):
-        out.unlink(missing_ok=True)
+        for path in outputs:
+            path.unlink(missing_ok=True)
         assert main(["stack", *map(str, argv), "--out", str(out), "--no-preview", *reference]) == 1
         assert errors().startswith("stack: 3 stacked, 4 failed (")
     # An existing output is kept, but the bad inputs still fail the run.
     before = out.read_bytes()
     assert main(["stack", *map(str, argv), "--out", str(out), "--no-preview"]) == 1
-    assert errors() == f"stack: kept {out} (use --overwrite to replace it); nothing stacked"
+    assert errors() == (
+        f"stack: kept {out}, {outputs[1]} and {outputs[2]} (use --overwrite to replace them); "
+        "nothing stacked"
+    )
     assert out.read_bytes() == before
     assert main(["stack", *frames, "--out", str(out), "--no-preview"]) == 0
     # A reference that is not there: exit 2, whatever outputs exist.
