@@ -2,6 +2,7 @@
 
 import os
 from pathlib import Path
+from types import MappingProxyType
 from typing import NamedTuple
 
 import numpy as np
@@ -15,23 +16,37 @@ from ._stars import render_stars, star_field
 
 __all__ = ["CONDITIONS", "Night", "night_sequence"]
 
-CONDITIONS = {
-    "good": "a clear frame",
-    "shaken": "wind shake: stars stretched 2.5 times along one direction",
-    "clouded": "thin cloud: stars at 30 %, sky 40 % brighter",
-    "dewed": "dew on the lens: stars blurred 2.6 times",
-    "capped": "the lens cap on: stars and sky at 1 %",
-}
+CONDITIONS = MappingProxyType(
+    {
+        "good": "a clear frame",
+        "shaken": "wind shake: stars stretched 2.5 times along one direction",
+        "clouded": "thin cloud: stars at 30 %, sky 40 % brighter",
+        "dewed": "dew on the lens: stars blurred 2.6 times",
+        "capped": "the lens cap on: stars and sky at 1 %",
+    }
+)
 """The conditions a frame of `night_sequence` can be taken in, and what each does."""
 
-_DEFAULT_BAD = {3: "shaken", 9: "clouded", 11: "dewed", 12: "capped"}
+_DEFAULT_BAD = MappingProxyType({3: "shaken", 9: "clouded", 11: "dewed", 12: "capped"})
 # The seeing's Gaussian sigma (px) and its spread from frame to frame.
 _SEEING, _SEEING_SPREAD = 1.6, 0.04
 _SKY, _READ_NOISE = 300.0, 6.0
 
 
 class Night(NamedTuple):
-    """What `night_sequence` wrote, and the truth behind it."""
+    """What `night_sequence` wrote, and the truth behind it.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from astro_offsets.datasets import night_sequence
+    >>> night = night_sequence(tempfile.mkdtemp(), shape=(100, 150), n_frames=3, n_stars=40,
+    ...                        bad={1: "capped"}, flip_after=None, trail_frame=None)
+    >>> night.reference == night.frames[0], len(night.stars) == 40
+    (True, True)
+    >>> night.good() == [night.frames[0], night.frames[2]]
+    True
+    """
 
     frames: list
     """The frames' paths, in order; the first is the reference."""
