@@ -27,6 +27,7 @@ Exactness needs three things of drizzle's C code (drizzle 3):
 
 import itertools
 import os
+import threading
 from types import MappingProxyType
 from typing import NamedTuple
 
@@ -36,7 +37,16 @@ from numpy.lib.format import open_memmap
 
 from .._utils.scratch import ScratchDirectory
 
-__all__ = ["CHUNK_ROWS", "BandJob", "Layer", "LayerJob", "Scratch", "band_layout", "drizzle_band"]
+__all__ = [
+    "CHUNK_ROWS",
+    "BandJob",
+    "Layer",
+    "LayerJob",
+    "Scratch",
+    "band_layout",
+    "drizzle_band",
+    "load_npy",
+]
 
 # Input rows per drizzle call. The result depends on it only at the output's
 # edges, where a frame overhangs them (see the module's docstring).
@@ -50,6 +60,19 @@ CHUNK_ROWS = 32
 _REACH = MappingProxyType(
     {"square": 0.0, "point": 0.0, "turbo": 0.5, "gaussian": 1.2, "lanczos2": 3.0, "lanczos3": 4.0}
 )
+
+
+# numpy parses a .npy header with ast.literal_eval, and CPython before 3.12
+# can corrupt the AST constructor's recursion count when two threads parse at
+# once (SystemError "AST constructor recursion depth mismatch", CPython issue
+# gh-106905): the stacker's threads open their memory maps one at a time.
+_NPY_HEADERS = threading.Lock()
+
+
+def load_npy(path, mmap_mode):
+    """Return the ``.npy`` file ``path`` memory-mapped (`numpy.load`), safe from any thread."""
+    with _NPY_HEADERS:
+        return np.load(path, mmap_mode=mmap_mode)
 
 
 class Scratch(ScratchDirectory):
@@ -76,7 +99,7 @@ class Scratch(ScratchDirectory):
         return array
 
     def open(self, name, mode="r+"):
-        return np.load(self.file(name), mmap_mode=mode)
+        return load_npy(self.file(name), mode)
 
 
 class Layer(NamedTuple):
@@ -266,11 +289,11 @@ def chunk_columns(pixmap, out_shape, kernel, scale):
 def drizzle_band(job):
     """Drizzle a frame's layers onto one band of one channel's accumulators (a worker's task)."""
     scratch = job.directory
-    img = np.load(os.path.join(scratch, f"{job.channel}.img.npy"), mmap_mode="r+")
-    wht = np.load(os.path.join(scratch, f"{job.channel}.wht.npy"), mmap_mode="r+")
+    img = load_npy(os.path.join(scratch, f"{job.channel}.img.npy"), "r+")
+    wht = load_npy(os.path.join(scratch, f"{job.channel}.wht.npy"), "r+")
     ctx = None
     if job.uniqid:
-        ctx = np.load(os.path.join(scratch, f"{job.channel}.ctx.npy"), mmap_mode="r+")
+        ctx = load_npy(os.path.join(scratch, f"{job.channel}.ctx.npy"), "r+")
         ctx = ctx[job.ctx_plane]
     outputs = [a for a in (img, wht, ctx) if a is not None]
     (b0, b1), (t0, t1) = job.band, job.touched
@@ -281,7 +304,7 @@ def drizzle_band(job):
         # Copy-on-write maps: drizzle copies an input that is not writeable
         # (on every call), and never writes to its inputs.
         files = {
-            part: np.load(os.path.join(scratch, f"{layer.name}.{part}.npy"), mmap_mode="c")
+            part: load_npy(os.path.join(scratch, f"{layer.name}.{part}.npy"), "c")
             for part in ("data", "weight", "xoff", "yoff")
         }
         shape = files["data"].shape

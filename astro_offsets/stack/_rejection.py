@@ -20,6 +20,7 @@ import numpy as np
 from joblib import effective_n_jobs
 from numpy.lib.format import open_memmap
 
+from ._bands import load_npy
 from ._outliers import blot, grow, nanmedian, outliers, scatter
 from ._quality import median_frames
 
@@ -177,7 +178,7 @@ class Rejection:
     def open_medians(self):
         """Open the medians that `combine` made (a cluster's task, which stacks a share)."""
         self._medians = {
-            channel: np.load(_median_path(self.directory, channel), mmap_mode="r")
+            channel: load_npy(_median_path(self.directory, channel), "r")
             for channel in range(self._n_channels)
         }
 
@@ -438,7 +439,7 @@ def median_rows(directory, names, median_path, rows, start, files=None, flush=Fa
         Write the rows through to the file (a cluster's worker, which may
         be on another machine).
     """
-    median = np.load(median_path, mmap_mode="r+")
+    median = load_npy(median_path, "r+")
     grid = median.shape
     stop = min(start + rows, grid[0])
     cube = np.empty((len(names), stop - start, grid[1]), np.float32)

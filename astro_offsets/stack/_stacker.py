@@ -22,6 +22,7 @@ from ._bands import (
     chunk_reach,
     chunk_starts,
     drizzle_band,
+    load_npy,
     phases,
 )
 from ._product import Stack
@@ -578,7 +579,7 @@ class Stacker:
             self._grow_contexts(state["ctx_planes"])
         for name in self.channels:
             for kind in self._kinds:
-                saved = np.load(os.path.join(directory, f"{name}.{kind}.npy"), mmap_mode="r")
+                saved = load_npy(os.path.join(directory, f"{name}.{kind}.npy"), "r")
                 target = self._scratch.open(f"{name}.{kind}")
                 if saved.shape != target.shape:
                     raise ValueError(
@@ -608,8 +609,8 @@ class Stacker:
         for name in self.channels:
             image = self._scratch.open(f"{name}.img")
             weight = self._scratch.open(f"{name}.wht")
-            their_image = np.load(os.path.join(directory, f"{name}.img.npy"), mmap_mode="r")
-            their_weight = np.load(os.path.join(directory, f"{name}.wht.npy"), mmap_mode="r")
+            their_image = load_npy(os.path.join(directory, f"{name}.img.npy"), "r")
+            their_weight = load_npy(os.path.join(directory, f"{name}.wht.npy"), "r")
             for start in range(0, image.shape[0], 256):
                 rows = slice(start, start + 256)
                 w1, w2 = weight[rows].astype(np.float64), their_weight[rows].astype(np.float64)
@@ -623,7 +624,7 @@ class Stacker:
                 weight[rows] = total
             if self._context:
                 context = self._scratch.open(f"{name}.ctx")
-                theirs = np.load(os.path.join(directory, f"{name}.ctx.npy"), mmap_mode="r")
+                theirs = load_npy(os.path.join(directory, f"{name}.ctx.npy"), "r")
                 context[: theirs.shape[0]] |= theirs
                 context.flush()
             image.flush()
