@@ -17,6 +17,7 @@ from ._clipping import fit_field
 from ._cross_validation import N_FOLDS, cross_validate, default_candidates, n_folds_for
 from ._methods import METHODS, Normalisation, Stars, evaluate
 from ._tiling import evaluate_grid
+from ._trend import DEFAULT_TREND, check_trend, fit_trend
 
 __all__ = ["OffsetModel", "check_options"]
 
@@ -27,7 +28,7 @@ _AUTO = "auto"
 _DEFAULT_METHOD = "quadrant"
 
 
-def check_options(method=_DEFAULT_METHOD, clip=3.0, **parameter):
+def check_options(method=_DEFAULT_METHOD, clip=3.0, trend=DEFAULT_TREND, **parameter):
     """Check the field options of `OffsetModel` before any star is read.
 
     Returns
@@ -44,6 +45,7 @@ def check_options(method=_DEFAULT_METHOD, clip=3.0, **parameter):
     ValueError
         If an option is unknown, out of range, or belongs to another method.
     """
+    check_trend(trend)
     if method != _AUTO and method not in METHODS:
         choices = ", ".join(repr(name) for name in (*METHODS, _AUTO))
         raise ValueError(f"method must be one of {choices}, got {method!r}")
@@ -51,7 +53,7 @@ def check_options(method=_DEFAULT_METHOD, clip=3.0, **parameter):
     owners = {m.parameter: m for m in METHODS.values()}
     for name, value in parameter.items():
         if name not in owners:
-            known = ", ".join(("method", "clip", *owners))
+            known = ", ".join(("method", "clip", "trend", *owners))
             raise ValueError(f"unknown field option {name!r} (the options are {known})")
         if value is not None and owners[name] is not chosen:
             if chosen is None:
@@ -286,17 +288,30 @@ class OffsetModel:
         *,
         method=_DEFAULT_METHOD,
         clip=3.0,
+        trend=DEFAULT_TREND,
         uncertainty=None,
         source=None,
         **parameter,
     ):
-        chosen, value, self._clip = check_options(method, clip, **parameter)
+        chosen, value, self._clip = check_options(method, clip, trend, **parameter)
         label = os.fspath(source) if source is not None else "stars"
         errors = _uncertainty(uncertainty)
         names = (*_ARGUMENT_NAMES, *_ERROR_NAMES[len(errors)])
         self._stars, n_dropped = _star_arrays((x, y, x_offset, y_offset, *errors), names, label)
         with one_blas_thread():
+            self._fit_trend(trend)
             self._fit(chosen, value, n_dropped, label, source)
+
+    def _fit_trend(self, kind):
+        """Fit the trend; set the stars the method works on: what the trend leaves."""
+        self._trend = None if kind is None else fit_trend(kind, self._stars, self._clip)
+        if self._trend is None:
+            self._residuals = self._stars
+            return
+        tu, tv = self._trend.offsets(self._stars.x, self._stars.y)
+        self._residuals = self._stars._replace(
+            x_offset=self._stars.x_offset - tu, y_offset=self._stars.y_offset - tv
+        )
 
     def _fit(self, chosen, value, n_dropped, label, source):
         """Choose (auto) and fit the field; set the model's state and ``meta``."""
@@ -318,13 +333,13 @@ class OffsetModel:
         fit = self._fits.get(key)
         if fit is None:
             try:
-                fit = fit_field(chosen, value, self._norm, self._stars, self._clip)
+                fit = fit_field(chosen, value, self._norm, self._residuals, self._clip)
             except ValueError as error:
                 raise ValueError(f"{label}: {error}") from None
         # The fit to all stars, kept for cross-validating this field; the
         # other candidates' fits (auto) are let go.
         self._fits = {key: fit._replace(state=None)}
-        self._field = fit.field
+        self._field = fit.field if self._trend is None else fit.field.with_trend(self._trend)
         self._clipped = fit.clipped
         self._clipped.flags.writeable = False
         self.meta = {
@@ -335,6 +350,10 @@ class OffsetModel:
             "parameter": chosen.parameter,
             "parameter_value": value,
         }
+        if self._trend is not None:
+            self.meta["trend"] = self._trend.kind
+            self.meta["trend_rms"] = self._trend.rms
+            self.meta["trend_rotation"] = self._trend.rotation_deg
         if chosen.clipped:
             self.meta["weighted"] = self._stars.sigma is not None
             self.meta["clip"] = self._clip
@@ -350,7 +369,7 @@ class OffsetModel:
             return default, default.default
         candidates = default_candidates(n)
         table = cross_validate(
-            self._norm, self._stars, candidates, clip=self._clip, fits=self._fits
+            self._norm, self._residuals, candidates, clip=self._clip, fits=self._fits
         )
         if not table["selected"].any():
             raise ValueError("no field could be cross-validated on these stars")
@@ -482,6 +501,16 @@ class OffsetModel:
         return self._method.name
 
     @property
+    def trend(self):
+        """The field's global trend: ``"affine"``, ``"similarity"``, ``"shift"`` or `None`.
+
+        What was fitted, which may be simpler than asked for when the stars
+        cannot determine more (``"shift"``: one star); `None` for the literal
+        field (``trend=None``).
+        """
+        return None if self._trend is None else self._trend.kind
+
+    @property
     def parameters(self):
         """The method's parameter and its value: ``{"degree": 4}``."""
         return {self._method.parameter: self._value}
@@ -536,6 +565,10 @@ class OffsetModel:
         n_clipped = int(np.count_nonzero(self._clipped))
         if n_clipped:
             field += f", {n_clipped} clipped"
+        if self._trend is None:
+            field += ", no trend"
+        elif self._trend.kind != DEFAULT_TREND:
+            field += f", {self._trend.kind} trend"
         return f"<{type(self).__name__}: {len(self)} stars, {field}>"
 
     def cross_validate(self, candidates=None, *, n_folds=N_FOLDS):
@@ -615,7 +648,7 @@ class OffsetModel:
         with one_blas_thread():
             return cross_validate(
                 self._norm,
-                self._stars,
+                self._residuals,
                 candidates,
                 n_folds=n_folds,
                 clip=self._clip,
