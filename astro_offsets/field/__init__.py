@@ -9,6 +9,15 @@ every pixel, in parallel tiles, into an `~astro_offsets.OffsetMap`
 
 from ._methods import METHODS
 from ._model import OffsetModel, check_options
+from ._trend import DEFAULT_TREND, TRENDS
 from ._write_maps import MapResult, write_maps
 
-__all__ = ["METHODS", "MapResult", "OffsetModel", "check_options", "write_maps"]
+__all__ = [
+    "DEFAULT_TREND",
+    "METHODS",
+    "TRENDS",
+    "MapResult",
+    "OffsetModel",
+    "check_options",
+    "write_maps",
+]

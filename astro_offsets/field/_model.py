@@ -139,7 +139,8 @@ class OffsetModel:
     Each star gives its centroid ``(x, y)`` in this frame and its offset
     ``(x_offset, y_offset)``: position in this frame minus position in the
     reference frame, in pixels. The model turns them into a field defined
-    at every point, by one of these methods:
+    at every point: a global transform fitted to the stars (the ``trend``),
+    plus what one of these methods makes of the offsets it leaves:
 
     ``"quadrant"`` (the default)
         The quadrant inverse-distance field of the stars (see Notes): it
@@ -177,8 +178,23 @@ class OffsetModel:
         1-D star offsets, same length as ``x``.
     method : {"quadrant", "polynomial", "thin-plate", "auto"}, optional
         How the field is made. The default is ``"quadrant"``.
+    trend : {"affine", "similarity"} or `None`, optional
+        The global transform under the field: the least-squares affine
+        transform (six parameters: rotation, a meridian flip, scale, shear,
+        shift) or similarity (four) from this frame to the reference,
+        fitted to the stars in float64 and sigma-clipped (``clip``) so that
+        mismatched stars do not tilt it. The method then interpolates or
+        fits the offsets it leaves, so that a turned frame costs no accuracy
+        between stars; the quadrant field still passes through every star.
+        Stars that cannot determine it (fewer than three, or on one line,
+        for ``"affine"``) get the most general such transform they can: a
+        similarity, or one star's shift. `None` is the literal field of the
+        raw offsets (see Notes). The default is ``"affine"``; ``meta``
+        records it (``trend``), its RMS residual at the stars it kept
+        (``trend_rms``, px) and the frame's rotation against the reference
+        (``trend_rotation``, degrees).
     clip : float or `None`, optional
-        Sigma-clipping threshold of the fitted methods, in robust standard
+        Sigma-clipping threshold of the fitted methods and of the trend, in robust standard
         deviations; `None` keeps every star. The default is 3. The robust
         standard deviation is taken as at least 0.005 px, so that a fit exact
         to rounding clips nothing.
@@ -225,7 +241,9 @@ class OffsetModel:
 
     Notes
     -----
-    The quadrant field: for a point ``(px, py)`` and star ``k`` let
+    The field is ``trend(x, y) + method(x, y)``, the method made from the
+    stars' offsets minus the trend there; with ``trend=None``, the method's
+    field of the offsets themselves. The quadrant field: for a point ``(px, py)`` and star ``k`` let
     ``dx = px - x_k``, ``dy = py - y_k`` and :math:`d = \sqrt{dx^2 + dy^2}`.
 
     1. If stars lie exactly on the point (``dx == dy == 0``), the field is the
@@ -257,6 +275,17 @@ class OffsetModel:
     >>> model
     <OffsetModel: 3 stars, power=1>
     >>> dx, dy = model([10.0, 30.0], [10.0, 30.0])
+    >>> print(dx.round(6), dy.round(6))
+    [1. 2.] [0.5      0.166667]
+
+    Three stars determine the affine trend: the field is that transform.
+    The literal field of the raw offsets:
+
+    >>> literal = OffsetModel([10.0, 50.0, 30.0], [10.0, 20.0, 60.0],
+    ...                       [1.0, 2.0, 3.0], [0.5, 0.5, -0.5], trend=None)
+    >>> literal
+    <OffsetModel: 3 stars, power=1, no trend>
+    >>> dx, dy = literal([10.0, 30.0], [10.0, 30.0])
     >>> print(dx, dy)
     [1.         1.98217084] [0.5        0.20608126]
     >>> omap = model.to_map((64, 80))
@@ -354,9 +383,10 @@ class OffsetModel:
             self.meta["trend"] = self._trend.kind
             self.meta["trend_rms"] = self._trend.rms
             self.meta["trend_rotation"] = self._trend.rotation_deg
+        if chosen.clipped or self._trend is not None:
+            self.meta["clip"] = self._clip
         if chosen.clipped:
             self.meta["weighted"] = self._stars.sigma is not None
-            self.meta["clip"] = self._clip
             self.meta["n_clipped"] = int(np.count_nonzero(self._clipped))
         if self._selection is not None:
             self.meta["selection"] = _AUTO
@@ -502,12 +532,7 @@ class OffsetModel:
 
     @property
     def trend(self):
-        """The field's global trend: ``"affine"``, ``"similarity"``, ``"shift"`` or `None`.
-
-        What was fitted, which may be simpler than asked for when the stars
-        cannot determine more (``"shift"``: one star); `None` for the literal
-        field (``trend=None``).
-        """
+        """The global trend: ``"affine"``, ``"similarity"`` or `None` (the literal field)."""
         return None if self._trend is None else self._trend.kind
 
     @property

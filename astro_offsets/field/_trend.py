@@ -45,7 +45,7 @@ class Trend(NamedTuple):
     """An affine offset field fitted to stars."""
 
     kind: str
-    """What was fitted: ``"affine"``, ``"similarity"`` or ``"shift"`` (fewer stars)."""
+    """``"affine"`` or ``"similarity"``."""
     coefficients: np.ndarray
     """``(a0, a1, a2, b0, b1, b2)``, float64, read-only."""
     kept: np.ndarray
@@ -81,7 +81,7 @@ def _solve(design, values, weights):
 
 
 def _fit_once(kind, x, y, u, v, weights):
-    """Fit one trend of ``kind`` (or a simpler one the stars allow); return kind and coefficients.
+    """Fit one trend of ``kind`` (or a simpler one the stars allow); return its coefficients.
 
     Fits in coordinates centred on the stars and scaled to about 1, for a
     well-conditioned fit; returns pixel coefficients ``(a0, a1, a2, b0, b1, b2)``.
@@ -91,13 +91,13 @@ def _fit_once(kind, x, y, u, v, weights):
     s, t = (x - cx) / scale, (y - cy) / scale
     n = len(x)
     ones, zeros = np.ones(n), np.zeros(n)
-    found = None
+    c = None
     if kind == "affine" and n >= 3:
         design = np.column_stack([ones, s, t])
         both = [_solve(design, values, weights) for values in (u, v)]
         if all(rank == 3 for _, rank in both):
-            found = "affine", np.concatenate([solution for solution, _ in both])
-    if found is None and n >= 2:
+            c = np.concatenate([solution for solution, _ in both])
+    if c is None and n >= 2:
         # x: p0 + p1 s + p2 t; y: q0 - p2 s + p1 t (a rotation and a scale).
         design = np.vstack(
             [np.column_stack([ones, zeros, s, t]), np.column_stack([zeros, ones, t, -s])]
@@ -105,18 +105,16 @@ def _fit_once(kind, x, y, u, v, weights):
         twice = None if weights is None else np.concatenate([weights, weights])
         (p0, q0, p1, p2), rank = _solve(design, np.concatenate([u, v]), twice)
         if rank == 4:
-            found = "similarity", np.array([p0, p1, p2, q0, -p2, p1])
-    if found is None:
+            c = np.array([p0, p1, p2, q0, -p2, p1])
+    if c is None:
         w = np.ones(n) if weights is None else weights
-        mean_u, mean_v = np.sum(w * u) / np.sum(w), np.sum(w * v) / np.sum(w)
-        found = "shift", np.array([mean_u, 0.0, 0.0, mean_v, 0.0, 0.0])
-    fitted, c = found
+        c = np.array([np.sum(w * u) / np.sum(w), 0.0, 0.0, np.sum(w * v) / np.sum(w), 0.0, 0.0])
     # From centred, scaled coordinates to pixels.
     out = []
     for c0, c1, c2 in (c[:3], c[3:]):
         k1, k2 = c1 / scale, c2 / scale
         out += [c0 - k1 * cx - k2 * cy, k1, k2]
-    return fitted, np.array(out, dtype=np.float64)
+    return np.array(out, dtype=np.float64)
 
 
 def fit_trend(kind, stars, clip):
@@ -128,7 +126,8 @@ def fit_trend(kind, stars, clip):
         The transform: six parameters (rotation, flip, scale, shear,
         shift) or four (rotation, scale, shift). Stars that cannot determine
         it (fewer than three, or all on one line, for an affine trend) get the
-        simpler one they can: a similarity, or the mean shift of one star.
+        most general one of that kind they can: a similarity, or the mean
+        shift of one star.
     stars : `~astro_offsets.field._methods.Stars`
         The stars; with uncertainties, each weighs by its inverse variance.
     clip : float or `None`
@@ -149,8 +148,8 @@ def fit_trend(kind, stars, clip):
     seen = {kept.tobytes()}
     for rounds in range(_MAX_ROUNDS + 1):
         select = None if weights is None else weights[kept]
-        fitted, coefficients = _fit_once(kind, x[kept], y[kept], u[kept], v[kept], select)
-        tu, tv = Trend(fitted, coefficients, kept, 0.0).offsets(x, y)
+        coefficients = _fit_once(kind, x[kept], y[kept], u[kept], v[kept], select)
+        tu, tv = Trend(kind, coefficients, kept, 0.0).offsets(x, y)
         du, dv = u - tu, v - tv
         if clip is None or n < _CLIP_STARS or rounds == _MAX_ROUNDS:
             break
@@ -163,4 +162,4 @@ def fit_trend(kind, stars, clip):
     kept = kept.copy()
     kept.flags.writeable = False
     rms = float(np.sqrt(np.mean(du[kept] ** 2 + dv[kept] ** 2)))
-    return Trend(fitted, coefficients, kept, rms)
+    return Trend(kind, coefficients, kept, rms)

@@ -78,7 +78,12 @@ def _write_map(omap, output, overwrite, plot):
 def _plot_kept_map(output, table):
     """Plot a map kept from an earlier run, with the stars and field its header names."""
     omap = OffsetMap.read(output)
-    options = {"method": omap.meta.get("method", "quadrant"), "clip": omap.meta.get("clip")}
+    options = {
+        "method": omap.meta.get("method", "quadrant"),
+        "clip": omap.meta.get("clip"),
+        # Maps without a TREND card are of the literal field.
+        "trend": omap.meta.get("trend"),
+    }
     if omap.meta.get("parameter"):
         options[omap.meta["parameter"]] = omap.meta.get("parameter_value")
     try:
@@ -147,7 +152,7 @@ def write_maps(
         a few hundred stars, seconds for a thin-plate spline of a thousand).
         ``method="auto"`` records it anyway. The default is `False`.
     **options
-        The field: ``method``, ``clip`` and the method's parameter
+        The field: ``method``, ``trend``, ``clip`` and the method's parameter
         (``power``, ``degree``, ``smoothing``), as for `OffsetModel`
         (checked before any table is read).
 

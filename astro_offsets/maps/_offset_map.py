@@ -21,6 +21,9 @@ _PROVENANCE = (
     ("reference", "REFFRAME", "reference frame of the offsets"),
     ("n_stars", "NSTARS", "stars used"),
     ("n_dropped", "NDROPPED", "table rows dropped (NaN/inf)"),
+    ("trend", "TREND", "global transform under the field"),
+    ("trend_rms", "TRENDRMS", "trend's RMS residual at the stars (px)"),
+    ("trend_rotation", "TRENDROT", "frame's rotation against the reference (deg)"),
     ("method", "METHOD", "offset field method"),
     ("selection", "SELECTED", "how the method was chosen"),
     ("parameter", "PARNAME", "the method's parameter"),
@@ -68,6 +71,9 @@ def field_summary(meta):
     >>> field_summary({"method": "polynomial", "parameter": "degree", "parameter_value": 4,
     ...                "selection": "auto", "cv_rms": 0.0731, "n_clipped": 3})
     'polynomial degree=4 (auto), CV RMS 0.073 px, 3 stars clipped'
+    >>> field_summary({"method": "quadrant", "parameter": "power", "parameter_value": 1.0,
+    ...                "trend": "affine", "trend_rms": 0.052, "trend_rotation": 179.93})
+    'quadrant power=1; affine trend: rotation 179.930 deg, RMS 0.052 px'
     """
     method = meta.get("method")
     if not method:
@@ -81,6 +87,15 @@ def field_summary(meta):
         words += f", CV RMS {meta['cv_rms']:.3f} px"
     if meta.get("n_clipped"):
         words += f", {meta['n_clipped']} star{'s' if meta['n_clipped'] > 1 else ''} clipped"
+    if meta.get("trend"):
+        words += f"; {meta['trend']} trend"
+        details = []
+        if meta.get("trend_rotation") is not None:
+            details.append(f"rotation {meta['trend_rotation']:.3f} deg")
+        if meta.get("trend_rms") is not None:
+            details.append(f"RMS {meta['trend_rms']:.3f} px")
+        if details:
+            words += ": " + ", ".join(details)
     return words
 
 
@@ -233,7 +248,7 @@ class OffsetMap:
         ...                     [0.0, 0.5, 0.2])
         >>> d = model.to_map((16, 24)).diagnostics()
         >>> round(d["max_jump"], 3), round(d["star_rms"], 3)
-        (0.5, 0.036)
+        (0.067, 0.0)
         """
         return {
             "max_jump": largest_jump(self.x_offset, self.y_offset),
@@ -274,7 +289,7 @@ class OffsetMap:
     def _primary_header(self):
         meta = dict(self.meta)
         meta.update((k, v) for k, v in self.diagnostics().items() if v is not None)
-        for key in ("max_jump", "star_rms", "cv_rms"):
+        for key in ("max_jump", "star_rms", "cv_rms", "trend_rms", "trend_rotation"):
             if meta.get(key) is not None:
                 meta[key] = round(meta[key], 6)
         ny, nx = self.shape

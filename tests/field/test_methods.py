@@ -267,7 +267,16 @@ def test_header_records_the_field(tmp_path):
     header = fits.getheader(tmp_path / "q.offsets.fits")
     assert (header["METHOD"], header["PARNAME"], header["PARVALUE"]) == ("quadrant", "power", 1.0)
     assert "CVRMS" not in header
+    # Its trend, and the clipping that kept mismatched stars out of it.
+    assert (header["TREND"], header["CLIPSIG"]) == ("affine", 3.0)
+    assert header["TRENDRMS"] == pytest.approx(quadrant.meta["trend_rms"], abs=1e-6)
+    assert header["TRENDROT"] == pytest.approx(quadrant.meta["trend_rotation"], abs=1e-6)
+    # The literal field clips nothing and has no trend.
+    OffsetModel(*columns, trend=None).to_map((20, 30)).write(tmp_path / "literal.offsets.fits")
+    header = fits.getheader(tmp_path / "literal.offsets.fits")
     assert "CLIPSIG" not in header
+    assert "TREND" not in header
+    assert "TRENDRMS" not in header
     assert "SELECTED" not in header
 
 
@@ -278,7 +287,8 @@ def test_plot_shows_the_field_and_clipped_stars():
     figure = model.to_map((160, 240)).plot()
     assert (
         figure.get_suptitle()
-        == f"polynomial degree=4, {np.count_nonzero(model.clipped)} stars clipped"
+        == f"polynomial degree=4, {np.count_nonzero(model.clipped)} stars clipped; affine trend: "
+        f"rotation {model.meta['trend_rotation']:.3f} deg, RMS {model.meta['trend_rms']:.3f} px"
     )
     assert f"({np.count_nonzero(model.clipped)} clipped: red)" in figure.axes[3].get_title()
 
@@ -334,7 +344,7 @@ def test_write_maps_checks_options_before_reading(tmp_path):
     tables = _write_tables(tmp_path, ["polynomial"])
     [result] = write_maps(tables, (32, 48), method="polynomial", degree=3)
     assert result.status == "written"
-    assert result.field == "polynomial degree=3, 3 stars clipped"
+    assert result.field.startswith("polynomial degree=3, 3 stars clipped; affine trend: rotation ")
     [result] = write_maps(tables, (32, 48), method="polynomial", degree=3, cv=True, overwrite=True)
     assert result.field.startswith("polynomial degree=3, CV RMS ")
 

@@ -33,6 +33,7 @@ def test_from_arrays_keeps_stars_and_provenance():
         "parameter": "power",
         "parameter_value": 2.0,
         "trend": "affine",
+        "clip": 3.0,
     }
     assert all(isinstance(value, float) for value in trend)
     assert model.trend == "affine"
