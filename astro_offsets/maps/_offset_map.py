@@ -9,6 +9,7 @@ from astropy.io import fits
 from .._utils.provenance import provenance_header, write_product
 from ._arrays import offset_maps
 from ._diagnostics import largest_jump, star_rms
+from ._folds import find_folds
 from ._plot import plot_map
 from ._wcs import offsets_to_wcs
 
@@ -257,6 +258,55 @@ class OffsetMap:
             else star_rms(self.x_offset, self.y_offset, self.stars),
         }
 
+    def folds(self):
+        """Return where the map's pixmap folds, or `None` if it never does.
+
+        A map folds where neighbouring pixels land out of order on the
+        reference grid: drizzle cannot use it there (its pixel polygons turn
+        inside out). Each quadrilateral of four neighbouring pixel centres,
+        mapped by `pixmap`, must stay convex with positive orientation: the
+        finite-difference Jacobian determinants at its four corners must all
+        be > 0. `write` and `~astro_offsets.Stacker.add` refuse a folded map.
+
+        Returns
+        -------
+        `~astro_offsets.maps.Folds` or `None`
+            How many cells fold, the range of their first pixels and the
+            smallest determinant (1 for the identity).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from astro_offsets import OffsetMap
+        >>> x = np.zeros((4, 6))
+        >>> OffsetMap(x, x).folds() is None
+        True
+        >>> x[:, 3:] = 2.0  # columns 3 onwards land left of column 2
+        >>> print(OffsetMap(x, np.zeros((4, 6))).folds())
+        3 pixels at x 2-2, y 0-2 (smallest Jacobian determinant -1)
+        """
+        return find_folds(self.x_offset, self.y_offset)
+
+    def check_folds(self, name=None, *, origin=(0, 0), step=1):
+        """Raise a `ValueError` naming ``name`` (the map's source) if the map folds.
+
+        See `folds`. ``origin`` ``(y, x)`` and ``step`` check the pixels
+        ``[y::step, x::step]`` alone, as drizzle sees a Bayer colour plane.
+        """
+        if step == 1 and tuple(origin) == (0, 0):
+            folds = self.folds()
+        else:
+            part = (slice(origin[0], None, step), slice(origin[1], None, step))
+            folds = find_folds(self.x_offset[part], self.y_offset[part], step=step)
+        if folds is not None:
+            name = name or self.meta.get("source")
+            raise ValueError(
+                f"{f'{name}: the map' if name else 'the offset map'} folds at {folds}: drizzle "
+                "cannot use it (neighbouring pixels "
+                "would land out of order; a field extrapolated far beyond its stars, or mismatched "
+                "stars, can do that: try a lower degree or the quadrant method)"
+            )
+
     def plot(self, stars=None, *, figure=None):
         """Plot the X and Y maps, their pixel-to-pixel jumps and the star offsets.
 
@@ -319,6 +369,8 @@ class OffsetMap:
         ------
         FileExistsError
             If the file exists and ``overwrite`` is `False`; it is left as is.
+        ValueError
+            If the map folds (see `folds`): nothing is written.
 
         Examples
         --------
@@ -330,6 +382,7 @@ class OffsetMap:
         >>> OffsetMap.read(path).y_offset[0, 0]
         np.float32(1.0)
         """
+        self.check_folds(os.fspath(path) if self.meta.get("source") is None else None)
         hdus = [fits.PrimaryHDU(header=self._primary_header())]
         for (extname, band), data in zip(_EXTENSIONS, (self.x_offset, self.y_offset), strict=True):
             hdu = fits.ImageHDU(data=data, name=extname)

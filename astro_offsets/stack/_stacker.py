@@ -282,8 +282,8 @@ class Stacker:
         ------
         ValueError
             If shapes differ from the stack's, ``colors`` does not fit the
-            stack, ``exptime`` is not positive, ``weight`` is negative, or
-            the stacker is closed.
+            stack, ``exptime`` is not positive, ``weight`` is negative, the
+            map folds (see `OffsetMap.folds`), or the stacker is closed.
         RuntimeError
             If drizzling the previous frame failed (the stack is then
             incomplete).
@@ -315,6 +315,10 @@ class Stacker:
             if mask.shape != self.shape:
                 raise ValueError(f"mask shape {mask.shape} differs from {self.shape}")
         layers = self.layers(colors)
+        if offset_map is not None:
+            # Drizzle's C code crashes on a folded pixmap: refused here, before it.
+            for origin, step in dict.fromkeys((layer.origin, layer.step) for layer in layers):
+                offset_map.check_folds(map_name, origin=origin, step=step)
         slot = f"s{len(self._frames) % 2}"
         reaches = {}
         for index, layer in enumerate(layers):
