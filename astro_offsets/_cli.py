@@ -16,7 +16,7 @@ from ._utils.naming import checkpoint_path, png_path
 from ._utils.provenance import PRODUCTS, product_kind
 from ._utils.workers import ClusterError
 from ._version import __version__
-from .field import DEFAULT_TREND, METHODS, TRENDS, check_options, write_maps
+from .field import DEFAULT_TREND, MAPS_METHOD, METHODS, TRENDS, check_options, write_maps
 from .frames import KINDS, Calibration, frame_shape
 from .stack import KERNELS, check_stack_options, stack_frames
 from .stars import make_tables
@@ -234,10 +234,11 @@ def _add_maps(commands):
     maps.add_argument(
         "--method",
         choices=(*METHODS, "auto"),
-        default="quadrant",
+        default=MAPS_METHOD,
         help=(
-            "the field: quadrant interpolation (default), a fitted polynomial or thin-plate "
-            "spline, or auto: the one with the lowest cross-validated residual at the stars"
+            "the field on the trend: quadrant interpolation, a fitted polynomial or thin-plate "
+            "spline, or auto (default): the one with the lowest cross-validated residual at "
+            "the stars"
         ),
     )
     maps.add_argument(

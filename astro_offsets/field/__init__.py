@@ -10,10 +10,11 @@ every pixel, in parallel tiles, into an `~astro_offsets.OffsetMap`
 from ._methods import METHODS
 from ._model import OffsetModel, check_options
 from ._trend import DEFAULT_TREND, TRENDS
-from ._write_maps import MapResult, write_maps
+from ._write_maps import MAPS_METHOD, MapResult, write_maps
 
 __all__ = [
     "DEFAULT_TREND",
+    "MAPS_METHOD",
     "METHODS",
     "TRENDS",
     "MapResult",

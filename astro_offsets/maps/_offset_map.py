@@ -266,7 +266,8 @@ class OffsetMap:
         inside out). Each quadrilateral of four neighbouring pixel centres,
         mapped by `pixmap`, must stay convex with positive orientation: the
         finite-difference Jacobian determinants at its four corners must all
-        be > 0. `write` and `~astro_offsets.Stacker.add` refuse a folded map.
+        be > 0. `~astro_offsets.write_maps` (the ``maps`` command) and
+        `~astro_offsets.Stacker.add` refuse a folded map.
 
         Returns
         -------
@@ -369,8 +370,6 @@ class OffsetMap:
         ------
         FileExistsError
             If the file exists and ``overwrite`` is `False`; it is left as is.
-        ValueError
-            If the map folds (see `folds`): nothing is written.
 
         Examples
         --------
@@ -382,7 +381,6 @@ class OffsetMap:
         >>> OffsetMap.read(path).y_offset[0, 0]
         np.float32(1.0)
         """
-        self.check_folds(os.fspath(path) if self.meta.get("source") is None else None)
         hdus = [fits.PrimaryHDU(header=self._primary_header())]
         for (extname, band), data in zip(_EXTENSIONS, (self.x_offset, self.y_offset), strict=True):
             hdu = fits.ImageHDU(data=data, name=extname)

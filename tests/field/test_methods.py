@@ -322,7 +322,7 @@ def test_cli_field_options(tmp_path, capsys):
     assert (header["PARVALUE"], header["NCLIPPED"]) == (2, 0)
     assert "CLIPSIG" not in header
     capsys.readouterr()
-    assert main([*argv, "--degree", "2"]) == 2
+    assert main([*argv, "--method", "quadrant", "--degree", "2"]) == 2
     err = capsys.readouterr().err
     assert "error: degree applies to method='polynomial', not 'quadrant'" in err
     with pytest.raises(SystemExit):
@@ -340,7 +340,7 @@ def test_write_maps_checks_options_before_reading(tmp_path):
     with pytest.raises(ValueError, match="unknown field option"):
         write_maps([tmp_path / "missing.ecsv"], (10, 10), methd="auto")
     with pytest.raises(ValueError, match="degree applies"):
-        write_maps([tmp_path / "missing.ecsv"], (10, 10), degree=2)
+        write_maps([tmp_path / "missing.ecsv"], (10, 10), method="quadrant", degree=2)
     tables = _write_tables(tmp_path, ["polynomial"])
     [result] = write_maps(tables, (32, 48), method="polynomial", degree=3)
     assert result.status == "written"

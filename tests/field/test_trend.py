@@ -165,7 +165,7 @@ def test_trend_option_errors_and_the_command_line(tmp_path, capsys):
     Table({"x": x / 10, "y": y / 10, "x_offset": dx / 10, "y_offset": dy / 10}).write(table)
     argv = ["maps", str(table), "--shape", "270", "400", "--overwrite"]
     # The literal field of a flipped frame folds: refused, in one line.
-    assert main([*argv, "--trend", "none"]) == 1
+    assert main([*argv, "--method", "quadrant", "--trend", "none"]) == 1
     assert f"{table}: the map folds at " in capsys.readouterr().err
     assert not (tmp_path / "F0.offsets.fits").exists()
     assert main(argv) == 0

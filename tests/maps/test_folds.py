@@ -1,6 +1,5 @@
 """Folded maps: found exactly, never written, refused by the stacker before drizzle."""
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -67,16 +66,15 @@ def test_folds_are_the_cells_with_a_non_positive_corner(step):
     assert found.worst == pytest.approx(expected[folded].min() / step**2)
 
 
-def test_a_folded_map_is_never_written(tmp_path):
+def test_check_folds_names_the_map():
     x = np.zeros((20, 30))
     x[:, 12:] = 2.0
     omap = OffsetMap(x, np.zeros((20, 30)), meta={"source": "F7.offsets_table.fits"})
     with pytest.raises(ValueError, match=r"^F7\.offsets_table\.fits: the map folds at 19 pixels "):
-        omap.write(tmp_path / "F7.offsets.fits")
-    assert not os.listdir(tmp_path)
-    with pytest.raises(ValueError, match=r"the map folds at 19 pixels at x 11-11, y 0-18 "):
-        OffsetMap(x, np.zeros((20, 30))).write(tmp_path / "F7.offsets.fits")
-    assert not os.listdir(tmp_path)
+        omap.check_folds()
+    with pytest.raises(ValueError, match=r"^the offset map folds at 19 pixels at x 11-11, y 0-18 "):
+        OffsetMap(x, np.zeros((20, 30))).check_folds()
+    OffsetMap(np.full((20, 30), 5.0), np.full((20, 30), -3.0)).check_folds()  # a shift
 
 
 def test_a_fitted_field_that_folds_beyond_its_stars_is_refused(tmp_path):
@@ -93,14 +91,37 @@ def test_a_fitted_field_that_folds_beyond_its_stars_is_refused(tmp_path):
         folds = model.to_map(shape).folds()
     assert folds.n_pixels > 1000
     assert folds.x_range[1] > 600 or folds.y_range[1] > 400  # beyond the stars
-    with pytest.warns(UserWarning, match="reaches"):
-        [result] = write_maps([table], shape, method="polynomial", degree=7)
+    [result] = write_maps([table], shape, method="polynomial", degree=7)
     assert result.status == "failed"
     assert result.message.startswith(f"{table}: the map folds at {folds.n_pixels} pixels at x ")
+    assert "reaches" in result.warnings[0]
     assert not (tmp_path / "F1.offsets.fits").exists()
     # The default field on the same stars follows them and does not fold.
     [result] = write_maps([table], shape)
     assert result.status == "written"
+    assert OffsetMap.read(result.output).folds() is None
+
+
+def test_an_auto_choice_that_folds_gives_way_to_the_quadrant_field(tmp_path):
+    # A field of degree 6 over the stars, in the top-left eighth of the
+    # frame: auto chooses degree 6, which folds in the empty corners; the
+    # quadrant field on the trend, which follows the stars, takes its place.
+    shape = (1200, 1800)
+    rng = np.random.default_rng(3)
+    x, y = rng.uniform(0, 600, 200), rng.uniform(0, 400, 200)
+    u, v = (x - 300) / 300, (y - 200) / 300
+    dx = 1 + 0.5 * u**6 - 0.3 * u**3 * v**2 + rng.normal(0, 0.01, 200)
+    dy = -1 + 0.4 * v**5 * u + rng.normal(0, 0.01, 200)
+    table = tmp_path / "F3.offsets_table.ecsv"
+    Table({"x": x, "y": y, "x_offset": dx, "y_offset": dy}).write(table)
+    [result] = write_maps([table], shape)
+    assert result.status == "written"
+    assert result.warnings[0].startswith(f"{table}: polynomial degree=")
+    assert result.warnings[0].endswith("the quadrant field on the trend is used instead")
+    omap = OffsetMap.read(result.output)
+    assert omap.folds() is None
+    assert (omap.meta["method"], omap.meta["selection"]) == ("quadrant", "auto, quadrant: fold")
+    assert omap.meta["trend"] == "affine"
 
 
 def test_the_stacker_refuses_a_folded_map_before_drizzle(tmp_path):
