@@ -599,7 +599,9 @@ class OffsetModel:
     def cross_validate(self, candidates=None, *, n_folds=N_FOLDS):
         """Compare fields on these stars by k-fold cross-validation.
 
-        The stars are split into ``n_folds`` folds (the same folds every
+        The fields are compared on the offsets the model's trend leaves (the
+        trend, fitted to all stars, is common to every candidate). The stars
+        are split into ``n_folds`` folds (the same folds every
         time for the same stars). Each candidate is fitted to all folds but
         one and evaluated at the stars of that fold, for every fold in turn;
         the stars sigma-clipping leaves out of the candidate's fit to all
