@@ -16,7 +16,7 @@ from ._utils.naming import checkpoint_path, png_path
 from ._utils.provenance import PRODUCTS, product_kind
 from ._utils.workers import ClusterError
 from ._version import __version__
-from .field import METHODS, check_options, write_maps
+from .field import DEFAULT_TREND, MAPS_METHOD, METHODS, TRENDS, check_options, write_maps
 from .frames import KINDS, Calibration, frame_shape
 from .stack import KERNELS, check_frames, check_stack_options, stack_frames
 from .stack._quality import FILTER_FWHM, FILTER_ROUND, FILTER_STARS, WEIGHTINGS, check_selection
@@ -236,10 +236,20 @@ def _add_maps(commands):
     maps.add_argument(
         "--method",
         choices=(*METHODS, "auto"),
-        default="quadrant",
+        default=MAPS_METHOD,
         help=(
-            "the field: quadrant interpolation (default), a fitted polynomial or thin-plate "
-            "spline, or auto: the one with the lowest cross-validated residual at the stars"
+            "the field on the trend: quadrant interpolation, a fitted polynomial or thin-plate "
+            "spline, or auto (default): the one with the lowest cross-validated residual at "
+            "the stars"
+        ),
+    )
+    maps.add_argument(
+        "--trend",
+        choices=(*TRENDS, "none"),
+        default=DEFAULT_TREND,
+        help=(
+            f"the global transform fitted to the stars, under the field (default: {DEFAULT_TREND}: "
+            "rotation, meridian flip, scale, shear); none: the field of the raw offsets"
         ),
     )
     # Each method's parameter, from the methods themselves.
@@ -637,7 +647,11 @@ def _run_maps(args, report):
             return 2
     else:
         shape = tuple(args.shape)
-    options = {"method": args.method, "clip": args.clip}
+    options = {
+        "method": args.method,
+        "clip": args.clip,
+        "trend": None if args.trend == "none" else args.trend,
+    }
     options.update((m.parameter, getattr(args, m.parameter)) for m in METHODS.values())
     try:
         check_options(**options)

@@ -9,6 +9,16 @@ every pixel, in parallel tiles, into an `~astro_offsets.OffsetMap`
 
 from ._methods import METHODS
 from ._model import OffsetModel, check_options
-from ._write_maps import MapResult, write_maps
+from ._trend import DEFAULT_TREND, TRENDS
+from ._write_maps import MAPS_METHOD, MapResult, write_maps
 
-__all__ = ["METHODS", "MapResult", "OffsetModel", "check_options", "write_maps"]
+__all__ = [
+    "DEFAULT_TREND",
+    "MAPS_METHOD",
+    "METHODS",
+    "TRENDS",
+    "MapResult",
+    "OffsetModel",
+    "check_options",
+    "write_maps",
+]

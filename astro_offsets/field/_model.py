@@ -17,6 +17,7 @@ from ._clipping import fit_field
 from ._cross_validation import N_FOLDS, cross_validate, default_candidates, n_folds_for
 from ._methods import METHODS, Normalisation, Stars, evaluate
 from ._tiling import evaluate_grid
+from ._trend import DEFAULT_TREND, check_trend, fit_trend
 
 __all__ = ["OffsetModel", "check_options"]
 
@@ -27,7 +28,7 @@ _AUTO = "auto"
 _DEFAULT_METHOD = "quadrant"
 
 
-def check_options(method=_DEFAULT_METHOD, clip=3.0, **parameter):
+def check_options(method=_DEFAULT_METHOD, clip=3.0, trend=DEFAULT_TREND, **parameter):
     """Check the field options of `OffsetModel` before any star is read.
 
     Returns
@@ -44,6 +45,7 @@ def check_options(method=_DEFAULT_METHOD, clip=3.0, **parameter):
     ValueError
         If an option is unknown, out of range, or belongs to another method.
     """
+    check_trend(trend)
     if method != _AUTO and method not in METHODS:
         choices = ", ".join(repr(name) for name in (*METHODS, _AUTO))
         raise ValueError(f"method must be one of {choices}, got {method!r}")
@@ -51,7 +53,7 @@ def check_options(method=_DEFAULT_METHOD, clip=3.0, **parameter):
     owners = {m.parameter: m for m in METHODS.values()}
     for name, value in parameter.items():
         if name not in owners:
-            known = ", ".join(("method", "clip", *owners))
+            known = ", ".join(("method", "clip", "trend", *owners))
             raise ValueError(f"unknown field option {name!r} (the options are {known})")
         if value is not None and owners[name] is not chosen:
             if chosen is None:
@@ -137,7 +139,8 @@ class OffsetModel:
     Each star gives its centroid ``(x, y)`` in this frame and its offset
     ``(x_offset, y_offset)``: position in this frame minus position in the
     reference frame, in pixels. The model turns them into a field defined
-    at every point, by one of these methods:
+    at every point: a global transform fitted to the stars (the ``trend``),
+    plus what one of these methods makes of the offsets it leaves:
 
     ``"quadrant"`` (the default)
         The quadrant inverse-distance field of the stars (see Notes): it
@@ -175,8 +178,23 @@ class OffsetModel:
         1-D star offsets, same length as ``x``.
     method : {"quadrant", "polynomial", "thin-plate", "auto"}, optional
         How the field is made. The default is ``"quadrant"``.
+    trend : {"affine", "similarity"} or `None`, optional
+        The global transform under the field: the least-squares affine
+        transform (six parameters: rotation, a meridian flip, scale, shear,
+        shift) or similarity (four) from this frame to the reference,
+        fitted to the stars in float64 and sigma-clipped (``clip``) so that
+        mismatched stars do not tilt it. The method then interpolates or
+        fits the offsets it leaves, so that a turned frame costs no accuracy
+        between stars; the quadrant field still passes through every star.
+        Stars that cannot determine it (fewer than three, or on one line,
+        for ``"affine"``) get the most general such transform they can: a
+        similarity, or one star's shift. `None` is the literal field of the
+        raw offsets (see Notes). The default is ``"affine"``; ``meta``
+        records it (``trend``), its RMS residual at the stars it kept
+        (``trend_rms``, px) and the frame's rotation against the reference
+        (``trend_rotation``, degrees).
     clip : float or `None`, optional
-        Sigma-clipping threshold of the fitted methods, in robust standard
+        Sigma-clipping threshold of the fitted methods and of the trend, in robust standard
         deviations; `None` keeps every star. The default is 3. The robust
         standard deviation is taken as at least 0.005 px, so that a fit exact
         to rounding clips nothing.
@@ -223,7 +241,9 @@ class OffsetModel:
 
     Notes
     -----
-    The quadrant field: for a point ``(px, py)`` and star ``k`` let
+    The field is ``trend(x, y) + method(x, y)``, the method made from the
+    stars' offsets minus the trend there; with ``trend=None``, the method's
+    field of the offsets themselves. The quadrant field: for a point ``(px, py)`` and star ``k`` let
     ``dx = px - x_k``, ``dy = py - y_k`` and :math:`d = \sqrt{dx^2 + dy^2}`.
 
     1. If stars lie exactly on the point (``dx == dy == 0``), the field is the
@@ -255,6 +275,17 @@ class OffsetModel:
     >>> model
     <OffsetModel: 3 stars, power=1>
     >>> dx, dy = model([10.0, 30.0], [10.0, 30.0])
+    >>> print(dx.round(6), dy.round(6))
+    [1. 2.] [0.5      0.166667]
+
+    Three stars determine the affine trend: the field is that transform.
+    The literal field of the raw offsets:
+
+    >>> literal = OffsetModel([10.0, 50.0, 30.0], [10.0, 20.0, 60.0],
+    ...                       [1.0, 2.0, 3.0], [0.5, 0.5, -0.5], trend=None)
+    >>> literal
+    <OffsetModel: 3 stars, power=1, no trend>
+    >>> dx, dy = literal([10.0, 30.0], [10.0, 30.0])
     >>> print(dx, dy)
     [1.         1.98217084] [0.5        0.20608126]
     >>> omap = model.to_map((64, 80))
@@ -286,17 +317,30 @@ class OffsetModel:
         *,
         method=_DEFAULT_METHOD,
         clip=3.0,
+        trend=DEFAULT_TREND,
         uncertainty=None,
         source=None,
         **parameter,
     ):
-        chosen, value, self._clip = check_options(method, clip, **parameter)
+        chosen, value, self._clip = check_options(method, clip, trend, **parameter)
         label = os.fspath(source) if source is not None else "stars"
         errors = _uncertainty(uncertainty)
         names = (*_ARGUMENT_NAMES, *_ERROR_NAMES[len(errors)])
         self._stars, n_dropped = _star_arrays((x, y, x_offset, y_offset, *errors), names, label)
         with one_blas_thread():
+            self._fit_trend(trend)
             self._fit(chosen, value, n_dropped, label, source)
+
+    def _fit_trend(self, kind):
+        """Fit the trend; set the stars the method works on: what the trend leaves."""
+        self._trend = None if kind is None else fit_trend(kind, self._stars, self._clip)
+        if self._trend is None:
+            self._residuals = self._stars
+            return
+        tu, tv = self._trend.offsets(self._stars.x, self._stars.y)
+        self._residuals = self._stars._replace(
+            x_offset=self._stars.x_offset - tu, y_offset=self._stars.y_offset - tv
+        )
 
     def _fit(self, chosen, value, n_dropped, label, source):
         """Choose (auto) and fit the field; set the model's state and ``meta``."""
@@ -318,13 +362,13 @@ class OffsetModel:
         fit = self._fits.get(key)
         if fit is None:
             try:
-                fit = fit_field(chosen, value, self._norm, self._stars, self._clip)
+                fit = fit_field(chosen, value, self._norm, self._residuals, self._clip)
             except ValueError as error:
                 raise ValueError(f"{label}: {error}") from None
         # The fit to all stars, kept for cross-validating this field; the
         # other candidates' fits (auto) are let go.
         self._fits = {key: fit._replace(state=None)}
-        self._field = fit.field
+        self._field = fit.field if self._trend is None else fit.field.with_trend(self._trend)
         self._clipped = fit.clipped
         self._clipped.flags.writeable = False
         self.meta = {
@@ -335,9 +379,14 @@ class OffsetModel:
             "parameter": chosen.parameter,
             "parameter_value": value,
         }
+        if self._trend is not None:
+            self.meta["trend"] = self._trend.kind
+            self.meta["trend_rms"] = self._trend.rms
+            self.meta["trend_rotation"] = self._trend.rotation_deg
+        if chosen.clipped or self._trend is not None:
+            self.meta["clip"] = self._clip
         if chosen.clipped:
             self.meta["weighted"] = self._stars.sigma is not None
-            self.meta["clip"] = self._clip
             self.meta["n_clipped"] = int(np.count_nonzero(self._clipped))
         if self._selection is not None:
             self.meta["selection"] = _AUTO
@@ -350,7 +399,7 @@ class OffsetModel:
             return default, default.default
         candidates = default_candidates(n)
         table = cross_validate(
-            self._norm, self._stars, candidates, clip=self._clip, fits=self._fits
+            self._norm, self._residuals, candidates, clip=self._clip, fits=self._fits
         )
         if not table["selected"].any():
             raise ValueError("no field could be cross-validated on these stars")
@@ -482,6 +531,11 @@ class OffsetModel:
         return self._method.name
 
     @property
+    def trend(self):
+        """The global trend: ``"affine"``, ``"similarity"`` or `None` (the literal field)."""
+        return None if self._trend is None else self._trend.kind
+
+    @property
     def parameters(self):
         """The method's parameter and its value: ``{"degree": 4}``."""
         return {self._method.parameter: self._value}
@@ -536,12 +590,18 @@ class OffsetModel:
         n_clipped = int(np.count_nonzero(self._clipped))
         if n_clipped:
             field += f", {n_clipped} clipped"
+        if self._trend is None:
+            field += ", no trend"
+        elif self._trend.kind != DEFAULT_TREND:
+            field += f", {self._trend.kind} trend"
         return f"<{type(self).__name__}: {len(self)} stars, {field}>"
 
     def cross_validate(self, candidates=None, *, n_folds=N_FOLDS):
         """Compare fields on these stars by k-fold cross-validation.
 
-        The stars are split into ``n_folds`` folds (the same folds every
+        The fields are compared on the offsets the model's trend leaves (the
+        trend, fitted to all stars, is common to every candidate). The stars
+        are split into ``n_folds`` folds (the same folds every
         time for the same stars). Each candidate is fitted to all folds but
         one and evaluated at the stars of that fold, for every fold in turn;
         the stars sigma-clipping leaves out of the candidate's fit to all
@@ -615,7 +675,7 @@ class OffsetModel:
         with one_blas_thread():
             return cross_validate(
                 self._norm,
-                self._stars,
+                self._residuals,
                 candidates,
                 n_folds=n_folds,
                 clip=self._clip,

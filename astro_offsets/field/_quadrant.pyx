@@ -44,6 +44,10 @@ cdef struct Stars:
     const double* u
     const double* v
     double power
+    # The trend added to the field: ``t[0] + t[1] x + t[2] y`` in x and
+    # ``t[3] + t[4] x + t[5] y`` in y, if ``trend``.
+    bint trend
+    double t[6]
 
 
 cdef struct Coincident:
@@ -133,6 +137,32 @@ cdef inline void _combine(
     else:
         fu[0] = su / wsum
         fv[0] = sv / wsum
+
+
+cdef inline void _add_trend(
+    const Stars* s, double px, double py, double* fu, double* fv,
+) noexcept nogil:
+    """Add the trend at the point to the field: the same steps for points and grids."""
+    fu[0] = (s.t[0] + s.t[1] * px + s.t[2] * py) + fu[0]
+    fv[0] = (s.t[3] + s.t[4] * px + s.t[5] * py) + fv[0]
+
+
+cdef Stars _stars(
+    const double[::1] xs, const double[::1] ys, const double[::1] us, const double[::1] vs,
+    double power, trend,
+):
+    """Return the kernel's view of the stars, with the trend's six coefficients if any."""
+    cdef Stars s
+    cdef int k
+    s.x = &xs[0]
+    s.y = &ys[0]
+    s.u = &us[0]
+    s.v = &vs[0]
+    s.power = power
+    s.trend = trend is not None
+    for k in range(6):
+        s.t[k] = float(trend[k]) if s.trend else 0.0
+    return s
 
 
 cdef inline double _far2(double a, double lo, double hi) noexcept nogil:
@@ -312,6 +342,8 @@ cdef void _scan_cell(
             else:
                 fu = su / wsum
                 fv = sv / wsum
+            if s.trend:
+                _add_trend(s, <double> (bx0 + i), py, &fu, &fv)
             out_u[j * stride_u + i] = <float> fu
             out_v[j * stride_v + i] = <float> fv
 
@@ -367,13 +399,16 @@ def field_points(
     double power,
     const double[::1] px, const double[::1] py,
     double[::1] out_u, double[::1] out_v,
+    trend=None,
 ):
     """Evaluate the field at arbitrary points, scanning every star.
 
     All arrays are float64 and contiguous; ``xs, ys, us, vs`` have one entry
     per star (at least one), ``px, py, out_u, out_v`` one per point.
+    ``trend``, six floats or `None`, is an affine field added to the stars'
+    (see `field_grid`).
     """
-    cdef Stars s = Stars(&xs[0], &ys[0], &us[0], &vs[0], power)
+    cdef Stars s = _stars(xs, ys, us, vs, power, trend)
     cdef Py_ssize_t n = xs.shape[0], m = px.shape[0], i, k
     cdef double best[4]
     cdef Py_ssize_t arg[4]
@@ -390,6 +425,8 @@ def field_points(
             for k in range(n):
                 _consider(&s, k, px[i], py[i], best, arg, 1, &on_point)
             _combine(&s, best, arg, 1, &on_point, &out_u[i], &out_v[i])
+            if s.trend:
+                _add_trend(&s, px[i], py[i], &out_u[i], &out_v[i])
 
 
 def field_grid(
@@ -398,14 +435,18 @@ def field_grid(
     double power,
     Py_ssize_t x0, Py_ssize_t y0,
     float[:, :] out_u, float[:, :] out_v,
+    trend=None,
 ):
     """Evaluate the field on a tile of pixel centres into float32 arrays.
 
     Pixel ``[j, i]`` of the tile is the point ``(x0 + i, y0 + j)``. The value
     is computed in float64 and rounded once to float32. The outputs may be
-    views into larger maps, but each row must be contiguous.
+    views into larger maps, but each row must be contiguous. ``trend``, six
+    floats ``(a0, a1, a2, b0, b1, b2)`` or `None`, adds the affine field
+    ``a0 + a1 x + a2 y`` (x), ``b0 + b1 x + b2 y`` (y) to the stars' field,
+    in float64 before the rounding: one multiply-add per pixel.
     """
-    cdef Stars s = Stars(&xs[0], &ys[0], &us[0], &vs[0], power)
+    cdef Stars s = _stars(xs, ys, us, vs, power, trend)
     cdef Py_ssize_t n = xs.shape[0], k
     cdef Py_ssize_t ny = out_u.shape[0], nx = out_u.shape[1]
     cdef Tile t

@@ -17,7 +17,17 @@ from ..stars import read_table
 from ._model import OffsetModel, check_options
 from ._tiling import output_maps
 
-__all__ = ["MapResult", "write_maps"]
+__all__ = ["MAPS_METHOD", "MapResult", "write_maps"]
+
+MAPS_METHOD = "auto"
+"""The field method of `write_maps` and ``astro-offsets maps`` by default.
+
+Measured on turned, flipped and distorted frames (see the methods page of
+the documentation), the cross-validated choice on the affine trend errs
+least between stars: by 0.004 to 0.04 px with 0.05 px of centroid noise,
+where the quadrant field on the same trend, which passes through every
+star's noise, errs by 0.04 to 0.07 px.
+"""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,6 +66,57 @@ def _read_model(table, options, path=None):
     return model, tuple(describe(table, str(w.message)) for w in caught)
 
 
+# Keys of a model's meta that belong to its method alone.
+_METHOD_KEYS = ("method", "parameter", "parameter_value", "weighted", "n_clipped", "cv_rms")
+
+
+def _quadrant_instead(model):
+    """Return the quadrant field on the stars and trend of ``model``, with its provenance."""
+    quadrant = OffsetModel(
+        model.x,
+        model.y,
+        model.x_offset,
+        model.y_offset,
+        method="quadrant",
+        clip=model.meta.get("clip"),
+        trend=model.trend,
+        uncertainty=model._stars.sigma,
+        source=model.meta["source"],
+    )
+    kept = {k: v for k, v in model.meta.items() if k not in _METHOD_KEYS}
+    quadrant.meta = {**kept, **quadrant.meta, "n_dropped": model.meta["n_dropped"]}
+    quadrant.meta["selection"] = "auto, quadrant: fold"
+    return quadrant
+
+
+def _make(model, shape, n_jobs, settings, out=None):
+    """Make a table's map; return the map and its warnings, one line each.
+
+    The field ``method="auto"`` chose is fitted to the stars, not to the
+    frame beyond them: where it folds (a polynomial extrapolated into an
+    empty corner), the quadrant field on the same trend, which follows the
+    stars and nothing else, takes its place, with a warning. Another field
+    that folds is refused, when it is written (see `_write_map`).
+    """
+    source = model.meta["source"]
+    with _CATCHING, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        omap = model.to_map(shape, n_jobs=n_jobs, block_size=settings["block_size"], out=out)
+    notes = tuple(describe(source, str(w.message)) for w in caught)
+    if model.meta.get("selection") == "auto" and model.method != "quadrant":
+        folds = omap.folds()
+        if folds is not None:
+            notes = (
+                f"{source}: {omap.field_summary.split(',')[0]} folds at {folds}: the quadrant "
+                "field on the trend is used instead",
+            )
+            model = _quadrant_instead(model)
+            omap = model.to_map(shape, n_jobs=n_jobs, block_size=settings["block_size"], out=out)
+    if settings["cv"]:
+        omap.meta["cv_rms"] = model.cv_rms
+    return omap, notes
+
+
 def _write_plot(omap, output, stars):
     """Write the plot of a map; return the warnings, one line each (a failed plot)."""
     try:
@@ -68,8 +129,11 @@ def _write_plot(omap, output, stars):
 def _write_map(omap, output, overwrite, plot):
     """Write a map, and its plot if asked; return the warnings, one line each.
 
-    A plot that fails leaves the map written: a warning, not a failure.
+    A map that folds is not written (a `ValueError` naming its table): drizzle
+    cannot use it. A plot that fails leaves the map written: a warning, not a
+    failure.
     """
+    omap.check_folds()
     omap.write(output, overwrite=overwrite)
     # The plot belongs to the map just written: a stale one is replaced.
     return _write_plot(omap, output, None) if plot else ()
@@ -78,7 +142,12 @@ def _write_map(omap, output, overwrite, plot):
 def _plot_kept_map(output, table):
     """Plot a map kept from an earlier run, with the stars and field its header names."""
     omap = OffsetMap.read(output)
-    options = {"method": omap.meta.get("method", "quadrant"), "clip": omap.meta.get("clip")}
+    options = {
+        "method": omap.meta.get("method", "quadrant"),
+        "clip": omap.meta.get("clip"),
+        # Maps without a TREND card are of the literal field.
+        "trend": omap.meta.get("trend"),
+    }
     if omap.meta.get("parameter"):
         options[omap.meta["parameter"]] = omap.meta.get("parameter_value")
     try:
@@ -147,8 +216,9 @@ def write_maps(
         a few hundred stars, seconds for a thin-plate spline of a thousand).
         ``method="auto"`` records it anyway. The default is `False`.
     **options
-        The field: ``method``, ``clip`` and the method's parameter
-        (``power``, ``degree``, ``smoothing``), as for `OffsetModel`
+        The field: ``method`` (here ``"auto"`` by default), ``trend``,
+        ``clip`` and the method's parameter (``power``, ``degree``,
+        ``smoothing``), as for `OffsetModel`
         (checked before any table is read).
 
     Returns
@@ -175,6 +245,7 @@ def write_maps(
     >>> [(os.path.basename(r.output), r.status) for r in write_maps(tables, (10, 12))]
     [('a.offsets.fits', 'written'), ('b.offsets.fits', 'written'), ('c.offsets.fits', 'failed')]
     """
+    options.setdefault("method", MAPS_METHOD)
     check_options(**options)
     batch = Batch(
         tables,
@@ -249,14 +320,8 @@ def _maps_here(batch, shape, outdir, n_jobs, settings, options):
                 model, notes = _read_model(table, options)
                 # The output is this table's once it proved a star table.
                 claimed[os.path.abspath(output)] = table
-                omap = model.to_map(
-                    shape,
-                    n_jobs=n_jobs,
-                    block_size=settings["block_size"],
-                    out=buffers[computed % 2],
-                )
-                if settings["cv"]:
-                    omap.meta["cv_rms"] = model.cv_rms
+                omap, fallback = _make(model, shape, n_jobs, settings, buffers[computed % 2])
+                notes += fallback
             except Exception as exc:
                 batch.fail(index, exc, output=output, warnings=notes)
                 continue
@@ -304,9 +369,8 @@ def _make_map(table, output, files, shape, settings, options):
     except Exception as exc:
         return _Made(False, named(describe(path, exc)))
     try:
-        omap = model.to_map(shape, n_jobs=1, block_size=settings["block_size"])
-        if settings["cv"]:
-            omap.meta["cv_rms"] = model.cv_rms
+        omap, fallback = _make(model, shape, 1, settings)
+        notes += fallback
         plot_notes = _write_map(omap, staged, True, settings["plot"])
     except Exception as exc:
         return _Made(True, named(describe(table, exc)), notes)

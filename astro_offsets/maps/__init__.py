@@ -7,15 +7,18 @@ of its stars (`StarOffsets`) and its provenance are given to it.
 """
 
 from ._diagnostics import StarOffsets, jump_map, largest_jump, star_residuals, star_rms
+from ._folds import Folds, find_folds
 from ._offset_map import OffsetMap, field_summary
 from ._plot import plot_map, write_plot
 from ._wcs import default_wcs, offsets_to_wcs
 
 __all__ = [
+    "Folds",
     "OffsetMap",
     "StarOffsets",
     "default_wcs",
     "field_summary",
+    "find_folds",
     "jump_map",
     "largest_jump",
     "offsets_to_wcs",

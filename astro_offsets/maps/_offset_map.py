@@ -9,6 +9,7 @@ from .._utils.provenance import provenance_header, write_product
 from .._utils.validation import input_file
 from ._arrays import offset_maps
 from ._diagnostics import largest_jump, star_rms
+from ._folds import find_folds
 from ._plot import plot_map
 from ._wcs import offsets_to_wcs
 
@@ -21,6 +22,9 @@ _PROVENANCE = (
     ("reference", "REFFRAME", "reference frame of the offsets"),
     ("n_stars", "NSTARS", "stars used"),
     ("n_dropped", "NDROPPED", "table rows dropped (NaN/inf)"),
+    ("trend", "TREND", "global transform under the field"),
+    ("trend_rms", "TRENDRMS", "trend's RMS residual at the stars (px)"),
+    ("trend_rotation", "TRENDROT", "frame's rotation against the reference (deg)"),
     ("method", "METHOD", "offset field method"),
     ("selection", "SELECTED", "how the method was chosen"),
     ("parameter", "PARNAME", "the method's parameter"),
@@ -68,6 +72,9 @@ def field_summary(meta):
     >>> field_summary({"method": "polynomial", "parameter": "degree", "parameter_value": 4,
     ...                "selection": "auto", "cv_rms": 0.0731, "n_clipped": 3})
     'polynomial degree=4 (auto), CV RMS 0.073 px, 3 stars clipped'
+    >>> field_summary({"method": "quadrant", "parameter": "power", "parameter_value": 1.0,
+    ...                "trend": "affine", "trend_rms": 0.052, "trend_rotation": 179.93})
+    'quadrant power=1; affine trend: rotation 179.930 deg, RMS 0.052 px'
     """
     method = meta.get("method")
     if not method:
@@ -81,6 +88,15 @@ def field_summary(meta):
         words += f", CV RMS {meta['cv_rms']:.3f} px"
     if meta.get("n_clipped"):
         words += f", {meta['n_clipped']} star{'s' if meta['n_clipped'] > 1 else ''} clipped"
+    if meta.get("trend"):
+        words += f"; {meta['trend']} trend"
+        details = []
+        if meta.get("trend_rotation") is not None:
+            details.append(f"rotation {meta['trend_rotation']:.3f} deg")
+        if meta.get("trend_rms") is not None:
+            details.append(f"RMS {meta['trend_rms']:.3f} px")
+        if details:
+            words += ": " + ", ".join(details)
     return words
 
 
@@ -233,7 +249,7 @@ class OffsetMap:
         ...                     [0.0, 0.5, 0.2])
         >>> d = model.to_map((16, 24)).diagnostics()
         >>> round(d["max_jump"], 3), round(d["star_rms"], 3)
-        (0.5, 0.036)
+        (0.067, 0.0)
         """
         return {
             "max_jump": largest_jump(self.x_offset, self.y_offset),
@@ -241,6 +257,56 @@ class OffsetMap:
             if self.stars is None
             else star_rms(self.x_offset, self.y_offset, self.stars),
         }
+
+    def folds(self):
+        """Return where the map's pixmap folds, or `None` if it never does.
+
+        A map folds where neighbouring pixels land out of order on the
+        reference grid: drizzle cannot use it there (its pixel polygons turn
+        inside out). Each quadrilateral of four neighbouring pixel centres,
+        mapped by `pixmap`, must stay convex with positive orientation: the
+        finite-difference Jacobian determinants at its four corners must all
+        be > 0. `~astro_offsets.write_maps` (the ``maps`` command) and
+        `~astro_offsets.Stacker.add` refuse a folded map.
+
+        Returns
+        -------
+        `~astro_offsets.maps.Folds` or `None`
+            How many cells fold, the range of their first pixels and the
+            smallest determinant (1 for the identity).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from astro_offsets import OffsetMap
+        >>> x = np.zeros((4, 6))
+        >>> OffsetMap(x, x).folds() is None
+        True
+        >>> x[:, 3:] = 2.0  # columns 3 onwards land left of column 2
+        >>> print(OffsetMap(x, np.zeros((4, 6))).folds())
+        3 pixels at x 2-2, y 0-2 (smallest Jacobian determinant -1)
+        """
+        return find_folds(self.x_offset, self.y_offset)
+
+    def check_folds(self, name=None, *, origin=(0, 0), step=1):
+        """Raise a `ValueError` naming ``name`` (the map's source) if the map folds.
+
+        See `folds`. ``origin`` ``(y, x)`` and ``step`` check the pixels
+        ``[y::step, x::step]`` alone, as drizzle sees a Bayer colour plane.
+        """
+        if step == 1 and tuple(origin) == (0, 0):
+            folds = self.folds()
+        else:
+            part = (slice(origin[0], None, step), slice(origin[1], None, step))
+            folds = find_folds(self.x_offset[part], self.y_offset[part], step=step)
+        if folds is not None:
+            name = name or self.meta.get("source")
+            raise ValueError(
+                f"{f'{name}: the map' if name else 'the offset map'} folds at {folds}: drizzle "
+                "cannot use it (neighbouring pixels "
+                "would land out of order; a field extrapolated far beyond its stars, or mismatched "
+                "stars, can do that: try a lower degree or the quadrant method)"
+            )
 
     def plot(self, stars=None, *, figure=None):
         """Plot the X and Y maps, their pixel-to-pixel jumps and the star offsets.
@@ -274,7 +340,7 @@ class OffsetMap:
     def _primary_header(self):
         meta = dict(self.meta)
         meta.update((k, v) for k, v in self.diagnostics().items() if v is not None)
-        for key in ("max_jump", "star_rms", "cv_rms"):
+        for key in ("max_jump", "star_rms", "cv_rms", "trend_rms", "trend_rotation"):
             if meta.get(key) is not None:
                 meta[key] = round(meta[key], 6)
         ny, nx = self.shape

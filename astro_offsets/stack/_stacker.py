@@ -355,7 +355,8 @@ class Stacker:
         ValueError
             If shapes differ from the stack's, ``colors`` does not fit the
             stack, ``exptime`` or ``frame_weight`` is not positive,
-            ``weight`` is negative, or the stacker is closed.
+            ``weight`` is negative, the map folds (see `OffsetMap.folds`),
+            or the stacker is closed.
         RuntimeError
             If drizzling the previous frame failed (the stack is then
             incomplete).
@@ -395,6 +396,10 @@ class Stacker:
             if mask.shape not in (self.shape, data.shape):
                 raise ValueError(f"mask shape {mask.shape} differs from {self.shape}")
         layers = frame_layers(data.shape, colors if self.bayer else None)
+        if offset_map is not None:
+            # Drizzle's C code crashes on a folded pixmap: refused here, before it.
+            for origin, step in dict.fromkeys((layer.origin, layer.step) for layer in layers):
+                offset_map.check_folds(map_name, origin=origin, step=step)
         kernel = frame_kernel(self.kernel, offset_map)
         slot = f"s{len(self._frames) % 2}"
         reaches = {}

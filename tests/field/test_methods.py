@@ -63,8 +63,8 @@ def test_auto_lands_within_a_quarter_of_the_best_method(field, winner):
     ]
     assert auto.method == winner
     assert true_error(auto, FIELDS[field]) <= 1.25 * min(errors)
-    # The quadrant field is far from the best on every one of these fields.
-    assert errors[0] > 2 * min(errors)
+    # The literal quadrant field is far from the best on every one of these fields.
+    assert true_error(OffsetModel(*columns, trend=None), FIELDS[field]) > 2 * min(errors)
 
 
 def test_polynomial_recovers_a_polynomial_field_to_the_noise_level():
@@ -238,6 +238,7 @@ def test_thin_plate_lattice_follows_the_spline():
     field = model._field
     px, py = GRID_X.ravel() + 0.37, GRID_Y.ravel() + 0.81
     exact = field.spline(np.column_stack([field.norm.u(px), field.norm.v(py)])).T
+    exact += model._trend.offsets(px, py)
     assert np.abs(np.array(model(px, py)) - exact).max() < 0.005
 
 
@@ -266,7 +267,16 @@ def test_header_records_the_field(tmp_path):
     header = fits.getheader(tmp_path / "q.offsets.fits")
     assert (header["METHOD"], header["PARNAME"], header["PARVALUE"]) == ("quadrant", "power", 1.0)
     assert "CVRMS" not in header
+    # Its trend, and the clipping that kept mismatched stars out of it.
+    assert (header["TREND"], header["CLIPSIG"]) == ("affine", 3.0)
+    assert header["TRENDRMS"] == pytest.approx(quadrant.meta["trend_rms"], abs=1e-6)
+    assert header["TRENDROT"] == pytest.approx(quadrant.meta["trend_rotation"], abs=1e-6)
+    # The literal field clips nothing and has no trend.
+    OffsetModel(*columns, trend=None).to_map((20, 30)).write(tmp_path / "literal.offsets.fits")
+    header = fits.getheader(tmp_path / "literal.offsets.fits")
     assert "CLIPSIG" not in header
+    assert "TREND" not in header
+    assert "TRENDRMS" not in header
     assert "SELECTED" not in header
 
 
@@ -277,7 +287,8 @@ def test_plot_shows_the_field_and_clipped_stars():
     figure = model.to_map((160, 240)).plot()
     assert (
         figure.get_suptitle()
-        == f"polynomial degree=4, {np.count_nonzero(model.clipped)} stars clipped"
+        == f"polynomial degree=4, {np.count_nonzero(model.clipped)} stars clipped; affine trend: "
+        f"rotation {model.meta['trend_rotation']:.3f} deg, RMS {model.meta['trend_rms']:.3f} px"
     )
     assert f"({np.count_nonzero(model.clipped)} clipped: red)" in figure.axes[3].get_title()
 
@@ -311,7 +322,7 @@ def test_cli_field_options(tmp_path, capsys):
     assert (header["PARVALUE"], header["NCLIPPED"]) == (2, 0)
     assert "CLIPSIG" not in header
     capsys.readouterr()
-    assert main([*argv, "--degree", "2"]) == 2
+    assert main([*argv, "--method", "quadrant", "--degree", "2"]) == 2
     err = capsys.readouterr().err
     assert "error: degree applies to method='polynomial', not 'quadrant'" in err
     with pytest.raises(SystemExit):
@@ -329,11 +340,11 @@ def test_write_maps_checks_options_before_reading(tmp_path):
     with pytest.raises(ValueError, match="unknown field option"):
         write_maps([tmp_path / "missing.ecsv"], (10, 10), methd="auto")
     with pytest.raises(ValueError, match="degree applies"):
-        write_maps([tmp_path / "missing.ecsv"], (10, 10), degree=2)
+        write_maps([tmp_path / "missing.ecsv"], (10, 10), method="quadrant", degree=2)
     tables = _write_tables(tmp_path, ["polynomial"])
     [result] = write_maps(tables, (32, 48), method="polynomial", degree=3)
     assert result.status == "written"
-    assert result.field == "polynomial degree=3, 3 stars clipped"
+    assert result.field.startswith("polynomial degree=3, 3 stars clipped; affine trend: rotation ")
     [result] = write_maps(tables, (32, 48), method="polynomial", degree=3, cv=True, overwrite=True)
     assert result.field.startswith("polynomial degree=3, CV RMS ")
 

@@ -24,6 +24,7 @@ def test_from_arrays_keeps_stars_and_provenance():
     assert model.power == 2.0
     np.testing.assert_array_equal(model.x, X)
     np.testing.assert_array_equal(model.y_offset, YO)
+    trend = model.meta.pop("trend_rms"), model.meta.pop("trend_rotation")
     assert model.meta == {
         "source": "frame.offsets_table.fits",
         "n_stars": 4,
@@ -31,7 +32,11 @@ def test_from_arrays_keeps_stars_and_provenance():
         "method": "quadrant",
         "parameter": "power",
         "parameter_value": 2.0,
+        "trend": "affine",
+        "clip": 3.0,
     }
+    assert all(isinstance(value, float) for value in trend)
+    assert model.trend == "affine"
     assert model.parameters == {"power": 2.0}
     assert model.degree is None  # another method's parameter
     assert repr(model) == "<OffsetModel: 4 stars, power=2>"

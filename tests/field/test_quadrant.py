@@ -71,7 +71,7 @@ def star_tables(draw, max_stars=14):
     power=st.sampled_from([1.0, 1.0, 2.0, 0.5]),
 )
 def test_map_equals_reference_on_generated_tables(stars, shape, block, power):
-    model = OffsetModel(*stars, power=power)
+    model = OffsetModel(*stars, power=power, trend=None)
     if power == 1.0:
         assert_map_equals_reference(model, shape, block_size=block)
     else:
@@ -89,7 +89,7 @@ def test_map_equals_reference_on_generated_tables(stars, shape, block, power):
     points=st.lists(st.tuples(coordinates, coordinates), min_size=1, max_size=20),
 )
 def test_points_equal_reference(stars, points):
-    model = OffsetModel(*stars)
+    model = OffsetModel(*stars, trend=None)
     px, py = np.array(points).T
     dx, dy = model(px, py)
     ref_dx, ref_dy = reference_field(px, py, *stars)
@@ -121,7 +121,7 @@ def test_quadrants_are_half_open():
     x = np.array([7.0, 5.0, 3.0, 5.0])  # right, above, left, below
     y = np.array([5.0, 8.0, 5.0, 1.0])
     u = np.array([1.0, 2.0, 3.0, 4.0])
-    dx, _ = OffsetModel(x, y, u, u)(5.0, 5.0)
+    dx, _ = OffsetModel(x, y, u, u, trend=None)(5.0, 5.0)
     w = 1 / np.array([2.0, 3.0, 2.0, 4.0])
     # right: dx<0, dy=0 -> Q3; above: dx=0, dy<0 -> Q4; left: dx>0, dy=0 -> Q1;
     # below: dx=0, dy>0 -> Q2. Sum in Q1..Q4 order: left, below, right, above.
@@ -136,11 +136,13 @@ def test_equal_distance_lowest_row_wins():
     x = np.array([10.0, 3.0, 4.0])
     y = np.array([10.0, 4.0, 3.0])
     u = np.array([0.0, 1.0, 7.0])
-    dx, _ = OffsetModel(x, y, u, u)(5.0, 5.0)
+    dx, _ = OffsetModel(x, y, u, u, trend=None)(5.0, 5.0)
     d_far = np.sqrt(50.0)
     w = [1 / np.sqrt(5.0), 1 / d_far]
     assert dx == (w[0] * 1.0 + w[1] * 0.0) / (w[0] + w[1])
-    dx_swapped, _ = OffsetModel(x[[0, 2, 1]], y[[0, 2, 1]], u[[0, 2, 1]], u[[0, 2, 1]])(5.0, 5.0)
+    dx_swapped, _ = OffsetModel(x[[0, 2, 1]], y[[0, 2, 1]], u[[0, 2, 1]], u[[0, 2, 1]], trend=None)(
+        5.0, 5.0
+    )
     assert dx_swapped == (w[0] * 7.0 + w[1] * 0.0) / (w[0] + w[1])
 
 
@@ -160,6 +162,7 @@ def random_model():
         rng.uniform(-20, 320, n),
         rng.normal(0, 30, n),
         rng.normal(0, 30, n),
+        trend=None,
     )
 
 
@@ -205,7 +208,7 @@ def test_full_frame_sampled_pixels_equal_reference():
     y[:25] = np.round(y[:25])
     u = rng.normal(0, 20, n)
     v = rng.normal(0, 20, n)
-    model = OffsetModel(x, y, u, v)
+    model = OffsetModel(x, y, u, v, trend=None)
     omap = model.to_map((ny, nx), n_jobs=-1)
     jj = rng.integers(0, ny, 2500)
     ii = rng.integers(0, nx, 2500)

@@ -65,8 +65,8 @@ def test_maps_command_plot(tmp_path, capsys):
         {
             "x": rng.uniform(0, 60, 20),
             "y": rng.uniform(0, 40, 20),
-            "x_offset": rng.normal(size=20),
-            "y_offset": rng.normal(size=20),
+            "x_offset": rng.normal(1.0, 0.05, size=20),
+            "y_offset": rng.normal(-0.5, 0.05, size=20),
         }
     ).write(tmp_path / "f.offsets_table.ecsv")
     assert (
@@ -112,8 +112,8 @@ def test_failed_plot_keeps_the_map_and_a_rerun_makes_it(tmp_path, capsys):
         {
             "x": rng.uniform(0, 60, 20),
             "y": rng.uniform(0, 40, 20),
-            "x_offset": rng.normal(size=20),
-            "y_offset": rng.normal(size=20),
+            "x_offset": rng.normal(1.0, 0.05, size=20),
+            "y_offset": rng.normal(-0.5, 0.05, size=20),
         }
     ).write(table)
     # A directory where the plot goes: the plot cannot be written.

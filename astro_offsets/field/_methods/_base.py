@@ -3,7 +3,9 @@
 A method fits a *field* to stars. A field evaluates offsets at points
 (``points``) and fills the tiles of a map (``for_grid(shape).fill``); it
 gives a pixel the same value in any tile, so maps do not depend on how they
-are tiled.
+are tiled. ``with_trend(trend)`` returns the field plus an affine trend
+(`~astro_offsets.field._trend.Trend`), folded into the field's own
+evaluation so that it costs next to nothing and points and maps still agree.
 """
 
 from typing import NamedTuple

@@ -25,6 +25,21 @@ class _PolynomialField:
         self.norm = norm
         self.polynomial = polynomial
 
+    def with_trend(self, trend):
+        """Return the field plus the trend, folded into the polynomial's coefficients."""
+        a0, a1, a2, b0, b1, b2 = trend.coefficients
+        norm, scale = self.norm, self.norm.scale
+        c = self.polynomial.coefficients
+        degree = max(1, c.shape[1] - 1)
+        coefficients = np.zeros((c.shape[0], degree + 1, degree + 1))
+        coefficients[:, : c.shape[1], : c.shape[2]] = c
+        # c0 + c1 x + c2 y in u = (x - cx) / scale, v = (y - cy) / scale.
+        for k, (c0, c1, c2) in enumerate(((a0, a1, a2), (b0, b1, b2))):
+            coefficients[k, 0, 0] += c0 + c1 * norm.cx + c2 * norm.cy
+            coefficients[k, 1, 0] += c1 * scale
+            coefficients[k, 0, 1] += c2 * scale
+        return _PolynomialField(norm, Polynomial(coefficients))
+
     def points(self, px, py, out_u, out_v):
         out_u[:], out_v[:] = self.polynomial(self.norm.u(px), self.norm.v(py))
 

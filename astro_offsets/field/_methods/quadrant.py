@@ -14,20 +14,25 @@ _MAX_POWER = 10.0
 
 
 class _QuadrantField:
-    def __init__(self, stars, power):
+    def __init__(self, stars, power, trend=None):
         # The kernel takes the positions and offsets; the field interpolates
         # every star, whatever its uncertainty.
         self.stars = tuple(stars[:4])
         self.power = power
+        # The trend's coefficients, which the kernel adds pixel by pixel.
+        self.trend = None if trend is None else tuple(map(float, trend.coefficients))
+
+    def with_trend(self, trend):
+        return _QuadrantField(self.stars, self.power, trend)
 
     def points(self, px, py, out_u, out_v):
-        field_points(*self.stars, self.power, px, py, out_u, out_v)
+        field_points(*self.stars, self.power, px, py, out_u, out_v, self.trend)
 
     def for_grid(self, shape):
         return self
 
     def fill(self, x0, y0, out_u, out_v):
-        field_grid(*self.stars, self.power, x0, y0, out_u, out_v)
+        field_grid(*self.stars, self.power, x0, y0, out_u, out_v, self.trend)
 
 
 class Quadrant(FieldMethod):

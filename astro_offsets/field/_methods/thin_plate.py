@@ -100,19 +100,29 @@ class _LatticeField:
 class _ThinPlateField:
     """A smoothing thin-plate spline, read off a lattice of ``LATTICE_STEP`` px."""
 
-    def __init__(self, norm, spline):
+    def __init__(self, norm, spline, trend=None):
         self.norm = norm
         self.spline = spline
+        # Added at the lattice nodes, which Catmull-Rom interpolation
+        # reproduces exactly: linear functions are in its span.
+        self.trend = trend
+
+    def with_trend(self, trend):
+        return _ThinPlateField(self.norm, self.spline, trend)
+
+    def _plus_trend(self, values, x, y):
+        """Add the trend at points ``(x, y)`` to spline values ``(2, n)``."""
+        if self.trend is not None:
+            tu, tv = self.trend.offsets(x, y)
+            values[0] += tu
+            values[1] += tv
+        return values
 
     def _nodes(self, rows, columns):
-        """Spline values (2, n) at lattice nodes given by cell indices."""
-        points = np.column_stack(
-            [
-                self.norm.u(columns * float(LATTICE_STEP)),
-                self.norm.v(rows * float(LATTICE_STEP)),
-            ]
-        )
-        return self.spline(points).T
+        """Field values (2, n) at lattice nodes given by cell indices."""
+        x, y = columns * float(LATTICE_STEP), rows * float(LATTICE_STEP)
+        points = np.column_stack([self.norm.u(x), self.norm.v(y)])
+        return self._plus_trend(self.spline(points).T, x, y)
 
     def at_stars(self, px, py, out_u, out_v):
         """Read the spline itself at points: for the residuals, clipping and scores of a fit.
@@ -122,7 +132,7 @@ class _ThinPlateField:
         the spline is read directly.
         """
         points = np.column_stack([self.norm.u(px), self.norm.v(py)])
-        out_u[:], out_v[:] = self.spline(points).T
+        out_u[:], out_v[:] = self._plus_trend(self.spline(points).T, px, py)
 
     def for_grid(self, shape):
         ny, nx = shape
