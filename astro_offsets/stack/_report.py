@@ -6,7 +6,7 @@ import textwrap
 from types import MappingProxyType
 
 import numpy as np
-from astropy.table import Table
+from astropy.table import MaskedColumn, Table
 
 from .._utils.atomic import atomic_path
 from .._utils.provenance import png_metadata, provenance_cards
@@ -27,7 +27,7 @@ _DESCRIPTIONS = MappingProxyType(
         "noise": "its pixel noise, before normalisation",
         "flux_scale": "the reference's star fluxes over its own (the normalisation's scale)",
         "residual": "RMS of its stars about its registration (TRENDRMS, else STARRMS, else CVRMS)",
-        "status": "stacked, left out, failed or ignored",
+        "status": "stacked, left out or failed",
         "reason": "why it is not in the stack; empty if it is",
     }
 )
@@ -51,9 +51,11 @@ def frame_report(results):
 
     Columns: ``frame``, ``used``, ``weight`` (relative to the reference
     frame's, 0 if unused), the measures (``fwhm``, ``elongation``,
-    ``n_stars``, ``sky``, ``noise``, ``flux_scale``, ``residual``; NaN
-    where unmeasured), ``status`` and ``reason`` (the message of a frame
-    left out, failed or ignored, without its path; empty if used).
+    ``n_stars``, ``sky``, ``noise``, ``flux_scale``, ``residual``; NaN,
+    or masked for ``n_stars``, where unmeasured), ``status`` and ``reason``
+    (the message of a frame left out or failed, without its path; empty if
+    used). Inputs that are files of ours, not frames (status
+    ``"ignored"``), have no row.
 
     Examples
     --------
@@ -66,7 +68,8 @@ def frame_report(results):
     ([True, False], ['', 'no such file'])
     """
     rows = []
-    for result in results:
+    # Files of ours among the inputs (tables, maps: "ignored") are no frames.
+    for result in (r for r in results if r.status != "ignored"):
         used = result.status == "stacked"
         measures = result.measures or {}
         weight = result.weight if result.weight is not None else 1.0
@@ -84,6 +87,10 @@ def frame_report(results):
     names = ("frame", "used", "weight", *MEASURES, "status", "reason")
     dtypes = (str, bool, float, *(float for _ in MEASURES), str, str)
     table = Table(rows=rows or None, names=names, dtype=dtypes)
+    # A count, missing (masked) where unmeasured.
+    counts = np.asarray(table["n_stars"], float)
+    missing = ~np.isfinite(counts)
+    table["n_stars"] = MaskedColumn(np.where(missing, 0, counts).astype(int), mask=missing)
     for name in names:
         table[name].description = _DESCRIPTIONS[name]
         if name in _UNITS:

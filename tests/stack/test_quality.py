@@ -66,7 +66,10 @@ CLOUDED = {"flux_scale": 1 / 0.3, "n_detected": 200, "level": 1.4 * SKY, "noise"
 def test_report_has_a_row_per_frame_with_its_measures(tmp_path):
     frames = sequence(tmp_path, missing=(3,))
     report = tmp_path / "stack.frames.ecsv"
-    _, results = stack_frames(frames, reject=False, report=report)
+    # The maps among the inputs (a light* glob takes them) are no frames of the report.
+    maps = sorted(str(p) for p in tmp_path.glob("*.offsets.fits"))
+    _, results = stack_frames([*frames, *maps], reject=False, report=report)
+    assert [r.status for r in results[len(frames) :]] == ["ignored"] * len(maps)
     table = Table.read(report)
     assert list(table["frame"]) == frames
     for column in ("frame", "used", "weight", "fwhm", "elongation", "n_stars", "sky", "noise"):
@@ -85,6 +88,8 @@ def test_report_has_a_row_per_frame_with_its_measures(tmp_path):
     np.testing.assert_allclose(used["sky"], SKY, rtol=0.01)
     assert list(used["residual"]) == [0.0] + [0.02] * 6
     assert results[1].measures["n_stars"] == 300
+    assert table["n_stars"].dtype.kind == "i"
+    assert list(table["n_stars"].filled(-1)) == [300, 300, 300, -1, 300, 300, 300, 300]
     # The picture beside it; both ours, not frames of a later light_* glob.
     png = tmp_path / "stack.frames.png"
     assert png.stat().st_size > 1000
