@@ -13,6 +13,7 @@ from joblib import Parallel, delayed, effective_n_jobs
 from .._utils.validation import positive_pair, real
 from .._utils.workers import start_workers
 from ..frames import CFA_CHANNEL
+from ..maps import largest_jump
 from ._bands import (
     BandJob,
     Layer,
@@ -51,7 +52,8 @@ def map_turn(offset_map):
 
     A rotation by an angle gives its sine; a change of scale by a fraction
     (a lens's distortion) that fraction; a shift 0. `None` is the reference
-    frame: 0.
+    frame: 0. It is the map's `~astro_offsets.maps.largest_jump` (its
+    header's ``MAXJUMP``).
 
     Examples
     --------
@@ -67,18 +69,7 @@ def map_turn(offset_map):
     """
     if offset_map is None:
         return 0.0
-    turn = 0.0
-    for offsets in (offset_map.x_offset, offset_map.y_offset):
-        # In blocks of rows: no temporary of the whole frame. In float32, as
-        # the maps are: its rounding is far below TURBO_TURN.
-        for start in range(0, offsets.shape[0], 512):
-            rows = offsets[start : start + 513]
-            for axis in (0, 1):
-                if rows.shape[axis] > 1:
-                    change = np.diff(rows, axis=axis)
-                    np.abs(change, out=change)
-                    turn = max(turn, float(np.fmax.reduce(change, axis=None)))
-    return turn
+    return largest_jump(offset_map.x_offset, offset_map.y_offset)
 
 
 def frame_kernel(kernel, offset_map):
