@@ -53,7 +53,7 @@ class Night(NamedTuple):
     stars: Table
     """The stars in the reference frame: ``x``, ``y`` (0-based px) and ``flux``."""
     conditions: Table
-    """One row per frame: ``frame``, ``condition`` (a key of `CONDITIONS`),
+    """One row per frame: ``frame``, ``condition`` (a key of ``CONDITIONS``),
     ``rotation_deg`` (the sky's turn against the reference), ``flipped``
     (after the meridian flip), ``trail`` (a satellite crosses it)."""
     motions: list
@@ -159,7 +159,7 @@ def night_sequence(
         default is 6.
     bad : dict or `None`, optional
         ``{frame index: condition}`` of the spoilt frames, conditions as in
-        `CONDITIONS`. The default is frame 3 shaken, 9 clouded, 11 dewed and
+        ``CONDITIONS``. The default is frame 3 shaken, 9 clouded, 11 dewed and
         12 capped.
     trail_frame : int or `None`, optional
         The frame a satellite crosses. The default is 5.

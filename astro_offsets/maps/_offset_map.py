@@ -271,7 +271,7 @@ class OffsetMap:
 
         Returns
         -------
-        `~astro_offsets.maps.Folds` or `None`
+        ``astro_offsets.maps.Folds`` or `None`
             How many cells fold, the range of their first pixels and the
             smallest determinant (1 for the identity).
 
