@@ -749,7 +749,7 @@ def _run_stack(args, report):
     outputs = (args.out, preview) if args.preview else (args.out,)
     outputs += frames_report
     kept = [path for path in outputs if os.path.lexists(path)]
-    if kept and not args.overwrite:
+    if os.path.lexists(args.out) and not args.overwrite:
         # As tables and maps keep theirs: a rerun does no harm and no work;
         # but the inputs are checked first, and a bad one fails the run.
         try:
@@ -763,6 +763,15 @@ def _run_stack(args, report):
         named = " and ".join([", ".join(kept[:-1]), kept[-1]] if len(kept) > 1 else kept)
         print(f"stack: kept {named} (use --overwrite to replace {them}); nothing stacked")
         return 1 if failed else 0
+    # The preview and the report of a stack since removed are remade with it;
+    # a file of that name that is not ours is the user's, and kept.
+    theirs = [path for path in kept if product_kind(path) is None]
+    if theirs and not args.overwrite:
+        report.usage(
+            f"{theirs[0]}: exists and was not written by astro-offsets; move it, or replace it "
+            "with --overwrite"
+        )
+        return 2
     if not report.make_directory(os.path.dirname(args.out)):
         return 2
 
@@ -819,8 +828,8 @@ def _run_stack(args, report):
     try:
         stack.write(args.out, overwrite=args.overwrite, context=args.context)
         if args.preview:
-            stack.write_preview(preview, overwrite=args.overwrite)
-        write_frame_report(frame_report(results), frames_report[0], overwrite=args.overwrite)
+            stack.write_preview(preview, overwrite=True)
+        write_frame_report(frame_report(results), frames_report[0], overwrite=True)
     except OSError as exc:
         report.error(args.out, exc)
         if args.checkpoint_every > 0 and os.path.isdir(checkpoint_path(args.out)):

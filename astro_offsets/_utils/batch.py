@@ -43,11 +43,17 @@ def describe(path, problem):
     >>> from astro_offsets._utils.batch import describe
     >>> describe("a.fits", ValueError("a.fits: not a readable FITS file"))
     'a.fits: not a readable FITS file'
+    >>> import os
+    >>> describe("a.fits", ValueError(f"{os.path.abspath('a.fits')}: empty file (0 bytes)"))
+    'a.fits: empty file (0 bytes)'
     >>> describe("a.fits", KeyError("x"))
     "a.fits: KeyError: 'x'"
     """
     text = str(problem).strip()
-    text = text.splitlines()[0].removeprefix(f"{path}: ") if text else "unknown problem"
+    text = text.splitlines()[0] if text else "unknown problem"
+    # The path as given, or as read (the stack reads frames by their absolute path).
+    for named in (f"{path}: ", f"{os.path.abspath(path)}: "):
+        text = text.removeprefix(named)
     if isinstance(problem, BaseException) and not isinstance(
         problem, (OSError, ValueError, ImportError)
     ):

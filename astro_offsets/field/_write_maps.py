@@ -8,6 +8,8 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from astropy.io import fits
+
 from .._utils.atomic import atomic_path
 from .._utils.batch import Batch, Result, describe
 from .._utils.naming import map_path, png_path
@@ -265,26 +267,46 @@ def write_maps(
     return batch.results
 
 
-def _to_make(batch, index, table, output, claimed, overwrite, plot):
-    """Return whether a table's map is to be made; finish the table if not.
+def _against_another_reference(table, output):
+    """Return the reference the map ``output`` was made against if its table's is another.
 
-    Not if another table made it (``claimed``: the tables that proved star
-    tables, by the absolute path of their map), nor if the map exists and
-    is kept.
+    A table remade against a new reference (``tables --reference``) makes
+    its map stale: the map is made again, not kept.
+    """
+    try:
+        made_against = fits.getheader(output).get("REFFRAME")
+        now_against = fits.getheader(table, 1).get("REFFRAME")
+    except Exception:  # not FITS files of ours: the map is kept, the table read as usual
+        return None
+    if made_against and now_against and str(made_against) != str(now_against):
+        return str(made_against)
+    return None
+
+
+def _to_make(batch, index, table, output, claimed, overwrite, plot):
+    """Return whether a table's map is to be made, and replaced; finish the table if not.
+
+    `None` if another table made it (``claimed``: the tables that proved
+    star tables, by the absolute path of their map), or if the map exists
+    and is kept; else whether the map is to replace an existing one
+    (``overwrite``, or a map made against another reference than its
+    table's now).
     """
     key = os.path.abspath(output)
     if key in claimed:
         batch.fail(index, f"same output {output} as {claimed[key]}", output=output)
-        return False
+        return None
     if os.path.lexists(output) and not overwrite:
+        if _against_another_reference(table, output):
+            return True
         claimed[key] = table
         # A plot asked for now, of a map made without one, is made.
         missing = plot and not os.path.lexists(png_path(output))
         batch.kept(
             index, output, overwrite, warnings=_plot_kept_map(output, table) if missing else ()
         )
-        return False
-    return True
+        return None
+    return overwrite
 
 
 def _maps_here(batch, shape, outdir, n_jobs, settings, options):
@@ -311,7 +333,8 @@ def _maps_here(batch, shape, outdir, n_jobs, settings, options):
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="astro-offsets-writer") as writer:
         for index, table in batch:
             output = map_path(table, outdir)
-            if not _to_make(batch, index, table, output, claimed, overwrite, plot):
+            replace = _to_make(batch, index, table, output, claimed, overwrite, plot)
+            if replace is None:
                 continue
             notes = ()
             if len(buffers) == computed % 2:
@@ -328,7 +351,7 @@ def _maps_here(batch, shape, outdir, n_jobs, settings, options):
             computed += 1
             if pending is not None:
                 collect(pending)
-            future = writer.submit(_write_map, omap, output, overwrite, plot)
+            future = writer.submit(_write_map, omap, output, replace, plot)
             pending = (index, output, future, notes, omap.field_summary)
         if pending is not None:
             collect(pending)
@@ -417,7 +440,7 @@ def _maps_on_cluster(client, batch, shape, outdir, settings, options):
     tasks = {}  # future -> (index, output, staged map)
     later = []  # tables whose output an earlier table of the batch may make
 
-    def submit(index, table, output):
+    def submit(index, table, output, replace):
         staged = os.path.join(
             os.path.dirname(os.path.abspath(output)),
             f".{uuid.uuid4().hex}.{os.path.basename(output)}",
@@ -428,11 +451,11 @@ def _maps_on_cluster(client, batch, shape, outdir, settings, options):
         future = client.submit(
             _make_map, table, output, files, shape, settings, options, pure=False
         )
-        tasks[future] = (index, output, staged)
+        tasks[future] = (index, output, staged, replace)
         return future
 
     def finish(future):
-        index, output, staged = tasks.pop(future)
+        index, output, staged, replace = tasks.pop(future)
         try:
             made = future.result()
         except Exception as exc:  # the task itself failed: workers died too often
@@ -447,7 +470,7 @@ def _maps_on_cluster(client, batch, shape, outdir, settings, options):
             batch.fail(index, made.problem, output=output, warnings=made.warnings)
             return
         try:
-            _place(staged, output, overwrite)
+            _place(staged, output, replace)
         except Exception as exc:
             batch.fail(index, exc, output=output, warnings=made.warnings)
         else:
@@ -460,16 +483,19 @@ def _maps_on_cluster(client, batch, shape, outdir, settings, options):
             output = map_path(table, outdir)
             if os.path.abspath(output) in submitted:
                 later.append((index, table, output))
-            elif _to_make(batch, index, table, output, claimed, overwrite, plot):
-                submit(index, table, output)
-                submitted.add(os.path.abspath(output))
+            else:
+                replace = _to_make(batch, index, table, output, claimed, overwrite, plot)
+                if replace is not None:
+                    submit(index, table, output, replace)
+                    submitted.add(os.path.abspath(output))
         for future in as_completed(list(tasks)):
             finish(future)
         # As the tables would have been in turn: each made only if no table
         # before it proved a star table of the same output.
         for index, table, output in later:
-            if _to_make(batch, index, table, output, claimed, overwrite, plot):
-                finish(submit(index, table, output))
+            replace = _to_make(batch, index, table, output, claimed, overwrite, plot)
+            if replace is not None:
+                finish(submit(index, table, output, replace))
     finally:
         if tasks:  # interrupted: the work left is not wanted
             client.cancel(list(tasks))

@@ -299,13 +299,27 @@ class OffsetMap:
         else:
             part = (slice(origin[0], None, step), slice(origin[1], None, step))
             folds = find_folds(self.x_offset[part], self.y_offset[part], step=step)
+            if folds is not None:  # where they are in the frame's pixels
+                folds = folds._replace(
+                    x_range=tuple(origin[1] + step * i for i in folds.x_range),
+                    y_range=tuple(origin[0] + step * j for j in folds.y_range),
+                )
         if folds is not None:
             name = name or self.meta.get("source")
+            if self.meta.get("method") == "quadrant":
+                cause = (
+                    "a star whose offset differs from its neighbours' by more than their "
+                    "distance, a mismatch, does that to a field through every star: try a fitted "
+                    "method (auto), which clips mismatched stars"
+                )
+            else:
+                cause = (
+                    "a field extrapolated far beyond its stars, or mismatched stars, can do that: "
+                    "try a lower degree or the quadrant method"
+                )
             raise ValueError(
                 f"{f'{name}: the map' if name else 'the offset map'} folds at {folds}: drizzle "
-                "cannot use it (neighbouring pixels "
-                "would land out of order; a field extrapolated far beyond its stars, or mismatched "
-                "stars, can do that: try a lower degree or the quadrant method)"
+                f"cannot use it (neighbouring pixels would land out of order; {cause})"
             )
 
     def plot(self, stars=None, *, figure=None):

@@ -79,7 +79,7 @@ class Rejection:
     shape : tuple of int
         The frames' shape.
     layers : list of `Layer`
-        The stacker's layers of the frames (`Stacker.layers`).
+        The drizzle layers of the frames (``frame_layers``).
     directory : str
         Where the frames, their single drizzles and the medians are kept.
     n_channels : int
@@ -113,12 +113,14 @@ class Rejection:
     def disk_bytes(shape, layers, n_frames):
         """Return the scratch bytes that ``n_frames`` frames of ``shape`` take at most.
 
-        Each frame is kept (4 bytes a pixel), and so are its single drizzles
-        (4 bytes a pixel of each layer's grid: a Bayer mosaic's four colour
-        planes hold as many pixels as the frame, another mosaic's channels
-        three times as many); then the medians, one image per channel.
+        Each frame is kept (4 bytes a pixel, of each plane of a colour cube),
+        and so are its single drizzles (4 bytes a pixel of each layer's grid:
+        a Bayer mosaic's four colour planes hold as many pixels as the frame,
+        another mosaic's channels and a cube's planes three times as many);
+        then the medians, one image per channel.
         """
-        frame = int(np.prod(shape))
+        planes = {layer.plane for layer in layers} - {None}
+        frame = int(np.prod(shape)) * max(len(planes), 1)
         grid = [int(np.prod(_grid(shape, layer))) for layer in layers]
         medians = dict(zip((layer.channel for layer in layers), grid, strict=True))
         return 4 * (frame + sum(grid)) * n_frames + 4 * sum(medians.values())
@@ -162,7 +164,7 @@ class Rejection:
     def kept(self, index, zeros=None, weight=None):
         """Declare frame ``index`` kept (its files in the directory), with its ``zeros``.
 
-        A frame whose ``weight`` is a tenth of the median weight or less
+        A frame whose ``weight`` is below a tenth of the median weight
         makes no part of the medians (`median_frames`): its outliers are
         found against the others'.
         """

@@ -98,8 +98,13 @@ class Frames:
             self.reference_noise = noise
         weight = None
         if self.weighting == "noise":
-            # The noise of the frame as it is stacked: normalised, or as it is.
-            scale = norm.scale if self.normalize else 1.0
+            # The noise of the frame as it is stacked: normalised, or per second
+            # of its exposure as the stacker takes it (against the reference's).
+            if self.normalize:
+                scale = norm.scale
+            else:
+                reference_exptime = self.reference[1]
+                scale = reference_exptime / raw.exptime if reference_exptime else 1.0
             weight = frame_weight(noise, scale, self.reference_noise)
         if self.normalize:
             apply(data, self.layers, norm)

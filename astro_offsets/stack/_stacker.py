@@ -39,6 +39,8 @@ KERNELS = ("auto", *resample.SUPPORTED_DRIZZLE_KERNELS)
 # at most at the 99th percentile of the stars' pixels; at 1 degree by 0.5 %,
 # at 10 degrees by 6 % (see the stacking page of the documentation).
 TURBO_TURN = 0.0087
+# Pixels over which map_turn measures a map's turn.
+_TURN_SPAN = 16
 
 _DEFAULTS = MappingProxyType(
     {"kernel": "auto", "pixfrac": 1.0, "scale": 1.0, "exposure_weighting": True, "context": True}
@@ -52,8 +54,9 @@ def map_turn(offset_map):
 
     A rotation by an angle gives its sine; a change of scale by a fraction
     (a lens's distortion) that fraction; a shift 0. `None` is the reference
-    frame: 0. It is the map's `~astro_offsets.maps.largest_jump` (its
-    header's ``MAXJUMP``).
+    frame: 0. The change is measured over 16 pixels
+    (`~astro_offsets.maps.largest_jump` of every 16th pixel, over 16): the
+    frame's turn, not the small steps of a quadrant field between its stars.
 
     Examples
     --------
@@ -69,7 +72,9 @@ def map_turn(offset_map):
     """
     if offset_map is None:
         return 0.0
-    return largest_jump(offset_map.x_offset, offset_map.y_offset)
+    span = max(min(_TURN_SPAN, *(n - 1 for n in offset_map.shape)), 1)
+    every = (slice(None, None, span), slice(None, None, span))
+    return largest_jump(offset_map.x_offset[every], offset_map.y_offset[every]) / span
 
 
 def frame_kernel(kernel, offset_map):
@@ -411,17 +416,6 @@ class Stacker:
         self._maps.append(map_name)
         self._kernels.append(kernel)
         self._total_exptime += exptime
-
-    def layers(self, colors=None):
-        """Return the drizzle layers of a frame, `Layer` each.
-
-        A mono frame is one layer. A Bayer mosaic whose colours repeat every
-        2 x 2 pixels gives one layer per filter of the 2 x 2 cell, every
-        other pixel of every other row; another mosaic (X-Trans) gives one
-        whole-frame layer per channel whose weights are that channel's pixels
-        (``select``).
-        """
-        return frame_layers(self.shape, colors if self.bayer else None)
 
     def _write_layer(self, name, frame, offset_map, layer, kernel, exptime):
         """Write a layer's pixels, weights and offsets to the scratch; return its chunks' reach.

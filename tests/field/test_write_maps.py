@@ -54,6 +54,23 @@ def test_write_maps_results_in_order(tables, tmp_path):
             assert os.path.dirname(result.output) == str(tmp_path / "out")
 
 
+def test_a_map_made_against_another_reference_is_made_again(tmp_path):
+    # tables --reference B remade the table made against A: its map is stale.
+    table = write_table(tmp_path / "IMG_0001.offsets_table.fits", 1)
+    stars = Table.read(table)
+    stars.meta["REFFRAME"] = "IMG_0000.fits"
+    stars.write(table, overwrite=True)
+    (first,) = write_maps([table], SHAPE)
+    assert OffsetMap.read(first.output).meta["reference"] == "IMG_0000.fits"
+    (kept,) = write_maps([table], SHAPE)
+    assert kept.status == "skipped"
+    stars.meta["REFFRAME"] = "IMG_0002.fits"
+    stars.write(table, overwrite=True)
+    (again,) = write_maps([table], SHAPE)
+    assert again.status == "written"
+    assert OffsetMap.read(again.output).meta["reference"] == "IMG_0002.fits"
+
+
 def test_write_maps_keeps_existing(tables, tmp_path):
     existing = tmp_path / "IMG_0001.offsets.fits"
     existing.write_bytes(b"mine")

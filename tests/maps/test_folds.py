@@ -75,6 +75,15 @@ def test_check_folds_names_the_map():
     with pytest.raises(ValueError, match=r"^the offset map folds at 19 pixels at x 11-11, y 0-18 "):
         OffsetMap(x, np.zeros((20, 30))).check_folds()
     OffsetMap(np.full((20, 30), 5.0), np.full((20, 30), -3.0)).check_folds()  # a shift
+    # A Bayer plane (every other pixel from (1, 1)): where the fold is in the frame.
+    x = np.zeros((40, 60))
+    x[:, 25:] = 4.0
+    with pytest.raises(ValueError, match=r"folds at 19 pixels at x 23-23, y 1-37 "):
+        OffsetMap(x, np.zeros((40, 60))).check_folds(origin=(1, 1), step=2)
+    # A quadrant field folds where a mismatched star is: the hint says what to do.
+    quadrant = OffsetMap(x, np.zeros((40, 60)), meta={"method": "quadrant"})
+    with pytest.raises(ValueError, match=r"a mismatch, .* try a fitted method \(auto\)"):
+        quadrant.check_folds()
 
 
 def test_a_fitted_field_that_folds_beyond_its_stars_is_refused(tmp_path):

@@ -239,3 +239,13 @@ def test_sky_offsets_of_three_channels_fit_their_card(tmp_path):
     card = fits.getheader(tmp_path / "stack.fits").cards["SKO00001"]
     assert card.value == "-0.0559298 -1.23457e-05 -123456"
     assert card.comment == "sky offset per channel"
+
+
+def test_rejection_counts_every_plane_of_a_cube_in_its_scratch_room():
+    from astro_offsets.stack._rejection import Rejection
+    from astro_offsets.stack._stacker import frame_layers
+
+    mono = Rejection.disk_bytes(SHAPE, frame_layers(SHAPE), 10)
+    cube = Rejection.disk_bytes(SHAPE, frame_layers((3, *SHAPE)), 10)
+    # Each frame kept whole (its three planes) and drizzled alone per plane.
+    assert cube == 3 * mono

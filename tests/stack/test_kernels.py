@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 
-from astro_offsets import OffsetMap, Stacker
+from astro_offsets import OffsetMap, OffsetModel, Stacker
 from astro_offsets.datasets import render_stars
 from astro_offsets.stack import TURBO_TURN, frame_kernel, map_turn
 
@@ -68,6 +68,11 @@ def test_map_turn_of_a_turn_a_scale_and_a_shift():
     assert map_turn(OffsetMap(0.004 * xx, 0.004 * yy)) == pytest.approx(0.004, rel=1e-4)
     assert map_turn(OffsetMap(np.full(SHAPE, 3.7), np.full(SHAPE, -1.2))) == 0.0
     assert map_turn(None) == 0.0
+    # A quadrant field's steps between its stars (centroid noise) are no turn.
+    rng = np.random.default_rng(2)
+    x, y = rng.uniform(0, nx, (2, 40))
+    noisy = OffsetModel(x, y, 3.0 + rng.normal(0, 0.05, 40), -1.0 + rng.normal(0, 0.05, 40))
+    assert frame_kernel("auto", noisy.to_map(SHAPE)) == "turbo"
     assert frame_kernel("auto", None) == "turbo"
     assert frame_kernel("lanczos3", omap) == "lanczos3"
     assert np.sin(np.deg2rad(0.5)) > TURBO_TURN

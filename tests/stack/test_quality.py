@@ -168,6 +168,20 @@ def test_stack_frames_weights_by_the_noise(tmp_path):
     assert mean == pytest.approx((w[0] * 100 + w[1] * 200) / (w[0] + w[1]), rel=2e-3)
 
 
+def test_without_normalisation_a_longer_exposure_weighs_more(tmp_path):
+    # The stacker takes each frame per second of its exposure: a frame of twice
+    # the reference's exposure, of sqrt(2) its noise (photons), has 1/sqrt(2)
+    # of its noise per second: twice its weight.
+    rng = np.random.default_rng(6)
+    frames = [os.path.join(tmp_path, f"light_{k}.fits") for k in range(2)]
+    for frame, exptime, level in zip(frames, (30.0, 60.0), (100.0, 200.0), strict=True):
+        data = rng.normal(level, np.sqrt(level), SHAPE).astype(np.float32)
+        fits.PrimaryHDU(data, fits.Header([("EXPTIME", exptime)])).writeto(frame)
+    _map(os.path.join(tmp_path, "light_1.offsets.fits"))
+    _, results = stack_frames(frames, reject=False, normalize=False)
+    assert results[1].weight == pytest.approx(2.0, rel=0.1)
+
+
 def test_options_turn_selection_and_weighting_off(tmp_path):
     frames = sequence(tmp_path, bad={2: CAPPED, 4: CLOUDED, 5: BLURRED})
     off = {"select": False, "weighting": "none", "reject": False, "mask_hot_pixels": False}
@@ -248,3 +262,11 @@ def test_bad_selection_options_are_usage_errors(tmp_path, capsys):
         main(["stack", *frames, "--out", out, "--filter-fwhm", "wide"])
     with pytest.raises(ValueError, match="weighting must be one of noise, none"):
         stack_frames(frames, weighting="snr")
+
+
+def test_frame_noise_of_a_colour_cube_counts_every_plane():
+    from astro_offsets.stack._quality import frame_noise
+
+    rng = np.random.default_rng(4)
+    cube = np.stack([rng.normal(100.0, sigma, (300, 400)) for sigma in (1.0, 5.0, 9.0)])
+    assert frame_noise(cube) == pytest.approx(np.sqrt((1 + 25 + 81) / 3), rel=0.03)

@@ -435,6 +435,21 @@ def test_stack_command_mono_and_existing_output(tmp_path, capsys):
         f"{tmp_path / 'mono.frames.png'} (use --overwrite to replace them); nothing stacked"
     )
     assert out.read_bytes() == before
+    # The stack removed to redo it: its preview and report, ours, are remade with it.
+    out.unlink()
+    assert main(["stack", *frames, "--out", str(out), "--maps", str(tmp_path / "maps")]) == 0
+    assert out.exists()
+    assert "wrote" in capsys.readouterr().out
+    # A file of that name that is not ours is kept, and the run refused.
+    out.unlink()
+    (tmp_path / "mono.png").write_bytes(b"a picture of the user's")
+    assert main(["stack", *frames, "--out", str(out), "--maps", str(tmp_path / "maps")]) == 2
+    assert capsys.readouterr().err == (
+        f"astro-offsets: error: {tmp_path / 'mono.png'}: exists and was not written by "
+        "astro-offsets; move it, or replace it with --overwrite\n"
+    )
+    assert (tmp_path / "mono.png").read_bytes() == b"a picture of the user's"
+    assert not out.exists()
 
 
 def test_mixed_mono_and_colour(raw_sequence, tmp_path):
