@@ -219,12 +219,17 @@ def run_siril(siril, sequence, jobs):
     # Siril's own settings, so that a user's preferences neither change the run nor are
     # changed by it; Siril keeps its defaults for everything not set here.
     config = root / "siril.config"
-    config.write_text('misc-settings :\n{\n  extension = ".fit";\n};\n')
+    version = re.search(r"(\d+)\.(\d+)", siril_version(siril))
+    modern = version is not None and (int(version[1]), int(version[2])) >= (1, 2)
+    # Siril 1.0 reads a libconfig file; 1.2 and later a key file, in which the
+    # scripts set the extension themselves (setext).
+    config.write_text("" if modern else 'misc-settings :\n{\n  extension = ".fit";\n};\n')
     notes = []
 
     def script(name, lines, cwd):
         path = root / f"{name}.ssf"
-        head = ["requires 1.0.0"] + ([f"setcpu {jobs}"] if jobs and jobs > 0 else [])
+        head = ["requires 1.0.0"] + (["setext fit"] if modern else [])
+        head += [f"setcpu {jobs}"] if jobs and jobs > 0 else []
         path.write_text("\n".join([*head, *lines]) + "\n")
         command = [siril, "-i", str(config), "-d", str(cwd), "-s", str(path)]
         step = run(f"siril {name}", command, cwd, "Script execution failed")
@@ -569,6 +574,12 @@ def main():
         help="frames of 1000x675 (a sixteenth of the pixels) while developing",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the sky and the noise")
+    parser.add_argument(
+        "--siril",
+        help="the siril-cli to run (default: siril-cli on the PATH); a wrapper that runs "
+        "another Siril, such as ../shared/tools/siril14 DIR, with DIR above the temporary "
+        "folder",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
     parser.add_argument(
         "--jobs",
@@ -591,7 +602,7 @@ def main():
     if args.jobs is not None and args.jobs == 0:
         parser.error("--jobs: 0 jobs; use 1 for serial, -1 for all cores")
 
-    siril = shutil.which("siril-cli")
+    siril = args.siril or shutil.which("siril-cli")
     print(machine_line(siril))
     print(f"before: {load()} (the machine is shared: timings are noisy)")
     if args.blas_threads:
