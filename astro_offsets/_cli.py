@@ -319,7 +319,7 @@ def _add_stack(commands):
         default="auto",
         choices=KERNELS,
         help="drizzle kernel (default: auto, per frame turbo where its map turns the pixels "
-        "by less than half a degree, else square)",
+        "by less than half a degree beyond a quarter turn, else square)",
     )
     stack.add_argument(
         "--pixfrac",

@@ -13,7 +13,6 @@ from joblib import Parallel, delayed, effective_n_jobs
 from .._utils.validation import positive_pair, real
 from .._utils.workers import start_workers
 from ..frames import CFA_CHANNEL
-from ..maps import largest_jump
 from ._bands import (
     BandJob,
     Layer,
@@ -33,14 +32,23 @@ __all__ = ["KERNELS", "TURBO_TURN", "Stacker", "check_stack_options", "frame_ker
 # "auto": turbo or square, per frame (`frame_kernel`); then drizzle's own.
 KERNELS = ("auto", *resample.SUPPORTED_DRIZZLE_KERNELS)
 
-# The most a map may turn (the sine of half a degree) for "auto" to take
-# turbo: turbo's drops stay upright and of one size, square's follow the
-# map. Up to this, on sharp stars (a FWHM of 2 pixels), they differ by 0.3 %
-# at most at the 99th percentile of the stars' pixels; at 1 degree by 0.5 %,
+# The most a map may turn (the sine of half a degree), beyond a multiple of
+# 90 degrees, for "auto" to take turbo: turbo's drops stay upright and of one
+# size, square's follow the map. Up to this, on sharp stars (a FWHM of 2
+# pixels), they differ by 0.3 % at most at the 99th percentile of the stars'
+# pixels; at 1 degree by 0.5 %,
 # at 10 degrees by 6 % (see the stacking page of the documentation).
 TURBO_TURN = 0.0087
 # Pixels over which map_turn measures a map's turn.
 _TURN_SPAN = 16
+# Turns by a multiple of 90 degrees, each as the pixmap's steps along x and
+# along y: turbo's upright drops are the pixels' own under them.
+_QUARTER_TURNS = (
+    ((1, 0), (0, 1)),
+    ((0, 1), (-1, 0)),
+    ((-1, 0), (0, -1)),
+    ((0, -1), (1, 0)),
+)
 
 _DEFAULTS = MappingProxyType(
     {"kernel": "auto", "pixfrac": 1.0, "scale": 1.0, "exposure_weighting": True, "context": True}
@@ -50,13 +58,16 @@ _RGB = ("RED", "GREEN", "BLUE")
 
 
 def map_turn(offset_map):
-    """Return how far a map turns or resizes the pixels: its offsets' largest change a pixel.
+    """Return how far a map turns or resizes the pixels, from the nearest quarter turn.
 
-    A rotation by an angle gives its sine; a change of scale by a fraction
-    (a lens's distortion) that fraction; a shift 0. `None` is the reference
-    frame: 0. The change is measured over 16 pixels
-    (`~astro_offsets.maps.largest_jump` of every 16th pixel, over 16): the
-    frame's turn, not the small steps of a quadrant field between its stars.
+    The largest difference between the pixmap's Jacobian and a turn by a
+    multiple of 90 degrees (the one nearest the frame's), under which
+    turbo's upright drops are the pixels' own: a rotation by a small angle
+    gives its sine; a meridian flip (half a turn) and the small angle beyond
+    it, that angle's sine; a change of scale by a fraction (a lens's
+    distortion) that fraction; a shift 0. `None` is the reference frame: 0.
+    The Jacobian is measured over 16 pixels: the frame's turn, not the small
+    steps of a quadrant field between its stars.
 
     Examples
     --------
@@ -64,17 +75,38 @@ def map_turn(offset_map):
     >>> from astro_offsets import OffsetMap
     >>> from astro_offsets.stack import map_turn
     >>> y, x = np.mgrid[:20, :30]
-    >>> turn = np.deg2rad(2.0)
-    >>> x_offset = x - (np.cos(turn) * x + np.sin(turn) * y)
-    >>> y_offset = y - (-np.sin(turn) * x + np.cos(turn) * y)
-    >>> round(map_turn(OffsetMap(x_offset, y_offset)), 4), round(float(np.sin(turn)), 4)
+    >>> def turned(degrees):
+    ...     turn = np.deg2rad(degrees)
+    ...     return OffsetMap(x - (np.cos(turn) * x + np.sin(turn) * y),
+    ...                      y - (-np.sin(turn) * x + np.cos(turn) * y))
+    >>> round(map_turn(turned(2.0)), 4), round(float(np.sin(np.deg2rad(2.0))), 4)
     (0.0349, 0.0349)
+    >>> round(map_turn(turned(182.0)), 4)  # a meridian flip, and 2 degrees
+    0.0349
     """
     if offset_map is None:
         return 0.0
     span = max(min(_TURN_SPAN, *(n - 1 for n in offset_map.shape)), 1)
     every = (slice(None, None, span), slice(None, None, span))
-    return largest_jump(offset_map.x_offset[every], offset_map.y_offset[every]) / span
+    x_offset = offset_map.x_offset[every].astype(np.float64)
+    y_offset = offset_map.y_offset[every].astype(np.float64)
+    # The pixmap (x - x_offset, y - y_offset): its columns' steps along x, then y.
+    columns = []
+    if x_offset.shape[1] > 1:
+        columns.append((1 - np.diff(x_offset, axis=1) / span, -np.diff(y_offset, axis=1) / span, 0))
+    if x_offset.shape[0] > 1:
+        columns.append((-np.diff(x_offset, axis=0) / span, 1 - np.diff(y_offset, axis=0) / span, 1))
+    if not columns:
+        return 0.0
+
+    def deviation(turn, reduce):
+        return max(
+            max(reduce(np.abs(px - turn[axis][0])), reduce(np.abs(py - turn[axis][1])))
+            for px, py, axis in columns
+        )
+
+    nearest = min(_QUARTER_TURNS, key=lambda turn: deviation(turn, np.nanmedian))
+    return float(deviation(nearest, lambda a: np.fmax.reduce(a, axis=None)))
 
 
 def frame_kernel(kernel, offset_map):
@@ -167,8 +199,8 @@ class Stacker:
         ``"gaussian"``, ``"lanczos2"`` or ``"lanczos3"`` (``KERNELS``). The
         lanczos kernels take no ``pixfrac`` and do not conserve flux. The
         default, ``"auto"``, takes per frame ``"turbo"`` where its map turns
-        the pixels by less than half a degree (or resizes them by less than
-        0.9 %), which gives ``"square"``'s stars at half the cost, and
+        the pixels by less than half a degree beyond a quarter turn (or
+        resizes them by less than 0.9 %), which gives ``"square"``'s stars at half the cost, and
         ``"square"`` where it turns them more
         (``astro_offsets.stack.frame_kernel``; see the stacking page of the
         documentation).
