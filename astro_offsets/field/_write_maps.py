@@ -91,29 +91,48 @@ def _quadrant_instead(model):
     return quadrant
 
 
-def _make(model, shape, n_jobs, settings, out=None):
-    """Make a table's map; return the map and its warnings, one line each.
+class _FoldError(ValueError):
+    """A map refused (it folds), with the warnings of making it (``notes``)."""
 
-    The field ``method="auto"`` chose is fitted to the stars, not to the
-    frame beyond them: where it folds (a polynomial extrapolated into an
-    empty corner), the quadrant field on the same trend, which follows the
-    stars and nothing else, takes its place, with a warning. Another field
-    that folds is refused, when it is written (see `_write_map`).
-    """
-    source = model.meta["source"]
+    def __init__(self, message, notes):
+        super().__init__(message)
+        self.notes = notes
+
+
+def _to_map(model, shape, n_jobs, settings, out):
+    """Return the model's map and the warnings of making it, one line each."""
     with _CATCHING, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         omap = model.to_map(shape, n_jobs=n_jobs, block_size=settings["block_size"], out=out)
-    notes = tuple(describe(source, str(w.message)) for w in caught)
-    if model.meta.get("selection") == "auto" and model.method != "quadrant":
+    return omap, tuple(describe(model.meta["source"], str(w.message)) for w in caught)
+
+
+def _make(model, shape, n_jobs, settings, out=None):
+    """Make a table's map; return the map and its warnings, one line each.
+
+    A map that folds is refused (a `ValueError` naming its table): drizzle
+    cannot use it. The field ``method="auto"`` chose is fitted to the stars,
+    not to the frame beyond them: where it folds (a polynomial extrapolated
+    into an empty corner), the quadrant field on the same trend, which
+    follows the stars and nothing else, takes its place, with a warning.
+    """
+    omap, notes = _to_map(model, shape, n_jobs, settings, out)
+    folds = omap.folds()
+    if folds is not None and model.meta.get("selection") == "auto" and model.method != "quadrant":
+        # The warnings of the map not used give way to the one that says why.
+        notes = (
+            f"{model.meta['source']}: {omap.field_summary.split(',')[0]} folds at {folds}: "
+            "the quadrant field on the trend is used instead",
+        )
+        model = _quadrant_instead(model)
+        omap, more = _to_map(model, shape, n_jobs, settings, out)
+        notes += more
         folds = omap.folds()
-        if folds is not None:
-            notes = (
-                f"{source}: {omap.field_summary.split(',')[0]} folds at {folds}: the quadrant "
-                "field on the trend is used instead",
-            )
-            model = _quadrant_instead(model)
-            omap = model.to_map(shape, n_jobs=n_jobs, block_size=settings["block_size"], out=out)
+    if folds is not None:
+        try:
+            omap.check_folds()  # the error, naming the table
+        except ValueError as exc:
+            raise _FoldError(str(exc), notes) from None
     if settings["cv"]:
         omap.meta["cv_rms"] = model.cv_rms
     return omap, notes
@@ -129,13 +148,11 @@ def _write_plot(omap, output, stars):
 
 
 def _write_map(omap, output, overwrite, plot):
-    """Write a map, and its plot if asked; return the warnings, one line each.
+    """Write a map (`_make` checked it does not fold), and its plot if asked.
 
-    A map that folds is not written (a `ValueError` naming its table): drizzle
-    cannot use it. A plot that fails leaves the map written: a warning, not a
-    failure.
+    Return the warnings, one line each: a plot that fails leaves the map
+    written, a warning, not a failure.
     """
-    omap.check_folds()
     omap.write(output, overwrite=overwrite)
     # The plot belongs to the map just written: a stale one is replaced.
     return _write_plot(omap, output, None) if plot else ()
@@ -346,7 +363,7 @@ def _maps_here(batch, shape, outdir, n_jobs, settings, options):
                 omap, fallback = _make(model, shape, n_jobs, settings, buffers[computed % 2])
                 notes += fallback
             except Exception as exc:
-                batch.fail(index, exc, output=output, warnings=notes)
+                batch.fail(index, exc, output=output, warnings=notes + getattr(exc, "notes", ()))
                 continue
             computed += 1
             if pending is not None:
@@ -396,7 +413,7 @@ def _make_map(table, output, files, shape, settings, options):
         notes += fallback
         plot_notes = _write_map(omap, staged, True, settings["plot"])
     except Exception as exc:
-        return _Made(True, named(describe(table, exc)), notes)
+        return _Made(True, named(describe(table, exc)), notes + getattr(exc, "notes", ()))
     return _Made(True, "", notes, tuple(map(named, plot_notes)), omap.field_summary)
 
 
