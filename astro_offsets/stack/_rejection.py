@@ -171,6 +171,16 @@ class Rejection:
         self._zeros[index] = None if zeros is None else tuple(zeros)
         self._weights[index] = weight
 
+    def drop(self, index):
+        """Forget frame ``index``, kept (`add`, `kept`): its files go, it makes no median."""
+        self.wait()
+        self._zeros.pop(index, None)
+        self._weights.pop(index, None)
+        singles = [f"single.{index}.{k}" for k in range(len(self._layers))]
+        for name in [f"frame.{index}", *singles]:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(_path(self.directory, name))
+
     def wait(self):
         """Wait until the frames added so far are drizzled alone."""
         pending, self._pending = self._pending, None

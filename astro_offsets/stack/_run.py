@@ -76,17 +76,26 @@ class Frames:
         self.reference_noise = None
 
     def read(self, item):
-        raw = (
-            read_frame(item.frame_file)
-            if self.calibration is None
-            else self.calibration.read(item.frame_file)
-        )
+        """Read a frame and its map from their files; prepare the frame (`prepare`)."""
+        raw = self.read_raw(item.frame_file)
+        omap = OffsetMap.read(item.map_file) if item.map_file is not None else None
+        return self.prepare(raw, omap, item.omap_path)
+
+    def read_raw(self, path):
+        """Read a frame file, calibrated (`read_frame`, `Calibration.read`)."""
+        return read_frame(path) if self.calibration is None else self.calibration.read(path)
+
+    def prepare(self, raw, omap, omap_path=None):
+        """Prepare a frame read (`read_raw`) and its map: checked, hot pixels out, normalised.
+
+        ``raw.data`` is changed in place when it is float32 already.
+        ``omap_path`` names the map in messages.
+        """
         # The frame's own array, fresh from the file (changed in place below).
         data = np.asarray(raw.data, dtype=np.float32)
-        omap = OffsetMap.read(item.map_file) if item.map_file is not None else None
         if omap is not None and omap.shape != data.shape[-2:]:
             raise ValueError(
-                f"frame shape {data.shape} differs from its map's {omap.shape} ({item.omap_path})"
+                f"frame shape {data.shape} differs from its map's {omap.shape} ({omap_path})"
             )
         self._check(data, raw.colors)
         if self.mask_hot_pixels:
@@ -203,8 +212,11 @@ class Run:
     stack every few frames, and a resumed run takes up where it stopped.
     """
 
-    def __init__(self, batch, frames, n_jobs, scratch, options, checkpoint=None):
+    def __init__(self, batch, frames, n_jobs, scratch, options, checkpoint=None, maps=None):
         self.batch = batch
+        # How the second pass has a frame's map: ``maps(item, out)`` (the
+        # arrays of ``out`` may take it), or by default from its file.
+        self.maps = maps
         self.progress = getattr(batch, "progress", False)
         self.frames = frames
         self.n_jobs = n_jobs
@@ -357,19 +369,9 @@ class Run:
         pairs = [None, None]  # the arrays of every other frame's map
 
         def read_map(k):
-            map_file = todo[k][1].map_file
-            if map_file is None:
-                return None
-            try:
-                omap = OffsetMap.read(map_file, out=pairs[k % 2])
-            except ValueError:
-                if pairs[k % 2] is None:
-                    raise
-                # Not into the frame's arrays (a map changed since the first
-                # pass, say): what is wrong with the file itself, or its
-                # shape, which `Rejection.mask` refuses.
-                omap = OffsetMap.read(map_file)
-            pairs[k % 2] = omap.x_offset, omap.y_offset
+            omap = self._map_of(todo[k][1], pairs[k % 2])
+            if omap is not None:
+                pairs[k % 2] = omap.x_offset, omap.y_offset
             return omap
 
         with ThreadPoolExecutor(1, thread_name_prefix="astro_offsets-maps") as reader:
@@ -402,6 +404,22 @@ class Run:
                     entry.get("weight"),
                 )
                 yield number, item, prepared, outliers, stats
+
+    def _map_of(self, item, out):
+        """Return a frame's map for the second pass, into the arrays of ``out`` if they fit."""
+        if self.maps is not None:
+            return self.maps(item, out)
+        if item.map_file is None:
+            return None
+        try:
+            return OffsetMap.read(item.map_file, out=out)
+        except ValueError:
+            if out is None:
+                raise
+            # Not into the frame's arrays (a map changed since the first
+            # pass, say): what is wrong with the file itself, or its
+            # shape, which `Rejection.mask` refuses.
+            return OffsetMap.read(item.map_file)
 
     def _restored(self, item, entry):
         """Report a frame that a resumed partial stack holds."""
@@ -531,7 +549,7 @@ class Run:
         if self.checkpoint is not None:
             self.checkpoint.mark_kept(index, entry)
 
-    def reject(self, todo, client=None, keeper=None):
+    def reject(self, todo, client=None, keeper=None, select=None):
         """Rejection's passes up to the medians; return the frames to stack, numbered.
 
         The first pass keeps each frame (calibrated and normalised) in the
@@ -540,9 +558,17 @@ class Run:
         each frame's outliers found against the medians, and the frame
         drizzled onto the stack without them). Only the frames' names are
         held in between: maps are read again.
+
+        ``select(kept)``, called once the frames are kept and before the
+        medians, returns the indices of the frames to leave out (and reports
+        them): they make no part of the medians, and are not stacked.
         """
         whole = self.checkpoint is not None and self.checkpoint.medians() is not None
         kept = self.keep(todo, keeper)
+        if select is not None and not whole:
+            for index in select(kept):
+                del kept[index]
+                self.rejection.drop(index)
         if not kept:
             return []
         self.rejection.combine(client, reuse=whole)
