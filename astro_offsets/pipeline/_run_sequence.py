@@ -1,7 +1,6 @@
 """A whole sequence in one run: stars, fields and stack, each frame read once."""
 
 import copy
-import dataclasses
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -195,8 +194,15 @@ def run_sequence(
         if directory not in (None, True, False) and not os.path.isdir(directory):
             raise ValueError(f"{directory}: the directory for the {what} does not exist")
     write_maps = write_maps or None
-    batch = Batch(
-        frames, RunResult, what="frame", name="run", progress=progress, callback=callback
+    made = {}  # what each frame made: its table, field and map's record
+    batch = _Batch(
+        frames,
+        RunResult,
+        what="frame",
+        name="run",
+        progress=progress,
+        callback=callback,
+        made=made,
     )
     inputs = batch.inputs
     if not inputs:
@@ -224,6 +230,7 @@ def run_sequence(
         tables=tables,
         maps=write_maps,
     )
+    frames_read.made = made
     measured = {}
 
     def select_kept(kept):
@@ -249,13 +256,30 @@ def run_sequence(
         select=select_kept,
         maps=frames_read.offset_map,
     )
-    results = [
-        _result(r, frames_read.made.get(index), measured.get(index))
-        for index, r in enumerate(batch.results)
-    ]
+    results = [_with_measures(r, measured.get(index)) for index, r in enumerate(batch.results)]
     if report is not None:
         write_frame_report(frame_report(results), report, overwrite=True)
     return stack, results
+
+
+class _Batch(Batch):
+    """The `Batch` of a run: each frame's result has what the frame made (``made``)."""
+
+    def __init__(self, *args, made, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.made = made
+
+    def finish(self, index, status, message="", **fields):
+        made = self.made.get(index)
+        if made is not None:
+            fields.update(
+                table=made.table,
+                field=made.field,
+                detected=made.counts["detected"],
+                matched=made.counts["matched"],
+                warnings=made.notes + tuple(fields.get("warnings", ())),
+            )
+        super().finish(index, status, message, **fields)
 
 
 def _dir(write_maps):
@@ -272,23 +296,6 @@ def _measured(frames_read, todo, kept):
         if item.map_file is None:
             measured[item.index] = reference
     return measured
-
-
-def _result(result, made, measures):
-    """Return a frame's `RunResult` with its table, field and measures."""
-    if result is None:
-        return None
-    result = _with_measures(result, measures)
-    if made is None:
-        return result
-    return dataclasses.replace(
-        result,
-        table=made.table,
-        field=made.field,
-        detected=made.counts["detected"],
-        matched=made.counts["matched"],
-        warnings=tuple(result.warnings) + made.notes,
-    )
 
 
 def _stream(run, frames_read, todo, kept, n_jobs, progress):
