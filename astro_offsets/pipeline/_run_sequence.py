@@ -4,6 +4,7 @@ import copy
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from joblib import Parallel, delayed, effective_n_jobs
 from tqdm import tqdm
@@ -34,7 +35,8 @@ from ._stream import StreamFrames
 
 __all__ = ["RunResult", "run_sequence"]
 
-_STARS = {"fwhm": None, "threshold": 5.0, "min_snr": 10.0, "flagged": False}
+# The star options and their defaults, as `make_tables` has them.
+_STARS = MappingProxyType({"fwhm": None, "threshold": 5.0, "min_snr": 10.0, "flagged": False})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -170,7 +172,8 @@ def run_sequence(
     >>> from astro_offsets.datasets import night_sequence
     >>> from astro_offsets.pipeline import run_sequence
     >>> folder = tempfile.mkdtemp()
-    >>> night = night_sequence(folder, n_frames=4, shape=(240, 320), conditions={})
+    >>> night = night_sequence(folder, shape=(240, 320), n_frames=4, n_stars=150,
+    ...                        flip_after=None, bad={}, trail_frame=None)
     >>> stack, results = run_sequence(night.frames, reject=False)
     >>> [r.status for r in results]
     ['stacked', 'stacked', 'stacked', 'stacked']
