@@ -338,9 +338,7 @@ def _stream(run, frames_read, todo, kept, n_jobs, progress):
     # The workers' copy: without what the frames made here.
     copied = copy.copy(frames_read)
     copied.made = {}
-    bar = tqdm(
-        total=len(todo), desc="frames", unit="frame", disable=None if progress else True
-    )
+    bar = tqdm(total=len(todo), desc="frames", unit="frame", disable=None if progress else True)
     with bar:
         bar.update(len(todo) - len(rest))
         tasks = (delayed(_through)(copied, directory, item) for item in rest)
@@ -375,4 +373,3 @@ def _through(frames_read, directory, item):
     except Exception as exc:
         return describe(item.frame, exc), None
     return entry, frames_read.made.pop(item.index)
-

@@ -118,9 +118,7 @@ class StreamFrames(Frames):
         """Read the reference frame: its stars, then the frame prepared for the stack."""
         image, hot = _image(raw)
         stars = self.stars
-        self.reference_stars = reference_stars(
-            item.frame, image, stars["fwhm"], stars["threshold"]
-        )
+        self.reference_stars = reference_stars(item.frame, image, stars["fwhm"], stars["threshold"])
         return self.prepare(raw, None, None, hot)
 
     def _field(self, item, table, counts, shape):
@@ -158,7 +156,6 @@ class StreamFrames(Frames):
     def made_by(self, index, made):
         """Take what a worker made of frame ``index`` (its copy's ``made``)."""
         self.made[index] = made
-
 
 
 def _image(raw):
