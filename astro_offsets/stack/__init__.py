@@ -15,10 +15,10 @@ cosmic rays. Resampled back through each frame's map (blotted, bilinearly),
 it predicts the frame's pixels; a pixel deviates where it differs from the
 prediction, less the frame's smooth residual (a sky gradient of its own),
 by more than 5 times its noise (the sky's, measured from the differences of
-neighbouring pixels, plus photon noise above the sky) plus 1.6 times the
+neighbouring pixels, plus photon noise above the sky) plus 2.5 times the
 prediction's largest step to a neighbour (so that the cores of stars, steep,
 sampled differently in every frame and sharper in some, never deviate); its
-neighbours deviate at 3 times the noise plus 0.9 times the step. The
+neighbours deviate at 3 times the noise plus 1.2 times the step. The
 deviating pixels, grown by one pixel, get no weight in the final drizzle.
 """
 

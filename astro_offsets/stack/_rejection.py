@@ -34,9 +34,12 @@ __all__ = ["Rejection", "RejectionStats", "keep_frame", "median_rows"]
 # pixels beyond 3.5 sigma of pure noise, 6 beyond 5. And the seeing changes
 # from frame to frame, as it does not for HST: with FWHMs of 3.4 to 4.5 px,
 # 1.2 steps masked the cores of bright stars in the sharpest and the
-# softest frames, 1.6 none (tests/stack/test_rejection.py).
+# softest frames of tests/stack/test_rejection.py; 1.6 steps (and 0.9 for
+# the neighbours) masked the sharpest frame's cores in 10 % of the bright
+# stars of benchmarks/bench_rejection.py's ten frames, 2.5 (and 1.2) none,
+# with trails and cosmic rays rejected as well (tests/test_bench_rejection.py).
 SNR = (5.0, 3.0)
-SCALE = (1.6, 0.9)
+SCALE = (2.5, 1.2)
 # Block of the smooth residual (a sky gradient of this frame's that the
 # median has not), and the stride of the pixels sampled in it.
 _BLOCK, _STRIDE = 64, 8
