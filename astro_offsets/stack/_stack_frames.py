@@ -14,7 +14,7 @@ from tqdm import tqdm
 from .._utils.batch import Batch, Result, describe
 from .._utils.naming import map_path
 from .._utils.validation import input_file
-from .._utils.workers import cluster_client
+from .._utils.workers import takes_client
 from ..frames import frame_shape
 from ._checkpoint import Checkpoint, digest
 from ._cluster import on_cluster
@@ -221,6 +221,7 @@ def check_frames(frames, *, maps=None, reference=None):
     return [r for r in batch.results if r is not None and r.status == "failed"]
 
 
+@takes_client
 def stack_frames(
     frames,
     *,
@@ -235,6 +236,7 @@ def stack_frames(
     progress=False,
     callback=None,
     n_jobs=None,
+    client=None,
     checkpoint=None,
     checkpoint_every=10,
     resume=False,
@@ -311,14 +313,18 @@ def stack_frames(
         Worker processes that drizzle, with joblib's meaning: `None` honours
         `joblib.parallel_config` (one worker outside it), -1 is all cores.
         The stack is the same for any number. The next frame is read while
-        the workers drizzle one. Inside ``joblib.parallel_config(backend="dask")``
-        the frames go to the dask cluster instead: with rejection, a task
+        the workers drizzle one.
+    client : `distributed.Client`, str or `None`, optional
+        A dask cluster's client, or its scheduler's address (connected to
+        for the call), to send the frames to instead: with rejection, a task
         per frame keeps it and drizzles it alone, tasks of row chunks take
         the medians; then each worker stacks a share of the frames into a
         partial stack, and the partial stacks are added up here (images
         and weights are weighted sums, contexts are ORed). The files move
         as paths: the workers must read the frames, the maps and the
-        ``checkpoint`` (or ``scratch``) directory at the same paths.
+        ``checkpoint`` (or ``scratch``) directory at the same paths. The
+        default is `None`: the frames are stacked here, by ``n_jobs``
+        workers.
     checkpoint : str, path-like or `None`, optional
         A directory where the stack keeps what it needs to resume: with
         rejection its frames kept and drizzled alone (instead of
@@ -475,7 +481,6 @@ def stack_frames(
             )
     elif masks and not reject:
         raise ValueError("outlier masks need rejection: masks= with reject=False")
-    client = cluster_client()
     saved = None
     if checkpoint is not None:
         identity = {
@@ -495,7 +500,7 @@ def stack_frames(
         if client is None and saved.shares > 1:
             raise ValueError(
                 f"{checkpoint}: the checkpoint of a stack on a dask cluster, in "
-                f"{saved.shares} shares: resume it on a cluster (--scheduler)"
+                f"{saved.shares} shares: resume it on a cluster (client=, --scheduler)"
             )
         if saved.resumed and progress:
             tqdm.write(f"resuming from {saved.name}: {saved.summary()}", file=sys.stderr)
