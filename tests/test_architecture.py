@@ -119,6 +119,14 @@ def test_the_checks_can_fail(tmp_path):
     assert not cycles({"a": {"b"}, "b": {"c"}, "d": {"a", "c"}})
 
 
+def test_the_cluster_is_given_not_sniffed():
+    # A dask cluster comes as client= (workers.Tasks), not from joblib's
+    # private active backend; only the tiles of OffsetModel.to_map honour
+    # whatever joblib backend is active (DESIGN.md).
+    users = [name for name, path in modules() if "get_active_backend" in path.read_text()]
+    assert users == ["astro_offsets.field._tiling"]
+
+
 MUTABLE = (dict, list, set, bytearray)
 
 

@@ -380,24 +380,30 @@ class Tasks:
             return
         calls = list(self._sent)
         self._sent.clear()
-        self._outputs = self._parallel(calls)
-        yield from self._outputs
-        self._outputs = None
+        outputs = self._outputs = self._parallel(calls)
+        try:
+            # Not ``yield from``: this generator closed early (the caller's
+            # loop left) closes joblib's here, its warning silenced.
+            for result in outputs:
+                yield result
+        finally:
+            self._close_outputs()
 
-    def cancel(self):
-        """Cancel the tasks whose results were not taken."""
-        if self.client is not None:
-            sent, self._sent = list(self._sent), collections.deque()
-            if sent:
-                self.client.cancel(sent)
-            return
-        self._sent.clear()
+    def _close_outputs(self):
+        """Stop joblib's work whose results were not taken."""
         outputs, self._outputs = self._outputs, None
         if outputs is not None:
             # joblib warns of the work cancelled, which is meant here.
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 outputs.close()
+
+    def cancel(self):
+        """Cancel the tasks whose results were not taken."""
+        sent, self._sent = list(self._sent), collections.deque()
+        if self.client is not None and sent:
+            self.client.cancel(sent)
+        self._close_outputs()
 
     def __enter__(self):
         return self
