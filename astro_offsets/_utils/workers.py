@@ -335,14 +335,15 @@ class Tasks:
             return len(self.client.scheduler_info()["workers"])
         return effective_n_jobs(self._n_jobs)
 
-    def start(self, module):
-        """Have the workers start and import ``module`` now, ahead of their tasks.
+    def start(self, module=None):
+        """Have the workers start (and a cluster's import ``module``) now, ahead of their tasks.
 
         To call in a thread while the caller does its own first work (see
         `start_workers`, `warm_cluster`).
         """
         if self.client is not None:
-            warm_cluster(self.client, module)
+            if module is not None:
+                warm_cluster(self.client, module)
         elif self.workers > 1:
             start_workers(self._parallel, self.workers)
 
