@@ -387,6 +387,7 @@ class Tasks:
             # loop left) closes joblib's here, its warning silenced.
             for result in outputs:
                 yield result
+            self._outputs = None  # all taken: nothing to stop
         finally:
             self._close_outputs()
 
@@ -394,7 +395,8 @@ class Tasks:
         """Stop joblib's work whose results were not taken."""
         outputs, self._outputs = self._outputs, None
         if outputs is not None:
-            # joblib warns of the work cancelled, which is meant here.
+            # joblib warns of the work cancelled, which is meant here. (Only
+            # then: the filters are the whole process's, not this thread's.)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 outputs.close()
