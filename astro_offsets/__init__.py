@@ -2,8 +2,9 @@
 
 The package follows the pipeline, one subpackage per stage: ``frames``
 (reading them), ``stars`` (star tables), ``field`` (offset fields and their
-maps), ``maps`` (the maps, the product) and ``stack`` (drizzle), with
-synthetic data in `astro_offsets.datasets`. Users import from here.
+maps), ``maps`` (the maps, the product), ``stack`` (drizzle) and ``pipeline``
+(all of them in one run), with synthetic data in `astro_offsets.datasets`.
+Users import from here.
 
 Stars measured in every frame of a sequence (`make_tables`, with
 `detect_stars` and `match_stars`) give, per frame, a table of centroids and
@@ -14,7 +15,8 @@ sigma-clipped, or whichever cross-validates best. `OffsetMap` holds the
 field evaluated at every pixel, writes it as FITS and hands it to drizzle as a
 pixel map; `write_maps` makes the maps of a whole sequence, and `Stacker` and
 `stack_frames` drizzle the frames onto the reference grid (Bayer drizzle for
-colour raw frames).
+colour raw frames). `run_sequence` takes a whole sequence through all three
+(``astro_offsets.pipeline``), each frame read once.
 """
 
 from types import MappingProxyType
@@ -36,6 +38,8 @@ _WHERE = MappingProxyType(
         "read_frame": ".frames",
         "OffsetMap": ".maps",
         "StarOffsets": ".maps",
+        "RunResult": ".pipeline",
+        "run_sequence": ".pipeline",
         "KERNELS": ".stack",
         "Stack": ".stack",
         "StackResult": ".stack",
@@ -50,7 +54,7 @@ _WHERE = MappingProxyType(
         # The stages themselves, as attributes of the package.
         **{
             stage: f".{stage}"
-            for stage in ("datasets", "field", "frames", "maps", "stack", "stars")
+            for stage in ("datasets", "field", "frames", "maps", "pipeline", "stack", "stars")
         },
     }
 )
@@ -63,6 +67,7 @@ __all__ = [
     "MatchError",
     "OffsetMap",
     "OffsetModel",
+    "RunResult",
     "Stack",
     "StackResult",
     "Stacker",
@@ -76,6 +81,7 @@ __all__ = [
     "match_stars",
     "offsets_table",
     "read_frame",
+    "run_sequence",
     "stack_frames",
     "write_maps",
 ]

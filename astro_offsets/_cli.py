@@ -13,11 +13,12 @@ from tqdm import tqdm
 from ._utils.batch import describe
 from ._utils.naming import checkpoint_path, png_path
 from ._utils.provenance import PRODUCTS, product_kind
+from ._utils.validation import input_file
 from ._utils.workers import ClusterError, connected
 from ._version import __version__
 from .field import DEFAULT_TREND, MAPS_METHOD, METHODS, TRENDS, check_options, write_maps
 from .frames import KINDS, Calibration, frame_shape
-from .stack import KERNELS, check_frames, check_stack_options, stack_frames
+from .stack import KERNELS, StackResult, check_frames, check_stack_options, stack_frames
 from .stack._quality import FILTER_FWHM, FILTER_ROUND, FILTER_STARS, WEIGHTINGS, check_selection
 from .stars import make_tables
 
@@ -72,6 +73,7 @@ def _parser():
             ("tables", _add_tables),
             ("maps", _add_maps),
             ("stack", _add_stack),
+            ("run", _add_run),
             ("demo", _add_demo),
         )
     }
@@ -166,33 +168,7 @@ def _add_tables(commands):
         "--reference", required=True, metavar="FRAME", help="the reference frame (gets no table)"
     )
     _add_outdir(tables, "frame")
-    tables.add_argument(
-        "--fwhm",
-        type=_positive,
-        metavar="F",
-        help="stars' FWHM in pixels (default: estimated on each frame)",
-    )
-    tables.add_argument(
-        "--threshold",
-        type=_positive,
-        default=5.0,
-        metavar="T",
-        help="detection threshold in background sigma (default: 5)",
-    )
-    tables.add_argument(
-        "--min-snr",
-        type=_non_negative,
-        default=10.0,
-        metavar="S",
-        help="keep in the tables only stars with at least this signal-to-noise ratio "
-        "(default: 10; all stars still help to match)",
-    )
-    tables.add_argument(
-        "--keep-flagged",
-        dest="flagged",
-        action="store_true",
-        help="keep blended, extended and edge stars in the tables too",
-    )
+    _add_star_options(tables)
     _add_jobs(tables, ", frames searched at once")
     tables.add_argument(
         "--complete", action="store_true", help="keep only the stars matched in every frame"
@@ -232,44 +208,7 @@ def _add_maps(commands):
     )
     _add_outdir(maps, "table")
     _add_jobs(maps, " per map")
-    maps.add_argument(
-        "--method",
-        choices=(*METHODS, "auto"),
-        default=MAPS_METHOD,
-        help=(
-            "the field on the trend: quadrant interpolation, a fitted polynomial or thin-plate "
-            "spline, or auto (default): the one with the lowest cross-validated residual at "
-            "the stars"
-        ),
-    )
-    maps.add_argument(
-        "--trend",
-        choices=(*TRENDS, "none"),
-        default=DEFAULT_TREND,
-        help=(
-            f"the global transform fitted to the stars, under the field (default: {DEFAULT_TREND}: "
-            "rotation, meridian flip, scale, shear); none: the field of the raw offsets"
-        ),
-    )
-    # Each method's parameter, from the methods themselves.
-    for method in METHODS.values():
-        maps.add_argument(
-            f"--{method.parameter}",
-            type=method.convert,
-            metavar=method.parameter[0].upper(),
-            help=method.summary,
-        )
-    clipping = maps.add_mutually_exclusive_group()
-    clipping.add_argument(
-        "--clip",
-        type=_positive,
-        default=3.0,
-        metavar="SIGMA",
-        help="fitted fields: reject stars beyond SIGMA robust sigmas (default: 3)",
-    )
-    clipping.add_argument(
-        "--no-clip", dest="clip", action="store_const", const=None, help="keep every star"
-    )
+    _add_field_options(maps)
     maps.add_argument(
         "--cv",
         action="store_true",
@@ -313,21 +252,140 @@ def _add_stack(commands):
         help="the reference frame (default: the frame the maps were made against, or else "
         "the one frame without a map)",
     )
-    stack.add_argument(
+    _add_stack_options(stack)
+    _add_selection(stack)
+    _add_overwrite(stack, "outputs")
+    return stack
+
+
+def _add_run(commands):
+    run = _command(
+        commands,
+        "run",
+        _run_run,
+        "the whole sequence in one run: star tables, fields and stack",
+        "Take the frames from stars to stack in one process, each frame read once: its "
+        "stars found and matched to the reference's, its star table written "
+        "(<stem>.offsets_table.fits, beside the frame or in --tables), its field fitted and "
+        "its map made in memory (written only with --write-maps), and the frame drizzled "
+        "onto the reference grid, as tables, maps and stack do one after the other, with "
+        "the same options and the same stack.",
+    )
+    _add_frames(run)
+    run.add_argument("--out", required=True, metavar="FILE", help="output FITS file")
+    run.add_argument(
+        "--reference", metavar="FRAME", help="the reference frame (default: the first frame)"
+    )
+    run.add_argument(
+        "--tables", metavar="DIR", help="directory of the star tables (default: beside each frame)"
+    )
+    run.add_argument(
+        "--write-maps",
+        nargs="?",
+        const=True,
+        metavar="DIR",
+        help="also write each frame's map <stem>.offsets.fits, beside the frame or in DIR",
+    )
+    stars = run.add_argument_group("stars", "as for tables")
+    _add_star_options(stars)
+    field = run.add_argument_group("field", "as for maps")
+    _add_field_options(field)
+    _add_stack_options(run)
+    _add_selection(run)
+    _add_overwrite(run, "outputs")
+    return run
+
+
+def _add_star_options(parser):
+    """Add the options of the stars' detection and of their tables (`make_tables`)."""
+    parser.add_argument(
+        "--fwhm",
+        type=_positive,
+        metavar="F",
+        help="stars' FWHM in pixels (default: estimated on each frame)",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=_positive,
+        default=5.0,
+        metavar="T",
+        help="detection threshold in background sigma (default: 5)",
+    )
+    parser.add_argument(
+        "--min-snr",
+        type=_non_negative,
+        default=10.0,
+        metavar="S",
+        help="keep in the tables only stars with at least this signal-to-noise ratio "
+        "(default: 10; all stars still help to match)",
+    )
+    parser.add_argument(
+        "--keep-flagged",
+        dest="flagged",
+        action="store_true",
+        help="keep blended, extended and edge stars in the tables too",
+    )
+
+
+def _add_field_options(parser):
+    """Add the options of the field (`OffsetModel`): method, trend, parameter, clipping."""
+    parser.add_argument(
+        "--method",
+        choices=(*METHODS, "auto"),
+        default=MAPS_METHOD,
+        help=(
+            "the field on the trend: quadrant interpolation, a fitted polynomial or thin-plate "
+            "spline, or auto (default): the one with the lowest cross-validated residual at "
+            "the stars"
+        ),
+    )
+    parser.add_argument(
+        "--trend",
+        choices=(*TRENDS, "none"),
+        default=DEFAULT_TREND,
+        help=(
+            f"the global transform fitted to the stars, under the field (default: {DEFAULT_TREND}: "
+            "rotation, meridian flip, scale, shear); none: the field of the raw offsets"
+        ),
+    )
+    # Each method's parameter, from the methods themselves.
+    for method in METHODS.values():
+        parser.add_argument(
+            f"--{method.parameter}",
+            type=method.convert,
+            metavar=method.parameter[0].upper(),
+            help=method.summary,
+        )
+    clipping = parser.add_mutually_exclusive_group()
+    clipping.add_argument(
+        "--clip",
+        type=_positive,
+        default=3.0,
+        metavar="SIGMA",
+        help="fitted fields: reject stars beyond SIGMA robust sigmas (default: 3)",
+    )
+    clipping.add_argument(
+        "--no-clip", dest="clip", action="store_const", const=None, help="keep every star"
+    )
+
+
+def _add_stack_options(parser):
+    """Add the options of the stack (`stack_frames`): drizzle, rejection, checkpoints, jobs."""
+    parser.add_argument(
         "--kernel",
         default="auto",
         choices=KERNELS,
         help="drizzle kernel (default: auto, per frame turbo where its map turns the pixels "
         "by less than half a degree beyond a quarter turn, else square)",
     )
-    stack.add_argument(
+    parser.add_argument(
         "--pixfrac",
         type=float,
         default=1.0,
         metavar="F",
         help="drop size as a fraction of an input pixel, in (0, 1] (default: 1)",
     )
-    stack.add_argument(
+    parser.add_argument(
         "--scale",
         type=float,
         default=1.0,
@@ -341,15 +399,15 @@ def _add_stack(commands):
         ("--keep-hot-pixels", "mask_hot_pixels", "do not mask the frames' hot pixels"),
         ("--no-normalize", "normalize", "stack the frames as they are, not normalised"),
     ):
-        stack.add_argument(flag, dest=dest, action="store_false", help=what)
-    stack.add_argument(
+        parser.add_argument(flag, dest=dest, action="store_false", help=what)
+    parser.add_argument(
         "--no-reject",
         dest="reject",
         action="store_const",
         const=False,
         help="keep outliers (default: rejected with 3 frames or more)",
     )
-    stack.add_argument(
+    parser.add_argument(
         "--write-masks",
         nargs="?",
         const=True,
@@ -357,12 +415,12 @@ def _add_stack(commands):
         dest="masks",
         help="write each frame's outlier mask <stem>.outliers.fits, beside the frame or in DIR",
     )
-    stack.add_argument(
+    parser.add_argument(
         "--scratch",
         metavar="DIR",
         help="directory of the scratch files (default: the system's temporary directory)",
     )
-    stack.add_argument(
+    parser.add_argument(
         "--checkpoint-every",
         type=int,
         default=10,
@@ -372,22 +430,19 @@ def _add_stack(commands):
         "(8 bytes a pixel); removed once the stack is written (default: 10; 0: no "
         "checkpoint, rejection's frames go to --scratch)",
     )
-    stack.add_argument(
+    parser.add_argument(
         "--resume",
         action="store_true",
         help="continue an interrupted stack from its checkpoint (the same frames and options)",
     )
-    _add_calibration(stack)
-    _add_jobs(stack, " that drizzle (the stack is the same for any number)")
-    _add_scheduler(stack, "the frames kept and drizzled alone, a share of them stacked per worker")
-    stack.add_argument(
+    _add_calibration(parser)
+    _add_jobs(parser, " that drizzle (the stack is the same for any number)")
+    _add_scheduler(parser, "the frames kept and drizzled alone, a share of them stacked per worker")
+    parser.add_argument(
         "--context",
         action="store_true",
         help="also write the context arrays (which frames reached each pixel)",
     )
-    _add_selection(stack)
-    _add_overwrite(stack, "outputs")
-    return stack
 
 
 def _margin(text):
@@ -626,6 +681,17 @@ def _scheduler(address):
         yield client
 
 
+def _field_options(args):
+    """Return the field's options as parsed (`_add_field_options`), for `OffsetModel`."""
+    options = {
+        "method": args.method,
+        "clip": args.clip,
+        "trend": None if args.trend == "none" else args.trend,
+    }
+    options.update((m.parameter, getattr(args, m.parameter)) for m in METHODS.values())
+    return options
+
+
 class _MissingDependencyError(Exception):
     """An optional dependency that an option needs is not installed."""
 
@@ -639,12 +705,7 @@ def _run_maps(args, report):
             return 2
     else:
         shape = tuple(args.shape)
-    options = {
-        "method": args.method,
-        "clip": args.clip,
-        "trend": None if args.trend == "none" else args.trend,
-    }
-    options.update((m.parameter, getattr(args, m.parameter)) for m in METHODS.values())
+    options = _field_options(args)
     try:
         check_options(**options)
     except ValueError as exc:
@@ -723,6 +784,69 @@ def _run_tables(args, report):
 
 
 def _run_stack(args, report):
+    def check():
+        return check_frames(args.frames, **_given(args, "maps", "reference"))
+
+    def stack(**common):
+        return stack_frames(args.frames, **_given(args, "maps", "reference"), **common)
+
+    return _stacking(args, report, "stack", check, stack)
+
+
+def _run_run(args, report):
+    from .pipeline import run_sequence
+
+    if args.scheduler is not None:
+        # Its stream and its maps in memory are this process's: no cluster's.
+        report.usage(
+            "run takes no --scheduler: the frames stream through this machine's workers "
+            "(--jobs); on a dask cluster, run tables, maps and stack with --scheduler"
+        )
+        return 2
+    field = _field_options(args)
+    try:
+        check_options(**field)
+    except ValueError as exc:
+        report.usage(str(exc))
+        return 2
+    for directory in (args.tables, args.write_maps):
+        if directory not in (None, True) and not report.make_directory(directory):
+            return 2
+
+    def check():
+        return [r for r in map(_missing, args.frames) if r is not None]
+
+    def stack(**common):
+        return run_sequence(
+            args.frames,
+            args.reference,
+            tables=args.tables,
+            write_maps=args.write_maps,
+            stars=_given(args, "fwhm", "threshold", "min_snr", "flagged"),
+            field=field,
+            **common,
+        )
+
+    return _stacking(args, report, "run", check, stack)
+
+
+def _missing(frame):
+    """Return the failed `StackResult` of a frame file that cannot be read, or `None`."""
+    try:
+        input_file(frame, "frame file")
+    except (OSError, ValueError) as exc:
+        return StackResult(path=frame, status="failed", message=describe(frame, exc))
+    return None
+
+
+def _stacking(args, report, command, check, stack_function):
+    """Run a command that stacks (``stack``, ``run``) and write its outputs.
+
+    ``check()`` returns the failed results of the inputs, checked without
+    stacking (when the output is kept); ``stack_function(**common)`` stacks,
+    with the options common to both commands, and returns the stack and the
+    results.
+    """
     from .stack._report import frame_report, report_paths, write_frame_report
 
     options = _given(args, "kernel", "pixfrac", "scale", "exposure_weighting", "context")
@@ -747,7 +871,7 @@ def _run_stack(args, report):
         # As tables and maps keep theirs: a rerun does no harm and no work;
         # but the inputs are checked first, and a bad one fails the run.
         try:
-            failed = check_frames(args.frames, **_given(args, "maps", "reference"))
+            failed = check()
         except ValueError as exc:
             report.usage(exc)
             return 2
@@ -755,7 +879,7 @@ def _run_stack(args, report):
             report.result(result)
         them = "them" if len(kept) > 1 else "it"
         named = " and ".join([", ".join(kept[:-1]), kept[-1]] if len(kept) > 1 else kept)
-        print(f"stack: kept {named} (use --overwrite to replace {them}); nothing stacked")
+        print(f"{command}: kept {named} (use --overwrite to replace {them}); nothing stacked")
         return 1 if failed else 0
     # The preview and the report of a stack since removed are remade with it;
     # a file of that name that is not ours is the user's, and kept.
@@ -770,17 +894,22 @@ def _run_stack(args, report):
         return 2
 
     def on_frame(result):
+        for line in result.warnings:
+            report.note(f"warning: {line}")
         if report.result(result) and result.status == "left out":
             report.note(f"left out {result.message}")
+        if getattr(result, "field", ""):  # a run's frame: its stars and field
+            tqdm.write(
+                f"{result.path}: {result.detected} stars detected, {result.matched} matched; "
+                f"{result.field}"
+            )
 
     with warnings.catch_warnings(record=True) as caught:
         # drizzle's own warnings (a kernel that does not conserve flux, ...)
         # become one line each, like every other message.
         warnings.simplefilter("always")
         try:
-            options.update(
-                _given(args, "maps", "reference", "mask_hot_pixels", "normalize", "reject", "masks")
-            )
+            options.update(_given(args, "mask_hot_pixels", "normalize", "reject", "masks"))
             every = args.checkpoint_every
             if every < 0 or (args.resume and every == 0):
                 raise ValueError(
@@ -794,12 +923,11 @@ def _run_stack(args, report):
                 "keep_checkpoint": True,
             }
             with _scheduler(args.scheduler) as client:
-                stack, results = stack_frames(
-                    args.frames,
+                stack, results = stack_function(
                     progress=True,
                     callback=on_frame,
                     n_jobs=args.jobs,
-                    client=client,
+                    **({} if client is None else {"client": client}),
                     calibration=calibration,
                     scratch=args.scratch,
                     resume=args.resume,
@@ -839,7 +967,7 @@ def _run_stack(args, report):
     wrote = f"; wrote {' and '.join(outputs[:-2])} ({contents})"
     left_out = any(result.status == "left out" for result in results)
     return report.summary(
-        "stack",
+        command,
         results,
         counted=("stacked", "left out", "failed") if left_out else ("stacked", "failed"),
         extra=wrote,

@@ -17,11 +17,13 @@ The first frame, ``light_000.fits``, is the reference of both tools. Then:
 2. astro_offsets' three commands with their default options, as subprocesses of the
    installed ``astro-offsets`` script: ``tables light_*.fits --reference
    light_000.fits``, ``maps light_*.offsets_table.fits --image light_000.fits --method
-   auto``, ``stack light_*.fits --out stack.fits``.
+   auto``, ``stack light_*.fits --out stack.fits``; then the same night in one process,
+   ``run light_*.fits --reference light_000.fits --out run.fits --tables run_tables``.
 
 It prints the wall time (and the CPU time of the process) per stage, the totals, the
 time per frame, and the ratios ours / Siril for registration (tables + maps against
-register), stacking and the whole run. Then the accuracy of each stack: the windowed
+register), stacking, the three commands and ``run``; with several ``--siril``, ``run``
+against each of them, wall and CPU. Then the accuracy of each stack: the windowed
 centroids (``sep.winpos``) of the isolated, bright, unsaturated stars that lie at least
 20 px inside every frame, started at their true reference-frame positions, against the
 truth: RMS of the distance over the whole frame and over the corners (the outer 20 %
@@ -40,6 +42,7 @@ Run (``sep`` measures the stars; Siril is ``apt-get install siril``)::
     python benchmarks/bench_pipeline.py            # 8 frames of 10.8 Mpix, a few minutes
     python benchmarks/bench_pipeline.py --quick    # 8 frames of 1000 x 675, seconds
     python benchmarks/bench_pipeline.py --frames 4 --size 2000x1350 --seed 3 --keep
+    python benchmarks/bench_pipeline.py --siril siril-cli --siril ./siril14-cli  # two peers
 
 Without ``siril-cli`` it says how to install it and runs astro_offsets alone.
 """
@@ -208,9 +211,9 @@ def siril_version(siril):
     return done.stdout.strip() or done.stderr.strip() or "?"
 
 
-def run_siril(siril, sequence, jobs):
-    """Convert, register and stack with Siril; return the steps, the stack path and notes."""
-    root = sequence.folder.parent / "siril"
+def run_siril(siril, sequence, jobs, name="siril"):
+    """Convert, register and stack with Siril in ``name``; return the steps, stack and notes."""
+    root = sequence.folder.parent / name
     inputs, seq = root / "in", root / "seq"
     inputs.mkdir(parents=True)
     seq.mkdir()
@@ -321,7 +324,13 @@ def run_ours(sequence, jobs, blas_threads):
     steps.append(run("maps", maps, folder, env=env))
     stack = [exe, "stack", *matching("light_*.fits"), "--out", "stack.fits"]
     steps.append(run("stack", stack, folder, env=env))
-    return steps, folder / "stack.fits"
+    # The same night in one run: its tables apart, the maps in memory.
+    (folder / "run_tables").mkdir()
+    whole = [exe, "run", *matching("light_*.fits"), "--reference", sequence.reference]
+    whole += ["--out", "run.fits", "--tables", "run_tables"]
+    whole += ["--jobs", str(jobs)] if jobs else []
+    steps.append(run("run", whole, folder, env=env))
+    return steps, folder / "stack.fits", folder / "run.fits"
 
 
 # --- accuracy ----------------------------------------------------------------------
@@ -441,7 +450,7 @@ def homography_floor(sequence, stars):
 # --- report ----------------------------------------------------------------------
 
 
-def machine_line(siril):
+def machine_line(sirils):
     try:
         with open("/proc/cpuinfo") as cpuinfo:
             model = next(
@@ -463,7 +472,7 @@ def machine_line(siril):
         f"machine: {model}, {os.cpu_count()} cores ({usable} usable), "
         f"Python {platform.python_version()}",
         f"astro_offsets {astro_offsets.__version__}; {versions}",
-        f"Siril: {siril_version(siril) if siril else 'not installed'}",
+        "Siril: " + (", ".join(map(siril_version, sirils)) or "not installed"),
     ]
     blas = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ}
     if blas:
@@ -504,15 +513,35 @@ def print_times(siril_steps, our_steps, n_frames):
     siril_stack, our_stack = total(siril, ["stack"]), total(ours, ["stack"])
     siril_all = total(siril, ["convert", "register", "stack"])
     our_all = total(ours, ["tables", "maps", "stack"])
+    our_run = ours.get("run")
     for label, a, b in (
         ("registration (tables + maps)", siril_register, our_register),
         ("stacking", siril_stack, our_stack),
         ("total", siril_all, our_all),
+        ("run (all in one process)", siril_all, our_run),
     ):
         ratio = f"{b.wall / a.wall:13.2f}x" if a and b and a.wall > 0 else f"{'-':>14}"
         print(f"{label:<30}{cell(a):>20}{cell(b):>22}{ratio}")
-    per = [f"{s.wall / n_frames:8.2f} s" if s else f"{'-':>10}" for s in (siril_all, our_all)]
-    print(f"{'total per frame':<30}{per[0]:>20}{per[1]:>22}")
+    per = [f"{s.wall / n_frames:8.2f} s" if s else f"{'-':>10}" for s in (siril_all, our_run)]
+    print(f"{'run per frame':<30}{per[0]:>20}{per[1]:>22}")
+
+
+def print_peers(peers, our_steps):
+    """Print ``run`` against every Siril of the run: wall and CPU time, and their ratios."""
+    ours = {s.name: s for s in our_steps or []}
+    if "run" not in ours or len(peers) < 2:
+        return
+    whole = ours["run"]
+    print("\nastro-offsets run against each Siril (convert + register + stack), same run")
+    for version, steps in peers:
+        if not steps:
+            print(f"  {version:<24} failed")
+            continue
+        wall, cpu = sum(s.wall for s in steps), sum(s.cpu for s in steps)
+        print(
+            f"  {version:<24}{wall:8.2f} s ({cpu:6.1f} CPU s)   run {whole.wall:8.2f} s "
+            f"({whole.cpu:6.1f} CPU s): {whole.wall / wall:5.2f}x wall, {whole.cpu / cpu:5.2f}x CPU"
+        )
 
 
 def print_accuracy(rows, sequence, stars, floor):
@@ -549,8 +578,8 @@ def print_outputs(our_steps):
             shown = [line for line in lines if "(reference)" in line] + lines[-1:]
         elif step.name == "maps":
             shown = lines
-        else:
-            shown = lines[-1:]
+        else:  # the summary line, on standard output before the notes on standard error
+            shown = [line for line in lines if line.startswith(f"{step.name}: ")][-1:]
         for line in shown:
             print(f"  {line}")
 
@@ -576,9 +605,10 @@ def main():
     parser.add_argument("--seed", type=int, default=0, help="seed of the sky and the noise")
     parser.add_argument(
         "--siril",
-        help="the siril-cli to run (default: siril-cli on the PATH); a wrapper that runs "
-        "another Siril, such as ../shared/tools/siril14 DIR, with DIR above the temporary "
-        "folder",
+        action="append",
+        help="a siril-cli to run, once per Siril to compare (default: siril-cli on the "
+        "PATH); a wrapper that runs another Siril, such as ../shared/tools/siril14 DIR, "
+        "with DIR above the temporary folder",
     )
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
     parser.add_argument(
@@ -602,13 +632,14 @@ def main():
     if args.jobs is not None and args.jobs == 0:
         parser.error("--jobs: 0 jobs; use 1 for serial, -1 for all cores")
 
-    siril = args.siril or shutil.which("siril-cli")
-    print(machine_line(siril))
+    sirils = args.siril or [shutil.which("siril-cli")]
+    sirils = [siril for siril in sirils if siril]
+    print(machine_line(sirils))
     print(f"before: {load()} (the machine is shared: timings are noisy)")
     if args.blas_threads:
         blas = ", ".join(f"{name}={args.blas_threads}" for name in BLAS_THREADS)
         print(f"astro_offsets' commands run with {blas}")
-    if not siril:
+    if not sirils:
         print("siril-cli not found: install Siril (apt-get install siril); running ours alone")
 
     folder = Path(tempfile.mkdtemp(prefix="bench_pipeline_"))
@@ -630,51 +661,63 @@ def main():
             f"{last.pole[1]:.0f}); lens: barrel {last.barrel:.2e}, mustache {last.mustache:.2e}"
         )
 
-        siril_steps = siril_stack = None
-        siril_notes = []
-        if siril:
+        # Every Siril, then ours: (version, steps, stack, notes) each.
+        peers = []
+        for k, siril in enumerate(sirils):
+            version = siril_version(siril)
             try:
-                siril_steps, siril_stack, siril_notes = run_siril(siril, sequence, args.jobs)
+                peers.append((version, *run_siril(siril, sequence, args.jobs, f"siril{k}")))
             except StepError as error:
                 failures.append(str(error))
-        our_steps = our_stack = None
+                peers.append((version, None, None, []))
+        our_steps = our_stack = run_stack = None
         try:
-            our_steps, our_stack = run_ours(sequence, args.jobs, args.blas_threads)
+            our_steps, our_stack, run_stack = run_ours(sequence, args.jobs, args.blas_threads)
         except StepError as error:
             failures.append(str(error))
 
-        print_times(siril_steps, our_steps, args.frames)
+        print_times(peers[0][1] if peers else None, our_steps, args.frames)
+        print_peers([(version, steps) for version, steps, _, _ in peers], our_steps)
         print(f"after: {load()}")
         print_outputs(our_steps)
 
         rows = []
         reference = fits.getdata(sequence.folder / sequence.reference).astype(np.float64)
         rows.append(("reference frame alone (floor)", accuracy(reference, sequence, stars)))
-        if siril_stack is not None:
+        for version, _, siril_stack, notes in peers:
+            label = version.replace("siril", "Siril").strip()
+            if siril_stack is None:
+                rows.append((label, "failed (see below)"))
+                continue
             with fits.open(siril_stack) as hdul:
                 header = hdul[0].header
                 image = hdul[0].data.astype(np.float64)
             how = orientation(image, sequence.x[stars], sequence.y[stars])
             roworder = header.get("ROWORDER", "none")
-            siril_notes.append(f"stack orientation: {how}; ROWORDER keyword: {roworder}")
-            siril_notes.append(
+            notes.append(f"stack orientation: {how}; ROWORDER keyword: {roworder}")
+            notes.append(
                 f"stack: BITPIX {header['BITPIX']}, {image.shape[1]} x {image.shape[0]}, sky "
                 f"{np.median(image):.4g} (the reference frame's: {np.median(reference):.4g} ADU)"
             )
-            rows.append(("Siril", accuracy(unflip(image, how), sequence, stars)))
-        else:
-            rows.append(("Siril", "failed (see below)" if siril else "not run: no siril-cli"))
-        if our_stack is not None:
-            image = fits.getdata(our_stack, "SCI").astype(np.float64)
+            rows.append((label, accuracy(unflip(image, how), sequence, stars)))
+        if not peers:
+            rows.append(("Siril", "not run: no siril-cli"))
+        for label, path in (
+            ("astro_offsets (tables, maps auto)", our_stack),
+            ("astro_offsets run", run_stack),
+        ):
+            if path is None:
+                rows.append((label, "failed (see below)"))
+                continue
+            image = fits.getdata(path, "SCI").astype(np.float64)
             how = orientation(image, sequence.x[stars], sequence.y[stars])
             if not how.startswith("as the input"):
-                failures.append(f"astro_offsets' stack is {how}")
-            rows.append(("astro_offsets (tables, maps auto)", accuracy(image, sequence, stars)))
-        else:
-            rows.append(("astro_offsets", "failed (see below)"))
+                failures.append(f"{label}: the stack is {how}")
+            rows.append((label, accuracy(image, sequence, stars)))
         print_accuracy(rows, sequence, stars, homography_floor(sequence, stars))
-        for note in siril_notes:
-            print(f"Siril: {note}")
+        for version, _, _, notes in peers:
+            for note in notes:
+                print(f"{version}: {note}")
     finally:
         if args.keep:
             print(f"\nkept {folder}")

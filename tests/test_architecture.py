@@ -21,6 +21,7 @@ ALLOWED = {
     "maps": {"_utils"},
     "field": {"_utils", "stars", "maps"},
     "stack": {"_utils", "frames", "maps"},
+    "pipeline": {"_utils", "frames", "stars", "maps", "field", "stack"},
     "datasets": {"_utils"},
 }
 # setup_package: the build file of the compiled kernels (extension-helpers).

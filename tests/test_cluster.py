@@ -311,22 +311,30 @@ def test_a_worker_killed_mid_run(client, local_tables, tmp_path):
     assert dask.config.get("distributed.scheduler.allowed-failures") >= 1  # dask retries
     pids = client.run(os.getpid)
     killed = []
+    stop = threading.Event()
 
-    def kill_once(result):
-        # The first map is in; the others are queued or running on both workers.
-        if not killed:
-            busy = {worker: keys for worker, keys in client.processing().items() if keys}
-            victim = max(busy, key=lambda worker: len(busy[worker]))
-            os.kill(pids[victim], signal.SIGKILL)
-            killed.append((victim, busy[victim]))
+    def kill_once():
+        # Kill the first worker seen making maps, with the maps it holds.
+        while not stop.is_set() and not killed:
+            for worker, keys in client.processing().items():
+                held = [key for key in keys if "_make_map" in str(key)]
+                if held:
+                    os.kill(pids[worker], signal.SIGKILL)
+                    killed.append((worker, held))
+                    break
+            time.sleep(0.002)
 
     shape = (900, 1200)  # a few tenths of a second a map
     for where in ("cluster", "here"):
         (tmp_path / where).mkdir()
-    with distributed.get_task_stream(client) as stream:
-        results = write_maps(
-            local_tables, shape, outdir=tmp_path / "cluster", callback=kill_once, client=client
-        )
+    watcher = threading.Thread(target=kill_once)
+    watcher.start()
+    try:
+        with distributed.get_task_stream(client) as stream:
+            results = write_maps(local_tables, shape, outdir=tmp_path / "cluster", client=client)
+    finally:
+        stop.set()
+        watcher.join()
     ((victim, held),) = killed
     assert held  # the worker killed had work: it ran again on another
     done = tasks_of(stream, "_make_map")

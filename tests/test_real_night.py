@@ -169,3 +169,18 @@ def test_the_report_leaves_out_or_weighs_down_the_spoilt_frames(night):
         elif condition == "good":
             assert row["used"], row
     assert (folder / "all" / "stack.frames.png").stat().st_size > 0
+
+
+def test_one_run_stacks_the_night_of_the_three_commands(night, tmp_path):
+    """``run`` with its defaults: the three commands' stack, bit for bit, and the same report."""
+    night, folder = night
+    out = tmp_path / "stack.fits"
+    run("run", *night.frames, "--out", out, "--tables", tmp_path, "--jobs", 2)
+    for name in ("SCI", "WHT"):
+        ours, theirs = fits.getdata(out, name), fits.getdata(folder / "all" / "stack.fits", name)
+        np.testing.assert_array_equal(ours, theirs)
+    ours, theirs = (
+        Table.read(path.with_name("stack.frames.ecsv")) for path in (out, folder / "all" / "x")
+    )
+    for column in ("used", "weight", "reason"):
+        assert list(ours[column]) == list(theirs[column]), column

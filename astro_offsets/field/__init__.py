@@ -10,7 +10,7 @@ every pixel, in parallel tiles, into an `~astro_offsets.OffsetMap`
 from ._methods import METHODS
 from ._model import OffsetModel, check_options
 from ._trend import DEFAULT_TREND, TRENDS
-from ._write_maps import MAPS_METHOD, MapResult, write_maps
+from ._write_maps import MAPS_METHOD, MapResult, make_map, write_maps
 
 __all__ = [
     "DEFAULT_TREND",
@@ -20,5 +20,6 @@ __all__ = [
     "MapResult",
     "OffsetModel",
     "check_options",
+    "make_map",
     "write_maps",
 ]

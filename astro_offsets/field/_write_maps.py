@@ -20,7 +20,7 @@ from ..stars import read_table
 from ._model import OffsetModel, check_options
 from ._tiling import output_maps
 
-__all__ = ["MAPS_METHOD", "MapResult", "write_maps"]
+__all__ = ["MAPS_METHOD", "MapResult", "make_map", "write_maps"]
 
 MAPS_METHOD = "auto"
 """The field method of `write_maps` and ``astro-offsets maps`` by default.
@@ -109,7 +109,7 @@ def _to_map(model, shape, n_jobs, settings, out):
 
 
 def _make(model, shape, n_jobs, settings, out=None):
-    """Make a table's map; return the map and its warnings, one line each.
+    """Make a table's map; return the map, its warnings (one line each) and its model.
 
     A map that folds is refused (a `ValueError` naming its table): drizzle
     cannot use it. The field ``method="auto"`` chose is fitted to the stars,
@@ -136,7 +136,47 @@ def _make(model, shape, n_jobs, settings, out=None):
             raise _FoldError(str(exc), notes) from None
     if settings["cv"]:
         omap.meta["cv_rms"] = model.cv_rms
-    return omap, notes
+    return omap, notes, model
+
+
+def make_map(model, shape, *, n_jobs=None, block_size="auto", cv=False, out=None):
+    """Return the map of a model as `write_maps` makes it, its warnings and its model.
+
+    The map is refused if it folds (`ValueError`); ``method="auto"``'s
+    choice that folds gives way to the quadrant field on its trend, whose
+    model is returned then (the one to make the map again with).
+
+    Parameters
+    ----------
+    model : `OffsetModel`
+        The field of a star table (``source`` names it in messages).
+    shape : tuple of int
+        The frame's ``(ny, nx)``.
+    n_jobs, block_size, out
+        As for `OffsetModel.to_map`.
+    cv : bool, optional
+        Record the model's CV RMS in the map (as `write_maps`).
+
+    Returns
+    -------
+    omap : `OffsetMap`
+    notes : tuple of str
+        The warnings of making it, one line each, naming the table.
+    model : `OffsetModel`
+        The model of the map.
+
+    Examples
+    --------
+    >>> from astro_offsets import OffsetModel
+    >>> from astro_offsets.field import make_map
+    >>> model = OffsetModel([10.0, 30.0, 20.0], [5.0, 8.0, 25.0], [0.5, 0.6, 0.4],
+    ...                     [0.1, 0.0, 0.2], method="quadrant", trend=None)
+    >>> omap, notes, used = make_map(model, (30, 40))
+    >>> omap.shape, notes, used is model
+    ((30, 40), (), True)
+    """
+    settings = {"block_size": block_size, "cv": cv}
+    return _make(model, shape, n_jobs, settings, out)
 
 
 def _write_plot(omap, output, stars):
@@ -365,7 +405,7 @@ def _maps_here(batch, shape, outdir, n_jobs, settings, options):
                 model, notes = _read_model(table, options)
                 # The output is this table's once it proved a star table.
                 claimed[os.path.abspath(output)] = table
-                omap, fallback = _make(model, shape, n_jobs, settings, buffers[computed % 2])
+                omap, fallback, _ = _make(model, shape, n_jobs, settings, buffers[computed % 2])
                 notes += fallback
             except Exception as exc:
                 batch.fail(index, exc, output=output, warnings=notes + getattr(exc, "notes", ()))
@@ -414,7 +454,7 @@ def _make_map(table, output, files, shape, settings, options):
     except Exception as exc:
         return _Made(False, named(describe(path, exc)))
     try:
-        omap, fallback = _make(model, shape, 1, settings)
+        omap, fallback, _ = _make(model, shape, 1, settings)
         notes += fallback
         plot_notes = _write_map(omap, staged, True, settings["plot"])
     except Exception as exc:

@@ -351,7 +351,18 @@ class OffsetMap:
         """
         return plot_map(self, stars, figure=figure)
 
-    def _primary_header(self):
+    def header(self):
+        """Return the primary header of the map's file: its provenance and diagnostics.
+
+        What `write` writes, and `read` reads back into ``meta``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from astro_offsets import OffsetMap
+        >>> OffsetMap(np.zeros((4, 5)), np.ones((4, 5))).header()["MAPNX"]
+        5
+        """
         meta = dict(self.meta)
         meta.update((k, v) for k, v in self.diagnostics().items() if v is not None)
         for key in ("max_jump", "star_rms", "cv_rms", "trend_rms", "trend_rotation"):
@@ -395,7 +406,7 @@ class OffsetMap:
         >>> OffsetMap.read(path).y_offset[0, 0]
         np.float32(1.0)
         """
-        hdus = [fits.PrimaryHDU(header=self._primary_header())]
+        hdus = [fits.PrimaryHDU(header=self.header())]
         for (extname, band), data in zip(_EXTENSIONS, (self.x_offset, self.y_offset), strict=True):
             hdu = fits.ImageHDU(data=data, name=extname)
             hdu.header["BAND"] = (band, "offsets, this frame minus reference")

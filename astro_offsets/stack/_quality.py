@@ -14,6 +14,7 @@ import math
 import numpy as np
 from astropy.io import fits
 
+from ..maps import OffsetMap
 from ..maps._offset_map import _read_provenance
 
 __all__ = [
@@ -105,6 +106,9 @@ def _number(value):
 def map_measures(path):
     """Return the measures a map's header records: its frame's and the reference's.
 
+    ``path`` is the map's file, or the map (`OffsetMap`) whose file's
+    header it would be.
+
     Returns
     -------
     frame, reference : dict
@@ -116,10 +120,13 @@ def map_measures(path):
         reference's, from the ``REF*`` cards, the same (its flux scale 1,
         its residual 0). Both NaN if the header cannot be read.
     """
-    try:
-        header = fits.getheader(path)
-    except Exception:  # an unreadable map fails its frame when it is read
-        header = fits.Header()
+    if isinstance(path, OffsetMap):
+        header = path.header()
+    else:
+        try:
+            header = fits.getheader(path)
+        except Exception:  # an unreadable map fails its frame when it is read
+            header = fits.Header()
     meta = _read_provenance(header)
     residual = next(
         (meta[key] for key in ("trend_rms", "star_rms", "cv_rms") if meta.get(key) is not None),

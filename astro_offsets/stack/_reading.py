@@ -73,11 +73,12 @@ class Frames:
         """Read a frame file, calibrated (`read_frame`, `Calibration.read`)."""
         return read_frame(path) if self.calibration is None else self.calibration.read(path)
 
-    def prepare(self, raw, omap, omap_path=None):
+    def prepare(self, raw, omap, omap_path=None, hot=None):
         """Prepare a frame read (`read_raw`) and its map: checked, hot pixels out, normalised.
 
         ``raw.data`` is changed in place when it is float32 already.
-        ``omap_path`` names the map in messages.
+        ``omap_path`` names the map in messages. ``hot``: the frame's hot
+        pixels (`hot_pixels`), if found already.
         """
         # The frame's own array, fresh from the file (changed in place below).
         data = np.asarray(raw.data, dtype=np.float32)
@@ -87,7 +88,7 @@ class Frames:
             )
         self._check(data, raw.colors)
         if self.mask_hot_pixels:
-            data[hot_pixels(data, raw.colors)] = np.nan
+            data[hot_pixels(data, raw.colors) if hot is None else hot] = np.nan
         norm = normalisation(data, raw.colors, omap, raw.exptime, self.reference)
         noise = frame_noise(data, raw.colors)
         if self.reference is None:

@@ -1,6 +1,7 @@
 """Stacking a sequence of frame files with their map files."""
 
 import dataclasses
+import functools
 import math
 import os
 import sys
@@ -31,7 +32,14 @@ from ._report import frame_report, write_frame_report
 from ._run import Frames, Item, Run
 from ._stacker import check_stack_options
 
-__all__ = ["StackResult", "check_frames", "stack_frames"]
+__all__ = [
+    "StackResult",
+    "check_frames",
+    "check_settings",
+    "leave_out",
+    "stack_frames",
+    "stack_items",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -431,17 +439,13 @@ def stack_frames(
     >>> stack.channels
     ('SCI',)
     """
-    check_stack_options(**options)
-    selection = check_selection(
-        select, filter_fwhm, filter_round, filter_stars, keep_best, weighting
+    selection, masks = check_settings(
+        masks,
+        scratch,
+        checkpoint_every,
+        check_selection(select, filter_fwhm, filter_round, filter_stars, keep_best, weighting),
+        options,
     )
-    if masks not in (None, True, False) and not os.path.isdir(masks):
-        raise ValueError(f"{masks}: the directory for the masks does not exist")
-    if scratch is not None and not os.path.isdir(scratch):
-        raise ValueError(f"{scratch}: the scratch directory does not exist")
-    if int(checkpoint_every) < 1:
-        raise ValueError(f"checkpoint_every must be 1 or more, got {checkpoint_every!r}")
-    masks = os.path.abspath(masks) if masks not in (None, True, False) else masks
     batch = Batch(
         frames, StackResult, what="frame", name="stack", progress=progress, callback=callback
     )
@@ -454,11 +458,59 @@ def stack_frames(
         item.index: recorded[item.index][0] if item.omap_path else reference_recorded
         for item in todo
     }
-    left_out = select_frames(
-        measured,
-        next((item.index for item in todo if item.omap_path is None), None),
-        selection,
+    left_out = leave_out(batch, todo, measured, selection)
+    todo = [item for item in todo if item.index not in left_out]
+    # The reference first: every frame is normalised to it.
+    todo.sort(key=lambda item: item.omap_path is not None)
+    frames_read = Frames(calibration, mask_hot_pixels, normalize, selection["weighting"])
+    stack = stack_items(
+        batch,
+        todo,
+        frames_read,
+        reject=reject,
+        masks=masks,
+        scratch=scratch,
+        progress=progress,
+        n_jobs=n_jobs,
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+        resume=resume,
+        keep_checkpoint=keep_checkpoint,
+        identity={"calibration": digest(calibration)},
+        options=options,
+        client=client,
     )
+    results = [_with_measures(r, measured.get(index)) for index, r in enumerate(batch.results)]
+    if report is not None:
+        write_frame_report(frame_report(results), report, overwrite=True)
+    return stack, results
+
+
+def check_settings(masks, scratch, checkpoint_every, selection, options):
+    """Check a stack's settings before any frame is read; return the selection and ``masks``.
+
+    ``selection`` is `check_selection`'s, ``options`` the drizzle's; ``masks``
+    comes back absolute if a directory.
+    """
+    check_stack_options(**options)
+    if masks not in (None, True, False) and not os.path.isdir(masks):
+        raise ValueError(f"{masks}: the directory for the masks does not exist")
+    if scratch is not None and not os.path.isdir(scratch):
+        raise ValueError(f"{scratch}: the scratch directory does not exist")
+    if int(checkpoint_every) < 1:
+        raise ValueError(f"checkpoint_every must be 1 or more, got {checkpoint_every!r}")
+    return selection, os.path.abspath(masks) if masks not in (None, True, False) else masks
+
+
+def leave_out(batch, todo, measured, selection):
+    """Leave out the frames of ``todo`` that the selection refuses, and report them.
+
+    ``measured`` are the frames' measures by index (`map_measures`), the
+    reference's too (the item without a map file), which is never left
+    out. Returns ``{index: reason}`` of the frames left out.
+    """
+    reference = next((item.index for item in todo if item.map_file is None), None)
+    left_out = select_frames(measured, reference, selection)
     for item in todo:
         if item.index in left_out:
             batch.finish(
@@ -468,16 +520,51 @@ def stack_frames(
                 map=item.omap_path,
                 measures=measured[item.index],
             )
-    todo = [item for item in todo if item.index not in left_out]
-    # The reference first: every frame is normalised to it.
-    todo.sort(key=lambda item: item.omap_path is not None)
+    return left_out
+
+
+def stack_items(
+    batch,
+    todo,
+    frames_read,
+    *,
+    reject,
+    masks,
+    scratch,
+    progress,
+    n_jobs,
+    checkpoint,
+    checkpoint_every,
+    resume,
+    keep_checkpoint,
+    identity,
+    options,
+    keeper=None,
+    select=None,
+    maps=None,
+    client=None,
+):
+    """Stack the frames ``todo`` (`Item` each, the reference first) of ``batch``; return the stack.
+
+    What `stack_frames` does once its frames and maps are found and
+    selected, and a streaming run (`astro_offsets.pipeline`) once it has
+    made its reference's stars: ``frames_read`` (`Frames`) reads the frames,
+    and ``keeper``, ``select`` and ``maps`` are `Run`'s (how rejection's
+    first pass keeps the frames, which frames it leaves out, and where the
+    second pass has their maps); ``keeper(run, todo, kept)`` is called
+    with the `Run`, and without rejection, with ``kept=None`` (the frames
+    are read once it returns). ``identity`` adds to the checkpoint's
+    identity what tells the frames' reading apart (the calibration's
+    digest, a run's options). ``client``: a dask cluster's, to stack on
+    (`stack_frames`).
+    """
     if reject is None:
         reject = len(todo) >= 3
         if masks and not reject:
             warnings.warn(
                 f"no outlier masks: rejection needs 3 frames or more, not {len(todo)}",
                 AstropyUserWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
     elif masks and not reject:
         raise ValueError("outlier masks need rejection: masks= with reject=False")
@@ -487,11 +574,11 @@ def stack_frames(
             "frames": [item.frame_file for item in todo],
             "maps": [item.map_file for item in todo],
             "reject": bool(reject),
-            "normalize": bool(normalize),
-            "mask_hot_pixels": bool(mask_hot_pixels),
-            "calibration": digest(calibration),
+            "normalize": bool(frames_read.normalize),
+            "mask_hot_pixels": bool(frames_read.mask_hot_pixels),
+            **identity,
             "options": check_stack_options(**options),
-            "weighting": selection["weighting"],
+            "weighting": frames_read.weighting,
         }
         shares = 1 if client is None else len(client.scheduler_info()["workers"])
         saved = Checkpoint(
@@ -504,17 +591,22 @@ def stack_frames(
             )
         if saved.resumed and progress:
             tqdm.write(f"resuming from {saved.name}: {saved.summary()}", file=sys.stderr)
-    frames_read = Frames(calibration, mask_hot_pixels, normalize, selection["weighting"])
-    run = Run(batch, frames_read, n_jobs if client is None else 1, scratch, options, saved)
+    run = Run(batch, frames_read, n_jobs if client is None else 1, scratch, options, saved, maps)
     try:
         if client is not None:
             on_cluster(run, client, todo, reject, masks)
         elif reject and todo:
             # Numbered as they go in (context bit k: the k-th frame stacked),
             # also when one fails in the second pass.
-            kept = [(None, item, entry) for _, item, entry in run.reject(todo)]
-            run.stack_share(0, kept, True, masks)
+            keep = None if keeper is None else functools.partial(keeper, run)
+            kept = run.reject(todo, keeper=keep, select=select)
+            run.stack_share(0, [(None, item, entry) for _, item, entry in kept], True, masks)
         else:
+            if keeper is not None:
+                keeper(run, todo, None)
+            if select is not None:
+                left_out = set(select({item.index: None for item in todo}))
+                todo = [item for item in todo if item.index not in left_out]
             run.stack_share(0, [(None, item, None) for item in todo], False)
         stack = run.stack(reject)
     except BaseException:
@@ -529,10 +621,7 @@ def stack_frames(
     run.close()
     if saved is not None and not keep_checkpoint:
         saved.remove()
-    results = [_with_measures(r, measured.get(index)) for index, r in enumerate(batch.results)]
-    if report is not None:
-        write_frame_report(frame_report(results), report, overwrite=True)
-    return stack, results
+    return stack
 
 
 def _with_measures(result, recorded):

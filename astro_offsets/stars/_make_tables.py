@@ -120,20 +120,38 @@ def _header(frame, reference, info, counts, kept, threshold, min_snr, complete):
 
 
 def _read(path, calibration):
-    """Read a frame, calibrated if masters are given, its hot pixels filled.
+    """Read a frame, calibrated if masters are given, its hot pixels filled (`stars_image`)."""
+    return stars_image(read_frame(path) if calibration is None else calibration.read(path))[0]
 
-    A hot pixel is a source to a star finder: undithered, it would match
-    itself in every frame, at an offset of 0.
+
+def stars_image(frame, hot=None):
+    """Return the image to find a frame's stars in, and its hot pixels.
+
+    A colour cube's stars are found in the mean of its planes; the hot
+    pixels (`hot_pixels`, unless given: those of ``frame.data`` when it is
+    no cube) are filled. A hot pixel is a source to a star finder:
+    undithered, it would match itself in every frame, at an offset of 0.
+
+    Returns
+    -------
+    image : `Frame`
+        ``frame`` with the image as its data (a new array).
+    hot : `~numpy.ndarray`
+        bool, the hot pixels of the image.
     """
-    frame = read_frame(path) if calibration is None else calibration.read(path)
     frame = frame._replace(data=frame.luminance)  # stars of a colour cube: in its mean
-    hot = hot_pixels(frame.data, frame.colors)
-    return frame._replace(data=fill_hot_pixels(frame.data, hot, frame.colors))
+    if hot is None:
+        hot = hot_pixels(frame.data, frame.colors)
+    return frame._replace(data=fill_hot_pixels(frame.data, hot, frame.colors)), hot
 
 
 def _reference_stars(reference, fwhm, threshold, calibration):
     """Find the reference frame's stars; raise `ValueError` if there are too few."""
-    frame = _read(reference, calibration)
+    return reference_stars(reference, _read(reference, calibration), fwhm, threshold)
+
+
+def reference_stars(reference, frame, fwhm, threshold):
+    """Find the stars of the reference frame read (`stars_image`); see `_reference_stars`."""
     stars = detect_stars(frame.data, fwhm=fwhm, threshold=threshold, colors=frame.colors)
     stars.meta["exptime"] = frame.exptime
     if len(stars) < 5:
@@ -311,15 +329,22 @@ def make_tables(
 
     def write(index, output, table, info, counts):
         """Write a frame's star table and finish the frame."""
-        header = _header(
-            batch.paths[index], reference, info, counts, len(table), threshold, min_snr, complete
-        )
-        hdu = fits.table_to_hdu(table)
-        hdu.header.extend(header)
         remade = replaced.get(index)
         try:
-            write_product(
-                output, [fits.PrimaryHDU(), hdu], overwrite=overwrite or remade is not None
+            write_table(
+                output,
+                table,
+                _header(
+                    batch.paths[index],
+                    reference,
+                    info,
+                    counts,
+                    len(table),
+                    threshold,
+                    min_snr,
+                    complete,
+                ),
+                overwrite=overwrite or remade is not None,
             )
         except OSError as exc:
             batch.finish(index, "failed", describe(output, exc), **counts)
@@ -362,6 +387,20 @@ def make_tables(
             )
         _collect_tables(work, tasks.results(), batch, complete, outdir, write, fail)
     return batch.results
+
+
+def table_header(frame, reference, found, options):
+    """Return the header of a frame's star table, ``found`` by `frame_table` with ``options``."""
+    table, info, counts = found
+    threshold, min_snr = options["threshold"], options["min_snr"]
+    return _header(frame, reference, info, counts, len(table), threshold, min_snr, False)
+
+
+def write_table(output, table, header, *, overwrite=False):
+    """Write a star table with its ``header`` (`table_header`), atomically."""
+    hdu = fits.table_to_hdu(table)
+    hdu.header.extend(header)
+    write_product(output, [fits.PrimaryHDU(), hdu], overwrite=overwrite)
 
 
 def _made_against(path, reference):
@@ -418,9 +457,18 @@ def _frame_table(frame, shared, options, path):
         Stars detected (0 if the frame could not be read).
     """
     ref_stars, calibration = shared
-    detected = 0
     try:
         data = _read(path, calibration)
+    except Exception as exc:
+        # Named once, as the user named it (the message may name the path).
+        return frame + describe(path, exc)[len(path) :], 0
+    return frame_table(frame, data, ref_stars, options, path)
+
+
+def frame_table(frame, data, ref_stars, options, path):
+    """Find, match and measure the stars of a frame read (`stars_image`); see `_frame_table`."""
+    detected = 0
+    try:
         stars = detect_stars(
             data.data, fwhm=options["fwhm"], threshold=options["threshold"], colors=data.colors
         )

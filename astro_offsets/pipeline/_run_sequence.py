@@ -1,0 +1,375 @@
+"""A whole sequence in one run: stars, fields and stack, each frame read once."""
+
+import copy
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from joblib import Parallel, delayed, effective_n_jobs
+from tqdm import tqdm
+
+from .._utils.batch import Batch, describe
+from .._utils.naming import map_path
+from .._utils.validation import input_file
+from .._utils.workers import start_workers
+from ..field import MAPS_METHOD, check_options
+from ..stack._quality import (
+    FILTER_FWHM,
+    FILTER_ROUND,
+    FILTER_STARS,
+    check_selection,
+    reference_measures,
+)
+from ..stack._rejection import _offsets, keep_frame
+from ..stack._report import frame_report, write_frame_report
+from ..stack._run import Item, record_of
+from ..stack._stack_frames import (
+    StackResult,
+    _with_measures,
+    check_settings,
+    leave_out,
+    stack_items,
+)
+from ._stream import StreamFrames
+
+__all__ = ["RunResult", "run_sequence"]
+
+# The star options and their defaults, as `make_tables` has them.
+_STARS = MappingProxyType({"fwhm": None, "threshold": 5.0, "min_snr": 10.0, "flagged": False})
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunResult(StackResult):
+    """What became of one frame in `run_sequence`: a `StackResult`, with its table and field.
+
+    Examples
+    --------
+    >>> from astro_offsets.pipeline import RunResult
+    >>> RunResult(path="a.fits", status="stacked", table="a.offsets_table.fits").table
+    'a.offsets_table.fits'
+    """
+
+    table: str | None = None
+    """Its star table, written (`None` for the reference, or if its stars failed)."""
+    field: str = ""
+    """Its map's field in words (method, parameter, CV RMS, stars clipped, trend)."""
+    detected: int | None = None
+    """Stars detected in it."""
+    matched: int | None = None
+    """Of those, matched to the reference's."""
+
+
+def run_sequence(
+    frames,
+    reference=None,
+    *,
+    tables=None,
+    write_maps=None,
+    stars=None,
+    field=None,
+    calibration=None,
+    mask_hot_pixels=True,
+    normalize=True,
+    reject=None,
+    masks=None,
+    scratch=None,
+    select=True,
+    filter_fwhm=FILTER_FWHM,
+    filter_round=FILTER_ROUND,
+    filter_stars=FILTER_STARS,
+    keep_best=None,
+    weighting="noise",
+    report=None,
+    checkpoint=None,
+    checkpoint_every=10,
+    resume=False,
+    keep_checkpoint=False,
+    n_jobs=None,
+    progress=False,
+    callback=None,
+    **options,
+):
+    """Take a sequence of frame files from stars to stack in one run, each frame read once.
+
+    What `make_tables`, `write_maps` and `stack_frames` do one after the
+    other, as a stream: each frame is read (and calibrated) once, its stars
+    found and matched to the reference's, its star table written, its field
+    fitted and its map made in memory, and the frame, its hot pixels out
+    (found once, for the stars and the stack), kept for the stack. The
+    stack is the one the three functions give with the same options, to
+    float32 rounding.
+
+    The reference frame is read first, here, while worker processes start;
+    then the workers take the other frames, ``n_jobs`` at a time. With
+    rejection (three frames or more, by default) each worker also keeps its
+    frame in the scratch directory and drizzles it alone; once all are
+    kept, the selection leaves out the frames far from the sequence's
+    bulk, the medians are taken, and each frame is drizzled onto the stack
+    without its outliers, its map made again from its field (a map is
+    4 bytes a pixel and axis: a night's maps are not kept). Without
+    rejection, the frames are read again for the stack.
+
+    Parameters
+    ----------
+    frames : iterable of str or path-like
+        Frame files: camera raw files or FITS images, all of one size.
+        Files that astro_offsets wrote (star tables, maps, stacks) are
+        ignored, so that a shell pattern may match them.
+    reference : str, path-like or `None`, optional
+        The reference frame, one of ``frames``; by default the first.
+    tables : str, path-like or `None`, optional
+        Directory of the star tables (``<stem>.offsets_table.fits``, as
+        `make_tables` writes them; replaced if they exist); `None` writes
+        each beside its frame.
+    write_maps : bool, str, path-like or `None`, optional
+        Also write each frame's map (``<stem>.offsets.fits``, replaced if
+        it exists), beside the frame (`True`) or into this directory. The
+        default is `None`: the maps stay in memory.
+    stars : dict or `None`, optional
+        Options of the stars, as for `make_tables`: ``fwhm``, ``threshold``,
+        ``min_snr``, ``flagged``.
+    field : dict or `None`, optional
+        The field, as for `write_maps`: ``method`` (``"auto"`` by default),
+        ``trend``, ``clip`` and the method's parameter.
+    calibration, mask_hot_pixels, normalize, reject, masks, scratch
+        As for `stack_frames`.
+    select, filter_fwhm, filter_round, filter_stars, keep_best, weighting
+        The selection and weighting of the frames, as for `stack_frames`;
+        the measures are those of the tables made here.
+    report, checkpoint, checkpoint_every, resume, keep_checkpoint
+        As for `stack_frames`. A resumed run makes the fields of the frames
+        its checkpoint holds again from their star tables.
+    n_jobs : int or `None`, optional
+        Worker processes, with joblib's meaning (`None`: one, -1: all
+        cores): frames read at once, then drizzles at once.
+    progress : bool, optional
+        Show progress bars on stderr (when it is a terminal).
+    callback : callable or `None`, optional
+        Called with each `RunResult` as soon as it is known.
+    **options
+        The drizzle: ``kernel``, ``pixfrac``, ``scale``,
+        ``exposure_weighting``, ``context``, as for `Stacker`.
+
+    Returns
+    -------
+    stack : `Stack`
+        The stack, as `stack_frames` returns it.
+    results : list of `RunResult`
+        One per frame, in the order given.
+
+    Raises
+    ------
+    ValueError
+        If an option is out of range, the reference frame cannot be read
+        or has too few stars, or no frame could be stacked.
+    FileNotFoundError
+        If the reference frame does not exist.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from astro_offsets.datasets import night_sequence
+    >>> from astro_offsets.pipeline import run_sequence
+    >>> folder = tempfile.mkdtemp()
+    >>> night = night_sequence(folder, shape=(240, 320), n_frames=4, n_stars=150,
+    ...                        flip_after=None, bad={}, trail_frame=None)
+    >>> stack, results = run_sequence(night.frames, reject=False)
+    >>> [r.status for r in results]
+    ['stacked', 'stacked', 'stacked', 'stacked']
+    >>> os.path.exists(results[1].table)
+    True
+    """
+    stars = {**_STARS, **(stars or {})}
+    unknown = set(stars) - set(_STARS)
+    if unknown:
+        raise ValueError(f"unknown star options {sorted(unknown)}; expected {sorted(_STARS)}")
+    field = {"method": MAPS_METHOD, **(field or {})}
+    check_options(**field)
+    selection, masks = check_settings(
+        masks,
+        scratch,
+        checkpoint_every,
+        check_selection(select, filter_fwhm, filter_round, filter_stars, keep_best, weighting),
+        options,
+    )
+    for directory, what in ((tables, "tables"), (write_maps, "maps")):
+        if directory not in (None, True, False) and not os.path.isdir(directory):
+            raise ValueError(f"{directory}: the directory for the {what} does not exist")
+    write_maps = write_maps or None
+    made = {}  # what each frame made: its table, field and map's record
+    batch = _Batch(
+        frames,
+        RunResult,
+        what="frame",
+        name="run",
+        progress=progress,
+        callback=callback,
+        made=made,
+    )
+    inputs = batch.inputs
+    if not inputs:
+        raise ValueError("no frame to stack")
+    reference = inputs[0] if reference is None else os.fspath(reference)
+    input_file(reference, "reference frame")
+    if os.path.abspath(reference) not in {os.path.abspath(frame) for frame in inputs}:
+        raise ValueError(f"{reference}: the reference frame is not among the frames")
+    todo = []
+    for index, frame in batch:
+        is_reference = os.path.abspath(frame) == os.path.abspath(reference)
+        written = None if write_maps is None or is_reference else map_path(frame, _dir(write_maps))
+        map_file = None if is_reference else os.path.abspath(map_path(frame, _dir(write_maps)))
+        todo.append(Item(index, frame, written, os.path.abspath(frame), map_file))
+    # The reference first: every frame is normalised to it.
+    todo.sort(key=lambda item: item.map_file is not None)
+    frames_read = StreamFrames(
+        calibration,
+        mask_hot_pixels,
+        normalize,
+        selection["weighting"],
+        reference=reference,
+        stars=stars,
+        field=field,
+        tables=tables,
+        maps=write_maps,
+    )
+    frames_read.made = made
+    measured = {}
+
+    def select_kept(kept):
+        measured.update(_measured(frames_read, todo, kept))
+        return leave_out(batch, [item for item in todo if item.index in kept], measured, selection)
+
+    stack = stack_items(
+        batch,
+        todo,
+        frames_read,
+        reject=reject,
+        masks=masks,
+        scratch=scratch,
+        progress=progress,
+        n_jobs=n_jobs,
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+        resume=resume,
+        keep_checkpoint=keep_checkpoint,
+        identity={"run": {"stars": stars, "field": field, "calibration": repr(calibration)}},
+        options=options,
+        keeper=lambda run, items, kept: _stream(run, frames_read, items, kept, n_jobs, progress),
+        select=select_kept,
+        maps=frames_read.offset_map,
+    )
+    results = [_with_measures(r, measured.get(index)) for index, r in enumerate(batch.results)]
+    if report is not None:
+        write_frame_report(frame_report(results), report, overwrite=True)
+    return stack, results
+
+
+class _Batch(Batch):
+    """The `Batch` of a run: each frame's result has what the frame made (``made``)."""
+
+    def __init__(self, *args, made, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.made = made
+
+    def finish(self, index, status, message="", **fields):
+        made = self.made.get(index)
+        if made is not None:
+            fields.update(
+                table=made.table,
+                field=made.field,
+                detected=made.counts["detected"],
+                matched=made.counts["matched"],
+                warnings=made.notes + tuple(fields.get("warnings", ())),
+            )
+        super().finish(index, status, message, **fields)
+
+
+def _dir(write_maps):
+    """Return the directory of the maps (`None`: beside the frames)."""
+    return None if write_maps in (None, True) else write_maps
+
+
+def _measured(frames_read, todo, kept):
+    """Return the measures of the frames ``kept`` (`map_measures`) by index, the reference's too."""
+    made = frames_read.made
+    measured = {index: made[index].measures[0] for index in kept if index in made}
+    reference = reference_measures([m.measures[1] for m in made.values()])
+    for item in todo:
+        if item.map_file is None:
+            measured[item.index] = reference
+    return measured
+
+
+def _stream(run, frames_read, todo, kept, n_jobs, progress):
+    """Read every frame of ``todo`` once: its stars, table and map; kept, with rejection.
+
+    The reference is read here (its stars are every frame's reference) while
+    the workers start; then the workers read the other frames, each kept
+    (``kept``, a dict, with rejection; `None` without) in rejection's
+    directory. A frame that an interrupted run kept has its field made again
+    from its table.
+    """
+    reference = next(item for item in todo if item.map_file is None)
+    workers = effective_n_jobs(n_jobs)
+    parallel = Parallel(n_jobs=n_jobs, return_as="generator")
+    with ThreadPoolExecutor(1, thread_name_prefix="astro_offsets-start") as starter:
+        if workers > 1:
+            starter.submit(start_workers, parallel, workers)
+        found, _ = run.reference([reference])
+    if found is None:
+        raise ValueError(run.batch.results[reference.index].message)
+    prepared = found[1]
+    del found
+    directory = None
+    if kept is not None:
+        run.start_rejection(len(todo))
+        directory = run.rejection.directory
+        if reference.index not in kept:
+            _keep(frames_read, directory, reference, prepared)
+            entry = record_of(prepared, frames_read.zeros(prepared.norm))
+            run.mark_kept(kept, reference.index, entry)
+    del prepared
+    others = [item for item in todo if item.map_file is not None]
+    for item in others:
+        if kept is not None and item.index in kept:
+            frames_read.made_by(item.index, frames_read.field_from_table(item))
+    rest = [item for item in others if kept is None or item.index not in kept]
+    # The workers' copy: without what the frames made here.
+    copied = copy.copy(frames_read)
+    copied.made = {}
+    bar = tqdm(total=len(todo), desc="frames", unit="frame", disable=None if progress else True)
+    with bar:
+        bar.update(len(todo) - len(rest))
+        tasks = (delayed(_through)(copied, directory, item) for item in rest)
+        for item, (entry, made) in zip(rest, parallel(tasks), strict=True):
+            bar.update()
+            if made is None:
+                run.batch.fail(item.index, entry)
+                continue
+            frames_read.made_by(item.index, made)
+            if kept is not None:
+                run.mark_kept(kept, item.index, entry)
+
+
+def _keep(frames_read, directory, item, prepared):
+    """Keep a prepared frame in rejection's directory, and drizzle it alone."""
+    offsets = _offsets(prepared.offset_map, frames_read.shape)
+    keep_frame(directory, frames_read.layers, item.index, prepared.data, offsets)
+
+
+def _through(frames_read, directory, item):
+    """Read a frame through (`StreamFrames.read`), and keep it (a worker's task).
+
+    Returns its record (`None` without rejection) and what it made; a frame
+    that fails gives the one-line message instead, and `None`.
+    """
+    try:
+        prepared = frames_read.read(item)
+        entry = None
+        if directory is not None:
+            _keep(frames_read, directory, item, prepared)
+            entry = record_of(prepared, frames_read.zeros(prepared.norm))
+    except Exception as exc:
+        return describe(item.frame, exc), None
+    return entry, frames_read.made.pop(item.index)

@@ -1,0 +1,170 @@
+"""One frame's way through a run: read once, its stars, its table, its field, its map."""
+
+from typing import NamedTuple
+
+import numpy as np
+from astropy.io import fits
+
+from .._utils.batch import describe
+from .._utils.naming import map_path, table_path
+from ..field import make_map
+from ..field._write_maps import _read_model, _write_map
+from ..frames import hot_pixels
+from ..stack._quality import map_measures
+from ..stack._run import Frames
+from ..stars._make_tables import (
+    frame_table,
+    reference_stars,
+    stars_image,
+    table_header,
+    write_table,
+)
+
+__all__ = ["Made", "StreamFrames"]
+
+
+class Made(NamedTuple):
+    """What a run made of a frame besides the frame stacked: its table, field and map's record."""
+
+    model: object
+    """The `OffsetModel` of its map (made again for the second pass)."""
+    table: str
+    """Its star table's file, as named in messages."""
+    counts: dict
+    """Stars ``detected``, ``matched`` and ``outside`` the reference (`make_tables`)."""
+    field: str
+    """Its map's field in words (`OffsetMap.field_summary`)."""
+    notes: tuple
+    """The warnings of making its field and map, one line each."""
+    measures: tuple
+    """Its map's measures, the frame's and the reference's (`map_measures`)."""
+
+
+class StreamFrames(Frames):
+    """How a run reads its frames: each once, its stars and map made on the way.
+
+    The `Frames` of a stack, whose frames have no map files: reading a
+    frame (`read`) finds its stars, matches them to the reference's,
+    writes its star table, fits its field and makes its map in memory,
+    then prepares the frame for the stack with the same hot pixels. The
+    reference frame, read first, gives the reference's stars. What each
+    frame made (`Made`) is kept in ``made``, by the frame's index; a frame
+    whose field is known (``made``) is read without its stars again, its
+    map made from its model. Picklable: worker processes read frames with
+    a copy made once the reference is read, and send back what they made.
+
+    Parameters
+    ----------
+    calibration, mask_hot_pixels, normalize, weighting
+        As for `Frames`.
+    reference : str
+        The reference frame, as the user named it (the tables' ``REFFRAME``).
+    stars : dict
+        The options of `frame_table`: ``fwhm``, ``threshold``, ``min_snr``,
+        ``flagged``.
+    field : dict
+        The options of `OffsetModel` (``method``, ``trend``, ...).
+    tables, maps : str or `None`
+        Where the tables go (`None`: beside each frame), and the maps, which
+        are written only if ``maps`` is given (`True`: beside each frame).
+    """
+
+    def __init__(
+        self,
+        calibration,
+        mask_hot_pixels,
+        normalize,
+        weighting,
+        *,
+        reference,
+        stars,
+        field,
+        tables=None,
+        maps=None,
+    ):
+        super().__init__(calibration, mask_hot_pixels, normalize, weighting)
+        self.reference_name = reference
+        self.stars = dict(stars)
+        self.field = dict(field)
+        self.tables = tables
+        self.maps = maps
+        self.reference_stars = None
+        self.made = {}
+
+    def read(self, item):
+        """Read a frame; make its stars, table and map on the way if not known; prepare it."""
+        raw = self.read_raw(item.frame_file)
+        made = self.made.get(item.index)
+        if item.map_file is None or made is not None:
+            omap = None if item.map_file is None else self.offset_map(item)
+            if item.map_file is None and self.reference_stars is None:
+                return self._reference(item, raw)
+            return self.prepare(raw, omap, item.omap_path)
+        image, hot = _image(raw)
+        found, _ = frame_table(item.frame, image, self.reference_stars, self.stars, item.frame_file)
+        del image
+        if isinstance(found, str):
+            raise ValueError(found)
+        output = table_path(item.frame, self.tables)
+        header = table_header(item.frame, self.reference_name, found, self.stars)
+        try:
+            write_table(output, found[0], header, overwrite=True)
+        except OSError as exc:
+            raise OSError(describe(output, exc)) from None
+        omap = self._field(item, output, found[2], raw.data.shape[-2:])
+        return self.prepare(raw, omap, item.omap_path, hot)
+
+    def _reference(self, item, raw):
+        """Read the reference frame: its stars, then the frame prepared for the stack."""
+        image, hot = _image(raw)
+        stars = self.stars
+        self.reference_stars = reference_stars(item.frame, image, stars["fwhm"], stars["threshold"])
+        return self.prepare(raw, None, None, hot)
+
+    def _field(self, item, table, counts, shape):
+        """Fit a frame's field to its star table and make its map; keep what it made."""
+        model, notes = _read_model(table, self.field)
+        omap, more, model = make_map(model, shape, n_jobs=1)
+        if self.maps is not None:
+            directory = None if self.maps is True else self.maps
+            more += _write_map(omap, map_path(item.frame, directory), True, False)
+        summary, measures = omap.field_summary, map_measures(omap)
+        self.made[item.index] = Made(model, table, counts, summary, notes + more, measures)
+        return omap
+
+    def field_from_table(self, item):
+        """Make a frame's field again from the star table this run wrote; return what it made.
+
+        For the frames that an interrupted run kept (its checkpoint): their
+        stars were found then.
+        """
+        table = table_path(item.frame, self.tables)
+        header = fits.getheader(table, 1)
+        counts = {"detected": header.get("NDETECT"), "matched": header.get("NMATCH")}
+        self._field(item, table, counts, self.shape)
+        return self.made[item.index]
+
+    def offset_map(self, item, out=None):
+        """Return a frame's map, made again from its model (into ``out``); `None`: the reference."""
+        made = self.made.get(item.index)
+        if made is None:
+            if item.map_file is None:
+                return None
+            raise ValueError(f"{item.frame}: no field made for it in this run")
+        return made.model.to_map(self.shape, n_jobs=1, out=out)
+
+    def made_by(self, index, made):
+        """Take what a worker made of frame ``index`` (its copy's ``made``)."""
+        self.made[index] = made
+
+
+def _image(raw):
+    """Return the image to find a frame's stars in, and the hot pixels the stack leaves out.
+
+    Mono frames and mosaics: one search for hot pixels, for the stars and
+    for the stack. A colour cube's stars are in the mean of its planes,
+    whose hot pixels are not the planes': the stack finds its own (`None`).
+    """
+    if np.ndim(raw.data) == 3:
+        return stars_image(raw)[0], None
+    return stars_image(raw, hot_pixels(np.asarray(raw.data, np.float32), raw.colors))

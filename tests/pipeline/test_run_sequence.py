@@ -1,0 +1,172 @@
+"""One run from frames to stack: the three commands' stack, each frame read once."""
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+
+import astro_offsets.pipeline._stream as stream
+import astro_offsets.stack._reading as stack_reading
+from astro_offsets import OffsetMap, make_tables, run_sequence, stack_frames, write_maps
+from astro_offsets._cli import main
+from astro_offsets.datasets import night_sequence
+from astro_offsets.frames import frame_shape
+
+
+@pytest.fixture(scope="module")
+def night(tmp_path_factory):
+    """Six frames that turn, flip over the meridian, one shaken, one crossed by a satellite."""
+    folder = tmp_path_factory.mktemp("night")
+    return night_sequence(
+        folder,
+        shape=(240, 360),
+        n_frames=6,
+        n_stars=260,
+        flip_after=2,
+        bad={4: "shaken"},
+        trail_frame=3,
+        rotation_per_frame=0.3,
+    )
+
+
+@pytest.fixture(scope="module")
+def three_commands(night, tmp_path_factory):
+    """The stack of tables, maps and stack, one after the other, and the maps."""
+    folder = tmp_path_factory.mktemp("three")
+    make_tables(night.frames, night.reference, outdir=folder)
+    tables = sorted(str(p) for p in folder.glob("*.offsets_table.fits"))
+    write_maps(tables, frame_shape(night.reference), outdir=folder)
+    stack, results = stack_frames(night.frames, maps=folder, reference=night.reference)
+    return stack, results, folder
+
+
+def same_stack(a, b):
+    for channel in a.channels:
+        np.testing.assert_array_equal(a.images[channel], b.images[channel])
+        np.testing.assert_array_equal(a.weights[channel], b.weights[channel])
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_the_stack_of_the_three_commands(night, three_commands, tmp_path, n_jobs):
+    expected, expected_results, _ = three_commands
+    stack, results = run_sequence(night.frames, tables=tmp_path, n_jobs=n_jobs)
+    same_stack(stack, expected)
+    assert [(r.status, r.weight, r.message) for r in results] == [
+        (r.status, r.weight, r.message) for r in expected_results
+    ]
+    # The shaken frame is left out, as the three commands leave it out.
+    assert results[4].status == "left out"
+    assert [r.table is not None for r in results] == [False, True, True, True, True, True]
+    assert "auto" in results[1].field
+    assert results[1].matched > 50
+
+
+def test_each_frame_read_and_searched_for_hot_pixels_once(night, tmp_path, monkeypatch):
+    reads, searches = collections.Counter(), collections.Counter()
+    read_frame, hot_pixels = stack_reading.read_frame, stream.hot_pixels
+
+    def counted_read(path, *args, **kwargs):
+        reads[os.path.basename(path)] += 1
+        return read_frame(path, *args, **kwargs)
+
+    def counted_search(data, *args, **kwargs):
+        searches[data.shape] += 1
+        return hot_pixels(data, *args, **kwargs)
+
+    monkeypatch.setattr(stack_reading, "read_frame", counted_read)
+    monkeypatch.setattr(stream, "hot_pixels", counted_search)
+    monkeypatch.setattr(stack_reading, "hot_pixels", counted_search)
+    # In this process (one job): the counts are this process's.
+    run_sequence(night.frames, tables=tmp_path, n_jobs=1)
+    assert set(reads.values()) == {1}, reads
+    assert len(reads) == len(night.frames)
+    assert sum(searches.values()) == len(night.frames)
+
+
+def test_the_maps_stay_in_memory_unless_asked(night, three_commands, tmp_path):
+    _, _, folder = three_commands
+    run_sequence(night.frames, tables=tmp_path, reject=False)
+    assert not list(tmp_path.glob("*.offsets.fits"))
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    run_sequence(night.frames, tables=tmp_path, write_maps=maps, reject=False)
+    written = sorted(maps.glob("*.offsets.fits"))
+    assert len(written) == len(night.frames) - 1
+    for path in written:
+        ours, theirs = OffsetMap.read(path), OffsetMap.read(folder / path.name)
+        np.testing.assert_array_equal(ours.x_offset, theirs.x_offset)
+        np.testing.assert_array_equal(ours.y_offset, theirs.y_offset)
+
+
+def test_a_bad_frame_fails_alone(night, tmp_path):
+    broken = tmp_path / "broken.fits"
+    broken.write_bytes(b"SIMPLE  = not a FITS file")
+    _, results = run_sequence([*night.frames[:4], broken], tables=tmp_path, reject=False)
+    assert [r.status for r in results] == ["stacked"] * 4 + ["failed"]
+    assert results[-1].message.startswith(f"{broken}:")
+
+
+def test_an_unreadable_reference_is_an_error(night, tmp_path):
+    broken = tmp_path / "broken.fits"
+    broken.write_bytes(b"SIMPLE  = not a FITS file")
+    with pytest.raises(ValueError, match=r"broken\.fits"):
+        run_sequence([broken, *night.frames[:3]], tables=tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"missing\.fits"):
+        run_sequence(night.frames, reference=tmp_path / "missing.fits", tables=tmp_path)
+    with pytest.raises(ValueError, match="unknown star options"):
+        run_sequence(night.frames, stars={"sigma": 3})
+
+
+def test_the_run_command(night, three_commands, tmp_path):
+    expected, _, _ = three_commands
+    out = tmp_path / "out" / "stack.fits"
+    status = main(["run", *night.frames, "--out", str(out), "--tables", str(tmp_path)])
+    assert status == 0
+    with fits.open(out) as hdul:
+        np.testing.assert_array_equal(hdul["SCI"].data, expected.images["SCI"])
+    report = Table.read(tmp_path / "out" / "stack.frames.ecsv")
+    assert list(report["used"]) == [True, True, True, True, False, True]
+    assert len(list(tmp_path.glob("*.offsets_table.fits"))) == len(night.frames) - 1
+    assert not list(tmp_path.glob("*.offsets.fits"))
+    # A second run keeps the stack, as stack does.
+    assert main(["run", *night.frames, "--out", str(out), "--tables", str(tmp_path)]) == 0
+
+
+@pytest.mark.slow
+def test_killed_and_resumed_is_the_uninterrupted_run(night, three_commands, tmp_path):
+    """Killed (SIGKILL) once two frames are stacked, then resumed: the same stack."""
+    checkpoint = tmp_path / "run.checkpoint"
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from astro_offsets import run_sequence
+
+        stacked = 0
+
+        def on_frame(result):
+            global stacked
+            stacked += result.status == "stacked"
+            if stacked == 2:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        if __name__ == "__main__":
+            run_sequence({night.frames!r}, tables={str(tmp_path)!r}, n_jobs=2,
+                         callback=on_frame, checkpoint={str(checkpoint)!r}, checkpoint_every=1)
+        """
+    )
+    log = tmp_path / "killed.log"
+    with open(log, "w") as file:
+        done = subprocess.run([sys.executable, "-c", script], stdout=file, stderr=file)
+    assert done.returncode == -signal.SIGKILL, log.read_text()
+    assert checkpoint.is_dir()
+    stack, results = run_sequence(night.frames, tables=tmp_path, checkpoint=checkpoint, resume=True)
+    same_stack(stack, three_commands[0])
+    assert [r.status for r in results].count("stacked") == len(night.frames) - 1
+    assert not checkpoint.exists()
