@@ -8,14 +8,13 @@ import shutil
 import sys
 import warnings
 
-import joblib
 from tqdm import tqdm
 
 from ._utils.batch import describe
 from ._utils.naming import checkpoint_path, png_path
 from ._utils.provenance import PRODUCTS, product_kind
 from ._utils.validation import input_file
-from ._utils.workers import ClusterError
+from ._utils.workers import ClusterError, connected
 from ._version import __version__
 from .field import DEFAULT_TREND, MAPS_METHOD, METHODS, TRENDS, check_options, write_maps
 from .frames import KINDS, Calibration, frame_shape
@@ -670,22 +669,15 @@ class _Reporter:
 
 @contextlib.contextmanager
 def _scheduler(address):
-    """Run joblib's tasks on the dask cluster at ``address`` (no-op for `None`)."""
-    if address is None:
-        yield
-        return
-    try:
-        from distributed import Client
-    except ImportError:
-        raise _MissingDependencyError(
-            "--scheduler needs dask.distributed: pip install 'dask[distributed]'"
-        ) from None
-    # The connection timeout is dask's: distributed.comm.timeouts.connect.
-    try:
-        client = Client(address)
-    except (OSError, ValueError) as exc:
-        raise ClusterError(describe(address, exc)) from None
-    with client, joblib.parallel_config(backend="dask"):
+    """Yield a client of the dask cluster at ``address`` (`None` for `None`), closed at the end."""
+    if address is not None:
+        try:
+            import distributed  # noqa: F401
+        except ImportError:
+            raise _MissingDependencyError(
+                "--scheduler needs dask.distributed: pip install 'dask[distributed]'"
+            ) from None
+    with connected(address) as client:
         yield client
 
 
@@ -728,11 +720,12 @@ def _run_maps(args, report):
         if report.result(result):
             tqdm.write(f"{result.output}: {result.field}")
 
-    with _scheduler(args.scheduler):
+    with _scheduler(args.scheduler) as client:
         results = write_maps(
             args.tables,
             shape,
             n_jobs=args.jobs,
+            client=client,
             progress=True,
             callback=on_table,
             **_given(args, "outdir", "overwrite", "plot", "cv"),
@@ -771,13 +764,14 @@ def _run_tables(args, report):
         args, "outdir", "fwhm", "threshold", "min_snr", "flagged", "complete", "overwrite"
     )
     try:
-        with _scheduler(args.scheduler):
+        with _scheduler(args.scheduler) as client:
             results = make_tables(
                 args.frames,
                 args.reference,
                 progress=True,
                 callback=on_frame,
                 n_jobs=args.jobs,
+                client=client,
                 calibration=calibration,
                 **options,
             )
@@ -802,6 +796,13 @@ def _run_stack(args, report):
 def _run_run(args, report):
     from .pipeline import run_sequence
 
+    if args.scheduler is not None:
+        # Its stream and its maps in memory are this process's: no cluster's.
+        report.usage(
+            "run takes no --scheduler: the frames stream through this machine's workers "
+            "(--jobs); on a dask cluster, run tables, maps and stack with --scheduler"
+        )
+        return 2
     field = _field_options(args)
     try:
         check_options(**field)
@@ -921,11 +922,12 @@ def _stacking(args, report, command, check, stack_function):
                 "checkpoint_every": every,
                 "keep_checkpoint": True,
             }
-            with _scheduler(args.scheduler):
+            with _scheduler(args.scheduler) as client:
                 stack, results = stack_function(
                     progress=True,
                     callback=on_frame,
                     n_jobs=args.jobs,
+                    **({} if client is None else {"client": client}),
                     calibration=calibration,
                     scratch=args.scratch,
                     resume=args.resume,

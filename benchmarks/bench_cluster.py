@@ -7,8 +7,8 @@ through the library, with the default options of each:
 
 * ``local``: no cluster, ``n_jobs=-1`` (all cores of this machine), the
   baseline that the cluster runs are compared with;
-* ``1 worker`` and ``2 workers``: inside ``joblib.parallel_config(backend="dask")``
-  with a ``Client`` of a ``distributed.LocalCluster(n_workers=W,
+* ``1 worker`` and ``2 workers``: with ``client=``, a ``Client`` of a
+  ``distributed.LocalCluster(n_workers=W,
   threads_per_worker=1, processes=True)``, started afresh for each run; its
   workers import astro_offsets before the clock starts, so that the stages
   time the work and not the workers' start.
@@ -59,7 +59,6 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
-import joblib
 import numpy as np
 import psutil
 from astropy.io import fits
@@ -130,15 +129,21 @@ def run_pipeline(sequence, folder, workers, pinned=False):
                 workers_cpu = {} if client is None else client.run(client_cpu)
                 machine, cpu, start = machine_cpu(), client_cpu(), time.perf_counter()
                 if stage == "tables":
-                    results = make_tables(frames, reference, outdir=str(tables_dir), n_jobs=n_jobs)
+                    results = make_tables(
+                        frames, reference, outdir=str(tables_dir), n_jobs=n_jobs, client=client
+                    )
                     tables = [r.output for r in results if r.status == "written"]
                 elif stage == "maps":
                     results = write_maps(
-                        tables, sequence.shape, outdir=str(maps_dir), n_jobs=n_jobs
+                        tables, sequence.shape, outdir=str(maps_dir), n_jobs=n_jobs, client=client
                     )
                 else:
                     stack, results = stack_frames(
-                        frames, maps=str(maps_dir), reference=reference, n_jobs=n_jobs
+                        frames,
+                        maps=str(maps_dir),
+                        reference=reference,
+                        n_jobs=n_jobs,
+                        client=client,
                     )
                 figures["seconds"][stage] = time.perf_counter() - start
                 figures["client cpu"][stage] = client_cpu() - cpu
@@ -181,8 +186,7 @@ def run_pipeline(sequence, folder, workers, pinned=False):
                 before = pin({0})
             figures["cluster start"] = time.perf_counter() - start
             try:
-                with joblib.parallel_config(backend="dask"):
-                    stages(client)
+                stages(client)
             finally:
                 if pinned:
                     pin(before)

@@ -76,6 +76,7 @@ _INTERSPHINX = {
     "matplotlib": intersphinx_mapping["matplotlib"],
     "astropy": ("https://docs.astropy.org/en/stable/", None),
     "joblib": ("https://joblib.readthedocs.io/en/stable/", None),
+    "distributed": ("https://distributed.dask.org/en/stable/", None),
     "drizzle": ("https://spacetelescope-drizzle.readthedocs.io/en/latest/", None),
     "photutils": ("https://photutils.readthedocs.io/en/stable/", None),
 }

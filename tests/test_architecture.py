@@ -120,6 +120,49 @@ def test_the_checks_can_fail(tmp_path):
     assert not cycles({"a": {"b"}, "b": {"c"}, "d": {"a", "c"}})
 
 
+def test_the_cluster_is_given_not_sniffed():
+    # A dask cluster comes as client= (workers.Tasks), not from joblib's
+    # private active backend; only the tiles of OffsetModel.to_map honour
+    # whatever joblib backend is active (DESIGN.md).
+    users = [name for name, path in modules() if "get_active_backend" in path.read_text()]
+    assert users == ["astro_offsets.field._tiling"]
+
+
+def attributes_set(path, name):
+    """The attributes of the variable ``name`` that the module at ``path`` assigns to."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+            targets = [node.target]
+        else:
+            continue
+        found += [
+            ast.unparse(target)
+            for target in targets
+            if isinstance(target, ast.Attribute)
+            and isinstance(target.value, ast.Name)
+            and target.value.id == name
+        ]
+    return found
+
+
+def test_a_run_is_changed_through_its_methods(tmp_path):
+    # The cluster's code stacks into a stack's run (its stacker, its notes,
+    # its scratch) by the run's methods, not by setting its attributes.
+    wrong = [
+        f"{name}: {target}"
+        for name, path in modules()
+        if name.startswith("astro_offsets.stack.") and name != "astro_offsets.stack._run"
+        for target in attributes_set(path, "run")
+    ]
+    assert not wrong, wrong
+    source = tmp_path / "_x.py"
+    source.write_text("def f(run, notes):\n    run.notes += notes\n    run.x = 1\n")
+    assert attributes_set(source, "run") == ["run.notes", "run.x"]
+
+
 MUTABLE = (dict, list, set, bytearray)
 
 

@@ -101,6 +101,20 @@ def test_missing_optional_dependency_is_one_line(capsys, sequence, monkeypatch):
     assert out == ""
 
 
+def test_run_takes_no_scheduler(capsys, tmp_path):
+    # Its frames stream through this machine's workers, its maps in memory.
+    out = tmp_path / "stack.fits"
+    status, printed, err = run(capsys, "run", "a.fits", "--out", out, "--scheduler", "x:1")
+    assert status == 2
+    assert err == (
+        "astro-offsets: error: run takes no --scheduler: the frames stream through this "
+        "machine's workers (--jobs); on a dask cluster, run tables, maps and stack with "
+        "--scheduler\n"
+    )
+    assert printed == ""
+    assert not out.exists()
+
+
 def test_problems_name_their_file_once():
     path = "light/DSC0001.dng"
     for error in (

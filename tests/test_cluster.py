@@ -7,7 +7,6 @@ import threading
 import time
 
 import dask
-import joblib
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -88,8 +87,8 @@ def tasks_of(stream, function):
 def test_tables_on_the_cluster(client, frames, local_tables, tmp_path):
     # A flat of ones, which changes nothing, for the masters go to the cluster too.
     flat = Calibration(flat=np.ones(SHAPE))
-    with distributed.get_task_stream(client) as stream, joblib.parallel_config(backend="dask"):
-        results = make_tables(frames, frames[0], outdir=tmp_path, calibration=flat)
+    with distributed.get_task_stream(client) as stream:
+        results = make_tables(frames, frames[0], outdir=tmp_path, calibration=flat, client=client)
     tasks = tasks_of(stream, "_frame_table")
     assert len(tasks) == N_FRAMES - 1  # one per frame but the reference
     assert len({task["worker"] for task in tasks}) == 2
@@ -111,8 +110,10 @@ def test_maps_on_the_cluster(client, local_tables, tmp_path, monkeypatch):
     for where in ("here", "cluster"):
         (tmp_path / where).mkdir()
     runs["here"] = write_maps(tables, SHAPE, outdir=tmp_path / "here", cv=True)
-    with distributed.get_task_stream(client) as stream, joblib.parallel_config(backend="dask"):
-        runs["cluster"] = write_maps(tables, SHAPE, outdir=tmp_path / "cluster", cv=True)
+    with distributed.get_task_stream(client) as stream:
+        runs["cluster"] = write_maps(
+            tables, SHAPE, outdir=tmp_path / "cluster", cv=True, client=client
+        )
     tasks = tasks_of(stream, "_make_map")
     assert len(tasks) == len(tables) - 1  # the table given twice is not sent again
     assert len({task["worker"] for task in tasks}) == 2
@@ -237,8 +238,8 @@ def same_stack(stack, local):
 
 def test_a_stack_on_the_cluster(client, sequence):
     frames, (local, local_results) = sequence
-    with distributed.get_task_stream(client) as stream, joblib.parallel_config(backend="dask"):
-        stack, results = stack_frames(frames)
+    with distributed.get_task_stream(client) as stream:
+        stack, results = stack_frames(frames, client=client)
     assert [(r.status, r.scale, r.masked, r.weight) for r in results] == [
         (r.status, r.scale, r.masked, r.weight) for r in local_results
     ]
@@ -295,8 +296,7 @@ def test_a_stack_with_a_worker_killed(client, sequence):
     watcher = threading.Thread(target=kill_a_share)
     watcher.start()
     try:
-        with joblib.parallel_config(backend="dask"):
-            stack, results = stack_frames(frames)
+        stack, results = stack_frames(frames, client=client)
     finally:
         stop.set()
         watcher.join()
@@ -311,20 +311,30 @@ def test_a_worker_killed_mid_run(client, local_tables, tmp_path):
     assert dask.config.get("distributed.scheduler.allowed-failures") >= 1  # dask retries
     pids = client.run(os.getpid)
     killed = []
+    stop = threading.Event()
 
-    def kill_once(result):
-        # The first map is in; the others are queued or running on both workers.
-        if not killed:
-            busy = {worker: keys for worker, keys in client.processing().items() if keys}
-            victim = max(busy, key=lambda worker: len(busy[worker]))
-            os.kill(pids[victim], signal.SIGKILL)
-            killed.append((victim, busy[victim]))
+    def kill_once():
+        # Kill the first worker seen making maps, with the maps it holds.
+        while not stop.is_set() and not killed:
+            for worker, keys in client.processing().items():
+                held = [key for key in keys if "_make_map" in str(key)]
+                if held:
+                    os.kill(pids[worker], signal.SIGKILL)
+                    killed.append((worker, held))
+                    break
+            time.sleep(0.002)
 
     shape = (900, 1200)  # a few tenths of a second a map
     for where in ("cluster", "here"):
         (tmp_path / where).mkdir()
-    with distributed.get_task_stream(client) as stream, joblib.parallel_config(backend="dask"):
-        results = write_maps(local_tables, shape, outdir=tmp_path / "cluster", callback=kill_once)
+    watcher = threading.Thread(target=kill_once)
+    watcher.start()
+    try:
+        with distributed.get_task_stream(client) as stream:
+            results = write_maps(local_tables, shape, outdir=tmp_path / "cluster", client=client)
+    finally:
+        stop.set()
+        watcher.join()
     ((victim, held),) = killed
     assert held  # the worker killed had work: it ran again on another
     done = tasks_of(stream, "_make_map")

@@ -13,7 +13,7 @@ try:
 except ImportError:  # Windows: no locks to tell a killed owner by
     fcntl = None
 
-__all__ = ["ScratchDirectory", "sweep"]
+__all__ = ["ScratchDirectory", "check_room", "gigabytes", "sweep"]
 
 # The file in a scratch directory that its process holds locked while it
 # lives, naming the host it runs on.
@@ -150,3 +150,60 @@ def sweep(parent, prefix):
         finally:
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+def gigabytes(size):
+    """Return bytes as gigabytes in words: two figures, whole ones from 10 GB.
+
+    Examples
+    --------
+    >>> from astro_offsets._utils.scratch import gigabytes
+    >>> [gigabytes(n) for n in (8.6e6, 2.4e8, 33.6e9, 150e9, 65.4e9, 1000)]
+    ['0.0086', '0.24', '34', '150', '65', 'less than 0.001']
+    """
+    if size < 1e6:
+        return "less than 0.001"
+    return f"{size / 1e9:.2g}" if size < 10e9 else f"{size / 1e9:.0f}"
+
+
+def check_room(directory, need, what, where, ways):
+    """Check that ``directory``'s filesystem has ``need`` bytes free; return the bytes free.
+
+    Parameters
+    ----------
+    directory : str
+        A directory on the filesystem.
+    need : int
+        The bytes needed.
+    what : str
+        What needs them, for the message (``"outlier rejection"``).
+    where : str
+        How to name the place in the message.
+    ways : str
+        What the user can do instead, for the message.
+
+    Raises
+    ------
+    ValueError
+        If there is not the room, in one line naming the place, the figures
+        and ``ways``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from astro_offsets._utils.scratch import check_room
+    >>> folder = tempfile.gettempdir()
+    >>> check_room(folder, 1000, "a test", folder, "free some") > 1000
+    True
+    >>> check_room(folder, 10**30, "a test", "here", "free some")
+    Traceback (most recent call last):
+    ...
+    ValueError: a test needs 1000000000000000000000 GB of scratch space in here, ...
+    """
+    free = shutil.disk_usage(directory).free
+    if need > free:
+        raise ValueError(
+            f"{what} needs {gigabytes(need)} GB of scratch space in {where}, "
+            f"{gigabytes(free)} GB are free: {ways}"
+        )
+    return free

@@ -1,17 +1,21 @@
-"""Worker processes: started ahead of their work, or a dask cluster's."""
+"""Worker processes: started ahead of their work, or a dask cluster's; tasks sent to either."""
 
+import collections
 import contextlib
+import functools
 import importlib
 import os
+import warnings
 
-from joblib import delayed
+from joblib import Parallel, delayed, effective_n_jobs
 
 __all__ = [
     "ClusterError",
-    "cancelled_on_error",
-    "cluster_client",
+    "Tasks",
+    "connected",
     "on_every_worker",
     "start_workers",
+    "takes_client",
     "warm_cluster",
     "workers_can_read",
     "workers_share",
@@ -115,24 +119,6 @@ def on_every_worker(client, value):
     return future
 
 
-def cluster_client():
-    """Return the dask client of ``joblib.parallel_config(backend="dask")``; `None` outside it.
-
-    Inside it, the commands make frames their unit of work: one task per
-    frame (tables, maps) or per share of the frames (stacks).
-
-    Examples
-    --------
-    >>> from astro_offsets._utils.workers import cluster_client
-    >>> cluster_client() is None
-    True
-    """
-    from joblib.parallel import get_active_backend
-
-    backend, _ = get_active_backend()
-    return getattr(backend, "client", None) if type(backend).__name__.startswith("Dask") else None
-
-
 def _unreadable(paths):
     """Return the first of ``paths`` this process cannot read, or `None`."""
     for path in paths:
@@ -189,16 +175,6 @@ def workers_can_read(client, paths, names=None):
             )
 
 
-@contextlib.contextmanager
-def cancelled_on_error(client, futures):
-    """Cancel a cluster's ``futures`` if the block raises (an error, Ctrl-C): no task left."""
-    try:
-        yield
-    except BaseException:
-        client.cancel(futures)
-        raise
-
-
 def workers_share(client, directory, name=None):
     """Check that every worker of a dask cluster can read the files written to ``directory``.
 
@@ -228,3 +204,212 @@ def workers_share(client, directory, name=None):
         pass
     name = directory if name is None else name
     workers_can_read(client, [probe], [f"{name} (the directory of the shared files)"])
+
+
+@contextlib.contextmanager
+def connected(client):
+    """Yield the dask client that ``client`` names: none, a client, or a scheduler's address.
+
+    A client given is used as it is (and left open); an address (a `str`,
+    such as ``"tcp://10.0.0.1:8786"``) is connected to here, and the client
+    closed at the end of the block.
+
+    Raises
+    ------
+    ClusterError
+        If the scheduler at the address cannot be reached.
+    TypeError
+        If ``client`` is neither.
+
+    Examples
+    --------
+    >>> from astro_offsets._utils.workers import connected
+    >>> with connected(None) as client:
+    ...     print(client)
+    None
+    """
+    if client is None or not isinstance(client, str):
+        if client is not None and not callable(getattr(client, "submit", None)):
+            raise TypeError(
+                "client must be a distributed.Client or a dask scheduler's address, "
+                f"got {type(client).__name__}"
+            )
+        yield client
+        return
+    from distributed import Client
+
+    # The connection's timeout is dask's: distributed.comm.timeouts.connect.
+    try:
+        made = Client(client)
+    except (OSError, ValueError) as exc:
+        text = str(exc).strip()
+        text = text.splitlines()[0] if text else type(exc).__name__
+        raise ClusterError(f"{client}: {text.removeprefix(f'{client}: ')}") from None
+    with made:
+        yield made
+
+
+def takes_client(function):
+    """Have ``function``'s ``client=`` be a scheduler's address too (see `connected`).
+
+    Examples
+    --------
+    >>> from astro_offsets._utils.workers import takes_client
+    >>> @takes_client
+    ... def work(*, client=None):
+    ...     return client
+    >>> work() is None
+    True
+    """
+
+    @functools.wraps(function)
+    def wrapper(*args, client=None, **kwargs):
+        with connected(client) as made:
+            return function(*args, client=made, **kwargs)
+
+    return wrapper
+
+
+class _Raised:
+    """A task's exception, as its result (see `Tasks`' ``errors``)."""
+
+    def __init__(self, function):
+        self.function = function
+        functools.update_wrapper(self, function)
+
+    def __call__(self, *args):
+        try:
+            return self.function(*args)
+        except Exception as exc:
+            return exc
+
+
+class Tasks:
+    """Tasks sent to workers, their results taken back in the order sent.
+
+    The workers are a dask cluster's, given its ``client``: each task goes
+    to the scheduler when submitted. Or, without one, joblib's
+    (`joblib.Parallel` with ``n_jobs``, local processes by default): the
+    tasks go out once their results are asked for (`results`), a few ahead
+    of the one the caller takes. Leaving the ``with`` block cancels every
+    task whose result was not taken: on an error, on Ctrl-C, or when the
+    caller stops early. No task is left running.
+
+    Parameters
+    ----------
+    client : `distributed.Client` or `None`, optional
+        The cluster's client; `None` (the default) runs the tasks with joblib.
+    n_jobs : int or `None`, optional
+        joblib's workers, with its meaning (`None` honours
+        `joblib.parallel_config`); not used with a ``client``.
+    errors : {"raise", "return"}, optional
+        A task that raises an exception: ``"raise"`` (the default) raises it
+        from `results`, and the tasks after it are cancelled; ``"return"``
+        gives the exception in its place among the results, and the others
+        go on (a dask worker lost too often, a task's own bug).
+
+    Examples
+    --------
+    >>> from astro_offsets._utils.workers import Tasks
+    >>> with Tasks(n_jobs=1) as tasks:
+    ...     for k in range(3):
+    ...         tasks.submit(pow, k, 2)
+    ...     print(list(tasks.results()))
+    [0, 1, 4]
+    """
+
+    def __init__(self, client=None, n_jobs=None, errors="raise"):
+        if errors not in ("raise", "return"):
+            raise ValueError(f'errors must be "raise" or "return", got {errors!r}')
+        self.client = client
+        self._n_jobs = n_jobs
+        self._errors = errors
+        self._parallel = None if client is not None else Parallel(n_jobs, return_as="generator")
+        self._sent = collections.deque()  # futures on a cluster, else joblib's calls
+        self._outputs = None  # joblib's results being taken
+
+    @property
+    def workers(self):
+        """How many workers take the tasks at once: the cluster's, or joblib's."""
+        if self.client is not None:
+            return len(self.client.scheduler_info()["workers"])
+        return effective_n_jobs(self._n_jobs)
+
+    def start(self, module=None):
+        """Have the workers start (and a cluster's import ``module``) now, ahead of their tasks.
+
+        To call in a thread while the caller does its own first work (see
+        `start_workers`, `warm_cluster`).
+        """
+        if self.client is not None:
+            if module is not None:
+                warm_cluster(self.client, module)
+        elif self.workers > 1:
+            start_workers(self._parallel, self.workers)
+
+    def share(self, value):
+        """Return what stands for ``value`` in the tasks: itself, or on every worker of a cluster.
+
+        What many tasks take is sent once (`on_every_worker`), not with each.
+        """
+        return value if self.client is None else on_every_worker(self.client, value)
+
+    def submit(self, function, *args):
+        """Send the task ``function(*args)``; its result comes from `results`."""
+        if self._errors == "return":
+            function = _Raised(function)
+        if self.client is not None:
+            self._sent.append(self.client.submit(function, *args, pure=False))
+        else:
+            self._sent.append(delayed(function)(*args))
+
+    def results(self):
+        """Yield the results of the tasks submitted, in the order they were.
+
+        Each result is taken once: a second call yields those submitted since.
+        """
+        if self.client is not None:
+            while self._sent:
+                try:
+                    result = self._sent[0].result()
+                except Exception as exc:
+                    if self._errors == "raise":
+                        raise
+                    result = exc  # the task never finished (its workers lost)
+                self._sent.popleft()
+                yield result
+            return
+        calls = list(self._sent)
+        self._sent.clear()
+        outputs = self._outputs = self._parallel(calls)
+        try:
+            # Not ``yield from``: this generator closed early (the caller's
+            # loop left) closes joblib's here, its warning silenced.
+            for result in outputs:
+                yield result
+            self._outputs = None  # all taken: nothing to stop
+        finally:
+            self._close_outputs()
+
+    def _close_outputs(self):
+        """Stop joblib's work whose results were not taken."""
+        outputs, self._outputs = self._outputs, None
+        if outputs is not None:
+            # joblib warns of the work cancelled, which is meant here. (Only
+            # then: the filters are the whole process's, not this thread's.)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                outputs.close()
+
+    def cancel(self):
+        """Cancel the tasks whose results were not taken."""
+        sent, self._sent = list(self._sent), collections.deque()
+        if self.client is not None and sent:
+            self.client.cancel(sent)
+        self._close_outputs()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.cancel()

@@ -1,5 +1,6 @@
 """Offset maps for a whole sequence of star tables."""
 
+import collections
 import contextlib
 import os
 import threading
@@ -13,7 +14,7 @@ from astropy.io import fits
 from .._utils.atomic import atomic_path
 from .._utils.batch import Batch, Result, describe
 from .._utils.naming import map_path, png_path
-from .._utils.workers import cluster_client
+from .._utils.workers import Tasks, takes_client
 from ..maps import OffsetMap, write_plot
 from ..stars import read_table
 from ._model import OffsetModel, check_options
@@ -216,12 +217,14 @@ def _plot_kept_map(output, table):
     return _write_plot(omap, output, model)
 
 
+@takes_client
 def write_maps(
     tables,
     shape,
     *,
     outdir=None,
     n_jobs=None,
+    client=None,
     block_size="auto",
     overwrite=False,
     plot=False,
@@ -235,8 +238,7 @@ def write_maps(
     Each map is computed on all workers, while the previous one is written
     to disk by a separate thread: the cores stay busy, no more workers than
     ``n_jobs`` compute at once, and at most two frames' maps are in memory.
-    Inside ``joblib.parallel_config(backend="dask")`` each table is instead
-    one task on the dask cluster of the active ``distributed.Client``: a
+    On a dask cluster (``client``) each table is instead one task: a
     worker reads the table and writes the map, at the same paths as here
     (a shared filesystem, checked before any task is sent), and the maps are
     the same, bit for bit. A table that cannot be read or used is reported
@@ -254,6 +256,10 @@ def write_maps(
     n_jobs : int or `None`, optional
         Workers per map, with `joblib.Parallel`'s meaning. A dask cluster
         uses all its workers, one map each, whatever ``n_jobs``.
+    client : `distributed.Client`, str or `None`, optional
+        A dask cluster's client, or its scheduler's address (connected to
+        for the call), whose workers make the maps. The default is `None`:
+        they are made here.
     block_size : ``"auto"`` or tuple of int, optional
         Tile shape; see `OffsetModel.to_map`.
     overwrite : bool, optional
@@ -316,7 +322,6 @@ def write_maps(
         callback=callback,
     )
     settings = {"block_size": block_size, "overwrite": overwrite, "plot": plot, "cv": cv}
-    client = cluster_client()
     if client is None:
         _maps_here(batch, shape, outdir, n_jobs, settings, options)
     else:
@@ -489,12 +494,10 @@ def _maps_on_cluster(client, batch, shape, outdir, settings, options):
     map would find itself there the second time, and fail as an existing
     file.
     """
-    from distributed import as_completed
-
     overwrite, plot = settings["overwrite"], settings["plot"]
     batch.check_workers(client)
     claimed = {}
-    tasks = {}  # future -> (index, output, staged map)
+    sent = collections.deque()  # (index, output, staged map, replace) of each task, in order
     later = []  # tables whose output an earlier table of the batch may make
 
     def submit(index, table, output, replace):
@@ -505,19 +508,14 @@ def _maps_on_cluster(client, batch, shape, outdir, settings, options):
         files = {table: os.path.abspath(table), output: staged}
         if plot:
             files[png_path(output)] = png_path(staged)
-        future = client.submit(
-            _make_map, table, output, files, shape, settings, options, pure=False
-        )
-        tasks[future] = (index, output, staged, replace)
-        return future
+        tasks.submit(_make_map, table, output, files, shape, settings, options)
+        sent.append((index, output, staged, replace))
 
-    def finish(future):
-        index, output, staged, replace = tasks.pop(future)
-        try:
-            made = future.result()
-        except Exception as exc:  # the task itself failed: workers died too often
+    def finish(made):
+        index, output, staged, replace = sent.popleft()
+        if isinstance(made, Exception):  # the task itself failed: workers died too often
             _discard(staged)
-            batch.fail(index, exc, output=output)
+            batch.fail(index, made, output=output)
             return
         if made.proved:
             # The output is this table's once it proved a star table.
@@ -534,7 +532,8 @@ def _maps_on_cluster(client, batch, shape, outdir, settings, options):
             notes = made.warnings + made.plot_warnings
             batch.finish(index, "written", output=output, warnings=notes, field=made.field)
 
-    try:
+    # Interrupted, the work left is not wanted: cancelled.
+    with Tasks(client, errors="return") as tasks:
         submitted = set()
         for index, table in batch:
             output = map_path(table, outdir)
@@ -545,14 +544,13 @@ def _maps_on_cluster(client, batch, shape, outdir, settings, options):
                 if replace is not None:
                     submit(index, table, output, replace)
                     submitted.add(os.path.abspath(output))
-        for future in as_completed(list(tasks)):
-            finish(future)
+        for made in tasks.results():
+            finish(made)
         # As the tables would have been in turn: each made only if no table
         # before it proved a star table of the same output.
         for index, table, output in later:
             replace = _to_make(batch, index, table, output, claimed, overwrite, plot)
             if replace is not None:
-                finish(submit(index, table, output, replace))
-    finally:
-        if tasks:  # interrupted: the work left is not wanted
-            client.cancel(list(tasks))
+                submit(index, table, output, replace)
+                for made in tasks.results():
+                    finish(made)

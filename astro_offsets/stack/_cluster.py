@@ -1,34 +1,48 @@
 """Stacking on a dask cluster: frames kept by tasks, the medians by row chunks, shares.
 
-What `stack_frames` does inside ``joblib.parallel_config(backend="dask")``.
-The reference frame is read by the caller's process first: it fixes the
-shape, the colours and the normalisation, which every worker's copy of the
-frames' reader then has. With rejection, each other frame is a task that
-keeps it and drizzles it alone in the shared directory, and the medians are
-tasks of row chunks; then each share of the frames (one per worker, in
-order) is a task that stacks it into a partial stack in the shared
-directory, and the caller adds the partial stacks up.
+What `stack_frames` does with a ``client``. The reference frame is read by
+the caller's process first: it fixes the shape, the colours and the
+normalisation, which every worker's copy of the frames' reader then has.
+With rejection, each other frame is a task that keeps it and drizzles it
+alone in the shared directory, and the medians are tasks of row chunks;
+then each share of the frames (one per worker, in order) is a task that
+stacks it into a partial stack in the shared directory, and the caller adds
+the partial stacks up.
 """
 
-import functools
 import os
-import shutil
 import threading
 import uuid
 
 from .._utils.batch import describe
-from .._utils.workers import (
-    cancelled_on_error,
-    on_every_worker,
-    warm_cluster,
-    workers_can_read,
-    workers_share,
-)
-from ._bands import Scratch
+from .._utils.workers import Tasks, workers_can_read
+from ._reading import record_of
 from ._rejection import _offsets, keep_frame
-from ._run import Collected, Run, record_of
+from ._run import Run
 
-__all__ = ["keep_on_cluster", "keep_task", "on_cluster", "share_task"]
+__all__ = ["Collected", "keep_on_cluster", "keep_task", "on_cluster", "share_task"]
+
+
+class Collected:
+    """What a cluster's worker reports of its frames, for the caller's `Batch`.
+
+    It takes a run's reports as a `Batch` does (`finish`, `fail`), and the
+    caller replays them into its own (`replay`).
+    """
+
+    def __init__(self, items):
+        self.frames = {item.index: item.frame for item in items}
+        self.calls = []
+
+    def finish(self, index, status, message="", **fields):
+        self.calls.append(("finish", index, (status, message), fields))
+
+    def fail(self, index, problem, **fields):
+        self.calls.append(("fail", index, (describe(self.frames[index], problem),), fields))
+
+    def replay(self, batch):
+        for method, index, arguments, fields in self.calls:
+            getattr(batch, method)(index, *arguments, **fields)
 
 
 def on_cluster(run, client, todo, reject, masks):
@@ -36,22 +50,19 @@ def on_cluster(run, client, todo, reject, masks):
     files = [item.frame_file for item in todo] + [item.map_file for item in todo if item.map_file]
     names = [item.frame for item in todo] + [item.omap_path for item in todo if item.map_file]
     workers_can_read(client, files, names)
+    tasks = Tasks(client)
     # The workers import what the tasks run while the reference is read here.
-    warming = threading.Thread(target=warm_cluster, args=(client, __name__), daemon=True)
-    warming.start()
+    threading.Thread(target=tasks.start, args=(__name__,), daemon=True).start()
     if reject:
-        numbered = run.reject(todo, client, functools.partial(keep_on_cluster, run, client))
-        directory = None if run.rejection is None else run.rejection.directory
+        numbered = run.reject(
+            todo, client, lambda todo, kept: keep_on_cluster(run, tasks, todo, kept)
+        )
     else:
         found, tried = run.reference(todo)
         if found is None:
             return
         reference = found[0].index
         del found
-        base = run.scratch if run.checkpoint is None else run.checkpoint.path
-        run.rejection_scratch = Scratch(base)
-        directory = run.rejection_scratch.path
-        workers_share(client, directory, base)
         # Numbered in the order given: a share reads its own frames.
         numbered = [
             (number, item, None)
@@ -60,45 +71,40 @@ def on_cluster(run, client, todo, reject, masks):
         ]
     if not numbered:
         return
-    workers = len(client.scheduler_info()["workers"])
+    directory = run.shared_directory(client)
     # A resumed stack keeps its checkpoint's shares, whatever the workers now.
-    wanted = workers if run.checkpoint is None else run.checkpoint.shares
+    wanted = tasks.workers if run.checkpoint is None else run.checkpoint.shares
     n_shares = max(1, min(len(numbered), wanted))
     bounds = [round(k * len(numbered) / n_shares) for k in range(n_shares + 1)]
-    frames = on_every_worker(client, run.frames)
-    futures = [
-        client.submit(
-            share_task,
-            frames,
-            run.options,
-            share,
-            numbered[bounds[share] : bounds[share + 1]],
-            reject,
-            masks,
-            directory,
-            run.checkpoint,
-            pure=False,
-        )
-        for share in range(n_shares)
-    ]
-    with cancelled_on_error(client, futures):
-        for future in futures:
-            calls, partial, notes = future.result()
-            calls.replay(run.batch)
+    with tasks:
+        frames = tasks.share(run.frames)
+        for share in range(n_shares):
+            share_items = numbered[bounds[share] : bounds[share + 1]]
+            tasks.submit(
+                share_task,
+                frames,
+                run.options,
+                share,
+                share_items,
+                reject,
+                masks,
+                directory,
+                run.checkpoint,
+            )
+        for collected, partial, notes in tasks.results():
+            collected.replay(run.batch)
             if partial is not None:
-                run.stacker.add_stack(partial)
-                shutil.rmtree(partial, ignore_errors=True)
-                run.notes += notes
+                run.add_share(partial, notes)
 
 
-def keep_on_cluster(run, client, todo, kept):
+def keep_on_cluster(run, tasks, todo, kept):
     """Keep the frames of ``todo`` not in ``kept``: the reference here, the others as tasks."""
     found, tried = run.reference(todo)
     if found is None:
         return
     item, prepared = found
     del found
-    run.start_rejection(len(todo), client)
+    run.start_rejection(len(todo), tasks.client)
     directory = run.rejection.directory
     if item.index not in kept:
         # The reference is kept here, while the workers start on the others.
@@ -108,11 +114,11 @@ def keep_on_cluster(run, client, todo, kept):
         run.mark_kept(kept, item.index, entry)
     del prepared
     others = [o for o in todo if o.index not in kept and o.index not in tried]
-    frames = on_every_worker(client, run.frames)
-    futures = [client.submit(keep_task, frames, directory, o, pure=False) for o in others]
-    with cancelled_on_error(client, futures):
-        for other, future in zip(others, futures, strict=True):
-            entry = future.result()
+    with tasks:
+        frames = tasks.share(run.frames)
+        for other in others:
+            tasks.submit(keep_task, frames, directory, other)
+        for other, entry in zip(others, tasks.results(), strict=True):
             if isinstance(entry, str):
                 run.batch.fail(other.index, entry, map=other.omap_path)
             else:
@@ -149,10 +155,8 @@ def share_task(frames, options, share, items, reject, masks, directory, checkpoi
                 run.rejection.kept(item.index, entry["zeros"], entry.get("weight"))
             run.rejection.open_medians()
         run.stack_share(share, items, reject, masks)
-        if run.stacker is None or not run.notes:
-            return collected, None, []
         partial = os.path.join(directory, f"share.{share}.{uuid.uuid4().hex[:12]}")
-        run.stacker.save(partial)
-        return collected, partial, run.notes
+        notes = run.save_share(partial)
+        return collected, None if notes is None else partial, notes or []
     finally:
         run.close()

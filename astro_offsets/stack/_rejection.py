@@ -20,6 +20,7 @@ import numpy as np
 from joblib import effective_n_jobs
 from numpy.lib.format import open_memmap
 
+from .._utils.workers import Tasks
 from ._bands import load_npy
 from ._outliers import blot, grow, nanmedian, outliers, scatter
 from ._quality import median_frames
@@ -239,10 +240,12 @@ class Rejection:
                     for fd in files.values():
                         os.close(fd)
             else:
-                task = functools.partial(
-                    median_rows, self.directory, names, partial, rows, flush=True
-                )
-                client.gather(client.map(task, starts, pure=False))
+                with Tasks(client) as tasks:
+                    for start in starts:
+                        tasks.submit(
+                            median_rows, self.directory, names, partial, rows, start, None, True
+                        )
+                    list(tasks.results())
             # Whole: a run interrupted before this point takes the median again.
             os.replace(partial, path)
         self.open_medians()

@@ -15,7 +15,7 @@ from tqdm import tqdm
 from .._utils.batch import Batch, Result, describe
 from .._utils.naming import map_path
 from .._utils.validation import input_file
-from .._utils.workers import cluster_client
+from .._utils.workers import takes_client
 from ..frames import frame_shape
 from ._checkpoint import Checkpoint, digest
 from ._cluster import on_cluster
@@ -229,6 +229,7 @@ def check_frames(frames, *, maps=None, reference=None):
     return [r for r in batch.results if r is not None and r.status == "failed"]
 
 
+@takes_client
 def stack_frames(
     frames,
     *,
@@ -243,6 +244,7 @@ def stack_frames(
     progress=False,
     callback=None,
     n_jobs=None,
+    client=None,
     checkpoint=None,
     checkpoint_every=10,
     resume=False,
@@ -319,14 +321,18 @@ def stack_frames(
         Worker processes that drizzle, with joblib's meaning: `None` honours
         `joblib.parallel_config` (one worker outside it), -1 is all cores.
         The stack is the same for any number. The next frame is read while
-        the workers drizzle one. Inside ``joblib.parallel_config(backend="dask")``
-        the frames go to the dask cluster instead: with rejection, a task
+        the workers drizzle one.
+    client : `distributed.Client`, str or `None`, optional
+        A dask cluster's client, or its scheduler's address (connected to
+        for the call), to send the frames to instead: with rejection, a task
         per frame keeps it and drizzles it alone, tasks of row chunks take
         the medians; then each worker stacks a share of the frames into a
         partial stack, and the partial stacks are added up here (images
         and weights are weighted sums, contexts are ORed). The files move
         as paths: the workers must read the frames, the maps and the
-        ``checkpoint`` (or ``scratch``) directory at the same paths.
+        ``checkpoint`` (or ``scratch``) directory at the same paths. The
+        default is `None`: the frames are stacked here, by ``n_jobs``
+        workers.
     checkpoint : str, path-like or `None`, optional
         A directory where the stack keeps what it needs to resume: with
         rejection its frames kept and drizzled alone (instead of
@@ -472,6 +478,7 @@ def stack_frames(
         keep_checkpoint=keep_checkpoint,
         identity={"calibration": digest(calibration)},
         options=options,
+        client=client,
     )
     results = [_with_measures(r, measured.get(index)) for index, r in enumerate(batch.results)]
     if report is not None:
@@ -535,6 +542,7 @@ def stack_items(
     keeper=None,
     select=None,
     maps=None,
+    client=None,
 ):
     """Stack the frames ``todo`` (`Item` each, the reference first) of ``batch``; return the stack.
 
@@ -547,7 +555,8 @@ def stack_items(
     with the `Run`, and without rejection, with ``kept=None`` (the frames
     are read once it returns). ``identity`` adds to the checkpoint's
     identity what tells the frames' reading apart (the calibration's
-    digest, a run's options).
+    digest, a run's options). ``client``: a dask cluster's, to stack on
+    (`stack_frames`).
     """
     if reject is None:
         reject = len(todo) >= 3
@@ -559,7 +568,6 @@ def stack_items(
             )
     elif masks and not reject:
         raise ValueError("outlier masks need rejection: masks= with reject=False")
-    client = cluster_client()
     saved = None
     if checkpoint is not None:
         identity = {
@@ -579,7 +587,7 @@ def stack_items(
         if client is None and saved.shares > 1:
             raise ValueError(
                 f"{checkpoint}: the checkpoint of a stack on a dask cluster, in "
-                f"{saved.shares} shares: resume it on a cluster (--scheduler)"
+                f"{saved.shares} shares: resume it on a cluster (client=, --scheduler)"
             )
         if saved.resumed and progress:
             tqdm.write(f"resuming from {saved.name}: {saved.summary()}", file=sys.stderr)

@@ -8,10 +8,9 @@ from types import MappingProxyType
 
 import numpy as np
 from drizzle import resample
-from joblib import Parallel, delayed, effective_n_jobs
 
 from .._utils.validation import positive_pair, real
-from .._utils.workers import start_workers
+from .._utils.workers import Tasks
 from ..frames import CFA_CHANNEL
 from ._bands import (
     BandJob,
@@ -296,8 +295,8 @@ class Stacker:
         self._context = options["context"]
         # The caller's joblib configuration is read here, in the caller's
         # thread; the frames are drizzled from a thread of the stacker's.
-        self._parallel = Parallel(n_jobs=n_jobs)
-        workers = effective_n_jobs(n_jobs)
+        self._tasks = Tasks(n_jobs=n_jobs)
+        workers = self._tasks.workers
         # Two phases of bands: four bands a worker keep every worker busy.
         self._bands = 1 if workers == 1 else 4 * workers
         self._scratch = Scratch(scratch)
@@ -314,7 +313,7 @@ class Stacker:
             # The workers start (and import the package, about a second)
             # while the caller reads its first frames; the drizzles queue
             # behind this in the stacker's thread.
-            self._executor.submit(start_workers, self._parallel, workers)
+            self._executor.submit(self._tasks.start)
         self._frames = []
         self._maps = []
         self._kernels = []  # each frame's, as drizzled
@@ -546,7 +545,10 @@ class Stacker:
     def _drizzle(self, tasks):
         for jobs in tasks:
             if jobs:
-                self._parallel(delayed(drizzle_band)(job) for job in jobs)
+                with self._tasks:
+                    for job in jobs:
+                        self._tasks.submit(drizzle_band, job)
+                    list(self._tasks.results())
 
     def _grow_contexts(self, planes):
         for name in self.channels:

@@ -1,6 +1,5 @@
 """Star tables from frames: detect, match to the reference, measure offsets."""
 
-import contextlib
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -8,18 +7,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from astropy.io import fits
-from joblib import Parallel, delayed, effective_n_jobs
 
 from .._utils.batch import Batch, Result, describe
 from .._utils.naming import table_path
 from .._utils.provenance import provenance_header, write_product
-from .._utils.workers import (
-    cancelled_on_error,
-    cluster_client,
-    on_every_worker,
-    start_workers,
-    warm_cluster,
-)
+from .._utils.workers import Tasks, takes_client
 from ..frames import fill_hot_pixels, frame_shape, hot_pixels, read_frame
 from ._detect import detect_stars
 from ._match import MIN_STARS, match_stars
@@ -179,6 +171,7 @@ def _outside(mapped, pairs, shape):
     return int(np.count_nonzero((x < -0.5) | (x > nx - 0.5) | (y < -0.5) | (y > ny - 0.5)))
 
 
+@takes_client
 def make_tables(
     frames,
     reference,
@@ -192,6 +185,7 @@ def make_tables(
     calibration=None,
     overwrite=False,
     n_jobs=None,
+    client=None,
     progress=False,
     callback=None,
 ):
@@ -248,10 +242,13 @@ def make_tables(
     n_jobs : int or `None`, optional
         Frames searched at once, with `joblib.Parallel`'s meaning: `None`
         honours `joblib.parallel_config` (one by default), -1 uses all
-        cores. Inside ``joblib.parallel_config(backend="dask")`` each frame
-        is one task on the dask cluster, which uses all its workers whatever
-        ``n_jobs``; the workers read the frames at the same paths as here
-        (a shared filesystem). The tables do not depend on it.
+        cores. The tables do not depend on it.
+    client : `distributed.Client`, str or `None`, optional
+        A dask cluster's client, or its scheduler's address (connected to
+        for the call): each frame is then one task on the cluster, which
+        uses all its workers whatever ``n_jobs``; the workers read the
+        frames at the same paths as here (a shared filesystem). The default
+        is `None`: the frames are searched here, by ``n_jobs`` processes.
     progress : bool, optional
         Show a progress bar on stderr (when it is a terminal).
     callback : callable or `None`, optional
@@ -320,18 +317,14 @@ def make_tables(
         and not is_reference[frame]
         and (overwrite or index in replaced or not os.path.lexists(table_path(frame, outdir)))
     ]
-    client = cluster_client()
     if client is not None:
         batch.check_workers(client, todo)
-    parallel = Parallel(n_jobs=n_jobs, return_as="generator")
-    workers = effective_n_jobs(n_jobs)
+    tasks = Tasks(client, n_jobs)
     with ThreadPoolExecutor(1, thread_name_prefix="astro_offsets-start") as starter:
         # The workers start, or a cluster's import what a frame's task runs,
         # while the reference's stars are found.
-        if todo and workers > 1 and client is None:
-            starter.submit(start_workers, parallel, workers)
-        elif todo and client is not None:
-            starter.submit(warm_cluster, client, __name__)
+        if todo:
+            starter.submit(tasks.start, __name__)
         ref_stars = _reference_stars(reference, fwhm, threshold, calibration) if todo else None
 
     def write(index, output, table, info, counts):
@@ -386,32 +379,13 @@ def make_tables(
     options = {"fwhm": fwhm, "threshold": threshold, "min_snr": min_snr, "flagged": flagged}
     # Absolute paths: a worker process kept from an earlier call may have
     # started in another working directory.
-    if client is None:
-        tasks = (
-            delayed(_frame_table)(
-                batch.paths[i], ref_stars, calibration, options, os.path.abspath(batch.paths[i])
+    with tasks:
+        shared = tasks.share((ref_stars, calibration))
+        for i in work:
+            tasks.submit(
+                _frame_table, batch.paths[i], shared, options, os.path.abspath(batch.paths[i])
             )
-            for i in work
-        )
-        found_all = parallel(tasks)
-    else:
-        # Submitted here, not through joblib: with one worker, joblib would
-        # run every frame in this process instead.
-        shared = on_every_worker(client, (ref_stars, calibration))
-        futures = [
-            client.submit(
-                _frame_table_shared,
-                batch.paths[i],
-                shared,
-                options,
-                os.path.abspath(batch.paths[i]),
-                pure=False,
-            )
-            for i in work
-        ]
-        found_all = (future.result() for future in futures)
-    with contextlib.nullcontext() if client is None else cancelled_on_error(client, futures):
-        _collect_tables(work, found_all, batch, complete, outdir, write, fail)
+        _collect_tables(work, tasks.results(), batch, complete, outdir, write, fail)
     return batch.results
 
 
@@ -469,15 +443,11 @@ def _collect_tables(work, found_all, batch, complete, outdir, write, fail):
             write(index, output, table[np.isin(table["ref_id"], common)], info, counts)
 
 
-def _frame_table_shared(frame, shared, options, path):
-    """`_frame_table` with the reference's stars and the calibration as one (a cluster's task)."""
-    return _frame_table(frame, *shared, options, path)
-
-
-def _frame_table(frame, ref_stars, calibration, options, path):
+def _frame_table(frame, shared, options, path):
     """Find, match and measure the stars of one frame (in a worker).
 
-    ``frame`` names it in messages; ``path`` is its file, absolute.
+    ``frame`` names it in messages; ``path`` is its file, absolute;
+    ``shared`` is the reference's stars and the calibration.
 
     Returns
     -------
@@ -486,6 +456,7 @@ def _frame_table(frame, ref_stars, calibration, options, path):
     detected : int
         Stars detected (0 if the frame could not be read).
     """
+    ref_stars, calibration = shared
     try:
         data = _read(path, calibration)
     except Exception as exc:

@@ -13,7 +13,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 import astro_offsets.pipeline._stream as stream
-import astro_offsets.stack._run as stack_run
+import astro_offsets.stack._reading as stack_reading
 from astro_offsets import OffsetMap, make_tables, run_sequence, stack_frames, write_maps
 from astro_offsets._cli import main
 from astro_offsets.datasets import night_sequence
@@ -70,7 +70,7 @@ def test_the_stack_of_the_three_commands(night, three_commands, tmp_path, n_jobs
 
 def test_each_frame_read_and_searched_for_hot_pixels_once(night, tmp_path, monkeypatch):
     reads, searches = collections.Counter(), collections.Counter()
-    read_frame, hot_pixels = stack_run.read_frame, stream.hot_pixels
+    read_frame, hot_pixels = stack_reading.read_frame, stream.hot_pixels
 
     def counted_read(path, *args, **kwargs):
         reads[os.path.basename(path)] += 1
@@ -80,9 +80,9 @@ def test_each_frame_read_and_searched_for_hot_pixels_once(night, tmp_path, monke
         searches[data.shape] += 1
         return hot_pixels(data, *args, **kwargs)
 
-    monkeypatch.setattr(stack_run, "read_frame", counted_read)
+    monkeypatch.setattr(stack_reading, "read_frame", counted_read)
     monkeypatch.setattr(stream, "hot_pixels", counted_search)
-    monkeypatch.setattr(stack_run, "hot_pixels", counted_search)
+    monkeypatch.setattr(stack_reading, "hot_pixels", counted_search)
     # In this process (one job): the counts are this process's.
     run_sequence(night.frames, tables=tmp_path, n_jobs=1)
     assert set(reads.values()) == {1}, reads

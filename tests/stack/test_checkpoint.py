@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 
-import joblib
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -40,13 +39,9 @@ def kill_half_way(frames, checkpoint, reject, scheduler=None, scratch=None):
     With a ``scheduler``, on its dask cluster: the frames are reported
     there once each share is stacked (and saved in the checkpoint).
     """
-    cluster = "contextlib.nullcontext()"
-    if scheduler is not None:
-        cluster = f"distributed.Client({scheduler!r}), joblib.parallel_config(backend='dask')"
     script = textwrap.dedent(
         f"""
-        import contextlib, os, signal
-        import distributed, joblib
+        import os, signal
         from astro_offsets import stack_frames
 
         stacked = 0
@@ -58,10 +53,10 @@ def kill_half_way(frames, checkpoint, reject, scheduler=None, scratch=None):
                 os.kill(os.getpid(), signal.SIGKILL)
 
         if __name__ == "__main__":
-            with {cluster}:
-                stack_frames({frames!r}, reject={reject!r}, n_jobs=2, callback=on_frame,
-                             checkpoint={str(checkpoint)!r}, checkpoint_every={EVERY},
-                             scratch={None if scratch is None else str(scratch)!r})
+            stack_frames({frames!r}, reject={reject!r}, n_jobs=2, callback=on_frame,
+                         checkpoint={str(checkpoint)!r}, checkpoint_every={EVERY},
+                         scratch={None if scratch is None else str(scratch)!r},
+                         client={scheduler!r})
         """
     )
     # Its output to a file: the worker processes it leaves behind, until
@@ -189,7 +184,7 @@ def test_a_stack_on_a_cluster_resumes(frames, uninterrupted, tmp_path):
         distributed.LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
         ) as cluster,
-        distributed.Client(cluster),
+        distributed.Client(cluster) as client,
     ):
         kill_half_way(frames, checkpoint, True, scheduler=cluster.scheduler_address)
         # The shares saved their partial stacks; the medians are there.
@@ -197,8 +192,7 @@ def test_a_stack_on_a_cluster_resumes(frames, uninterrupted, tmp_path):
         assert len(list(checkpoint.glob("median.*.npy"))) == 1
         with pytest.raises(ValueError, match="resume it on a cluster"):
             stack_frames(frames, checkpoint=checkpoint, resume=True)
-        with joblib.parallel_config(backend="dask"):
-            stack, results = stack_frames(frames, checkpoint=checkpoint, resume=True)
+        stack, results = stack_frames(frames, checkpoint=checkpoint, resume=True, client=client)
     assert [r.status for r in results] == ["stacked"] * len(frames)
     expected = uninterrupted[True]
     for name in expected.channels:
