@@ -796,13 +796,6 @@ def _run_stack(args, report):
 def _run_run(args, report):
     from .pipeline import run_sequence
 
-    if args.scheduler is not None:
-        # Its stream and its maps in memory are this process's: no cluster's.
-        report.usage(
-            "run takes no --scheduler: the frames stream through this machine's workers "
-            "(--jobs); on a dask cluster, run tables, maps and stack with --scheduler"
-        )
-        return 2
     field = _field_options(args)
     try:
         check_options(**field)
@@ -927,7 +920,7 @@ def _stacking(args, report, command, check, stack_function):
                     progress=True,
                     callback=on_frame,
                     n_jobs=args.jobs,
-                    **({} if client is None else {"client": client}),
+                    client=client,
                     calibration=calibration,
                     scratch=args.scratch,
                     resume=args.resume,

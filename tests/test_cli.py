@@ -53,7 +53,7 @@ def test_help_lists_subcommands_in_pipeline_order(tmp_path):
         [SCRIPT, "--help"], capture_output=True, text=True, check=True, cwd=tmp_path
     )
     listed = [line.split()[0] for line in result.stdout.splitlines() if line.startswith("    ")]
-    assert listed == ["tables", "maps", "stack", "demo"]
+    assert listed == ["tables", "maps", "stack", "run", "demo"]
 
 
 def test_demo_help_describes_the_demo(capsys):
@@ -99,20 +99,6 @@ def test_missing_optional_dependency_is_one_line(capsys, sequence, monkeypatch):
         "pip install 'dask[distributed]'\n"
     )
     assert out == ""
-
-
-def test_run_takes_no_scheduler(capsys, tmp_path):
-    # Its frames stream through this machine's workers, its maps in memory.
-    out = tmp_path / "stack.fits"
-    status, printed, err = run(capsys, "run", "a.fits", "--out", out, "--scheduler", "x:1")
-    assert status == 2
-    assert err == (
-        "astro-offsets: error: run takes no --scheduler: the frames stream through this "
-        "machine's workers (--jobs); on a dask cluster, run tables, maps and stack with "
-        "--scheduler\n"
-    )
-    assert printed == ""
-    assert not out.exists()
 
 
 def test_problems_name_their_file_once():

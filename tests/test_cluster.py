@@ -346,3 +346,28 @@ def test_a_worker_killed_mid_run(client, local_tables, tmp_path):
     # Nothing staged is left, unless the worker died writing it.
     left = [n for n in os.listdir(tmp_path / "cluster") if n.startswith(".")]
     assert all(name.endswith(".tmp") for name in left)
+
+
+@pytest.mark.slow
+def test_a_run_on_the_cluster(client, cluster, frames, tmp_path):
+    """``run_sequence`` with ``client=``: each frame read through by a task, the local stack."""
+    from astro_offsets import run_sequence
+
+    for folder in ("local", "cluster"):
+        (tmp_path / folder).mkdir()
+    local, local_results = run_sequence(frames, tables=tmp_path / "local", n_jobs=2)
+    with distributed.get_task_stream(client) as stream:
+        stack, results = run_sequence(frames, tables=tmp_path / "cluster", client=client)
+    assert [(r.status, r.weight, r.field) for r in results] == [
+        (r.status, r.weight, r.field) for r in local_results
+    ]
+    assert same_stack(stack, local)
+    through = tasks_of(stream, "_through")
+    assert len(through) == len(frames) - 1  # the reference is read here
+    assert len({task["worker"] for task in through}) == 2
+    assert len(tasks_of(stream, "share_task")) == 2
+    # The command, with the scheduler's address: the same stack.
+    out = tmp_path / "out" / "stack.fits"
+    arguments = ["run", *frames, "--out", str(out), "--tables", str(tmp_path / "cluster")]
+    assert main([*arguments, "--scheduler", cluster.scheduler_address]) == 0
+    assert np.array_equal(fits.getdata(out, "SCI"), stack.images["SCI"], equal_nan=True)

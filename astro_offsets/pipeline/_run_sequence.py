@@ -6,13 +6,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from joblib import Parallel, delayed, effective_n_jobs
 from tqdm import tqdm
 
 from .._utils.batch import Batch, describe
 from .._utils.naming import map_path
 from .._utils.validation import input_file
-from .._utils.workers import start_workers
+from .._utils.workers import Tasks, takes_client
 from ..field import MAPS_METHOD, check_options
 from ..stack._quality import (
     FILTER_FWHM,
@@ -60,6 +59,7 @@ class RunResult(StackResult):
     """Of those, matched to the reference's."""
 
 
+@takes_client
 def run_sequence(
     frames,
     reference=None,
@@ -86,6 +86,7 @@ def run_sequence(
     resume=False,
     keep_checkpoint=False,
     n_jobs=None,
+    client=None,
     progress=False,
     callback=None,
     **options,
@@ -143,6 +144,12 @@ def run_sequence(
     n_jobs : int or `None`, optional
         Worker processes, with joblib's meaning (`None`: one, -1: all
         cores): frames read at once, then drizzles at once.
+    client : `distributed.Client`, str or `None`, optional
+        A dask cluster's client, or its scheduler's address: each frame is
+        read through by a task on its workers, which then stack shares of
+        the frames, as `stack_frames` does on a cluster (the workers read
+        the frames, write the tables and share the scratch or checkpoint
+        directory at the same paths as here).
     progress : bool, optional
         Show progress bars on stderr (when it is a terminal).
     callback : callable or `None`, optional
@@ -255,9 +262,11 @@ def run_sequence(
         keep_checkpoint=keep_checkpoint,
         identity={"run": {"stars": stars, "field": field, "calibration": repr(calibration)}},
         options=options,
-        keeper=lambda run, items, kept: _stream(run, frames_read, items, kept, n_jobs, progress),
+        keeper=lambda run, items, kept: _stream(
+            run, frames_read, items, kept, Tasks(client, n_jobs), progress
+        ),
         select=select_kept,
-        maps=frames_read.offset_map,
+        client=client,
     )
     results = [_with_measures(r, measured.get(index)) for index, r in enumerate(batch.results)]
     if report is not None:
@@ -301,21 +310,18 @@ def _measured(frames_read, todo, kept):
     return measured
 
 
-def _stream(run, frames_read, todo, kept, n_jobs, progress):
+def _stream(run, frames_read, todo, kept, tasks, progress):
     """Read every frame of ``todo`` once: its stars, table and map; kept, with rejection.
 
     The reference is read here (its stars are every frame's reference) while
-    the workers start; then the workers read the other frames, each kept
-    (``kept``, a dict, with rejection; `None` without) in rejection's
-    directory. A frame that an interrupted run kept has its field made again
-    from its table.
+    the workers (``tasks``, `Tasks`) start; then the workers read the other
+    frames, each kept (``kept``, a dict, with rejection; `None` without) in
+    rejection's directory. A frame that an interrupted run kept has its
+    field made again from its table.
     """
     reference = next(item for item in todo if item.map_file is None)
-    workers = effective_n_jobs(n_jobs)
-    parallel = Parallel(n_jobs=n_jobs, return_as="generator")
     with ThreadPoolExecutor(1, thread_name_prefix="astro_offsets-start") as starter:
-        if workers > 1:
-            starter.submit(start_workers, parallel, workers)
+        starter.submit(tasks.start, __name__)
         found, _ = run.reference([reference])
     if found is None:
         raise ValueError(run.batch.results[reference.index].message)
@@ -323,7 +329,7 @@ def _stream(run, frames_read, todo, kept, n_jobs, progress):
     del found
     directory = None
     if kept is not None:
-        run.start_rejection(len(todo))
+        run.start_rejection(len(todo), tasks.client)
         directory = run.rejection.directory
         if reference.index not in kept:
             _keep(frames_read, directory, reference, prepared)
@@ -339,10 +345,12 @@ def _stream(run, frames_read, todo, kept, n_jobs, progress):
     copied = copy.copy(frames_read)
     copied.made = {}
     bar = tqdm(total=len(todo), desc="frames", unit="frame", disable=None if progress else True)
-    with bar:
+    with bar, tasks:
         bar.update(len(todo) - len(rest))
-        tasks = (delayed(_through)(copied, directory, item) for item in rest)
-        for item, (entry, made) in zip(rest, parallel(tasks), strict=True):
+        shared = tasks.share(copied)
+        for item in rest:
+            tasks.submit(_through, shared, directory, item)
+        for item, (entry, made) in zip(rest, tasks.results(), strict=True):
             bar.update()
             if made is None:
                 run.batch.fail(item.index, entry)

@@ -45,8 +45,12 @@ class Collected:
             getattr(batch, method)(index, *arguments, **fields)
 
 
-def on_cluster(run, client, todo, reject, masks):
-    """Stack the frames of ``todo`` on the cluster of ``client``, into ``run``'s stacker."""
+def on_cluster(run, client, todo, reject, masks, keeper=None, select=None):
+    """Stack the frames of ``todo`` on the cluster of ``client``, into ``run``'s stacker.
+
+    With rejection, ``keeper`` and ``select`` are those of `stack_items`: by
+    default the frames are kept by tasks of `keep_task`.
+    """
     files = [item.frame_file for item in todo] + [item.map_file for item in todo if item.map_file]
     names = [item.frame for item in todo] + [item.omap_path for item in todo if item.map_file]
     workers_can_read(client, files, names)
@@ -54,9 +58,14 @@ def on_cluster(run, client, todo, reject, masks):
     # The workers import what the tasks run while the reference is read here.
     threading.Thread(target=tasks.start, args=(__name__,), daemon=True).start()
     if reject:
-        numbered = run.reject(
-            todo, client, lambda todo, kept: keep_on_cluster(run, tasks, todo, kept)
-        )
+
+        def keep(todo, kept):
+            if keeper is None:
+                keep_on_cluster(run, tasks, todo, kept)
+            else:
+                keeper(run, todo, kept)
+
+        numbered = run.reject(todo, client, keep, select)
     else:
         found, tried = run.reference(todo)
         if found is None:

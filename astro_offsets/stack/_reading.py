@@ -66,8 +66,25 @@ class Frames:
     def read(self, item):
         """Read a frame and its map from their files; prepare the frame (`prepare`)."""
         raw = self.read_raw(item.frame_file)
-        omap = OffsetMap.read(item.map_file) if item.map_file is not None else None
-        return self.prepare(raw, omap, item.omap_path)
+        return self.prepare(raw, self.offset_map(item), item.omap_path)
+
+    def offset_map(self, item, out=None):
+        """Return a frame's map (`None` for the reference), into the arrays of ``out`` if they fit.
+
+        From its file; a reader of frames whose maps are elsewhere (a
+        streaming run's, made in memory) has its own.
+        """
+        if item.map_file is None:
+            return None
+        if out is None:
+            return OffsetMap.read(item.map_file)
+        try:
+            return OffsetMap.read(item.map_file, out=out)
+        except ValueError:
+            # Not into the frame's arrays (a map changed since the first
+            # pass, say): what is wrong with the file itself, or its
+            # shape, which `Rejection.mask` refuses.
+            return OffsetMap.read(item.map_file)
 
     def read_raw(self, path):
         """Read a frame file, calibrated (`read_frame`, `Calibration.read`)."""

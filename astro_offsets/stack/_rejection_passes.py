@@ -19,7 +19,6 @@ from .._utils.naming import mask_path
 from .._utils.provenance import provenance_header, write_product
 from .._utils.scratch import check_room, gigabytes
 from .._utils.workers import workers_share
-from ..maps import OffsetMap
 from ._bands import Scratch
 from ._checkpoint import normalisation_of
 from ._reading import _Prepared, record_of
@@ -40,21 +39,17 @@ class RejectionPasses:
     scratch : str or `None`
         Where the frames are kept without a checkpoint (a scratch directory
         is made there; the system's temporary directory by default).
-    maps : callable or `None`, optional
-        How the second pass has a frame's map: ``maps(item, out)`` (the
-        arrays of ``out`` may take it); by default, from its file.
     progress : bool, optional
         Show the first pass's progress, and say how much room it takes.
     """
 
-    def __init__(self, reader, n_jobs, scratch, maps=None, progress=False):
+    def __init__(self, reader, n_jobs, scratch, progress=False):
         self.reader = reader
         self.frames = reader.frames
         self.batch = reader.batch
         self.checkpoint = reader.checkpoint
         self.n_jobs = n_jobs
         self.scratch = scratch
-        self.maps = maps
         self.progress = progress
         self.rejection = None
         self._scratch = None
@@ -209,7 +204,7 @@ class RejectionPasses:
         pairs = [None, None]  # the arrays of every other frame's map
 
         def read_map(k):
-            omap = self._map_of(todo[k][1], pairs[k % 2])
+            omap = self.frames.offset_map(todo[k][1], pairs[k % 2])
             if omap is not None:
                 pairs[k % 2] = omap.x_offset, omap.y_offset
             return omap
@@ -243,22 +238,6 @@ class RejectionPasses:
                     entry.get("weight"),
                 )
                 yield number, item, prepared, outliers, stats
-
-    def _map_of(self, item, out):
-        """Return a frame's map for the second pass, into the arrays of ``out`` if they fit."""
-        if self.maps is not None:
-            return self.maps(item, out)
-        if item.map_file is None:
-            return None
-        try:
-            return OffsetMap.read(item.map_file, out=out)
-        except ValueError:
-            if out is None:
-                raise
-            # Not into the frame's arrays (a map changed since the first
-            # pass, say): what is wrong with the file itself, or its
-            # shape, which `Rejection.mask` refuses.
-            return OffsetMap.read(item.map_file)
 
     def release(self, indices):
         """Let the frames of ``indices`` go: a partial stack saved holds them now."""

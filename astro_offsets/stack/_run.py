@@ -44,12 +44,9 @@ class Run:
         The drizzle's options (`Stacker`).
     checkpoint : `Checkpoint` or `None`, optional
         Where the run keeps what it needs to resume.
-    maps : callable or `None`, optional
-        How rejection's second pass has a frame's map: ``maps(item, out)``
-        (the arrays of ``out`` may take it); by default, from its file.
     """
 
-    def __init__(self, batch, frames, n_jobs, scratch, options, checkpoint=None, maps=None):
+    def __init__(self, batch, frames, n_jobs, scratch, options, checkpoint=None):
         self.batch = batch
         self.progress = getattr(batch, "progress", False)
         self.frames = frames
@@ -58,7 +55,7 @@ class Run:
         self.options = options
         self.checkpoint = checkpoint
         self.reader = Reader(frames, batch, checkpoint)
-        self.passes = RejectionPasses(self.reader, n_jobs, scratch, maps, self.progress)
+        self.passes = RejectionPasses(self.reader, n_jobs, scratch, self.progress)
         self.stacker = None
         self.notes = []  # per frame stacked: (normalisation, masked fraction, weight)
         self._shared = None  # the scratch directory shared with a cluster's workers

@@ -541,19 +541,18 @@ def stack_items(
     options,
     keeper=None,
     select=None,
-    maps=None,
     client=None,
 ):
     """Stack the frames ``todo`` (`Item` each, the reference first) of ``batch``; return the stack.
 
     What `stack_frames` does once its frames and maps are found and
     selected, and a streaming run (`astro_offsets.pipeline`) once it has
-    made its reference's stars: ``frames_read`` (`Frames`) reads the frames,
-    and ``keeper``, ``select`` and ``maps`` are `Run`'s (how rejection's
-    first pass keeps the frames, which frames it leaves out, and where the
-    second pass has their maps); ``keeper(run, todo, kept)`` is called
-    with the `Run`, and without rejection, with ``kept=None`` (the frames
-    are read once it returns). ``identity`` adds to the checkpoint's
+    made its reference's stars: ``frames_read`` (`Frames`) reads the frames
+    and has their maps (`Frames.offset_map`), and ``keeper`` and ``select``
+    are `Run.reject`'s (how rejection's first pass keeps the frames, and
+    which frames it leaves out); ``keeper(run, todo, kept)`` is called with
+    the `Run`, and without rejection with ``kept=None``, before the frames
+    are read for the stack. ``identity`` adds to the checkpoint's
     identity what tells the frames' reading apart (the calibration's
     digest, a run's options). ``client``: a dask cluster's, to stack on
     (`stack_frames`).
@@ -591,10 +590,16 @@ def stack_items(
             )
         if saved.resumed and progress:
             tqdm.write(f"resuming from {saved.name}: {saved.summary()}", file=sys.stderr)
-    run = Run(batch, frames_read, n_jobs if client is None else 1, scratch, options, saved, maps)
+    run = Run(batch, frames_read, n_jobs if client is None else 1, scratch, options, saved)
     try:
+        if not reject:
+            if keeper is not None:
+                keeper(run, todo, None)
+            if select is not None:
+                left_out = set(select({item.index: None for item in todo}))
+                todo = [item for item in todo if item.index not in left_out]
         if client is not None:
-            on_cluster(run, client, todo, reject, masks)
+            on_cluster(run, client, todo, reject, masks, keeper, select)
         elif reject and todo:
             # Numbered as they go in (context bit k: the k-th frame stacked),
             # also when one fails in the second pass.
@@ -602,11 +607,6 @@ def stack_items(
             kept = run.reject(todo, keeper=keep, select=select)
             run.stack_share(0, [(None, item, entry) for _, item, entry in kept], True, masks)
         else:
-            if keeper is not None:
-                keeper(run, todo, None)
-            if select is not None:
-                left_out = set(select({item.index: None for item in todo}))
-                todo = [item for item in todo if item.index not in left_out]
             run.stack_share(0, [(None, item, None) for item in todo], False)
         stack = run.stack(reject)
     except BaseException:
