@@ -9,6 +9,7 @@ every pixel, in parallel tiles, into an `~astro_offsets.OffsetMap`
 
 from ._methods import METHODS
 from ._model import OffsetModel, check_options
+from ._sequence import SEQUENCE_SELECTION, SequenceChoice
 from ._trend import DEFAULT_TREND, TRENDS
 from ._write_maps import MAPS_METHOD, MapResult, write_maps
 
@@ -19,6 +20,8 @@ __all__ = [
     "TRENDS",
     "MapResult",
     "OffsetModel",
+    "SEQUENCE_SELECTION",
+    "SequenceChoice",
     "check_options",
     "write_maps",
 ]
