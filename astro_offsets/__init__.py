@@ -29,6 +29,7 @@ _WHERE = MappingProxyType(
     {
         "MapResult": ".field",
         "OffsetModel": ".field",
+        "SequenceChoice": ".field",
         "write_maps": ".field",
         "Calibration": ".frames",
         "Frame": ".frames",
@@ -63,6 +64,7 @@ __all__ = [
     "MatchError",
     "OffsetMap",
     "OffsetModel",
+    "SequenceChoice",
     "Stack",
     "StackResult",
     "Stacker",

@@ -11,9 +11,10 @@ from ._methods import METHODS
 from ._model import OffsetModel, check_options
 from ._sequence import SEQUENCE_SELECTION, SequenceChoice
 from ._trend import DEFAULT_TREND, TRENDS
-from ._write_maps import MAPS_METHOD, MapResult, write_maps
+from ._write_maps import CHOICES, MAPS_METHOD, MapResult, write_maps
 
 __all__ = [
+    "CHOICES",
     "DEFAULT_TREND",
     "MAPS_METHOD",
     "METHODS",

@@ -586,8 +586,9 @@ class OffsetModel:
         `cross_validate`, whose table gives this field the same value).
         `None` when it cannot be computed: fewer than 2 stars, or folds too
         small for the field (a polynomial needs as many training stars as
-        coefficients). ``method="auto"`` knows it from its choice; otherwise
-        it is computed on first use, never by `to_map`.
+        coefficients). ``method="auto"`` knows it from its choice, and a
+        `SequenceChoice`'s model from its re-check; otherwise it is computed
+        on first use, never by `to_map`.
         """
         if self._scores is not None:
             value = float(self._scores["cv_rms"][self._row(self._scores)])
@@ -604,8 +605,8 @@ class OffsetModel:
         field = self._method.describe(self._value)
         if self._method.name != _DEFAULT_METHOD:
             field = f"{self._method.name} {field}"
-        if self._selection is not None:
-            field += " (auto)"
+        if self.meta.get("selection"):
+            field += f" ({self.meta['selection']})"
         n_clipped = int(np.count_nonzero(self._clipped))
         if n_clipped:
             field += f", {n_clipped} clipped"
@@ -797,7 +798,7 @@ class OffsetModel:
 
         No field is fitted or cross-validated here: a map costs the field's
         evaluation alone. Its ``meta`` records the model's provenance, with
-        `cv_rms` when ``method="auto"`` knows it, and its `StarOffsets` the
+        `cv_rms` when it is known (``method="auto"``, a `SequenceChoice`), and its `StarOffsets` the
         stars, for its diagnostics. A thin-plate map's lattice values are
         computed once, before the
         tiles: about 0.25 s for 12 Mpix and 500 stars, in proportion to
