@@ -4,7 +4,7 @@ import dataclasses
 
 from ._cross_validation import default_candidates, n_folds_for
 from ._methods import METHODS
-from ._model import OffsetModel
+from ._model import OffsetModel, check_options
 
 __all__ = ["SEQUENCE_SELECTION", "SequenceChoice"]
 
@@ -52,6 +52,11 @@ class SequenceChoice:
     cv_rms : float or `None`, optional
         The chosen field's CV RMS on that table (px).
 
+    Raises
+    ------
+    ValueError
+        If the method is not a field method, or an option is out of range.
+
     See Also
     --------
     OffsetModel, write_maps
@@ -81,6 +86,14 @@ class SequenceChoice:
     clip: float | None
     source: str | None = dataclasses.field(default=None, compare=False)
     cv_rms: float | None = dataclasses.field(default=None, compare=False)
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            choices = ", ".join(map(repr, METHODS))
+            raise ValueError(f"method must be one of {choices}, got {self.method!r}")
+        parameter = METHODS[self.method].parameter
+        _, value, _ = check_options(self.method, self.clip, self.trend, **{parameter: self.value})
+        object.__setattr__(self, "value", value)
 
     @classmethod
     def from_model(cls, model):

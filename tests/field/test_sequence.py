@@ -225,3 +225,17 @@ def test_the_maps_command_chooses_per_frame_if_asked(tables, tmp_path):
         assert main(["maps", *argv, "--choose", choose]) == 0
         selected = [fits.getheader(outdir / f"F{k}.offsets.fits")["SELECTED"] for k in (1, 2)]
         assert selected == expected
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (("auto", 1, "affine", 3.0), "method must be one of 'quadrant', 'polynomial'"),
+        (("polynomial", 11, "affine", 3.0), r"degree must be an integer in \[0, 10\], got 11"),
+        (("polynomial", 3, "bogus", 3.0), "trend must be one of"),
+        (("quadrant", 1.0, "affine", -1.0), "clip"),
+    ],
+)
+def test_a_choice_checks_its_options(arguments, message):
+    with pytest.raises(ValueError, match=message):
+        SequenceChoice(*arguments)
