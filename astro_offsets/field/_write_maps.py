@@ -536,6 +536,10 @@ def _maps_on_cluster(client, batch, shape, outdir, settings, options):
             _discard(staged)
             batch.fail(index, exc, output=output)
             return
+        finally:
+            # Its result is here: if its worker dies now, the scheduler is
+            # not to run it again, which would stage a map no one places.
+            future.release()
         if made.proved:
             # The output is this table's once it proved a star table.
             claimed[os.path.abspath(output)] = batch.paths[index]
