@@ -31,6 +31,7 @@ _WHERE = MappingProxyType(
     {
         "MapResult": ".field",
         "OffsetModel": ".field",
+        "SequenceChoice": ".field",
         "write_maps": ".field",
         "Calibration": ".frames",
         "Frame": ".frames",
@@ -68,6 +69,7 @@ __all__ = [
     "OffsetMap",
     "OffsetModel",
     "RunResult",
+    "SequenceChoice",
     "Stack",
     "StackResult",
     "Stacker",

@@ -16,7 +16,15 @@ from ._utils.provenance import PRODUCTS, product_kind
 from ._utils.validation import input_file
 from ._utils.workers import ClusterError, connected
 from ._version import __version__
-from .field import DEFAULT_TREND, MAPS_METHOD, METHODS, TRENDS, check_options, write_maps
+from .field import (
+    CHOICES,
+    DEFAULT_TREND,
+    MAPS_METHOD,
+    METHODS,
+    TRENDS,
+    check_options,
+    write_maps,
+)
 from .frames import KINDS, Calibration, frame_shape
 from .stack import KERNELS, StackResult, check_frames, check_stack_options, stack_frames
 from .stack._quality import FILTER_FWHM, FILTER_ROUND, FILTER_STARS, WEIGHTINGS, check_selection
@@ -337,6 +345,15 @@ def _add_field_options(parser):
             "the field on the trend: quadrant interpolation, a fitted polynomial or thin-plate "
             "spline, or auto (default): the one with the lowest cross-validated residual at "
             "the stars"
+        ),
+    )
+    parser.add_argument(
+        "--choose",
+        choices=CHOICES,
+        default=CHOICES[0],
+        help=(
+            "auto: choose the field once, on the first table, and re-check it on each other "
+            "table's stars (sequence, the default), or choose it on every table (frame)"
         ),
     )
     parser.add_argument(
@@ -728,7 +745,7 @@ def _run_maps(args, report):
             client=client,
             progress=True,
             callback=on_table,
-            **_given(args, "outdir", "overwrite", "plot", "cv"),
+            **_given(args, "outdir", "overwrite", "plot", "cv", "choose"),
             **options,
         )
     return report.summary("maps", results)

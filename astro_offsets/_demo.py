@@ -180,7 +180,7 @@ def run_demo(outdir, *, n_jobs=-1, echo=print):
         raise RuntimeError("; ".join(failed))
     accuracy = _accuracy([m.output for m in maps], tables, motions[1:])
     (rms, worst), (quadrant_rms, quadrant_worst) = accuracy["maps"], accuracy["quadrant"]
-    chosen = Counter(m.field.split(" (auto)")[0] for m in maps)
+    chosen = Counter(m.field.split(" (auto")[0] for m in maps)
     plot = png_path(maps[-1].output)
     echo(
         f"maps: {len(maps)} offset maps, the field chosen by cross-validation ("

@@ -118,6 +118,8 @@ def test_maps_on_the_cluster(client, local_tables, tmp_path, monkeypatch):
     assert len(tasks) == len(tables) - 1  # the table given twice is not sent again
     assert len({task["worker"] for task in tasks}) == 2
     assert [r.status for r in runs["cluster"]] == ["written"] * (N_FRAMES - 1) + ["failed"] * 3
+    # Auto chose on the first table, here, and the workers' tables kept it.
+    assert " (auto, sequence), " in runs["cluster"][1].field
     for here, there in zip(runs["here"], runs["cluster"], strict=True):
         message = there.message.replace(str(tmp_path / "cluster"), str(tmp_path / "here"))
         assert (message, there.warnings, there.field) == (here.message, here.warnings, here.field)

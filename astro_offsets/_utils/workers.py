@@ -376,7 +376,10 @@ class Tasks:
                     if self._errors == "raise":
                         raise
                     result = exc  # the task never finished (its workers lost)
-                self._sent.popleft()
+                # Its result is here: if its worker dies now, the scheduler is
+                # not to run it again (a task that writes files would write
+                # them a second time, for no one).
+                self._sent.popleft().release()
                 yield result
             return
         calls = list(self._sent)

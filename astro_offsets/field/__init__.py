@@ -9,16 +9,20 @@ every pixel, in parallel tiles, into an `~astro_offsets.OffsetMap`
 
 from ._methods import METHODS
 from ._model import OffsetModel, check_options
+from ._sequence import SEQUENCE_SELECTION, SequenceChoice
 from ._trend import DEFAULT_TREND, TRENDS
-from ._write_maps import MAPS_METHOD, MapResult, make_map, write_maps
+from ._write_maps import CHOICES, MAPS_METHOD, MapResult, make_map, write_maps
 
 __all__ = [
+    "CHOICES",
     "DEFAULT_TREND",
     "MAPS_METHOD",
     "METHODS",
     "TRENDS",
     "MapResult",
     "OffsetModel",
+    "SEQUENCE_SELECTION",
+    "SequenceChoice",
     "check_options",
     "make_map",
     "write_maps",

@@ -349,6 +349,9 @@ class OffsetModel:
         self._fits = {}
         # The cross-validation table ``auto`` chose from.
         self._selection = None
+        # The table this field's CV RMS is known from: auto's, or a re-check's
+        # (see `_score`).
+        self._scores = None
         n = len(self._stars.x)
         if chosen is None:
             chosen, value = self._choose()
@@ -403,9 +406,25 @@ class OffsetModel:
         )
         if not table["selected"].any():
             raise ValueError("no field could be cross-validated on these stars")
-        self._selection = table
+        self._selection = self._scores = table
         name, value = candidates[int(np.flatnonzero(table["selected"])[0])]
         return METHODS[name], value
+
+    def _score(self, candidates):
+        """Cross-validate ``candidates``, this field among them; keep its CV RMS.
+
+        Return whether this field scores best. Its CV RMS is then known, as
+        auto's choice's is: `cv_rms` and `to_map` take it from this table.
+        """
+        table = self.cross_validate(candidates)
+        self._scores = table
+        row = self._row(table)
+        return bool(table["selected"][row])
+
+    def _row(self, table):
+        """Return the row of this field in a cross-validation table."""
+        ours = (self._method.name, self._method.describe(self._value))
+        return next(i for i, row in enumerate(table) if (row["method"], row["parameters"]) == ours)
 
     @classmethod
     def from_table(
@@ -567,11 +586,12 @@ class OffsetModel:
         `cross_validate`, whose table gives this field the same value).
         `None` when it cannot be computed: fewer than 2 stars, or folds too
         small for the field (a polynomial needs as many training stars as
-        coefficients). ``method="auto"`` knows it from its choice; otherwise
-        it is computed on first use, never by `to_map`.
+        coefficients). ``method="auto"`` knows it from its choice, and a
+        `SequenceChoice`'s model from its re-check; otherwise it is computed
+        on first use, never by `to_map`.
         """
-        if self._selection is not None:
-            value = float(self._selection["cv_rms"][self._selection["selected"]][0])
+        if self._scores is not None:
+            value = float(self._scores["cv_rms"][self._row(self._scores)])
         elif n_folds_for(len(self)) >= 2:
             value = float(self.cross_validate([(self.method, self._value)])["cv_rms"][0])
         else:
@@ -585,8 +605,8 @@ class OffsetModel:
         field = self._method.describe(self._value)
         if self._method.name != _DEFAULT_METHOD:
             field = f"{self._method.name} {field}"
-        if self._selection is not None:
-            field += " (auto)"
+        if self.meta.get("selection"):
+            field += f" ({self.meta['selection']})"
         n_clipped = int(np.count_nonzero(self._clipped))
         if n_clipped:
             field += f", {n_clipped} clipped"
@@ -778,7 +798,7 @@ class OffsetModel:
 
         No field is fitted or cross-validated here: a map costs the field's
         evaluation alone. Its ``meta`` records the model's provenance, with
-        `cv_rms` when ``method="auto"`` knows it, and its `StarOffsets` the
+        `cv_rms` when it is known (``method="auto"``, a `SequenceChoice`), and its `StarOffsets` the
         stars, for its diagnostics. A thin-plate map's lattice values are
         computed once, before the
         tiles: about 0.25 s for 12 Mpix and 500 stars, in proportion to
@@ -802,7 +822,7 @@ class OffsetModel:
             self._field.for_grid(shape), shape, n_jobs=n_jobs, block_size=block_size, out=out
         )
         meta = dict(self.meta)
-        if self._selection is not None:
+        if self._scores is not None:
             meta["cv_rms"] = self.cv_rms
         stars = StarOffsets(*self._stars[:4], self._clipped)
         return OffsetMap(x_map, y_map, meta=meta, stars=stars)

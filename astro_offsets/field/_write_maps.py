@@ -18,9 +18,10 @@ from .._utils.workers import Tasks, takes_client
 from ..maps import OffsetMap, write_plot
 from ..stars import read_table
 from ._model import OffsetModel, check_options
+from ._sequence import SEQUENCE_SELECTION, SequenceChoice
 from ._tiling import output_maps
 
-__all__ = ["MAPS_METHOD", "MapResult", "make_map", "write_maps"]
+__all__ = ["CHOICES", "MAPS_METHOD", "MapResult", "make_map", "write_maps"]
 
 MAPS_METHOD = "auto"
 """The field method of `write_maps` and ``astro-offsets maps`` by default.
@@ -31,6 +32,11 @@ least between stars: by 0.004 to 0.04 px with 0.05 px of centroid noise,
 where the quadrant field on the same trend, which passes through every
 star's noise, errs by 0.04 to 0.07 px.
 """
+
+CHOICES = ("sequence", "frame")
+"""How `write_maps` chooses the field of ``method="auto"``: once for the
+sequence, re-checked on each table (`SequenceChoice`, the default), or on
+every table."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,16 +63,33 @@ class MapResult(Result):
 _CATCHING = threading.Lock()
 
 
-def _read_model(table, options, path=None):
+def _read_model(table, options, path=None, choice=None):
     """Read a star table's model; return it and its warnings, one line each.
 
     ``path`` is where to read the table, ``table`` by default; the model and
-    the messages name it ``table``.
+    the messages name it ``table``. With a `SequenceChoice`, the model is
+    the choice's (re-checked on the table's stars) rather than ``options``'.
     """
     with _CATCHING, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model = OffsetModel.from_table(read_table(path or table), source=table, **options)
+        stars = read_table(path or table)
+        if choice is None:
+            model = OffsetModel.from_table(stars, source=table, **options)
+        else:
+            model = choice.model(stars, source=table)
     return model, tuple(describe(table, str(w.message)) for w in caught)
+
+
+def _choice_of(model):
+    """Return the `SequenceChoice` of a model made with ``method="auto"``, or `None`.
+
+    `None` when its field was not chosen by cross-validation (too few
+    stars): the next table's auto makes the choice.
+    """
+    try:
+        return SequenceChoice.from_model(model)
+    except ValueError:
+        return None
 
 
 # Keys of a model's meta that belong to its method alone.
@@ -119,7 +142,8 @@ def _make(model, shape, n_jobs, settings, out=None):
     """
     omap, notes = _to_map(model, shape, n_jobs, settings, out)
     folds = omap.folds()
-    if folds is not None and model.meta.get("selection") == "auto" and model.method != "quadrant":
+    chosen = model.meta.get("selection") in ("auto", SEQUENCE_SELECTION)
+    if folds is not None and chosen and model.method != "quadrant":
         # The warnings of the map not used give way to the one that says why.
         notes = (
             f"{model.meta['source']}: {omap.field_summary.split(',')[0]} folds at {folds}: "
@@ -229,6 +253,7 @@ def write_maps(
     overwrite=False,
     plot=False,
     cv=False,
+    choose="sequence",
     progress=False,
     callback=None,
     **options,
@@ -280,6 +305,15 @@ def write_maps(
         fits (fractions of a second for the quadrant field or a polynomial of
         a few hundred stars, seconds for a thin-plate spline of a thousand).
         ``method="auto"`` records it anyway. The default is `False`.
+    choose : {"sequence", "frame"}, optional
+        How ``method="auto"`` chooses each map's field. ``"sequence"`` (the
+        default): auto cross-validates every candidate on the first table
+        (in the order given) and each later table fits that choice and
+        re-checks it on its own stars, against the candidates that cost
+        little, falling back to its own auto when they score better (see
+        `SequenceChoice`); the map's ``SELECTED`` card says which
+        (``auto, sequence`` or ``auto``). ``"frame"``: auto on every table.
+        Other methods ignore it.
     **options
         The field: ``method`` (here ``"auto"`` by default), ``trend``,
         ``clip`` and the method's parameter (``power``, ``degree``,
@@ -312,6 +346,8 @@ def write_maps(
     """
     options.setdefault("method", MAPS_METHOD)
     check_options(**options)
+    if choose not in CHOICES:
+        raise ValueError(f"choose must be one of {', '.join(map(repr, CHOICES))}, got {choose!r}")
     batch = Batch(
         tables,
         MapResult,
@@ -322,6 +358,10 @@ def write_maps(
         callback=callback,
     )
     settings = {"block_size": block_size, "overwrite": overwrite, "plot": plot, "cv": cv}
+    # The sequence's choice is made in this process, on the first table to
+    # make, before any later table is: each map then depends on its table
+    # and the choice alone, whoever makes it and whenever.
+    settings["choose"] = choose == "sequence" and options["method"] == "auto"
     if client is None:
         _maps_here(batch, shape, outdir, n_jobs, settings, options)
     else:
@@ -392,6 +432,7 @@ def _maps_here(batch, shape, outdir, n_jobs, settings, options):
     # the operating system zeroing fresh pages for every frame.
     buffers = []
     computed = 0
+    choice = None
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="astro-offsets-writer") as writer:
         for index, table in batch:
             output = map_path(table, outdir)
@@ -402,9 +443,11 @@ def _maps_here(batch, shape, outdir, n_jobs, settings, options):
             if len(buffers) == computed % 2:
                 buffers.append(output_maps(shape))
             try:
-                model, notes = _read_model(table, options)
+                model, notes = _read_model(table, options, choice=choice)
                 # The output is this table's once it proved a star table.
                 claimed[os.path.abspath(output)] = table
+                if settings["choose"] and choice is None:
+                    choice = _choice_of(model)
                 omap, fallback, _ = _make(model, shape, n_jobs, settings, buffers[computed % 2])
                 notes += fallback
             except Exception as exc:
@@ -430,12 +473,13 @@ class _Made:
     field: str = ""
 
 
-def _make_map(table, output, files, shape, settings, options):
+def _make_map(table, output, files, shape, settings, options, choice):
     """Read a star table, make its map and write it: the task of a cluster's worker.
 
     ``table`` and ``output`` name the files as the user did; ``files`` maps
     them to where this worker reads and writes them: absolute paths, the
-    map staged beside its final place (see `_maps_on_cluster`).
+    map staged beside its final place (see `_maps_on_cluster`); ``choice``
+    the sequence's `SequenceChoice`, or `None`.
 
     Returns
     -------
@@ -450,7 +494,7 @@ def _make_map(table, output, files, shape, settings, options):
         return text
 
     try:
-        model, notes = _read_model(table, options, path)
+        model, notes = _read_model(table, options, path, choice)
     except Exception as exc:
         return _Made(False, named(describe(path, exc)))
     try:
@@ -460,6 +504,19 @@ def _make_map(table, output, files, shape, settings, options):
     except Exception as exc:
         return _Made(True, named(describe(table, exc)), notes + getattr(exc, "notes", ()))
     return _Made(True, "", notes, tuple(map(named, plot_notes)), omap.field_summary)
+
+
+def _choose_here(table, options):
+    """Return the `SequenceChoice` of a table, made in this process, or `None`.
+
+    As `_maps_here` makes it of the same table: `None` if the table cannot
+    be read or its auto cannot cross-validate (its worker reports why).
+    """
+    try:
+        model, _ = _read_model(table, options)
+    except Exception:
+        return None
+    return _choice_of(model)
 
 
 def _discard(staged):
@@ -500,7 +557,7 @@ def _maps_on_cluster(client, batch, shape, outdir, settings, options):
     sent = collections.deque()  # (index, output, staged map, replace) of each task, in order
     later = []  # tables whose output an earlier table of the batch may make
 
-    def submit(index, table, output, replace):
+    def submit(index, table, output, replace, choice):
         staged = os.path.join(
             os.path.dirname(os.path.abspath(output)),
             f".{uuid.uuid4().hex}.{os.path.basename(output)}",
@@ -508,7 +565,7 @@ def _maps_on_cluster(client, batch, shape, outdir, settings, options):
         files = {table: os.path.abspath(table), output: staged}
         if plot:
             files[png_path(output)] = png_path(staged)
-        tasks.submit(_make_map, table, output, files, shape, settings, options)
+        tasks.submit(_make_map, table, output, files, shape, settings, options, choice)
         sent.append((index, output, staged, replace))
 
     def finish(made):
@@ -535,22 +592,25 @@ def _maps_on_cluster(client, batch, shape, outdir, settings, options):
     # Interrupted, the work left is not wanted: cancelled.
     with Tasks(client, errors="return") as tasks:
         submitted = set()
+        choice = None
         for index, table in batch:
             output = map_path(table, outdir)
             if os.path.abspath(output) in submitted:
-                later.append((index, table, output))
+                later.append((index, table, output, choice))
             else:
                 replace = _to_make(batch, index, table, output, claimed, overwrite, plot)
                 if replace is not None:
-                    submit(index, table, output, replace)
+                    submit(index, table, output, replace, choice)
                     submitted.add(os.path.abspath(output))
+                    if settings["choose"] and choice is None:
+                        choice = _choose_here(table, options)
         for made in tasks.results():
             finish(made)
         # As the tables would have been in turn: each made only if no table
         # before it proved a star table of the same output.
-        for index, table, output in later:
+        for index, table, output, choice in later:
             replace = _to_make(batch, index, table, output, claimed, overwrite, plot)
             if replace is not None:
-                submit(index, table, output, replace)
+                submit(index, table, output, replace, choice)
                 for made in tasks.results():
                     finish(made)
