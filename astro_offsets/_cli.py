@@ -834,6 +834,7 @@ def _run_run(args, report):
             write_maps=args.write_maps,
             stars=_given(args, "fwhm", "threshold", "min_snr", "flagged"),
             field=field,
+            choose=args.choose,
             **common,
         )
 

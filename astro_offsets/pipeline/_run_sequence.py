@@ -12,7 +12,8 @@ from .._utils.batch import Batch, describe
 from .._utils.naming import map_path
 from .._utils.validation import input_file
 from .._utils.workers import Tasks, takes_client
-from ..field import MAPS_METHOD, check_options
+from ..field import CHOICES, MAPS_METHOD, check_options
+from ..stack._checkpoint import digest
 from ..stack._quality import (
     FILTER_FWHM,
     FILTER_ROUND,
@@ -68,6 +69,7 @@ def run_sequence(
     write_maps=None,
     stars=None,
     field=None,
+    choose="sequence",
     calibration=None,
     mask_hot_pixels=True,
     normalize=True,
@@ -133,6 +135,10 @@ def run_sequence(
     field : dict or `None`, optional
         The field, as for `write_maps`: ``method`` (``"auto"`` by default),
         ``trend``, ``clip`` and the method's parameter.
+    choose : {"sequence", "frame"}, optional
+        As for `write_maps`: ``auto``'s field chosen on the first frame (whose
+        stars can cross-validate it, in the order given), and re-checked on
+        each other frame, or chosen on every frame.
     calibration, mask_hot_pixels, normalize, reject, masks, scratch
         As for `stack_frames`.
     select, filter_fwhm, filter_round, filter_stars, keep_best, weighting
@@ -193,6 +199,8 @@ def run_sequence(
         raise ValueError(f"unknown star options {sorted(unknown)}; expected {sorted(_STARS)}")
     field = {"method": MAPS_METHOD, **(field or {})}
     check_options(**field)
+    if choose not in CHOICES:
+        raise ValueError(f"choose must be one of {', '.join(map(repr, CHOICES))}, got {choose!r}")
     selection, masks = check_settings(
         masks,
         scratch,
@@ -237,6 +245,7 @@ def run_sequence(
         reference=reference,
         stars=stars,
         field=field,
+        choose=choose,
         tables=tables,
         maps=write_maps,
     )
@@ -260,7 +269,10 @@ def run_sequence(
         checkpoint_every=checkpoint_every,
         resume=resume,
         keep_checkpoint=keep_checkpoint,
-        identity={"run": {"stars": stars, "field": field, "calibration": repr(calibration)}},
+        identity={
+            "run": {"stars": stars, "field": field, "choose": choose},
+            "calibration": digest(calibration),
+        },
         options=options,
         keeper=lambda run, items, kept: _stream(
             run, frames_read, items, kept, Tasks(client, n_jobs), progress
@@ -336,28 +348,39 @@ def _stream(run, frames_read, todo, kept, tasks, progress):
             entry = record_of(prepared, frames_read.zeros(prepared.norm))
             run.mark_kept(kept, reference.index, entry)
     del prepared
-    others = [item for item in todo if item.map_file is not None]
-    for item in others:
-        if kept is not None and item.index in kept:
-            frames_read.made_by(item.index, frames_read.field_from_table(item))
-    rest = [item for item in others if kept is None or item.index not in kept]
-    # The workers' copy: without what the frames made here.
-    copied = copy.copy(frames_read)
-    copied.made = {}
+
+    def took(item, entry, made):
+        bar.update()
+        if made is None:
+            run.batch.fail(item.index, entry)
+            return
+        frames_read.made_by(item.index, made)
+        if kept is not None:
+            run.mark_kept(kept, item.index, entry)
+
     bar = tqdm(total=len(todo), desc="frames", unit="frame", disable=None if progress else True)
     with bar, tasks:
-        bar.update(len(todo) - len(rest))
+        bar.update()  # the reference
+        rest = []
+        # In order: the frames that an interrupted run kept, their fields made
+        # again from their tables; here, the first frames until the sequence's
+        # field is chosen (`StreamFrames.choose`), as `write_maps` chooses it.
+        for item in (item for item in todo if item.map_file is not None):
+            if kept is not None and item.index in kept:
+                frames_read.made_by(item.index, frames_read.field_from_table(item))
+                bar.update()
+            elif frames_read.choosing:
+                took(item, *_through(frames_read, directory, item))
+            else:
+                rest.append(item)
+        # The workers' copy: with the choice, without what the frames made here.
+        copied = copy.copy(frames_read)
+        copied.made = {}
         shared = tasks.share(copied)
         for item in rest:
             tasks.submit(_through, shared, directory, item)
-        for item, (entry, made) in zip(rest, tasks.results(), strict=True):
-            bar.update()
-            if made is None:
-                run.batch.fail(item.index, entry)
-                continue
-            frames_read.made_by(item.index, made)
-            if kept is not None:
-                run.mark_kept(kept, item.index, entry)
+        for item, result in zip(rest, tasks.results(), strict=True):
+            took(item, *result)
 
 
 def _keep(frames_read, directory, item, prepared):

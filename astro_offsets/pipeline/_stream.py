@@ -8,7 +8,7 @@ from astropy.io import fits
 from .._utils.batch import describe
 from .._utils.naming import map_path, table_path
 from ..field import make_map
-from ..field._write_maps import _read_model, _write_map
+from ..field._write_maps import _choice_of, _read_model, _write_map
 from ..frames import hot_pixels
 from ..stack._quality import map_measures
 from ..stack._run import Frames
@@ -64,6 +64,11 @@ class StreamFrames(Frames):
         ``flagged``.
     field : dict
         The options of `OffsetModel` (``method``, ``trend``, ...).
+    choose : {"sequence", "frame"}
+        With ``method="auto"``: choose the field on the first frame whose
+        stars can cross-validate it, and re-check that choice on each other
+        frame (``choice``, a `SequenceChoice`, once made), as `write_maps`
+        does; or on every frame.
     tables, maps : str or `None`
         Where the tables go (`None`: beside each frame), and the maps, which
         are written only if ``maps`` is given (`True`: beside each frame).
@@ -79,10 +84,13 @@ class StreamFrames(Frames):
         reference,
         stars,
         field,
+        choose="sequence",
         tables=None,
         maps=None,
     ):
         super().__init__(calibration, mask_hot_pixels, normalize, weighting)
+        self.choose = choose == "sequence" and field.get("method") == "auto"
+        self.choice = None
         self.reference_name = reference
         self.stars = dict(stars)
         self.field = dict(field)
@@ -123,7 +131,9 @@ class StreamFrames(Frames):
 
     def _field(self, item, table, counts, shape):
         """Fit a frame's field to its star table and make its map; keep what it made."""
-        model, notes = _read_model(table, self.field)
+        model, notes = _read_model(table, self.field, choice=self.choice)
+        if self.choosing:
+            self.choice = _choice_of(model)
         omap, more, model = make_map(model, shape, n_jobs=1)
         if self.maps is not None:
             directory = None if self.maps is True else self.maps
@@ -143,6 +153,11 @@ class StreamFrames(Frames):
         counts = {"detected": header.get("NDETECT"), "matched": header.get("NMATCH")}
         self._field(item, table, counts, self.shape)
         return self.made[item.index]
+
+    @property
+    def choosing(self):
+        """Whether the next frame's field makes the sequence's choice (not made yet)."""
+        return self.choose and self.choice is None
 
     def offset_map(self, item, out=None):
         """Return a frame's map, made again from its model (into ``out``); `None`: the reference."""
