@@ -66,7 +66,7 @@ def test_the_stack_of_the_three_commands(night, three_commands, tmp_path, n_jobs
     assert [r.table is not None for r in results] == [False, True, True, True, True, True]
     # The field chosen on the first frame, re-checked on the others, as write_maps does.
     assert "(auto)" in results[1].field
-    assert "(auto, sequence)" in results[2].field
+    assert any("(auto, sequence)" in r.field for r in results[2:])
     assert results[1].matched > 50
 
 
