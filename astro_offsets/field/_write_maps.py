@@ -21,7 +21,16 @@ from ._model import OffsetModel, check_options
 from ._sequence import SEQUENCE_SELECTION, SequenceChoice
 from ._tiling import output_maps
 
-__all__ = ["CHOICES", "MAPS_METHOD", "MapResult", "make_map", "write_maps"]
+__all__ = [
+    "CHOICES",
+    "MAPS_METHOD",
+    "MapResult",
+    "choice_of",
+    "make_map",
+    "read_model",
+    "write_map",
+    "write_maps",
+]
 
 MAPS_METHOD = "auto"
 """The field method of `write_maps` and ``astro-offsets maps`` by default.
@@ -63,7 +72,7 @@ class MapResult(Result):
 _CATCHING = threading.Lock()
 
 
-def _read_model(table, options, path=None, choice=None):
+def read_model(table, options, path=None, choice=None):
     """Read a star table's model; return it and its warnings, one line each.
 
     ``path`` is where to read the table, ``table`` by default; the model and
@@ -80,7 +89,7 @@ def _read_model(table, options, path=None, choice=None):
     return model, tuple(describe(table, str(w.message)) for w in caught)
 
 
-def _choice_of(model):
+def choice_of(model):
     """Return the `SequenceChoice` of a model made with ``method="auto"``, or `None`.
 
     `None` when its field was not chosen by cross-validation (too few
@@ -212,7 +221,7 @@ def _write_plot(omap, output, stars):
     return ()
 
 
-def _write_map(omap, output, overwrite, plot):
+def write_map(omap, output, overwrite, plot):
     """Write a map (`_make` checked it does not fold), and its plot if asked.
 
     Return the warnings, one line each: a plot that fails leaves the map
@@ -235,7 +244,7 @@ def _plot_kept_map(output, table):
     if omap.meta.get("parameter"):
         options[omap.meta["parameter"]] = omap.meta.get("parameter_value")
     try:
-        model, _ = _read_model(table, options)
+        model, _ = read_model(table, options)
     except Exception:  # the table changed or is gone: the map alone
         model = None
     return _write_plot(omap, output, model)
@@ -443,11 +452,11 @@ def _maps_here(batch, shape, outdir, n_jobs, settings, options):
             if len(buffers) == computed % 2:
                 buffers.append(output_maps(shape))
             try:
-                model, notes = _read_model(table, options, choice=choice)
+                model, notes = read_model(table, options, choice=choice)
                 # The output is this table's once it proved a star table.
                 claimed[os.path.abspath(output)] = table
                 if settings["choose"] and choice is None:
-                    choice = _choice_of(model)
+                    choice = choice_of(model)
                 omap, fallback, _ = _make(model, shape, n_jobs, settings, buffers[computed % 2])
                 notes += fallback
             except Exception as exc:
@@ -456,7 +465,7 @@ def _maps_here(batch, shape, outdir, n_jobs, settings, options):
             computed += 1
             if pending is not None:
                 collect(pending)
-            future = writer.submit(_write_map, omap, output, replace, plot)
+            future = writer.submit(write_map, omap, output, replace, plot)
             pending = (index, output, future, notes, omap.field_summary)
         if pending is not None:
             collect(pending)
@@ -494,13 +503,13 @@ def _make_map(table, output, files, shape, settings, options, choice):
         return text
 
     try:
-        model, notes = _read_model(table, options, path, choice)
+        model, notes = read_model(table, options, path, choice)
     except Exception as exc:
         return _Made(False, named(describe(path, exc)))
     try:
         omap, fallback, _ = _make(model, shape, 1, settings)
         notes += fallback
-        plot_notes = _write_map(omap, staged, True, settings["plot"])
+        plot_notes = write_map(omap, staged, True, settings["plot"])
     except Exception as exc:
         return _Made(True, named(describe(table, exc)), notes + getattr(exc, "notes", ()))
     return _Made(True, "", notes, tuple(map(named, plot_notes)), omap.field_summary)
@@ -513,10 +522,10 @@ def _choose_here(table, options):
     be read or its auto cannot cross-validate (its worker reports why).
     """
     try:
-        model, _ = _read_model(table, options)
+        model, _ = read_model(table, options)
     except Exception:
         return None
-    return _choice_of(model)
+    return choice_of(model)
 
 
 def _discard(staged):
@@ -530,7 +539,7 @@ def _place(staged, output, overwrite):
     """Move a map that a worker staged, and its plot if any, to their places.
 
     The move is atomic and replaces an existing map only if ``overwrite``,
-    as `_write_map` would; the staged files are gone afterwards.
+    as `write_map` would; the staged files are gone afterwards.
     """
     try:
         with atomic_path(output, overwrite=overwrite) as tmp:

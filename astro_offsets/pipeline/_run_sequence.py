@@ -21,15 +21,15 @@ from ..stack._quality import (
     check_selection,
     reference_measures,
 )
-from ..stack._rejection import _offsets, keep_frame
+from ..stack._rejection import frame_offsets, keep_frame
 from ..stack._report import frame_report, write_frame_report
 from ..stack._run import Item, record_of
 from ..stack._stack_frames import (
     StackResult,
-    _with_measures,
     check_settings,
     leave_out,
     stack_items,
+    with_measures,
 )
 from ._stream import StreamFrames
 
@@ -280,7 +280,7 @@ def run_sequence(
         select=select_kept,
         client=client,
     )
-    results = [_with_measures(r, measured.get(index)) for index, r in enumerate(batch.results)]
+    results = [with_measures(r, measured.get(index)) for index, r in enumerate(batch.results)]
     if report is not None:
         write_frame_report(frame_report(results), report, overwrite=True)
     return stack, results
@@ -385,7 +385,7 @@ def _stream(run, frames_read, todo, kept, tasks, progress):
 
 def _keep(frames_read, directory, item, prepared):
     """Keep a prepared frame in rejection's directory, and drizzle it alone."""
-    offsets = _offsets(prepared.offset_map, frames_read.shape)
+    offsets = frame_offsets(prepared.offset_map, frames_read.shape)
     keep_frame(directory, frames_read.layers, item.index, prepared.data, offsets)
 
 

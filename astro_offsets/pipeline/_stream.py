@@ -8,7 +8,7 @@ from astropy.io import fits
 from .._utils.batch import describe
 from .._utils.naming import map_path, table_path
 from ..field import make_map
-from ..field._write_maps import _choice_of, _read_model, _write_map
+from ..field._write_maps import choice_of, read_model, write_map
 from ..frames import hot_pixels
 from ..stack._quality import map_measures
 from ..stack._run import Frames
@@ -131,13 +131,13 @@ class StreamFrames(Frames):
 
     def _field(self, item, table, counts, shape):
         """Fit a frame's field to its star table and make its map; keep what it made."""
-        model, notes = _read_model(table, self.field, choice=self.choice)
+        model, notes = read_model(table, self.field, choice=self.choice)
         if self.choosing:
-            self.choice = _choice_of(model)
+            self.choice = choice_of(model)
         omap, more, model = make_map(model, shape, n_jobs=1)
         if self.maps is not None:
             directory = None if self.maps is True else self.maps
-            more += _write_map(omap, map_path(item.frame, directory), True, False)
+            more += write_map(omap, map_path(item.frame, directory), True, False)
         summary, measures = omap.field_summary, map_measures(omap)
         self.made[item.index] = Made(model, table, counts, summary, notes + more, measures)
         return omap

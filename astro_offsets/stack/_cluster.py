@@ -17,7 +17,7 @@ import uuid
 from .._utils.batch import describe
 from .._utils.workers import Tasks, workers_can_read
 from ._reading import record_of
-from ._rejection import _offsets, keep_frame
+from ._rejection import frame_offsets, keep_frame
 from ._run import Run
 
 __all__ = ["Collected", "keep_on_cluster", "keep_task", "on_cluster", "share_task"]
@@ -118,7 +118,7 @@ def keep_on_cluster(run, tasks, todo, kept):
     if item.index not in kept:
         # The reference is kept here, while the workers start on the others.
         entry = record_of(prepared, run.frames.zeros(prepared.norm))
-        offsets = _offsets(prepared.offset_map, run.frames.shape)
+        offsets = frame_offsets(prepared.offset_map, run.frames.shape)
         keep_frame(directory, run.frames.layers, item.index, prepared.data, offsets)
         run.mark_kept(kept, item.index, entry)
     del prepared
@@ -141,7 +141,7 @@ def keep_task(frames, directory, item):
     """
     try:
         prepared = frames.read(item)
-        offsets = _offsets(prepared.offset_map, frames.shape)
+        offsets = frame_offsets(prepared.offset_map, frames.shape)
         keep_frame(directory, frames.layers, item.index, prepared.data, offsets)
     except Exception as exc:
         return describe(item.frame, exc)

@@ -25,7 +25,7 @@ from ._bands import load_npy
 from ._outliers import blot, grow, nanmedian, outliers, scatter
 from ._quality import median_frames
 
-__all__ = ["Rejection", "RejectionStats", "keep_frame", "median_rows"]
+__all__ = ["Rejection", "RejectionStats", "frame_offsets", "keep_frame", "median_rows"]
 
 # drizzlepac's two tests (driz_cr_snr, driz_cr_scale): a pixel deviates by
 # more than snr noise sigmas plus scale times the blot's local step; the
@@ -155,7 +155,7 @@ class Rejection:
         data = np.ascontiguousarray(data, dtype=np.float32)
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="astro_offsets-reject")
-        offsets = _offsets(offset_map, self.shape)
+        offsets = frame_offsets(offset_map, self.shape)
 
         def keep():
             keep_frame(self.directory, self._layers, index, data, offsets, self._sums)
@@ -298,7 +298,7 @@ class Rejection:
             os.close(fd)
         if not self._keep_frames:
             os.remove(path)
-        offsets = _offsets(offset_map, self.shape)
+        offsets = frame_offsets(offset_map, self.shape)
         outliers = self._buffer("outliers", self._frame_shape, bool)
         outliers.fill(False)
         masked = 0
@@ -488,7 +488,7 @@ def _read_into(fd, array, offset):
         view, offset = view[done:], offset + done
 
 
-def _offsets(offset_map, shape):
+def frame_offsets(offset_map, shape):
     """Return the map's offsets as C-ordered float32 arrays; zeros for the reference frame."""
     if offset_map is None:
         zeros = np.zeros(shape, np.float32)

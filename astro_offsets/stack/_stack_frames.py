@@ -39,6 +39,7 @@ __all__ = [
     "leave_out",
     "stack_frames",
     "stack_items",
+    "with_measures",
 ]
 
 
@@ -480,7 +481,7 @@ def stack_frames(
         options=options,
         client=client,
     )
-    results = [_with_measures(r, measured.get(index)) for index, r in enumerate(batch.results)]
+    results = [with_measures(r, measured.get(index)) for index, r in enumerate(batch.results)]
     if report is not None:
         write_frame_report(frame_report(results), report, overwrite=True)
     return stack, results
@@ -624,7 +625,7 @@ def stack_items(
     return stack
 
 
-def _with_measures(result, recorded):
+def with_measures(result, recorded):
     """Return a result with the measures its map recorded, under those the stack made."""
     made = {key: value for key, value in (result.measures or {}).items() if not math.isnan(value)}
     if recorded is None and not made:

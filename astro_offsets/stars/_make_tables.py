@@ -17,7 +17,15 @@ from ._detect import detect_stars
 from ._match import MIN_STARS, match_stars
 from ._schema import CENTROID, offsets_table
 
-__all__ = ["TableResult", "make_tables"]
+__all__ = [
+    "TableResult",
+    "frame_table",
+    "make_tables",
+    "reference_stars",
+    "stars_image",
+    "table_header",
+    "write_table",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
