@@ -42,6 +42,7 @@ Run: ``python benchmarks/bench_run.py [--frames 8] [--jobs -1] [--size NY NX]
 
 import argparse
 import collections
+import contextlib
 import functools
 import json
 import multiprocessing
@@ -176,7 +177,6 @@ def install_timers(spent):
 
 def command_in_child(argv, timers, queue):
     """Run ``astro-offsets argv`` in this process; put its figures on ``queue``."""
-    import contextlib
     import io
 
     spent = collections.defaultdict(lambda: [0.0, 0])
@@ -229,10 +229,8 @@ def folder_bytes(folders):
     for folder in folders:
         for root, _, files in os.walk(folder):
             for name in files:
-                try:
+                with contextlib.suppress(FileNotFoundError):
                     total += os.lstat(os.path.join(root, name)).st_blocks * 512
-                except FileNotFoundError:
-                    pass
     return total
 
 
