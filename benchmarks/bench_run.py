@@ -31,7 +31,10 @@ by wrapping the package's functions in the main process: with ``--jobs -1``
 the workers' stages (reading, stars, field, keeping) are not seen there, only
 their CPU time; the second pass (medians, masks, drizzle) is. With
 ``--profile`` (``--jobs 1``) every stage is seen; nested stages are included
-in their callers' time (the tree is printed indented).
+in their callers' time (the tree is printed indented). Each stage's wall
+time and the CPU time of the thread that called it are printed: on a busy
+machine the CPU time is the steadier figure (work the stage hands to other
+threads is not in it).
 
 Timings are noisy on a shared machine: the load average before and after
 each run is printed with the figures.
@@ -179,13 +182,14 @@ def install_timers(spent):
     def timed(label, function):
         @functools.wraps(function)
         def wrapper(*args, **kwargs):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.thread_time()
             try:
                 return function(*args, **kwargs)
             finally:
                 with lock:
                     spent[label][0] += time.perf_counter() - start
                     spent[label][1] += 1
+                    spent[label][2] += time.thread_time() - cpu
 
         return wrapper
 
@@ -207,7 +211,7 @@ def command_in_child(argv, timers, queue):
     """Run ``astro-offsets argv`` in this process; put its figures on ``queue``."""
     import io
 
-    spent = collections.defaultdict(lambda: [0.0, 0])
+    spent = collections.defaultdict(lambda: [0.0, 0, 0.0])
     from astro_offsets import _cli
 
     if timers:
@@ -312,13 +316,17 @@ def show(label, figures, n_frames):
     )
     stages = figures["stages"]
     if stages:
-        print(f"  stages seen in the main process (wall s; calls; s/frame over {n_frames}):")
+        print(
+            f"  stages seen in the main process: wall s, calls, wall s/frame over {n_frames}, "
+            "CPU s/frame of the calling thread"
+        )
         for _, _, name, parent in STAGES:
             if name in stages:
-                total, calls = stages[name]
+                total, calls, cpu = stages[name]
                 indent = "    " if parent else ""
                 print(
-                    f"    {indent}{name:32} {total:8.2f} {calls:5d} {total / n_frames:7.2f}",
+                    f"    {indent}{name:32} {total:8.2f} {calls:5d} {total / n_frames:7.2f} "
+                    f"{cpu / n_frames:7.2f}",
                     flush=True,
                 )
 
