@@ -32,9 +32,10 @@ the workers' stages (reading, stars, field, keeping) are not seen there, only
 their CPU time; the second pass (medians, masks, drizzle) is. With
 ``--profile`` (``--jobs 1``) every stage is seen; nested stages are included
 in their callers' time (the tree is printed indented). Each stage's wall
-time and the CPU time of the thread that called it are printed: on a busy
-machine the CPU time is the steadier figure (work the stage hands to other
-threads is not in it).
+time and the CPU time of the process meanwhile (all its threads: the
+stage's own threads, and any other thread that ran then, such as the
+read-ahead) are printed: on a busy machine the CPU time is the steadier
+figure.
 
 Timings are noisy on a shared machine: the load average before and after
 each run is printed with the figures.
@@ -182,14 +183,14 @@ def install_timers(spent):
     def timed(label, function):
         @functools.wraps(function)
         def wrapper(*args, **kwargs):
-            start, cpu = time.perf_counter(), time.thread_time()
+            start, cpu = time.perf_counter(), time.process_time()
             try:
                 return function(*args, **kwargs)
             finally:
                 with lock:
                     spent[label][0] += time.perf_counter() - start
                     spent[label][1] += 1
-                    spent[label][2] += time.thread_time() - cpu
+                    spent[label][2] += time.process_time() - cpu
 
         return wrapper
 
@@ -318,7 +319,7 @@ def show(label, figures, n_frames):
     if stages:
         print(
             f"  stages seen in the main process: wall s, calls, wall s/frame over {n_frames}, "
-            "CPU s/frame of the calling thread"
+            "CPU s/frame of the process (all its threads) meanwhile"
         )
         for _, _, name, parent in STAGES:
             if name in stages:
