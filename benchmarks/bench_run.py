@@ -188,9 +188,13 @@ def install_timers(spent):
                 return function(*args, **kwargs)
             finally:
                 with lock:
-                    spent[label][0] += time.perf_counter() - start
+                    end = time.perf_counter()
+                    spent[label][0] += end - start
                     spent[label][1] += 1
                     spent[label][2] += time.process_time() - cpu
+                    # When the stage first started and last ended, from the start.
+                    spent[label][3] = min(spent[label][3], start - spent["start"])
+                    spent[label][4] = end - spent["start"]
 
         return wrapper
 
@@ -212,12 +216,12 @@ def command_in_child(argv, timers, queue):
     """Run ``astro-offsets argv`` in this process; put its figures on ``queue``."""
     import io
 
-    spent = collections.defaultdict(lambda: [0.0, 0, 0.0])
+    spent = collections.defaultdict(lambda: [0.0, 0, 0.0, np.inf, 0.0])
     from astro_offsets import _cli
 
     if timers:
         install_timers(spent)
-    start = time.perf_counter()
+    start = spent["start"] = time.perf_counter()
     output = io.StringIO()
     with contextlib.redirect_stdout(output):
         status = _cli.main(argv)
@@ -237,7 +241,7 @@ def command_in_child(argv, timers, queue):
             "seconds": seconds,
             "main cpu": own.user + own.system,
             "worker cpu": worker_cpu,
-            "stages": dict(spent),
+            "stages": {k: v for k, v in spent.items() if k != "start"},
             "output": output.getvalue()[-2000:],
         }
     )
@@ -319,15 +323,16 @@ def show(label, figures, n_frames):
     if stages:
         print(
             f"  stages seen in the main process: wall s, calls, wall s/frame over {n_frames}, "
-            "CPU s/frame of the process (all its threads) meanwhile"
+            "CPU s/frame of the process (all its threads) meanwhile, first start and last "
+            "end (s from the command's start)"
         )
         for _, _, name, parent in STAGES:
             if name in stages:
-                total, calls, cpu = stages[name]
+                total, calls, cpu, first, last = stages[name]
                 indent = "    " if parent else ""
                 print(
                     f"    {indent}{name:32} {total:8.2f} {calls:5d} {total / n_frames:7.2f} "
-                    f"{cpu / n_frames:7.2f}",
+                    f"{cpu / n_frames:7.2f} {first:8.1f} {last:8.1f}",
                     flush=True,
                 )
 
