@@ -24,9 +24,12 @@ memory they share once per process, and of their PSS, which counts it once):
    one process, timed stage by stage.
 
 Printed for each: the wall time, the time per frame, the CPU time of the
-process tree (the main process and its workers), the peak memory, and the
-bytes the run's scratch files took at most (rejection's frames, singles and
-medians; sampled, on the filesystem of ``--scratch``). The stages are timed
+process tree (the main process and the workers alive at its end), the peak
+memory, and the most bytes on disk under the command's output folder, sampled
+each second: the checkpoint (where rejection keeps its frames, singles and
+medians), the scratch directory and the outputs. The frames, the outputs and
+the scratch all go in a temporary folder in ``--scratch`` (by default the
+system's temporary directory), removed at the end. The stages are timed
 by wrapping the package's functions in the main process: with ``--jobs -1``
 the workers' stages (reading, stars, field, keeping) are not seen there, only
 their CPU time; the second pass (medians, masks, drizzle) is. With
@@ -35,7 +38,8 @@ in their callers' time (the tree is printed indented). Each stage's wall
 time and the CPU time of the process meanwhile (all its threads: the
 stage's own threads, and any other thread that ran then, such as the
 read-ahead) are printed: on a busy machine the CPU time is the steadier
-figure.
+figure. So are the time of each stage's first start and last end, from the
+command's start: the run's timeline.
 
 Timings are noisy on a shared machine: the load average before and after
 each run is printed with the figures.
