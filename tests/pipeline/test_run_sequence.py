@@ -168,7 +168,10 @@ def test_killed_and_resumed_is_the_uninterrupted_run(night, three_commands, tmp_
     )
     log = tmp_path / "killed.log"
     with open(log, "w") as file:
-        done = subprocess.run([sys.executable, "-c", script], stdout=file, stderr=file)
+        # Run elsewhere than the source tree: the package is the installed one.
+        done = subprocess.run(
+            [sys.executable, "-c", script], stdout=file, stderr=file, cwd=tmp_path
+        )
     assert done.returncode == -signal.SIGKILL, log.read_text()
     assert checkpoint.is_dir()
     stack, results = run_sequence(night.frames, tables=tmp_path, checkpoint=checkpoint, resume=True)
