@@ -16,7 +16,15 @@ import astro_offsets.pipeline._stream as stream
 import astro_offsets.stack._reading as stack_reading
 from astro_offsets import OffsetMap, make_tables, run_sequence, stack_frames, write_maps
 from astro_offsets._cli import main
-from astro_offsets.datasets import night_sequence
+from astro_offsets.datasets import (
+    CameraMotion,
+    night_sequence,
+    observe,
+    star_field,
+    write_dng,
+    write_fits_cfa,
+    write_fits_rgb,
+)
 from astro_offsets.frames import frame_shape
 
 
@@ -178,3 +186,42 @@ def test_killed_and_resumed_is_the_uninterrupted_run(night, three_commands, tmp_
     same_stack(stack, three_commands[0])
     assert [r.status for r in results].count("stacked") == len(night.frames) - 1
     assert not checkpoint.exists()
+
+
+def write_colour(folder, kind):
+    """Four colour frames of one sky, drifting and turning: raw DNG, BAYERPAT FITS or RGB cubes."""
+    shape = (240, 360)
+    rng = np.random.default_rng(7)
+    x, y, flux = star_field(rng, 260, shape)
+    frames = []
+    for k in range(4):
+        motion = CameraMotion(shape, drift=(3.1 * k, -2.2 * k), rotation_deg=0.05 * k)
+        if kind == "cube":
+            planes = [observe(rng, shape, *motion.to_frame(x, y), s * flux) for s in (0.8, 1, 0.6)]
+            frames.append(str(folder / f"L{k}.fits"))
+            write_fits_rgb(frames[-1], np.stack(planes).astype(np.float32), exptime=30.0)
+            continue
+        image = observe(rng, shape, *motion.to_frame(x, y), 2 * flux)
+        mosaic = np.clip(image + 512, 0, 2**14 - 1).astype(np.uint16)
+        if kind == "raw":
+            frames.append(str(folder / f"DSC{k}.dng"))
+            write_dng(frames[-1], mosaic, exptime=30.0)
+        else:
+            frames.append(str(folder / f"C{k}.fits"))
+            write_fits_cfa(frames[-1], mosaic, exptime=30.0)
+    return frames
+
+
+@pytest.mark.parametrize("kind", ["raw", "mosaic", "cube"])
+def test_colour_frames_stack_as_the_three_commands_stack_them(kind, tmp_path):
+    frames = write_colour(tmp_path, kind)
+    (tmp_path / "three").mkdir()
+    make_tables(frames, frames[0], outdir=tmp_path / "three")
+    tables = sorted(str(p) for p in (tmp_path / "three").glob("*.offsets_table.fits"))
+    write_maps(tables, frame_shape(frames[0]), outdir=tmp_path / "three")
+    expected, _ = stack_frames(frames, maps=tmp_path / "three", reference=frames[0])
+    (tmp_path / "run").mkdir()
+    stack, results = run_sequence(frames, tables=tmp_path / "run", n_jobs=2)
+    assert [r.status for r in results] == ["stacked"] * 4
+    assert stack.channels == ("RED", "GREEN", "BLUE")
+    same_stack(stack, expected)
