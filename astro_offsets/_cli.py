@@ -950,6 +950,10 @@ def _stacking(args, report, command, check, stack_function):
             # The cluster: not reached, or its workers cannot read the files.
             report.usage(exc)
             return 2
+        except FileNotFoundError as exc:
+            # The reference frame of a run: none to stack against.
+            report.usage(exc)
+            return 2
         except ValueError as exc:
             # No frame stacked because every one failed: a failure of the
             # inputs, reported one by one. Otherwise the run was impossible.

@@ -336,7 +336,8 @@ def _stream(run, frames_read, todo, kept, tasks, progress):
         starter.submit(tasks.start, __name__)
         found, _ = run.reference([reference])
     if found is None:
-        raise ValueError(run.batch.results[reference.index].message)
+        # Failed and said so (the batch's result): no frame without it.
+        raise ValueError(f"no frame could be stacked without the reference frame {reference.frame}")
     prepared = found[1]
     del found
     directory = None

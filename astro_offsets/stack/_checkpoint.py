@@ -196,6 +196,11 @@ class Checkpoint:
         if before is not None:
             shutil.rmtree(before[0], ignore_errors=True)
 
+    def empty(self):
+        """Whether the checkpoint holds no work: no frame kept, no medians, no partial stack."""
+        names = {entry.name for entry in os.scandir(self.path)}
+        return not any(name.startswith(("kept.", "share.", "median.")) for name in names)
+
     def summary(self):
         """Say what the checkpoint holds: frames kept by rejection, frames stacked."""
         stacked = 0

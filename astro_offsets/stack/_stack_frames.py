@@ -611,13 +611,15 @@ def stack_items(
             run.stack_share(0, [(None, item, None) for item in todo], False)
         stack = run.stack(reject)
     except BaseException:
-        if saved is not None and progress:
+        run.close()
+        if saved is not None and saved.empty():
+            saved.remove()  # nothing in it to resume
+        elif saved is not None and progress:
             tqdm.write(
                 f"the stack stopped; its checkpoint is kept in {saved.name}: continue it "
                 "with --resume (resume=True)",
                 file=sys.stderr,
             )
-        run.close()
         raise
     run.close()
     if saved is not None and not keep_checkpoint:

@@ -152,6 +152,14 @@ def test_the_run_command(night, three_commands, tmp_path):
     assert main(["run", *night.frames, "--out", str(out), "--tables", str(tmp_path)]) == 0
 
 
+def test_the_run_command_names_a_reference_that_is_not_there(night, tmp_path, capsys):
+    out = tmp_path / "out" / "stack.fits"
+    missing = str(tmp_path / "missing.fits")
+    assert main(["run", *night.frames, "--reference", missing, "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"astro-offsets: error: {missing}: no such file\n"
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_killed_and_resumed_is_the_uninterrupted_run(night, three_commands, tmp_path):
     """Killed (SIGKILL) once two frames are stacked, then resumed: the same stack."""
@@ -225,3 +233,19 @@ def test_colour_frames_stack_as_the_three_commands_stack_them(kind, tmp_path):
     assert [r.status for r in results] == ["stacked"] * 4
     assert stack.channels == ("RED", "GREEN", "BLUE")
     same_stack(stack, expected)
+
+
+def test_a_reference_without_stars_leaves_nothing(night, tmp_path, capsys):
+    """No stack without the reference: its problem said, no checkpoint left to resume."""
+    blank = str(tmp_path / "blank.fits")
+    fits.PrimaryHDU(np.random.default_rng(0).normal(100, 3, (240, 360)).astype(np.float32)).writeto(
+        blank
+    )
+    out = tmp_path / "out" / "stack.fits"
+    assert main(["run", blank, *night.frames[1:4], "--out", str(out)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith(f"astro-offsets: error: {blank}: only 0 stars found in the reference")
+    assert err[1] == (
+        f"astro-offsets: error: no frame could be stacked without the reference frame {blank}"
+    )
+    assert not (tmp_path / "out").exists()
