@@ -7,6 +7,7 @@ import os
 import shutil
 import sys
 import warnings
+from concurrent.futures import BrokenExecutor
 
 from tqdm import tqdm
 
@@ -954,6 +955,12 @@ def _stacking(args, report, command, check, stack_function):
             # The reference frame of a run: none to stack against.
             report.usage(exc)
             return 2
+        except BrokenExecutor:
+            # A worker killed (out of memory, or by hand): what it held is lost.
+            kept = checkpoint_path(args.out)
+            resume = f"; its checkpoint is kept in {kept} (--resume)" if os.path.isdir(kept) else ""
+            report.usage(f"a worker process died (out of memory, or killed){resume}")
+            return 1
         except ValueError as exc:
             # No frame stacked because every one failed: a failure of the
             # inputs, reported one by one. Otherwise the run was impossible.

@@ -9,7 +9,7 @@ from types import MappingProxyType
 from tqdm import tqdm
 
 from .._utils.batch import Batch, describe
-from .._utils.naming import map_path
+from .._utils.naming import map_path, table_path
 from .._utils.validation import input_file
 from .._utils.workers import Tasks, takes_client
 from ..field import CHOICES, MAPS_METHOD, check_options
@@ -93,15 +93,16 @@ def run_sequence(
     callback=None,
     **options,
 ):
-    """Take a sequence of frame files from stars to stack in one run, each frame read once.
+    """Take a sequence of frame files from stars to stack in one run.
 
     What `make_tables`, `write_maps` and `stack_frames` do one after the
-    other, as a stream: each frame is read (and calibrated) once, its stars
-    found and matched to the reference's, its star table written, its field
-    fitted and its map made in memory, and the frame, its hot pixels out
-    (found once, for the stars and the stack), kept for the stack. The
-    stack is the one the three functions give with the same options, to
-    float32 rounding.
+    other, as a stream: with rejection, each frame is read (and calibrated)
+    once, its stars found and matched to the reference's, its star table
+    written, its field fitted and its map made in memory, and the frame,
+    its hot pixels out (found once for the stars and the stack, but in a
+    colour cube, whose stars are found in the mean of its planes), kept for
+    the stack. The stack is the one the three functions give with the same
+    options, bit for bit.
 
     The reference frame is read first, here, while worker processes start;
     then the workers take the other frames, ``n_jobs`` at a time. With
@@ -123,12 +124,14 @@ def run_sequence(
         The reference frame, one of ``frames``; by default the first.
     tables : str, path-like or `None`, optional
         Directory of the star tables (``<stem>.offsets_table.fits``, as
-        `make_tables` writes them; replaced if they exist); `None` writes
-        each beside its frame.
+        `make_tables` writes them; a star table of ours there is replaced,
+        any other file fails its frame); `None` writes each beside its
+        frame. Frames of one name in different folders need their own.
     write_maps : bool, str, path-like or `None`, optional
-        Also write each frame's map (``<stem>.offsets.fits``, replaced if
-        it exists), beside the frame (`True`) or into this directory. The
-        default is `None`: the maps stay in memory.
+        Also write each frame's map (``<stem>.offsets.fits``; a map of ours
+        there is replaced, any other file fails its frame), beside the frame
+        (`True`) or into this directory. The default is `None`: the maps stay
+        in memory.
     stars : dict or `None`, optional
         Options of the stars, as for `make_tables`: ``fwhm``, ``threshold``,
         ``min_snr``, ``flagged``.
@@ -208,9 +211,10 @@ def run_sequence(
         check_selection(select, filter_fwhm, filter_round, filter_stars, keep_best, weighting),
         options,
     )
-    for directory, what in ((tables, "tables"), (write_maps, "maps")):
-        if directory not in (None, True, False) and not os.path.isdir(directory):
-            raise ValueError(f"{directory}: the directory for the {what} does not exist")
+    if tables is not None and (isinstance(tables, bool) or not os.path.isdir(tables)):
+        raise ValueError(f"{tables}: the directory for the tables does not exist")
+    if write_maps not in (None, True, False) and not os.path.isdir(write_maps):
+        raise ValueError(f"{write_maps}: the directory for the maps does not exist")
     write_maps = write_maps or None
     made = {}  # what each frame made: its table, field and map's record
     batch = _Batch(
@@ -230,10 +234,20 @@ def run_sequence(
     if os.path.abspath(reference) not in {os.path.abspath(frame) for frame in inputs}:
         raise ValueError(f"{reference}: the reference frame is not among the frames")
     todo = []
+    claimed = {}  # the frame whose table (and map) each name is
     for index, frame in batch:
         is_reference = os.path.abspath(frame) == os.path.abspath(reference)
         written = None if write_maps is None or is_reference else map_path(frame, _dir(write_maps))
         map_file = None if is_reference else os.path.abspath(map_path(frame, _dir(write_maps)))
+        table = os.path.abspath(table_path(frame, tables))
+        other = frame if is_reference else claimed.setdefault(table, frame)
+        if os.path.abspath(other) != os.path.abspath(frame):
+            batch.fail(
+                index,
+                f"its star table would be {table_path(frame, tables)}, {other}'s: frames of "
+                "one name in different folders need their own --tables",
+            )
+            continue
         todo.append(Item(index, frame, written, os.path.abspath(frame), map_file))
     # The reference first: every frame is normalised to it.
     todo.sort(key=lambda item: item.map_file is not None)
@@ -270,7 +284,13 @@ def run_sequence(
         resume=resume,
         keep_checkpoint=keep_checkpoint,
         identity={
-            "run": {"stars": stars, "field": field, "choose": choose},
+            "run": {
+                "stars": stars,
+                "field": field,
+                "choose": choose,
+                # A resumed run makes the fields of the frames kept again from these.
+                "tables": None if tables is None else os.path.abspath(tables),
+            },
             "calibration": digest(calibration),
         },
         options=options,
@@ -368,8 +388,12 @@ def _stream(run, frames_read, todo, kept, tasks, progress):
         # field is chosen (`StreamFrames.choose`), as `write_maps` chooses it.
         for item in (item for item in todo if item.map_file is not None):
             if kept is not None and item.index in kept:
-                frames_read.made_by(item.index, frames_read.field_from_table(item))
                 bar.update()
+                try:
+                    frames_read.made_by(item.index, frames_read.field_from_table(item))
+                except ValueError as exc:
+                    run.batch.fail(item.index, exc)
+                    del kept[item.index]
             elif frames_read.choosing:
                 took(item, *_through(frames_read, directory, item))
             else:

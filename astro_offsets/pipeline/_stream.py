@@ -1,5 +1,6 @@
 """One frame's way through a run: read once, its stars, its table, its field, its map."""
 
+import os
 from typing import NamedTuple
 
 import numpy as np
@@ -108,12 +109,15 @@ class StreamFrames(Frames):
             if item.map_file is None and self.reference_stars is None:
                 return self._reference(item, raw)
             return self.prepare(raw, omap, item.omap_path)
+        # A frame that cannot be stacked (its size, its colours) has no table.
+        self._check(np.asarray(raw.data), raw.colors)
         image, hot = _image(raw)
         found, _ = frame_table(item.frame, image, self.reference_stars, self.stars, item.frame_file)
         del image
         if isinstance(found, str):
             raise ValueError(found)
         output = table_path(item.frame, self.tables)
+        _ours(output, "star table", 1)
         header = table_header(item.frame, self.reference_name, found, self.stars)
         try:
             write_table(output, found[0], header, overwrite=True)
@@ -136,8 +140,9 @@ class StreamFrames(Frames):
             self.choice = choice_of(model)
         omap, more, model = make_map(model, shape, n_jobs=1)
         if self.maps is not None:
-            directory = None if self.maps is True else self.maps
-            more += write_map(omap, map_path(item.frame, directory), True, False)
+            output = map_path(item.frame, None if self.maps is True else self.maps)
+            _ours(output, "offset map", 0)
+            more += write_map(omap, output, True, False)
         summary, measures = omap.field_summary, map_measures(omap)
         self.made[item.index] = Made(model, table, counts, summary, notes + more, measures)
         return omap
@@ -149,9 +154,15 @@ class StreamFrames(Frames):
         stars were found then.
         """
         table = table_path(item.frame, self.tables)
-        header = fits.getheader(table, 1)
-        counts = {"detected": header.get("NDETECT"), "matched": header.get("NMATCH")}
-        self._field(item, table, counts, self.shape)
+        try:
+            header = fits.getheader(table, 1)
+            counts = {"detected": header.get("NDETECT"), "matched": header.get("NMATCH")}
+            self._field(item, table, counts, self.shape)
+        except Exception as exc:
+            raise ValueError(
+                f"{describe(table, exc)}: the interrupted run's star table of the frame, which "
+                "resuming needs; delete the checkpoint to start again"
+            ) from None
         return self.made[item.index]
 
     @property
@@ -183,3 +194,18 @@ def _image(raw):
     if np.ndim(raw.data) == 3:
         return stars_image(raw)[0], None
     return stars_image(raw, hot_pixels(np.asarray(raw.data, np.float32), raw.colors))
+
+
+def _ours(path, product, hdu):
+    """Raise `ValueError` if a file is at ``path`` that is no ``product`` of ours to replace."""
+    if not os.path.lexists(path):
+        return
+    try:
+        ours = fits.getheader(path, hdu).get("PRODUCT") == product
+    except Exception:  # not FITS, or not of this shape: not ours
+        ours = False
+    if not ours:
+        raise ValueError(
+            f"{path}: exists and is no {product} of astro-offsets; move it, or write the "
+            f"{product}s elsewhere"
+        )

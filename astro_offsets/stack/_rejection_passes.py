@@ -27,6 +27,12 @@ from ._rejection import Rejection
 __all__ = ["RejectionPasses", "write_mask"]
 
 
+_NOT_KEPT = (
+    "the interrupted run could not keep it, and a resumed stack keeps its medians: delete "
+    "the checkpoint to stack it"
+)
+
+
 class RejectionPasses:
     """Rejection's passes in one run of `stack_frames`.
 
@@ -109,20 +115,15 @@ class RejectionPasses:
         ``keeper`` keeps those not kept yet. Returns ``{index: record}`` of
         every frame kept, in this run or (from
         the checkpoint) an earlier one. Once an earlier run made the medians,
-        the frames kept are those it kept.
+        the frames kept are those it kept (those its selection then left
+        out too: `reject` leaves them out again).
         """
         kept = {} if self.checkpoint is None else self.checkpoint.kept()
         frozen = None if self.checkpoint is None else self.checkpoint.medians()
         if frozen is not None:
-            kept = {index: kept[index] for index in frozen}
             for item in todo:
                 if item.index not in kept:
-                    self.batch.fail(
-                        item.index,
-                        "the interrupted run could not keep it, and a resumed stack keeps its "
-                        "medians: delete the checkpoint to stack it",
-                        map=item.omap_path,
-                    )
+                    self.batch.fail(item.index, _NOT_KEPT, map=item.omap_path)
             todo = [item for item in todo if item.index in kept]
         keeper(todo, kept)
         for index, entry in kept.items():
@@ -176,12 +177,19 @@ class RejectionPasses:
         the indices of the frames kept to leave out of the medians and the
         stack.
         """
-        whole = self.checkpoint is not None and self.checkpoint.medians() is not None
+        frozen = None if self.checkpoint is None else self.checkpoint.medians()
+        whole = frozen is not None
         kept = keep(todo)
-        if select is not None and not whole:
-            for index in select(kept):
-                del kept[index]
-                self.rejection.drop(index)
+        # The selection also runs on a resumed run's medians, which left out
+        # the same frames: they are reported so again.
+        left_out = set() if select is None else set(select(kept))
+        if whole:
+            for index in set(kept) - set(frozen) - left_out:
+                self.batch.fail(index, _NOT_KEPT)
+                left_out.add(index)
+        for index in left_out:
+            del kept[index]
+            self.rejection.drop(index)
         if not kept:
             return []
         self.rejection.combine(client, reuse=whole)

@@ -558,14 +558,11 @@ def stack_items(
     digest, a run's options). ``client``: a dask cluster's, to stack on
     (`stack_frames`).
     """
+    counted = reject is None
     if reject is None:
         reject = len(todo) >= 3
         if masks and not reject:
-            warnings.warn(
-                f"no outlier masks: rejection needs 3 frames or more, not {len(todo)}",
-                AstropyUserWarning,
-                stacklevel=3,
-            )
+            _no_masks(len(todo))
     elif masks and not reject:
         raise ValueError("outlier masks need rejection: masks= with reject=False")
     saved = None
@@ -606,7 +603,15 @@ def stack_items(
             # also when one fails in the second pass.
             keep = None if keeper is None else functools.partial(keeper, run)
             kept = run.reject(todo, keeper=keep, select=select)
-            run.stack_share(0, [(None, item, entry) for _, item, entry in kept], True, masks)
+            if counted and len(kept) < 3:
+                # Fewer than 3 frames left to stack (the others failed or were
+                # left out): a median cannot tell an outlier, none is sought.
+                reject = False
+                if masks:
+                    _no_masks(len(kept))
+                run.stack_share(0, [(None, item, None) for _, item, _ in kept], False)
+            else:
+                run.stack_share(0, [(None, item, entry) for _, item, entry in kept], True, masks)
         else:
             run.stack_share(0, [(None, item, None) for item in todo], False)
         stack = run.stack(reject)
@@ -625,6 +630,15 @@ def stack_items(
     if saved is not None and not keep_checkpoint:
         saved.remove()
     return stack
+
+
+def _no_masks(n_frames):
+    """Warn that no outlier mask is written: too few frames to reject outliers."""
+    warnings.warn(
+        f"no outlier masks: rejection needs 3 frames or more, not {n_frames}",
+        AstropyUserWarning,
+        stacklevel=4,
+    )
 
 
 def with_measures(result, recorded):

@@ -2,6 +2,7 @@
 
 import collections
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -192,7 +193,10 @@ def test_killed_and_resumed_is_the_uninterrupted_run(night, three_commands, tmp_
     assert checkpoint.is_dir()
     stack, results = run_sequence(night.frames, tables=tmp_path, checkpoint=checkpoint, resume=True)
     same_stack(stack, three_commands[0])
-    assert [r.status for r in results].count("stacked") == len(night.frames) - 1
+    # The frame the selection left out is left out again, and said why.
+    assert [r.status for r in results] == [r.status for r in three_commands[1]]
+    assert results[4].status == "left out"
+    assert all(np.isfinite(r.measures["fwhm"]) for r in results)
     assert not checkpoint.exists()
 
 
@@ -249,3 +253,40 @@ def test_a_reference_without_stars_leaves_nothing(night, tmp_path, capsys):
         f"astro-offsets: error: no frame could be stacked without the reference frame {blank}"
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_too_few_frames_left_to_reject(night, tmp_path):
+    """Three frames given, one without stars: two stacked, without rejection, as stack does."""
+    blank = str(tmp_path / "blank.fits")
+    fits.PrimaryHDU(np.random.default_rng(1).normal(100, 3, (240, 360)).astype(np.float32)).writeto(
+        blank
+    )
+    stack, results = run_sequence([*night.frames[:2], blank], tables=tmp_path)
+    assert [r.status for r in results] == ["stacked", "stacked", "failed"]
+    assert stack.meta["rejected"] is False
+    assert [r.masked for r in results[:2]] == [None, None]
+
+
+def test_what_is_not_ours_is_kept(night, tmp_path):
+    """A file of the user's at a table's name, frames of one name in two folders, another size."""
+    theirs = tmp_path / os.path.basename(night.frames[1]).replace(".fits", ".offsets_table.fits")
+    theirs.write_text("my notes")
+    other = tmp_path / "other"
+    other.mkdir()
+    twin = other / os.path.basename(night.frames[2])
+    shutil.copy(night.frames[2], twin)
+    small = tmp_path / "small.fits"
+    fits.PrimaryHDU(np.zeros((100, 150), np.float32)).writeto(small)
+    frames = [*night.frames[:4], str(twin), str(small)]
+    _, results = run_sequence(frames, tables=tmp_path, reject=False)
+    assert [r.status for r in results] == ["stacked", "failed", "stacked", "stacked"] + [
+        "failed"
+    ] * 2
+    assert results[1].message.endswith(
+        f"{theirs}: exists and is no star table of astro-offsets; move it, or write the star "
+        "tables elsewhere"
+    )
+    assert theirs.read_text() == "my notes"
+    assert f"{night.frames[2]}'s" in results[4].message
+    assert "differs from the stack's" in results[5].message
+    assert not (tmp_path / "small.offsets_table.fits").exists()
