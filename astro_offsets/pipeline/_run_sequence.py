@@ -1,6 +1,5 @@
 """A whole sequence in one run: stars, fields and stack, each frame read once."""
 
-import copy
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -262,8 +261,8 @@ def run_sequence(
         choose=choose,
         tables=tables,
         maps=write_maps,
+        made=made,
     )
-    frames_read.made = made
     measured = {}
 
     def select_kept(kept):
@@ -399,9 +398,7 @@ def _stream(run, frames_read, todo, kept, tasks, progress):
             else:
                 rest.append(item)
         # The workers' copy: with the choice, without what the frames made here.
-        copied = copy.copy(frames_read)
-        copied.made = {}
-        shared = tasks.share(copied)
+        shared = tasks.share(frames_read.for_workers())
         for item in rest:
             tasks.submit(_through, shared, directory, item)
         for item, result in zip(rest, tasks.results(), strict=True):

@@ -1,5 +1,6 @@
 """One frame's way through a run: read once, its stars, its table, its field, its map."""
 
+import copy
 import os
 from typing import NamedTuple
 
@@ -73,6 +74,9 @@ class StreamFrames(Frames):
     tables, maps : str or `None`
         Where the tables go (`None`: beside each frame), and the maps, which
         are written only if ``maps`` is given (`True`: beside each frame).
+    made : dict or `None`, optional
+        Where to keep what the frames made (``made``), shared with the
+        caller; a new dict by default.
     """
 
     def __init__(
@@ -88,6 +92,7 @@ class StreamFrames(Frames):
         choose="sequence",
         tables=None,
         maps=None,
+        made=None,
     ):
         super().__init__(calibration, mask_hot_pixels, normalize, weighting)
         self.choose = choose == "sequence" and field.get("method") == "auto"
@@ -98,7 +103,7 @@ class StreamFrames(Frames):
         self.tables = tables
         self.maps = maps
         self.reference_stars = None
-        self.made = {}
+        self.made = {} if made is None else made
 
     def read(self, item):
         """Read a frame; make its stars, table and map on the way if not known; prepare it."""
@@ -178,6 +183,12 @@ class StreamFrames(Frames):
                 return None
             raise ValueError(f"{item.frame}: no field made for it in this run")
         return made.model.to_map(self.shape, n_jobs=1, out=out)
+
+    def for_workers(self):
+        """Return the copy that worker processes read frames with: as this one, nothing made."""
+        copied = copy.copy(self)
+        copied.made = {}
+        return copied
 
     def made_by(self, index, made):
         """Take what a worker made of frame ``index`` (its copy's ``made``)."""
