@@ -20,9 +20,9 @@ from ..stack._quality import (
     check_selection,
     reference_measures,
 )
-from ..stack._rejection import frame_offsets, keep_frame
+from ..stack._rejection_passes import keep_prepared
 from ..stack._report import frame_report, write_frame_report
-from ..stack._run import Item, record_of
+from ..stack._run import Item
 from ..stack._stack_frames import (
     StackResult,
     check_settings,
@@ -364,8 +364,7 @@ def _stream(run, frames_read, todo, kept, tasks, progress):
         run.start_rejection(len(todo), tasks.client)
         directory = run.rejection.directory
         if reference.index not in kept:
-            _keep(frames_read, directory, reference, prepared)
-            entry = record_of(prepared, frames_read.zeros(prepared.norm))
+            entry = keep_prepared(frames_read, directory, reference.index, prepared)
             run.mark_kept(kept, reference.index, entry)
     del prepared
 
@@ -405,12 +404,6 @@ def _stream(run, frames_read, todo, kept, tasks, progress):
             took(item, *result)
 
 
-def _keep(frames_read, directory, item, prepared):
-    """Keep a prepared frame in rejection's directory, and drizzle it alone."""
-    offsets = frame_offsets(prepared.offset_map, frames_read.shape)
-    keep_frame(directory, frames_read.layers, item.index, prepared.data, offsets)
-
-
 def _through(frames_read, directory, item):
     """Read a frame through (`StreamFrames.read`), and keep it (a worker's task).
 
@@ -421,8 +414,7 @@ def _through(frames_read, directory, item):
         prepared = frames_read.read(item)
         entry = None
         if directory is not None:
-            _keep(frames_read, directory, item, prepared)
-            entry = record_of(prepared, frames_read.zeros(prepared.norm))
+            entry = keep_prepared(frames_read, directory, item.index, prepared)
     except Exception as exc:
         return describe(item.frame, exc), None
     return entry, frames_read.made.pop(item.index)

@@ -16,8 +16,7 @@ import uuid
 
 from .._utils.batch import describe
 from .._utils.workers import Tasks, workers_can_read
-from ._reading import record_of
-from ._rejection import frame_offsets, keep_frame
+from ._rejection_passes import keep_prepared
 from ._run import Run
 
 __all__ = ["Collected", "keep_on_cluster", "keep_task", "on_cluster", "share_task"]
@@ -117,9 +116,7 @@ def keep_on_cluster(run, tasks, todo, kept):
     directory = run.rejection.directory
     if item.index not in kept:
         # The reference is kept here, while the workers start on the others.
-        entry = record_of(prepared, run.frames.zeros(prepared.norm))
-        offsets = frame_offsets(prepared.offset_map, run.frames.shape)
-        keep_frame(directory, run.frames.layers, item.index, prepared.data, offsets)
+        entry = keep_prepared(run.frames, directory, item.index, prepared)
         run.mark_kept(kept, item.index, entry)
     del prepared
     others = [o for o in todo if o.index not in kept and o.index not in tried]
@@ -140,12 +137,9 @@ def keep_task(frames, directory, item):
     A frame that cannot be read gives the one-line message instead.
     """
     try:
-        prepared = frames.read(item)
-        offsets = frame_offsets(prepared.offset_map, frames.shape)
-        keep_frame(directory, frames.layers, item.index, prepared.data, offsets)
+        return keep_prepared(frames, directory, item.index, frames.read(item))
     except Exception as exc:
         return describe(item.frame, exc)
-    return record_of(prepared, frames.zeros(prepared.norm))
 
 
 def share_task(frames, options, share, items, reject, masks, directory, checkpoint):

@@ -22,9 +22,9 @@ from .._utils.workers import workers_share
 from ._bands import Scratch
 from ._checkpoint import normalisation_of
 from ._reading import _Prepared, record_of
-from ._rejection import Rejection
+from ._rejection import Rejection, frame_offsets, keep_frame
 
-__all__ = ["RejectionPasses", "write_mask"]
+__all__ = ["RejectionPasses", "keep_prepared", "write_mask"]
 
 
 _NOT_KEPT = (
@@ -282,3 +282,15 @@ _MASK_CONVENTION = (
     "2: no weight in the frame (a hot pixel, or NaN after calibration);",
     "0: stacked. Pixel [j, i] is the frame's pixel x=i, y=j.",
 )
+
+
+def keep_prepared(frames, directory, index, prepared):
+    """Keep a prepared frame (`Frames.read`) in rejection's ``directory``; return its record.
+
+    The frame is written there and drizzled alone (`keep_frame`): what the
+    first pass does with each frame, here, in a worker or in a cluster's
+    task.
+    """
+    offsets = frame_offsets(prepared.offset_map, frames.shape)
+    keep_frame(directory, frames.layers, index, prepared.data, offsets)
+    return record_of(prepared, frames.zeros(prepared.norm))
