@@ -62,6 +62,7 @@ import time
 
 import numpy as np
 import psutil
+from bench_stack import tree_memory  # beside this script
 
 SHAPE = (5304, 7952)
 DISTINCT = 4
@@ -73,20 +74,20 @@ HOT_PIXELS = 2000
 # The stages timed: (module, attribute, label, parent label). A method is
 # "Class.method"; the parent only indents the printed tree.
 STAGES = (
-    ("astro_offsets.stack._run", "Frames.read_raw", "read + decode", None),
+    ("astro_offsets.stack._reading", "Frames.read_raw", "read + decode", None),
     ("astro_offsets.maps._offset_map", "OffsetMap.read", "map read (stack)", None),
     ("astro_offsets.pipeline._stream", "hot_pixels", "hot pixels", None),
     ("astro_offsets.pipeline._stream", "stars_image", "stars image", None),
     ("astro_offsets.stars._make_tables", "detect_stars", "detection", None),
     ("astro_offsets.stars._make_tables", "match_stars", "matching", None),
     ("astro_offsets.pipeline._stream", "write_table", "table written", None),
-    ("astro_offsets.pipeline._stream", "_read_model", "field fit", None),
+    ("astro_offsets.pipeline._stream", "read_model", "field fit", None),
     ("astro_offsets.pipeline._stream", "make_map", "map made", None),
     ("astro_offsets.field._model", "OffsetModel.to_map", "to_map (each pass)", None),
     ("astro_offsets.pipeline._stream", "map_measures", "map measures", None),
-    ("astro_offsets.stack._run", "Frames.prepare", "prepare (normalise)", None),
-    ("astro_offsets.stack._run", "hot_pixels", "hot pixels (stack)", "prepare (normalise)"),
-    ("astro_offsets.pipeline._run_sequence", "keep_frame", "keep (write + single drizzle)", None),
+    ("astro_offsets.stack._reading", "Frames.prepare", "prepare (normalise)", None),
+    ("astro_offsets.stack._reading", "hot_pixels", "hot pixels (stack)", "prepare (normalise)"),
+    ("astro_offsets.stack._rejection_passes", "keep_frame", "keep (write + single drizzle)", None),
     ("astro_offsets.stack._rejection", "Rejection.add", "keep (stack)", None),
     ("astro_offsets.stack._rejection", "Rejection.combine", "medians", None),
     ("astro_offsets.stack._rejection", "Rejection.mask", "masks (blot + compare)", None),
@@ -249,19 +250,6 @@ def command_in_child(argv, timers, queue):
             "output": output.getvalue()[-2000:],
         }
     )
-
-
-def tree_memory(process):
-    """Return (sum of RSS, sum of PSS) of a process and its descendants, in bytes."""
-    rss = pss = 0
-    for p in [process, *process.children(recursive=True)]:
-        try:
-            info = p.memory_full_info()
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-        rss += info.rss
-        pss += getattr(info, "pss", info.rss)
-    return rss, pss
 
 
 def folder_bytes(folders):

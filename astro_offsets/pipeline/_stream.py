@@ -116,7 +116,7 @@ class StreamFrames(Frames):
             return self.prepare(raw, omap, item.omap_path)
         # A frame that cannot be stacked (its size, its colours) has no table.
         self._check(np.asarray(raw.data), raw.colors)
-        image, hot = _image(raw)
+        raw, image, hot = _image(raw)
         found, _ = frame_table(item.frame, image, self.reference_stars, self.stars, item.frame_file)
         del image
         if isinstance(found, str):
@@ -133,7 +133,7 @@ class StreamFrames(Frames):
 
     def _reference(self, item, raw):
         """Read the reference frame: its stars, then the frame prepared for the stack."""
-        image, hot = _image(raw)
+        raw, image, hot = _image(raw)
         stars = self.stars
         self.reference_stars = reference_stars(item.frame, image, stars["fwhm"], stars["threshold"])
         return self.prepare(raw, None, None, hot)
@@ -196,15 +196,18 @@ class StreamFrames(Frames):
 
 
 def _image(raw):
-    """Return the image to find a frame's stars in, and the hot pixels the stack leaves out.
+    """Return a frame read as float32, the image to find its stars in, and its hot pixels.
 
-    Mono frames and mosaics: one search for hot pixels, for the stars and
-    for the stack. A colour cube's stars are in the mean of its planes,
-    whose hot pixels are not the planes': the stack finds its own (`None`).
+    The frame's float32 array (one conversion) is what the stack prepares,
+    in place. Mono frames and mosaics: one search for hot pixels, for the
+    stars and for the stack. A colour cube's stars are in the mean of its
+    planes, whose hot pixels are not the planes': the stack finds its own
+    (`None`).
     """
-    if np.ndim(raw.data) == 3:
-        return stars_image(raw)[0], None
-    return stars_image(raw, hot_pixels(np.asarray(raw.data, np.float32), raw.colors))
+    raw = raw._replace(data=np.asarray(raw.data, np.float32))
+    if raw.data.ndim == 3:
+        return raw, stars_image(raw)[0], None
+    return raw, *stars_image(raw, hot_pixels(raw.data, raw.colors))
 
 
 def _ours(path, product, hdu):
