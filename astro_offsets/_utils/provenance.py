@@ -31,6 +31,7 @@ __all__ = [
 PRODUCTS = (
     "star table",
     "offset map",
+    "SIP distortion",
     "stack",
     "map plot",
     "stack preview",

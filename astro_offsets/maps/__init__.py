@@ -10,9 +10,11 @@ from ._diagnostics import StarOffsets, jump_map, largest_jump, star_residuals, s
 from ._folds import Folds, find_folds
 from ._offset_map import OffsetMap, field_summary
 from ._plot import plot_map, write_plot
+from ._sip import MAX_SIP_DEGREE, offsets_to_sip, sip_header, write_sip
 from ._wcs import default_wcs, offsets_to_wcs
 
 __all__ = [
+    "MAX_SIP_DEGREE",
     "Folds",
     "OffsetMap",
     "StarOffsets",
@@ -21,9 +23,12 @@ __all__ = [
     "find_folds",
     "jump_map",
     "largest_jump",
+    "offsets_to_sip",
     "offsets_to_wcs",
     "plot_map",
+    "sip_header",
     "star_residuals",
     "star_rms",
     "write_plot",
+    "write_sip",
 ]

@@ -11,6 +11,7 @@ from ._arrays import offset_maps
 from ._diagnostics import largest_jump, star_rms
 from ._folds import find_folds
 from ._plot import plot_map
+from ._sip import offsets_to_sip
 from ._wcs import offsets_to_wcs
 
 __all__ = ["OffsetMap", "field_summary"]
@@ -229,6 +230,91 @@ class OffsetMap:
         [array([1.5]), array([1.])]
         """
         return offsets_to_wcs(self.x_offset, self.y_offset, wcs)
+
+    def to_sip(self, degree=None, max_error=0.01, *, wcs=None):
+        """Return a WCS carrying this map as SIP polynomials (FITS ``A_p_q``, ``B_p_q``).
+
+        With ``u = x + 1 - CRPIX1`` and ``v = y + 1 - CRPIX2`` (0-based
+        ``x``, ``y``), ``x + A(u, v)`` and ``y + B(u, v)`` reproduce
+        `pixmap`, ``x - x_offset`` and ``y - y_offset``, within the error
+        recorded in the result's ``sip_error``. The constant and linear terms
+        are in ``A`` and ``B`` (the frame's shift and turn); ``CD`` and
+        ``CRPIX`` are the reference frame's, so ``w.all_pix2world(x, y, 0)``
+        is ``wcs.wcs_pix2world(*pixmap, 0)``. astropy's ``sip_pix2foc``
+        returns ``u + A(u, v)``, the same point counted from ``CRPIX``.
+
+        The polynomials are fitted by least squares on a grid of up to 128 x
+        128 pixels (the frame's edges included), in coordinates scaled to
+        [-1, 1] and converted exactly to SIP's unscaled coefficients; the
+        error is then measured on every pixel of the frame, in bands of rows
+        (a few tens of MB whatever the frame's size). Pixels whose offsets
+        are NaN are left out of the fit and of the error.
+
+        SIP is one polynomial over the whole frame: it cannot follow a
+        quadrant field's kinks (the literal field, ``trend=None``, turns
+        at every star), local bumps (a star's offset unlike its neighbours')
+        or a fold. There the error stays above ``max_error`` at the highest
+        degree, and a warning says by how much.
+
+        Parameters
+        ----------
+        degree : int or `None`, optional
+            The degree of ``A`` and ``B`` (``A_ORDER``, ``B_ORDER``), from 2
+            (astropy reads no lower) to 9 (`~astro_offsets.maps.MAX_SIP_DEGREE`,
+            the highest SIP readers commonly meet). The default, `None`,
+            takes the lowest that reaches ``max_error``, or else 9.
+        max_error : float, optional
+            The largest error wanted, in pixels: the distance between
+            ``(x + A, y + B)`` and `pixmap` at the worst pixel. The default
+            is 0.01.
+        wcs : `~astropy.wcs.WCS` or `None`, optional
+            The reference frame's WCS, without distortion of its own, as for
+            `to_wcs` (a copy gets the polynomials, at its ``CRPIX``). `None`
+            takes a gnomonic WCS with 1 arcsec pixels, ``CRPIX`` on the
+            centre of the frame (`~astro_offsets.maps.default_wcs`).
+
+        Returns
+        -------
+        `~astropy.wcs.WCS`
+            With ``sip`` set, ``CTYPE`` ending in ``-SIP``, and three
+            attributes beyond astropy's: ``sip_error``, the largest error
+            reached over every pixel (px); ``sip_max_error``, the
+            ``max_error`` asked; ``sip_pixels``, the pixels measured.
+            ``to_header()`` cannot carry them:
+            `~astro_offsets.maps.sip_header` gives a header with them
+            (``SIPERR``, ``SIPGOAL``, ``SIPNPIX``), and
+            `~astro_offsets.maps.write_sip` writes it as a header-only FITS
+            file, as ``astro-offsets maps --sip`` does.
+
+        Raises
+        ------
+        ValueError
+            If ``degree`` or ``max_error`` is out of range, the map has too
+            few pixels with finite offsets for the degree, or ``wcs`` is not
+            2-D, carries distortion or has another pixel shape.
+
+        Warns
+        -----
+        `~astropy.utils.exceptions.AstropyUserWarning`
+            If the error reached is above ``max_error``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from astro_offsets import OffsetMap
+        >>> y, x = np.indices((300, 400), dtype=float)
+        >>> omap = OffsetMap(1.5 + 2e-3 * (y - 150), -0.5 - 2e-3 * (x - 200))
+        >>> w = omap.to_sip()
+        >>> w.sip.a_order, bool(w.sip_error < 1e-6)
+        (2, True)
+        >>> u, v = 0 + 1 - w.wcs.crpix[0], 0 + 1 - w.wcs.crpix[1]
+        >>> a = sum(w.sip.a[p, q] * u**p * v**q for p in range(3) for q in range(3))
+        >>> print(f"{0 + a:.6f} {omap.pixmap()[0, 0, 0]:.6f}")
+        -1.200000 -1.200000
+        """
+        return offsets_to_sip(
+            self.x_offset, self.y_offset, degree=degree, max_error=max_error, wcs=wcs
+        )
 
     def diagnostics(self):
         """Return the map's largest pixel-to-pixel jump and its residual at the stars.
