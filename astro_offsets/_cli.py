@@ -229,6 +229,12 @@ def _add_maps(commands):
         action="store_true",
         help="also plot each map, its jumps and its stars to <stem>.offsets.png",
     )
+    maps.add_argument(
+        "--sip",
+        action="store_true",
+        help="also write each map as SIP polynomials to <stem>.sip.fits, a header-only FITS "
+        "that DS9, Siril and ASTAP read (the error reached in SIPERR, px)",
+    )
     _add_scheduler(maps, "one task per star table")
     return maps
 
@@ -746,7 +752,7 @@ def _run_maps(args, report):
             client=client,
             progress=True,
             callback=on_table,
-            **_given(args, "outdir", "overwrite", "plot", "cv", "choose"),
+            **_given(args, "outdir", "overwrite", "plot", "sip", "cv", "choose"),
             **options,
         )
     return report.summary("maps", results)

@@ -169,6 +169,27 @@ def test_existing_maps_kept_unless_overwrite(capsys, sequence, tmp_path):
     assert OffsetMap.read(existing).shape == SHAPE
 
 
+def test_maps_sip_writes_header_only_sip_files(capsys, sequence, tmp_path):
+    status, out, err = run(capsys, "maps", *sequence[:2], "--shape", *SHAPE, "--sip")
+    assert status == 0, err
+    assert out.strip().splitlines()[-1] == "maps: 2 written, 0 skipped, 0 failed"
+    for k in range(2):
+        path = tmp_path / f"DSC0{k}.sip.fits"
+        with fits.open(path) as hdul:
+            assert len(hdul) == 1
+            assert hdul[0].data is None
+            header = hdul[0].header
+        assert header["A_ORDER"] >= 2
+        assert header["SRCTABLE"] == str(sequence[k])
+        # A field SIP cannot follow to 0.01 px (12 stars, auto's choice) is a warning.
+        missed = f"warning: {path}: the SIP polynomial of degree 9 is off the map" in err
+        assert missed == (header["SIPERR"] > 0.01)
+    # Without --sip, none.
+    status, _, _ = run(capsys, "maps", sequence[2], "--shape", *SHAPE)
+    assert status == 0
+    assert not (tmp_path / "DSC02.sip.fits").exists()
+
+
 def test_image_option_reads_raw_and_fits_sizes(capsys, sequence, tmp_path):
     raw = tmp_path / "DSC00.dng"
     write_dng(raw, np.full((34, 50), 600, dtype=np.uint16))

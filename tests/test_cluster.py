@@ -137,12 +137,13 @@ def test_the_command_line_on_the_cluster(cluster, frames, local_tables, tmp_path
     assert out.splitlines()[-1] == f"tables: {N_FRAMES - 1} written, 0 skipped, 0 failed"
     tables = sorted(str(tmp_path / os.path.basename(t)) for t in local_tables)
     assert all(same_products(t, local) for t, local in zip(tables, local_tables, strict=True))
-    argv = ["maps", *tables[:3], "--shape", *map(str, SHAPE), "--plot", "--outdir"]
+    argv = ["maps", *tables[:3], "--shape", *map(str, SHAPE), "--plot", "--sip", "--outdir"]
     assert main([*argv, str(tmp_path / "cluster"), *address]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "maps: 3 written, 0 skipped, 0 failed"
     assert main([*argv, str(tmp_path / "here")]) == 0
     names = sorted(os.listdir(tmp_path / "here"))
-    assert sorted(os.listdir(tmp_path / "cluster")) == names  # plots, and nothing staged
+    assert sorted(os.listdir(tmp_path / "cluster")) == names  # plots, SIPs, and nothing staged
+    assert sum(name.endswith(".sip.fits") for name in names) == 3
     for name in names:
         if name.endswith(".fits"):
             assert same_products(tmp_path / "cluster" / name, tmp_path / "here" / name)

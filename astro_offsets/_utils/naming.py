@@ -9,6 +9,7 @@ __all__ = [
     "map_path",
     "mask_path",
     "png_path",
+    "sip_path",
     "stem",
     "table_path",
 ]
@@ -98,6 +99,20 @@ def png_path(fits_file):
     ('maps/DSC03770.offsets.png', 'out/stack.png')
     """
     return os.path.splitext(os.fspath(fits_file))[0] + ".png"
+
+
+def sip_path(map_file):
+    """Return the path of a map's SIP polynomials, ``<stem>.sip.fits``, beside it.
+
+    Examples
+    --------
+    >>> from astro_offsets._utils.naming import sip_path
+    >>> sip_path("maps/DSC03770.offsets.fits")
+    'maps/DSC03770.sip.fits'
+    """
+    path = os.fspath(map_file)
+    root = path.removesuffix(MAP_SUFFIX) if path.endswith(MAP_SUFFIX) else os.path.splitext(path)[0]
+    return root + ".sip.fits"
 
 
 def checkpoint_path(fits_file):

@@ -13,9 +13,10 @@ from astropy.io import fits
 
 from .._utils.atomic import atomic_path
 from .._utils.batch import Batch, Result, describe
-from .._utils.naming import map_path, png_path
+from .._utils.naming import map_path, png_path, sip_path
+from .._utils.provenance import provenance_cards
 from .._utils.workers import Tasks, takes_client
-from ..maps import OffsetMap, write_plot
+from ..maps import OffsetMap, offsets_to_sip, reference_wcs, sip_shortfall, write_plot, write_sip
 from ..stars import read_table
 from ._model import OffsetModel, check_options
 from ._sequence import SEQUENCE_SELECTION, SequenceChoice
@@ -221,20 +222,45 @@ def _write_plot(omap, output, stars):
     return ()
 
 
-def write_map(omap, output, overwrite, plot):
-    """Write a map (`_make` checked it does not fold), and its plot if asked.
+def _write_sip(omap, output):
+    """Write a map's SIP polynomials, ``<stem>.sip.fits`` beside it; return the warnings.
 
-    Return the warnings, one line each: a plot that fails leaves the map
-    written, a warning, not a failure.
+    The polynomials are attached to the celestial WCS of the map's
+    reference frame (``REFFRAME``) if it has one (`reference_wcs`), else to
+    `default_wcs`, as the file's comments say. The file's header carries the
+    map's provenance, and the error reached (``SIPERR``). A SIP that misses
+    its ``max_error`` (a field SIP cannot follow), or that cannot be made,
+    is a warning, one line naming the file, not a failure: the map is
+    written all the same.
+    """
+    path = sip_path(output)
+    try:
+        wcs, comments = reference_wcs(omap.meta.get("reference"), omap.shape)
+        w = offsets_to_sip(omap.x_offset, omap.y_offset, wcs=wcs, warn=False)
+        first = {keyword for keyword, _, _ in provenance_cards("offset map")} | {"COMMENT"}
+        cards = [card for card in omap.header().cards if card.keyword not in first]
+        # The SIP belongs to the map just written: a stale one is replaced.
+        write_sip(path, w, cards, comments, overwrite=True)
+    except Exception as exc:
+        return (describe(path, exc),)
+    shortfall = sip_shortfall(w)
+    return () if shortfall is None else (describe(path, shortfall),)
+
+
+def write_map(omap, output, overwrite, plot, sip=False):
+    """Write a map (`_make` checked it does not fold), its plot and its SIP if asked.
+
+    Return the warnings, one line each: a plot or SIP that fails leaves the
+    map written, a warning, not a failure.
     """
     omap.write(output, overwrite=overwrite)
     # The plot belongs to the map just written: a stale one is replaced.
-    return _write_plot(omap, output, None) if plot else ()
+    notes = _write_plot(omap, output, None) if plot else ()
+    return notes + (_write_sip(omap, output) if sip else ())
 
 
-def _plot_kept_map(output, table):
+def _plot_kept_map(omap, output, table):
     """Plot a map kept from an earlier run, with the stars and field its header names."""
-    omap = OffsetMap.read(output)
     options = {
         "method": omap.meta.get("method", "quadrant"),
         "clip": omap.meta.get("clip"),
@@ -261,6 +287,7 @@ def write_maps(
     block_size="auto",
     overwrite=False,
     plot=False,
+    sip=False,
     cv=False,
     choose="sequence",
     progress=False,
@@ -304,6 +331,17 @@ def write_maps(
         (see `OffsetMap.plot`); a plot that cannot be written is a warning,
         the map is written all the same. A map kept from an earlier run gets
         the plot it lacks. The default is `False`.
+    sip : bool, optional
+        Also write the map as SIP polynomials (`OffsetMap.to_sip`, default
+        degree and ``max_error``), ``<stem>.sip.fits`` beside it: a
+        header-only FITS file that DS9, Siril and ASTAP read, with the error
+        reached (``SIPERR``, px) and the map's provenance. The WCS is that of
+        the map's reference frame (``REFFRAME``) if it is a FITS file with a
+        celestial WCS without distortion, else `~astro_offsets.maps.default_wcs`
+        (a comment says which). A field SIP cannot follow to its
+        ``max_error`` is a warning, as is a SIP that cannot be written; the
+        map is written all the same. A map kept from an earlier run gets
+        the SIP it lacks. The default is `False`.
     progress : bool, optional
         Show a progress bar on stderr (when it is a terminal).
     callback : callable or `None`, optional
@@ -366,7 +404,13 @@ def write_maps(
         progress=progress,
         callback=callback,
     )
-    settings = {"block_size": block_size, "overwrite": overwrite, "plot": plot, "cv": cv}
+    settings = {
+        "block_size": block_size,
+        "overwrite": overwrite,
+        "plot": plot,
+        "sip": sip,
+        "cv": cv,
+    }
     # The sequence's choice is made in this process, on the first table to
     # make, before any later table is: each map then depends on its table
     # and the choice alone, whoever makes it and whenever.
@@ -394,7 +438,24 @@ def _against_another_reference(table, output):
     return None
 
 
-def _to_make(batch, index, table, output, claimed, overwrite, plot):
+def _kept_map(output, table, plot, sip):
+    """Make the plot and SIP asked for now of a map kept from an earlier run, if it lacks them.
+
+    Return the warnings, one line each.
+    """
+    plot = plot and not os.path.lexists(png_path(output))
+    sip = sip and not os.path.lexists(sip_path(output))
+    if not (plot or sip):
+        return ()
+    try:
+        omap = OffsetMap.read(output)
+    except Exception as exc:
+        return (describe(output, exc),)
+    notes = _plot_kept_map(omap, output, table) if plot else ()
+    return notes + (_write_sip(omap, output) if sip else ())
+
+
+def _to_make(batch, index, table, output, claimed, overwrite, settings):
     """Return whether a table's map is to be made, and replaced; finish the table if not.
 
     `None` if another table made it (``claimed``: the tables that proved
@@ -411,11 +472,9 @@ def _to_make(batch, index, table, output, claimed, overwrite, plot):
         if _against_another_reference(table, output):
             return True
         claimed[key] = table
-        # A plot asked for now, of a map made without one, is made.
-        missing = plot and not os.path.lexists(png_path(output))
-        batch.kept(
-            index, output, overwrite, warnings=_plot_kept_map(output, table) if missing else ()
-        )
+        # A plot or SIP asked for now, of a map made without one, is made.
+        notes = _kept_map(output, table, settings["plot"], settings["sip"])
+        batch.kept(index, output, overwrite, warnings=notes)
         return None
     return overwrite
 
@@ -445,7 +504,7 @@ def _maps_here(batch, shape, outdir, n_jobs, settings, options):
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="astro-offsets-writer") as writer:
         for index, table in batch:
             output = map_path(table, outdir)
-            replace = _to_make(batch, index, table, output, claimed, overwrite, plot)
+            replace = _to_make(batch, index, table, output, claimed, overwrite, settings)
             if replace is None:
                 continue
             notes = ()
@@ -465,7 +524,7 @@ def _maps_here(batch, shape, outdir, n_jobs, settings, options):
             computed += 1
             if pending is not None:
                 collect(pending)
-            future = writer.submit(write_map, omap, output, replace, plot)
+            future = writer.submit(write_map, omap, output, replace, plot, settings["sip"])
             pending = (index, output, future, notes, omap.field_summary)
         if pending is not None:
             collect(pending)
@@ -509,7 +568,7 @@ def _make_map(table, output, files, shape, settings, options, choice):
     try:
         omap, fallback, _ = _make(model, shape, 1, settings)
         notes += fallback
-        plot_notes = write_map(omap, staged, True, settings["plot"])
+        plot_notes = write_map(omap, staged, True, settings["plot"], settings["sip"])
     except Exception as exc:
         return _Made(True, named(describe(table, exc)), notes + getattr(exc, "notes", ()))
     return _Made(True, "", notes, tuple(map(named, plot_notes)), omap.field_summary)
@@ -529,14 +588,14 @@ def _choose_here(table, options):
 
 
 def _discard(staged):
-    """Remove a staged map and its plot, if they are there."""
-    for path in (staged, png_path(staged)):
+    """Remove a staged map, its plot and its SIP, if they are there."""
+    for path in (staged, png_path(staged), sip_path(staged)):
         with contextlib.suppress(FileNotFoundError):
             os.remove(path)
 
 
 def _place(staged, output, overwrite):
-    """Move a map that a worker staged, and its plot if any, to their places.
+    """Move a map that a worker staged, and its plot and SIP if any, to their places.
 
     The move is atomic and replaces an existing map only if ``overwrite``,
     as `write_map` would; the staged files are gone afterwards.
@@ -544,8 +603,9 @@ def _place(staged, output, overwrite):
     try:
         with atomic_path(output, overwrite=overwrite) as tmp:
             os.replace(staged, tmp)
-        if os.path.lexists(png_path(staged)):
-            os.replace(png_path(staged), png_path(output))
+        for beside in (png_path, sip_path):
+            if os.path.lexists(beside(staged)):
+                os.replace(beside(staged), beside(output))
     finally:
         _discard(staged)
 
@@ -574,6 +634,8 @@ def _maps_on_cluster(client, batch, shape, outdir, settings, options):
         files = {table: os.path.abspath(table), output: staged}
         if plot:
             files[png_path(output)] = png_path(staged)
+        if settings["sip"]:
+            files[sip_path(output)] = sip_path(staged)
         tasks.submit(_make_map, table, output, files, shape, settings, options, choice)
         sent.append((index, output, staged, replace))
 
@@ -607,7 +669,7 @@ def _maps_on_cluster(client, batch, shape, outdir, settings, options):
             if os.path.abspath(output) in submitted:
                 later.append((index, table, output, choice))
             else:
-                replace = _to_make(batch, index, table, output, claimed, overwrite, plot)
+                replace = _to_make(batch, index, table, output, claimed, overwrite, settings)
                 if replace is not None:
                     submit(index, table, output, replace, choice)
                     submitted.add(os.path.abspath(output))
@@ -618,7 +680,7 @@ def _maps_on_cluster(client, batch, shape, outdir, settings, options):
         # As the tables would have been in turn: each made only if no table
         # before it proved a star table of the same output.
         for index, table, output, choice in later:
-            replace = _to_make(batch, index, table, output, claimed, overwrite, plot)
+            replace = _to_make(batch, index, table, output, claimed, overwrite, settings)
             if replace is not None:
                 submit(index, table, output, replace, choice)
                 for made in tasks.results():

@@ -10,7 +10,14 @@ from ._diagnostics import StarOffsets, jump_map, largest_jump, star_residuals, s
 from ._folds import Folds, find_folds
 from ._offset_map import OffsetMap, field_summary
 from ._plot import plot_map, write_plot
-from ._sip import MAX_SIP_DEGREE, offsets_to_sip, sip_header, write_sip
+from ._sip import (
+    MAX_SIP_DEGREE,
+    offsets_to_sip,
+    reference_wcs,
+    sip_header,
+    sip_shortfall,
+    write_sip,
+)
 from ._wcs import default_wcs, offsets_to_wcs
 
 __all__ = [
@@ -26,7 +33,9 @@ __all__ = [
     "offsets_to_sip",
     "offsets_to_wcs",
     "plot_map",
+    "reference_wcs",
     "sip_header",
+    "sip_shortfall",
     "star_residuals",
     "star_rms",
     "write_plot",

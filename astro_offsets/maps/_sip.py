@@ -35,7 +35,15 @@ from .._utils.provenance import provenance_header, write_product
 from ._arrays import offset_maps
 from ._wcs import _check_wcs, _checked_copy, default_wcs
 
-__all__ = ["MAX_SIP_DEGREE", "MIN_SIP_DEGREE", "offsets_to_sip", "sip_header", "write_sip"]
+__all__ = [
+    "MAX_SIP_DEGREE",
+    "MIN_SIP_DEGREE",
+    "offsets_to_sip",
+    "reference_wcs",
+    "sip_header",
+    "sip_shortfall",
+    "write_sip",
+]
 
 MAX_SIP_DEGREE = 9
 """The highest SIP degree `offsets_to_sip` fits.
@@ -139,7 +147,26 @@ def _check_degree(degree):
     return int(degree)
 
 
-def offsets_to_sip(x_offset, y_offset, *, degree=None, max_error=0.01, wcs=None):
+def sip_shortfall(w):
+    """Return, in words, by how much a SIP of `offsets_to_sip` misses its ``max_error``, or `None`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_offsets.maps import offsets_to_sip, sip_shortfall
+    >>> print(sip_shortfall(offsets_to_sip(np.ones((20, 30)), np.zeros((20, 30)))))
+    None
+    """
+    if w.sip_error <= w.sip_max_error:
+        return None
+    return (
+        f"the SIP polynomial of degree {w.sip.a_order} is off the map by up to "
+        f"{w.sip_error:.3g} px, more than max_error={w.sip_max_error:g}: SIP cannot follow a "
+        "field's kinks (the quadrant field's), local bumps or folds"
+    )
+
+
+def offsets_to_sip(x_offset, y_offset, *, degree=None, max_error=0.01, wcs=None, warn=True):
     """Return an `astropy.wcs.WCS` carrying the map as SIP polynomials.
 
     See `OffsetMap.to_sip`, which calls it.
@@ -157,6 +184,9 @@ def offsets_to_sip(x_offset, y_offset, *, degree=None, max_error=0.01, wcs=None)
         default is 0.01.
     wcs : `~astropy.wcs.WCS` or `None`, optional
         The reference frame's WCS, as for `offsets_to_wcs`.
+    warn : bool, optional
+        Warn if ``max_error`` is not reached (see `sip_shortfall`, which
+        says it without a warning). The default is `True`.
 
     Returns
     -------
@@ -229,20 +259,15 @@ def offsets_to_sip(x_offset, y_offset, *, degree=None, max_error=0.01, wcs=None)
     if unmeasured is not None:
         best = (unmeasured, *_largest_error(x_offset, y_offset, unmeasured, crpix))
     coefficients, error, measured = best
-    if error > max_error:
-        warnings.warn(
-            f"the SIP polynomial of degree {coefficients.shape[1] - 1} is off the map by up to "
-            f"{error:.3g} px, more than max_error={max_error:g}: SIP cannot follow a field's "
-            "kinks (the quadrant field's), local bumps or folds",
-            AstropyUserWarning,
-            stacklevel=3,
-        )
     out.wcs.ctype = [t if t.endswith("-SIP") else f"{t}-SIP" for t in out.wcs.ctype]
     out.sip = Sip(coefficients[0], coefficients[1], None, None, out.wcs.crpix)
     out.wcs.set()
     out.sip_error = error
     out.sip_max_error = float(max_error)
     out.sip_pixels = measured
+    shortfall = sip_shortfall(out)
+    if warn and shortfall is not None:
+        warnings.warn(shortfall, AstropyUserWarning, stacklevel=3)
     return out
 
 
@@ -260,7 +285,61 @@ _SIP_CONVENTION = (
 )
 
 
-def sip_header(w, cards=(), *, default=False):
+def reference_wcs(path, shape):
+    """Return the celestial WCS of a reference frame to attach a map's SIP to, and why not.
+
+    Parameters
+    ----------
+    path : str or `None`
+        The reference frame (a map's ``REFFRAME``).
+    shape : tuple of int
+        The map's ``(ny, nx)``.
+
+    Returns
+    -------
+    wcs : `~astropy.wcs.WCS` or `None`
+        The celestial axes of the first image HDU of a FITS file, if it has
+        them without distortion of astropy's own (SIP, lookup tables, which
+        `offsets_to_sip` cannot compose), and of the map's size; else `None`.
+    comments : tuple of str
+        Where the WCS comes from, or why it is `default_wcs`, in words.
+
+    Examples
+    --------
+    >>> from astro_offsets.maps._sip import reference_wcs
+    >>> wcs, comments = reference_wcs(None, (20, 30))
+    >>> wcs is None, comments[0]
+    (True, 'No reference frame recorded: the WCS is the default one of')
+    """
+    from astropy.wcs import WCS
+
+    default = ("astro_offsets (TAN, 1 arcsec pixels, centred on RA 180, Dec 0 deg).",)
+    if not path:
+        return None, ("No reference frame recorded: the WCS is the default one of", *default)
+    try:
+        with warnings.catch_warnings(), fits.open(path, lazy_load_hdus=True) as hdul:
+            warnings.simplefilter("ignore")  # cards wcslib fixes: not ours to report
+            header = next(h.header for h in hdul if h.header.get("NAXIS", 0) >= 2)
+            wcs = WCS(header)
+            if not wcs.has_celestial:
+                raise ValueError("no celestial WCS")
+            wcs = wcs.celestial
+            wcs.array_shape = (header["NAXIS2"], header["NAXIS1"])
+            _check_wcs(wcs, shape)
+    except StopIteration:
+        why = "no image"
+    except Exception as exc:  # not FITS (a raw file), unreadable, no or unusable WCS
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    else:
+        return wcs, (f"WCS of the reference frame {path}.",)
+    return None, (
+        f"Reference frame {path}: {why[:200]};",
+        "the WCS is the default one of",
+        *default,
+    )
+
+
+def sip_header(w, cards=(), comments=()):
     """Return the header of a SIP WCS made by `offsets_to_sip`: provenance, SIPERR, WCS and SIP.
 
     Parameters
@@ -270,9 +349,9 @@ def sip_header(w, cards=(), *, default=False):
     cards : iterable of tuple, optional
         ``(keyword, value, comment)`` of the map's provenance, written after
         the first cards (`provenance_header`).
-    default : bool, optional
-        Whether the WCS is `default_wcs` (the frame had none): a comment
-        says so.
+    comments : iterable of str, optional
+        ``COMMENT`` lines after those of the convention: where the WCS comes
+        from, say.
 
     Returns
     -------
@@ -304,25 +383,19 @@ def sip_header(w, cards=(), *, default=False):
             ("IMAGEW", w.pixel_shape[0], "image width (px)"),
             ("IMAGEH", w.pixel_shape[1], "image height (px)"),
         ]
-    comments = _SIP_CONVENTION
-    if default:
-        comments += (
-            "The frame had no celestial WCS: this is astro_offsets' default",
-            "(TAN, 1 arcsec pixels, centred on RA 180, Dec 0 deg).",
-        )
-    header = provenance_header("SIP distortion", [*cards, *own], comments)
+    header = provenance_header("SIP distortion", [*cards, *own], (*_SIP_CONVENTION, *comments))
     header.extend(w.to_header(relax=True), end=True)
     return header
 
 
-def write_sip(path, w, cards=(), *, default=False, overwrite=False):
+def write_sip(path, w, cards=(), comments=(), *, overwrite=False):
     """Write a SIP WCS as a header-only FITS file (a primary HDU without data), atomically.
 
     Parameters
     ----------
     path : str or path-like
         The file, by convention ``<stem>.sip.fits``.
-    w, cards, default
+    w, cards, comments
         As for `sip_header`.
     overwrite : bool, optional
         Replace an existing file. The default is `False`.
@@ -347,6 +420,5 @@ def write_sip(path, w, cards=(), *, default=False, overwrite=False):
     >>> w.sip.a_order
     2
     """
-    write_product(
-        path, [fits.PrimaryHDU(header=sip_header(w, cards, default=default))], overwrite=overwrite
-    )
+    header = sip_header(w, cards, comments)
+    write_product(path, [fits.PrimaryHDU(header=header)], overwrite=overwrite)

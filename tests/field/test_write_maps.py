@@ -1,12 +1,15 @@
-"""Maps of a sequence: write_maps, writing into caller's arrays, dask clusters."""
+"""Maps of a sequence: write_maps, writing into caller's arrays, dask clusters, SIP files."""
 
 import os
 import time
+import warnings
 
 import joblib
 import numpy as np
 import pytest
+from astropy.io import fits
 from astropy.table import Table
+from astropy.wcs import WCS, FITSFixedWarning
 
 from astro_offsets import OffsetMap, OffsetModel, write_maps
 
@@ -183,3 +186,99 @@ def test_maps_written_while_the_next_is_computed_stay_intact(tables, tmp_path, m
         got = OffsetMap.read(result.output)
         assert np.array_equal(got.x_offset, expected.x_offset)
         assert np.array_equal(got.y_offset, expected.y_offset)
+
+
+# --- the maps as SIP polynomials (sip=True) ----------------------------------------
+
+
+def read_sip(path):
+    """The header and WCS of a ``<stem>.sip.fits`` (NAXIS = 0: astropy's warning ignored)."""
+    header = fits.getheader(path)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The WCS transformation has more axes", FITSFixedWarning)
+        return header, WCS(header)
+
+
+def sip_positions(w, shape):
+    """``x + A(u, v)``, ``y + B(u, v)`` on every pixel, by the FITS SIP convention."""
+    y, x = np.indices(shape, dtype=np.float64)
+    u, v = x + 1.0 - w.wcs.crpix[0], y + 1.0 - w.wcs.crpix[1]
+    a = np.polynomial.polynomial.polyval2d(u, v, w.sip.a)
+    b = np.polynomial.polynomial.polyval2d(u, v, w.sip.b)
+    return np.dstack([x + a, y + b])
+
+
+def test_write_maps_writes_sip_files(tables, tmp_path):
+    results = write_maps(tables[:2], SHAPE, sip=True)
+    assert [r.status for r in results] == ["written"] * 2
+    for result in results:
+        omap = OffsetMap.read(result.output)
+        path = tmp_path / os.path.basename(result.output).replace(".offsets.fits", ".sip.fits")
+        with fits.open(path) as hdul:
+            assert len(hdul) == 1
+            assert hdul[0].data is None
+        header, w = read_sip(path)
+        assert w.sip is not None
+        assert header["PRODUCT"] == "SIP distortion"
+        assert header["SRCTABLE"] == result.path
+        assert header["METHOD"] == omap.meta["method"]
+        assert (header["IMAGEH"], header["IMAGEW"]) == SHAPE
+        assert "default one of" in str(header["COMMENT"])  # the tables name no reference
+        assert header["CTYPE1"] == "RA---TAN-SIP"
+        # The convention on every pixel, within the error recorded.
+        error = np.hypot(*np.moveaxis(sip_positions(w, SHAPE) - omap.pixmap(), -1, 0))
+        assert error.max() <= header["SIPERR"] + 1e-9
+        assert error.max() == pytest.approx(header["SIPERR"], abs=1e-9)
+        assert header["SIPERR"] <= header["SIPGOAL"] == 0.01
+        assert not result.warnings
+
+
+def test_sip_on_the_reference_frames_wcs(tmp_path):
+    reference = tmp_path / "IMG_0000.fits"
+    base = WCS(naxis=2)
+    base.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    base.wcs.crval = [83.8, -5.4]
+    base.wcs.crpix = [60.0, 40.0]
+    base.wcs.cd = [[-2.0e-4, 1.0e-5], [1.0e-5, 2.0e-4]]
+    fits.PrimaryHDU(np.zeros(SHAPE, dtype=np.float32), base.to_header()).writeto(reference)
+    table = write_table(tmp_path / "IMG_0001.offsets_table.fits", 1)
+    stars = Table.read(table)
+    stars.meta["REFFRAME"] = str(reference)
+    stars.write(table, overwrite=True)
+    (result,) = write_maps([table], SHAPE, sip=True)
+    header, w = read_sip(tmp_path / "IMG_0001.sip.fits")
+    assert f"WCS of the reference frame {reference}" in str(header["COMMENT"]).replace("\n", "")
+    assert list(w.wcs.crpix) == [60.0, 40.0]
+    # Each pixel of the frame is on the sky where the reference puts its pixmap.
+    pixmap = OffsetMap.read(result.output).pixmap()
+    y, x = np.indices(SHAPE, dtype=np.float64)
+    sky = w.all_pix2world(x.ravel(), y.ravel(), 0)
+    expected = base.wcs_pix2world(pixmap[..., 0].ravel(), pixmap[..., 1].ravel(), 0)
+    # Within SIPERR pixels of 0.72 arcsec.
+    assert np.abs(np.subtract(sky, expected)).max() * 3600 < 0.72 * header["SIPERR"] + 1e-7
+
+
+def test_sip_files_kept_with_their_maps(tables, tmp_path):
+    write_maps(tables[:2], SHAPE, sip=True)
+    sips = [tmp_path / f"IMG_{k:04d}.sip.fits" for k in range(2)]
+    sips[0].write_bytes(b"mine")  # kept, as its map is
+    sips[1].unlink()  # made again from the kept map
+    results = write_maps(tables[:2], SHAPE, sip=True)
+    assert [r.status for r in results] == ["skipped"] * 2
+    assert sips[0].read_bytes() == b"mine"
+    _, w = read_sip(sips[1])
+    assert w.sip is not None
+    results = write_maps(tables[:2], SHAPE, sip=True, overwrite=True)
+    assert [r.status for r in results] == ["written"] * 2
+    assert read_sip(sips[0])[1].sip is not None
+
+
+def test_a_field_sip_cannot_follow_is_a_warning(tables, tmp_path):
+    (result,) = write_maps(tables[:1], SHAPE, sip=True, method="quadrant", trend=None)
+    assert result.status == "written"
+    (line,) = result.warnings
+    sip = str(tmp_path / "IMG_0000.sip.fits")
+    assert line.startswith(f"{sip}: the SIP polynomial of degree 9 is off the map by up to")
+    assert "kinks" in line
+    header, _ = read_sip(sip)
+    assert header["SIPERR"] > 0.01

@@ -285,7 +285,8 @@ def test_sip_file_reads_back_with_astropy(tmp_path):
     omap = realistic_map(method="polynomial")
     w = to_sip(omap, max_error=0.001)
     path = tmp_path / "frame.sip.fits"
-    write_sip(path, w, [("SRCTABLE", "frame.offsets_table.fits", "star table")], default=True)
+    cards = [("SRCTABLE", "frame.offsets_table.fits", "star table")]
+    write_sip(path, w, cards, ["The WCS is the default one."])
     with fits.open(path) as hdul:
         assert len(hdul) == 1
         assert hdul[0].data is None
