@@ -301,6 +301,11 @@ def _add_run(commands):
         metavar="DIR",
         help="also write each frame's map <stem>.offsets.fits, beside the frame or in DIR",
     )
+    run.add_argument(
+        "--sip",
+        action="store_true",
+        help="with --write-maps: also write each map as SIP polynomials to <stem>.sip.fits",
+    )
     stars = run.add_argument_group("stars", "as for tables")
     _add_star_options(stars)
     field = run.add_argument_group("field", "as for maps")
@@ -826,6 +831,9 @@ def _run_run(args, report):
     except ValueError as exc:
         report.usage(str(exc))
         return 2
+    if args.sip and args.write_maps is None:
+        report.usage("--sip needs --write-maps (the SIP files go beside the maps)")
+        return 2
     for directory in (args.tables, args.write_maps):
         if directory not in (None, True) and not report.make_directory(directory):
             return 2
@@ -839,6 +847,7 @@ def _run_run(args, report):
             args.reference,
             tables=args.tables,
             write_maps=args.write_maps,
+            sip=args.sip,
             stars=_given(args, "fwhm", "threshold", "min_snr", "flagged"),
             field=field,
             choose=args.choose,

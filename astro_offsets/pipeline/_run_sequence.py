@@ -66,6 +66,7 @@ def run_sequence(
     *,
     tables=None,
     write_maps=None,
+    sip=False,
     stars=None,
     field=None,
     choose="sequence",
@@ -131,6 +132,10 @@ def run_sequence(
         there is replaced, any other file fails its frame), beside the frame
         (`True`) or into this directory. The default is `None`: the maps stay
         in memory.
+    sip : bool, optional
+        With ``write_maps``, also write each map's SIP polynomials,
+        ``<stem>.sip.fits`` beside it, as `write_maps` does. The default is
+        `False`.
     stars : dict or `None`, optional
         Options of the stars, as for `make_tables`: ``fwhm``, ``threshold``,
         ``min_snr``, ``flagged``.
@@ -215,6 +220,8 @@ def run_sequence(
     if write_maps not in (None, True, False) and not os.path.isdir(write_maps):
         raise ValueError(f"{write_maps}: the directory for the maps does not exist")
     write_maps = write_maps or None
+    if sip and write_maps is None:
+        raise ValueError("sip: the SIP files go beside the maps; ask for write_maps too")
     made = {}  # what each frame made: its table, field and map's record
     batch = _Batch(
         frames,
@@ -261,6 +268,7 @@ def run_sequence(
         choose=choose,
         tables=tables,
         maps=write_maps,
+        sip=sip,
         made=made,
     )
     measured = {}

@@ -110,13 +110,26 @@ def test_the_maps_stay_in_memory_unless_asked(night, three_commands, tmp_path):
     assert not list(tmp_path.glob("*.offsets.fits"))
     maps = tmp_path / "maps"
     maps.mkdir()
-    run_sequence(night.frames, tables=tmp_path, write_maps=maps, reject=False)
+    run_sequence(night.frames, tables=tmp_path, write_maps=maps, sip=True, reject=False)
     written = sorted(maps.glob("*.offsets.fits"))
     assert len(written) == len(night.frames) - 1
     for path in written:
         ours, theirs = OffsetMap.read(path), OffsetMap.read(folder / path.name)
         np.testing.assert_array_equal(ours.x_offset, theirs.x_offset)
         np.testing.assert_array_equal(ours.y_offset, theirs.y_offset)
+        # and its SIP polynomials beside it (sip=True), of the same map
+        header = fits.getheader(str(path).replace(".offsets.fits", ".sip.fits"))
+        assert header["PRODUCT"] == "SIP distortion"
+        assert header["SRCTABLE"] == ours.meta["source"]
+
+
+def test_sip_files_need_the_maps(night, tmp_path, capsys):
+    with pytest.raises(ValueError, match="ask for write_maps too"):
+        run_sequence(night.frames, tables=tmp_path, sip=True)
+    out = str(tmp_path / "stack.fits")
+    assert main(["run", *night.frames, "--out", out, "--sip"]) == 2
+    assert "--sip needs --write-maps" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
 
 
 def test_a_bad_frame_fails_alone(night, tmp_path):
