@@ -235,8 +235,11 @@ def _write_sip(omap, output):
     """
     path = sip_path(output)
     try:
-        wcs, comments = reference_wcs(omap.meta.get("reference"), omap.shape)
-        w = offsets_to_sip(omap.x_offset, omap.y_offset, wcs=wcs, warn=False)
+        # The warnings' filters and BLAS's threads (one for the fit) are the
+        # process's: taken in turn with the fits of the maps, in other threads.
+        with _CATCHING:
+            wcs, comments = reference_wcs(omap.meta.get("reference"), omap.shape)
+            w = offsets_to_sip(omap.x_offset, omap.y_offset, wcs=wcs, warn=False)
         first = {keyword for keyword, _, _ in provenance_cards("offset map")} | {"COMMENT"}
         cards = [card for card in omap.header().cards if card.keyword not in first]
         # The SIP belongs to the map just written: a stale one is replaced.
@@ -337,7 +340,7 @@ def write_maps(
         header-only FITS file that DS9, Siril and ASTAP read, with the error
         reached (``SIPERR``, px) and the map's provenance. The WCS is that of
         the map's reference frame (``REFFRAME``) if it is a FITS file with a
-        celestial WCS without distortion, else `~astro_offsets.maps.default_wcs`
+        celestial WCS without distortion, else ``astro_offsets.maps.default_wcs``
         (a comment says which). A field SIP cannot follow to its
         ``max_error`` is a warning, as is a SIP that cannot be written; the
         map is written all the same. A map kept from an earlier run gets

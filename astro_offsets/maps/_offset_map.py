@@ -260,7 +260,7 @@ class OffsetMap:
         ----------
         degree : int or `None`, optional
             The degree of ``A`` and ``B`` (``A_ORDER``, ``B_ORDER``), from 2
-            (astropy reads no lower) to 9 (`~astro_offsets.maps.MAX_SIP_DEGREE`,
+            (astropy reads no lower) to 9 (``astro_offsets.maps.MAX_SIP_DEGREE``,
             the highest SIP readers commonly meet). The default, `None`,
             takes the lowest that reaches ``max_error``, or else 9.
         max_error : float, optional
@@ -271,7 +271,7 @@ class OffsetMap:
             The reference frame's WCS, without distortion of its own, as for
             `to_wcs` (a copy gets the polynomials, at its ``CRPIX``). `None`
             takes a gnomonic WCS with 1 arcsec pixels, ``CRPIX`` on the
-            centre of the frame (`~astro_offsets.maps.default_wcs`).
+            centre of the frame (``astro_offsets.maps.default_wcs``).
 
         Returns
         -------
@@ -281,9 +281,9 @@ class OffsetMap:
             reached over every pixel (px); ``sip_max_error``, the
             ``max_error`` asked; ``sip_pixels``, the pixels measured.
             ``to_header()`` cannot carry them:
-            `~astro_offsets.maps.sip_header` gives a header with them
+            ``astro_offsets.maps.sip_header`` gives a header with them
             (``SIPERR``, ``SIPGOAL``, ``SIPNPIX``), and
-            `~astro_offsets.maps.write_sip` writes it as a header-only FITS
+            ``astro_offsets.maps.write_sip`` writes it as a header-only FITS
             file, as ``astro-offsets maps --sip`` does.
 
         Raises

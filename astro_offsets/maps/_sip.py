@@ -317,9 +317,10 @@ def reference_wcs(path, shape):
     if not path:
         return None, ("No reference frame recorded: the WCS is the default one of", *default)
     try:
-        with warnings.catch_warnings(), fits.open(path, lazy_load_hdus=True) as hdul:
-            warnings.simplefilter("ignore")  # cards wcslib fixes: not ours to report
-            header = next(h.header for h in hdul if h.header.get("NAXIS", 0) >= 2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # cards astropy or wcslib fix: not ours to report
+            with fits.open(path, lazy_load_hdus=True) as hdul:
+                header = next(h.header for h in hdul if h.header.get("NAXIS", 0) >= 2)
             wcs = WCS(header)
             if not wcs.has_celestial:
                 raise ValueError("no celestial WCS")

@@ -9,7 +9,14 @@ from astropy.utils.exceptions import AstropyUserWarning
 from astropy.wcs import WCS, FITSFixedWarning
 
 from astro_offsets import OffsetMap, OffsetModel
-from astro_offsets.maps import MAX_SIP_DEGREE, default_wcs, sip_header, write_sip
+from astro_offsets.maps import (
+    MAX_SIP_DEGREE,
+    default_wcs,
+    offsets_to_sip,
+    reference_wcs,
+    sip_header,
+    write_sip,
+)
 from astro_offsets.maps._sip import _FIT_NODES
 
 SHAPE = (150, 211)  # (ny, nx): non-square, odd, CRPIX off the pixel grid in x
@@ -314,3 +321,39 @@ def test_sip_file_reads_back_with_astropy(tmp_path):
 def test_sip_header_needs_a_sip_of_to_sip():
     with pytest.raises(ValueError, match="no SIP polynomials"):
         sip_header(default_wcs(SHAPE))
+
+
+def test_reference_wcs(tmp_path):
+    shape = (20, 30)
+    tan = WCS(naxis=2)
+    tan.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    tan.wcs.crval = [10.0, 20.0]
+    tan.wcs.crpix = [15.0, 10.0]
+    tan.wcs.cdelt = [-1e-4, 1e-4]
+    header = tan.to_header()
+    header["DATE-OBS"] = "2024-01-01T00:00:00"  # a card wcslib fixes, with a warning unless quiet
+    fits.PrimaryHDU(np.zeros(shape, dtype=np.float32), header).writeto(tmp_path / "tan.fits")
+    w, comments = reference_wcs(str(tmp_path / "tan.fits"), shape)
+    assert list(w.wcs.crval) == [10.0, 20.0]
+    assert comments == (f"WCS of the reference frame {tmp_path / 'tan.fits'}.",)
+    # The reference's WCS carries the polynomials.
+    assert list(polynomial_map(shape).to_sip(wcs=w).wcs.crval) == [10.0, 20.0]
+
+    sip = offsets_to_sip(np.ones(shape), np.zeros(shape), wcs=tan)  # a plate-solved TAN-SIP
+    fits.PrimaryHDU(np.zeros(shape, dtype=np.float32), sip.to_header(relax=True)).writeto(
+        tmp_path / "tan-sip.fits"
+    )
+    fits.PrimaryHDU(np.zeros(shape, dtype=np.float32)).writeto(tmp_path / "none.fits")
+    fits.PrimaryHDU(np.zeros((5, 5), dtype=np.float32), header).writeto(tmp_path / "small.fits")
+    for name, why in [
+        ("tan-sip.fits", "already has astropy-level distortion (sip)"),
+        ("none.fits", "no celestial WCS"),
+        ("small.fits", "does not match the map shape"),
+        ("missing.fits", "No such file"),
+    ]:
+        w, comments = reference_wcs(str(tmp_path / name), shape)
+        assert w is None
+        assert comments[0].startswith(f"Reference frame {tmp_path / name}: ")
+        assert why in comments[0]
+        assert "default one" in comments[1]
+    assert reference_wcs(None, shape)[0] is None
