@@ -210,8 +210,6 @@ def offsets_to_sip(x_offset, y_offset, *, degree=None, max_error=0.01, wcs=None,
     degree = _check_degree(degree)
     if not (isinstance(max_error, (int, float, np.floating, np.integer)) and max_error > 0):
         raise ValueError(f"max_error must be a positive number of pixels, got {max_error!r}")
-    if not np.isfinite(np.add(x_offset, y_offset, dtype=np.float64)).any():
-        raise ValueError("the map has no pixel with finite offsets: no SIP polynomial to fit")
     if wcs is None:
         out = default_wcs(shape)
     else:
@@ -223,6 +221,11 @@ def offsets_to_sip(x_offset, y_offset, *, degree=None, max_error=0.01, wcs=None,
     ny, nx = shape
     rows, columns = _nodes(ny, _FIT_NODES), _nodes(nx, _FIT_NODES)
     x, y, targets = _sample(x_offset, y_offset, rows, columns)
+    if not len(targets):
+        raise ValueError(
+            f"the map has no pixel with finite offsets on the fit's grid of {rows.size} x "
+            f"{columns.size} pixels: no SIP polynomial to fit"
+        )
     # A second, interleaved sample: a degree that misses max_error there
     # misses it over the frame, and is left without measuring every pixel.
     cx, cy, check = _sample(x_offset, y_offset, _midpoints(rows), _midpoints(columns))
