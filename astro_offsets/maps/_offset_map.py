@@ -231,7 +231,7 @@ class OffsetMap:
         return offsets_to_wcs(self.x_offset, self.y_offset, wcs)
 
     def to_gwcs(self):
-        """Return a `gwcs.WCS` from this frame's pixels to the reference frame's, with an inverse.
+        """Return a ``gwcs.WCS`` from this frame's pixels to the reference frame's, with an inverse.
 
         The forward transform takes 0-based frame pixel ``(x, y)`` to
         reference pixel ``(x - x_offset, y - y_offset)``: exactly `pixmap`
@@ -244,9 +244,9 @@ class OffsetMap:
 
         Returns
         -------
-        `gwcs.WCS`
+        ``gwcs.WCS``
             From the frame ``"frame"`` to ``"reference"``, both
-            `gwcs.coordinate_frames.Frame2D` in pixels, with the frame's
+            ``gwcs.coordinate_frames.Frame2D`` in pixels, with the frame's
             ``pixel_shape`` and its ``bounding_box``: the pixels' edges,
             ``-0.5 <= x <= nx - 0.5``, ``-0.5 <= y <= ny - 0.5``. ``w(x, y)``
             is the forward transform, ``w.invert(X, Y)`` the inverse.
