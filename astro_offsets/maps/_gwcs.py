@@ -23,7 +23,10 @@ _MARGIN = 2.0
 #: this (px); a point not there after _MAX_STEPS steps is NaN.
 _RESIDUAL = 1e-9
 _MAX_STEPS = 50
-#: Rows of the reference grid solved at a time: bounded temporaries.
+#: Points solved at a time: some 40 temporaries of this many floats
+#: (85 MB), whatever the frame's size.
+_POINTS = 2**18
+#: Rows of the map scanned at a time for the extent of its image.
 _ROWS = 128
 
 
@@ -57,7 +60,9 @@ def offsets_to_gwcs(x_offset, y_offset):
 
     frame = cf.Frame2D(name="frame", axes_names=("x", "y"), unit=(u.pix, u.pix))
     reference = cf.Frame2D(name="reference", axes_names=("x", "y"), unit=(u.pix, u.pix))
-    wcs = gwcs.WCS(forward, input_frame=frame, output_frame=reference)
+    # Steps, not (forward, frame, reference): gwcs deep-copies a lone
+    # transform, which would hold the tables twice until collected.
+    wcs = gwcs.WCS([(frame, forward), (reference, None)])
     wcs.bounding_box = ((-0.5, nx - 0.5), (-0.5, ny - 0.5))
     wcs.pixel_shape = (nx, ny)
     return wcs
@@ -161,14 +166,15 @@ def _inverse_tables(x_table, y_table):
     matrix, shift = _affine_guess(x_table, y_table)
     undo = np.linalg.inv(matrix)
     x_ref = np.arange(shape[1], dtype=np.float64) + x0
-    for start in range(0, shape[0], _ROWS):
-        y_ref = np.arange(start, min(start + _ROWS, shape[0]), dtype=np.float64) + y0
+    rows = max(1, _POINTS // shape[1])
+    for start in range(0, shape[0], rows):
+        y_ref = np.arange(start, min(start + rows, shape[0]), dtype=np.float64) + y0
         big_x, big_y = (a.ravel() for a in np.meshgrid(x_ref, y_ref))
         x, y = _solve(x_table, y_table, big_x, big_y, undo, shift)
         inside = (x >= lo[0]) & (x <= hi[0]) & (y >= lo[1]) & (y <= hi[1])
-        rows = slice(start, start + len(y_ref))
-        x_back[rows] = np.where(inside, x - big_x, np.nan).reshape(len(y_ref), -1)
-        y_back[rows] = np.where(inside, y - big_y, np.nan).reshape(len(y_ref), -1)
+        block = slice(start, start + len(y_ref))
+        x_back[block] = np.where(inside, x - big_x, np.nan).reshape(len(y_ref), -1)
+        y_back[block] = np.where(inside, y - big_y, np.nan).reshape(len(y_ref), -1)
     return (x0, y0), x_back, y_back
 
 
