@@ -338,6 +338,17 @@ def test_stack_command_colour(raw_sequence, tmp_path, capsys):
     assert preview.shape[2] == 3
 
 
+def test_stack_command_writes_the_planes_layout_on_request(raw_sequence, tmp_path, capsys):
+    _, frames = raw_sequence
+    out = tmp_path / "planes.fits"
+    argv = ["stack", *frames[:3], "--out", str(out), "--no-preview", "--layout", "planes"]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.strip().endswith("(RED, GREEN, BLUE and their weights)")
+    with fits.open(out) as hdul:
+        assert [h.name for h in hdul][:4] == ["PRIMARY", "RED", "GREEN", "BLUE"]
+    assert Stack.read(out).meta["frames"] == frames[:3]
+
+
 def test_preview_file_holds_the_preview(tmp_path):
     from PIL import Image
 
