@@ -236,3 +236,13 @@ def test_siril_opens_the_cube_as_colour(tmp_path, layout):
         ]
     else:  # the red plane alone, as a grey image
         assert [line.split("log: ")[1].split(":")[0] for line in layers] == ["B&W layer"]
+
+
+@pytest.mark.parametrize("layout", ["cube", "planes"])
+def test_written_a_few_rows_at_a_time_is_written_whole(tmp_path, monkeypatch, layout):
+    from astro_offsets.stack import _product
+
+    monkeypatch.setattr(_product, "_CHUNK", 80)  # 5 rows of 16 at a time, 2 left over
+    stack = made(bayer=True, n_frames=2)
+    stack.write(tmp_path / "stack.fits", layout=layout, context=True)
+    assert_same(Stack.read(tmp_path / "stack.fits"), stack)
