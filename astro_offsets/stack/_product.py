@@ -470,7 +470,7 @@ def _frames_hdu(meta, n_channels):
 
 
 def _floats(values, n):
-    """Return per-frame values as floats, NaN where `None` (or all NaN if ``values`` is)."""
+    """Return per-frame values as floats, NaN where `None` (all NaN if ``values`` is `None`)."""
     values = values or [None] * n
     return np.array([math.nan if value is None else value for value in values], float)
 
