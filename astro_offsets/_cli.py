@@ -27,7 +27,7 @@ from .field import (
     write_maps,
 )
 from .frames import KINDS, Calibration, frame_shape
-from .stack import KERNELS, StackResult, check_frames, check_stack_options, stack_frames
+from .stack import KERNELS, LAYOUTS, StackResult, check_frames, check_stack_options, stack_frames
 from .stack._quality import FILTER_FWHM, FILTER_ROUND, FILTER_STARS, WEIGHTINGS, check_selection
 from .stars import make_tables
 
@@ -249,8 +249,8 @@ def _add_stack(commands):
         "<stem>.offsets.fits (beside the frame, or in --maps); the reference (the frame "
         "the maps were made against, or else the one frame without a map) stacks "
         "unmoved. Raw files and FITS mosaics with a BAYERPAT card give a colour stack (Bayer "
-        "drizzle: RED, GREEN, BLUE and their weights), as do FITS cubes of 3 planes (red, "
-        "green, blue); other FITS files a mono one (SCI, WHT). "
+        "drizzle: one cube of red, green and blue planes and its weights, see --layout), as "
+        "do FITS cubes of 3 planes (red, green, blue); other FITS files a mono one (SCI, WHT). "
         "Each frame is first calibrated (--bias, --dark, --flat) and normalised to the "
         "reference (its stars' flux scale, its sky level); with 3 frames or more, outliers "
         "(satellite and aircraft trails, cosmic rays) are found against the median of all "
@@ -471,6 +471,15 @@ def _add_stack_options(parser):
         "--context",
         action="store_true",
         help="also write the context arrays (which frames reached each pixel)",
+    )
+    parser.add_argument(
+        "--layout",
+        default="cube",
+        choices=LAYOUTS,
+        help="how a colour stack is written: cube, one image of 3 planes (red, green, blue) "
+        "that Siril and PixInsight open as colour, its weights in the cube WHT; planes, the "
+        "extensions RED, GREEN, BLUE and their weights RED_WHT, ... (default: cube; a mono "
+        "stack is SCI and WHT either way)",
     )
 
 
@@ -986,7 +995,7 @@ def _stacking(args, report, command, check, stack_function):
     for line in _stack_notes(stack, results):
         print(line)
     try:
-        stack.write(args.out, overwrite=args.overwrite, context=args.context)
+        stack.write(args.out, overwrite=args.overwrite, context=args.context, layout=args.layout)
         if args.preview:
             stack.write_preview(preview, overwrite=True)
         write_frame_report(frame_report(results), frames_report[0], overwrite=True)
@@ -999,7 +1008,9 @@ def _stacking(args, report, command, check, stack_function):
         # Written: the checkpoint (ours: refused if the folder held anything) has served.
         shutil.rmtree(checkpoint_path(args.out), ignore_errors=True)
     plural = "s" if len(stack.channels) > 1 else ""
-    contents = f"{', '.join(stack.channels)} and {'their' if plural else 'its'} weight{plural}"
+    cube = " in one cube," if plural and args.layout == "cube" else ""
+    their = "their" if plural else "its"
+    contents = f"{', '.join(stack.channels)}{cube} and {their} weight{plural}"
     contents += f" and context{plural}" if args.context else ""
     wrote = f"; wrote {' and '.join(outputs[:-2])} ({contents})"
     left_out = any(result.status == "left out" for result in results)

@@ -37,5 +37,7 @@ def test_demo_command(tmp_path, capsys):
     assert (light / "DEMO0004.offsets.png").exists()
     with fits.open(outdir / "stack.fits") as hdul:
         assert hdul[0].header["NFRAMES"] == 5
-        assert [h.name for h in hdul][1:4] == ["RED", "GREEN", "BLUE"]
+        # Colour as one cube of 3 planes, as Siril and PixInsight open it.
+        assert [h.name for h in hdul] == ["PRIMARY", "WHT", "FRAMES"]
+        assert hdul[0].shape == (3, *DEMO_SHAPE)
     assert (outdir / "stack.png").exists()

@@ -31,6 +31,7 @@ from .._utils.lazy import lazy_exports
 _WHERE = MappingProxyType(
     {
         "KERNELS": "._stacker",
+        "LAYOUTS": "._product",
         "TURBO_TURN": "._stacker",
         "Normalisation": "._normalisation",
         "RejectionStats": "._rejection",
@@ -47,6 +48,7 @@ _WHERE = MappingProxyType(
 
 __all__ = [
     "KERNELS",
+    "LAYOUTS",
     "TURBO_TURN",
     "Normalisation",
     "RejectionStats",

@@ -1,18 +1,65 @@
 """The stack: drizzled images, weights and contexts by channel; its FITS file and preview."""
 
 import math
+import re
 import warnings
+from types import MappingProxyType
 from typing import NamedTuple
 
 import numpy as np
 from astropy.io import fits
 from astropy.stats import sigma_clipped_stats
+from astropy.table import Table
 from scipy.ndimage import maximum_filter, uniform_filter
 
 from .._utils.atomic import atomic_path
-from .._utils.provenance import png_metadata, provenance_header, write_product
+from .._utils.provenance import png_metadata, provenance_header
+from ._normalisation import Normalisation
 
-__all__ = ["Stack"]
+__all__ = ["FRAME_COLUMNS", "KINDS", "LAYOUTS", "MONO", "RGB", "Stack"]
+
+MONO = ("SCI",)
+"""The channel of a mono stack."""
+RGB = ("RED", "GREEN", "BLUE")
+"""The channels of a colour stack, in the order of a cube's planes."""
+LAYOUTS = ("cube", "planes")
+"""How a colour stack's file holds it: one 3-plane cube, or one extension per channel."""
+KINDS = ("image", "weight", "context")
+"""The arrays of a stack, in the order its file holds them."""
+# The extension of each kind: SCI, WHT, CTX (mono), RED, RED_WHT, RED_CTX
+# (planes); the cubes are the primary image, WHT and CTX.
+_SUFFIXES = MappingProxyType({"image": None, "weight": "WHT", "context": "CTX"})
+_CHUNK = 1 << 20  # pixels written at a time
+_DTYPES = MappingProxyType({"image": np.float32, "weight": np.float32, "context": np.int32})
+FRAME_COLUMNS = MappingProxyType(
+    {
+        "frame": "the frame, as given",
+        "map": "its offset map; empty for the reference",
+        "kernel": "the drizzle kernel it was stacked with",
+        "used": "whether it went into the stack",
+        "weight": "its weight, the reference's 1",
+        "flux_scale": "the normalisation's flux scale",
+        "scale_source": "where the flux scale comes from",
+        "sky": "its sky level per channel, before norm.",
+        "sky_offset": "its sky offset per channel, after scaling",
+        "rejected": "fraction of its pixels rejected",
+    }
+)
+"""The columns of a stack file's ``FRAMES`` table, and what each holds."""
+# The stack-wide cards of the primary header, by their key in ``meta``
+# (the last three only a stack of files, `stack_frames`, has).
+_CARDS = MappingProxyType(
+    {
+        "kernel": ("KERNEL", "drizzle kernel"),
+        "pixfrac": ("PIXFRAC", "drop size, fraction of an input pixel"),
+        "scale": ("SCALE", "output pixels per input pixel, per axis"),
+        "exposure_weighting": ("EXPWGHT", "frames weighted by exposure time"),
+        "total_exptime": ("TEXPTIME", "total exposure time of the frames (s)"),
+        "normalized": ("NORMLZD", "frames normalised to the reference"),
+        "rejected": ("REJECT", "outliers rejected"),
+        "weighting": ("WEIGHTS", "frame weights: noise or none (exposure)"),
+    }
+)
 
 # The sky of a colour preview, in noise sigmas of its noisiest channel above
 # black (under 1 % of the sky pixels are clipped), and where it is shown: a
@@ -32,7 +79,9 @@ class Stack(NamedTuple):
 
     Mono stacks have the one channel ``"SCI"``; colour stacks of raw frames
     ``"RED"``, ``"GREEN"`` and ``"BLUE"``. Pixels that no input pixel reached
-    are NaN in the image and 0 in the weight.
+    are NaN in the image and 0 in the weight. `write` writes it as FITS (a
+    colour stack as one 3-plane cube, or one extension per channel), `read`
+    reads it back.
 
     Examples
     --------
@@ -56,13 +105,28 @@ class Stack(NamedTuple):
     meta: dict
     """Provenance: frames, kernel, pixfrac, scale, exposure time, ..."""
 
-    def write(self, path, *, overwrite=False, context=False):
+    def write(self, path, *, overwrite=False, context=False, layout="cube"):
         """Write the stack as FITS, atomically.
 
-        HDU 0 holds the provenance; then one image extension per channel
-        (``SCI``, or ``RED``, ``GREEN``, ``BLUE``) followed by their weights
-        (``WHT``, or ``RED_WHT``, ...), and with ``context=True`` their
-        contexts (``CTX``, or ``RED_CTX``, ...).
+        A colour stack is written in one of two layouts:
+
+        * ``"cube"`` (the default): the primary HDU holds one float32
+          ``(3, ny, nx)`` image, its planes red, green and blue
+          (``NAXIS3 = 3``), which Siril and PixInsight open as a colour
+          image; then the weights as a cube ``WHT`` of the same shape and,
+          with ``context=True``, the contexts as ``CTX``, int32
+          ``(3, n, ny, nx)``;
+        * ``"planes"``: an empty primary HDU, then one image extension per
+          channel (``RED``, ``GREEN``, ``BLUE``), their weights
+          (``RED_WHT``, ...) and their contexts (``RED_CTX``, ...).
+
+        A mono stack is the same in both: an empty primary HDU, then ``SCI``,
+        ``WHT`` and ``CTX``. The stack's provenance (kernel, pixfrac, scale,
+        exposure, ``NFRAMES``, ...) is in the primary header; the frames,
+        one row each, in the binary table ``FRAMES``, last: ``frame``,
+        ``map``, ``kernel``, ``used``, ``weight``, ``flux_scale``,
+        ``scale_source``, ``sky``, ``sky_offset`` (per channel in a colour
+        stack) and ``rejected``. `read` reads every layout back.
 
         Parameters
         ----------
@@ -72,29 +136,122 @@ class Stack(NamedTuple):
             Replace an existing file. The default is `False`.
         context : bool, optional
             Also write the context arrays. The default is `False`.
+        layout : {"cube", "planes"}, optional
+            How a colour stack is written (see above). The default is
+            ``"cube"``.
 
         Raises
         ------
         FileExistsError
             If the file exists and ``overwrite`` is `False`.
         ValueError
-            If ``context`` is asked for and the stack has none.
+            If ``context`` is asked for and the stack has none, or
+            ``layout`` is unknown.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from astropy.io import fits
+        >>> from astro_offsets import Stacker
+        >>> with Stacker((20, 30), bayer=True) as stacker:
+        ...     stacker.add(np.ones((3, 20, 30), dtype=np.float32))
+        ...     stack = stacker.stack()
+        ...     stack.write("colour.fits")
+        >>> with fits.open("colour.fits") as hdul:
+        ...     [hdu.name for hdu in hdul], hdul[0].shape, hdul["WHT"].shape
+        (['PRIMARY', 'WHT', 'FRAMES'], (3, 20, 30), (3, 20, 30))
         """
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
         if context and self.contexts is None:
             raise ValueError("this stack was made without context arrays")
-        hdus = [fits.PrimaryHDU(header=provenance_header("stack", _cards(self.meta)))]
-        for name in self.channels:
-            hdu = fits.ImageHDU(self.images[name], name=name)
-            if self.meta["unit"]:
-                hdu.header["BUNIT"] = (self.meta["unit"], "drizzled intensity")
-            hdu.header["COMMENT"] = "Frame units per second of exposure; NaN where WHT is 0."
-            hdus.append(hdu)
-        for name in self.channels:
-            hdus.append(fits.ImageHDU(self.weights[name], name=_suffixed(name, "WHT")))
-        if context:
-            for name in self.channels:
-                hdus.append(fits.ImageHDU(self.contexts[name], name=_suffixed(name, "CTX")))
-        write_product(path, hdus, overwrite=overwrite)
+        header = provenance_header("stack", _cards(self.meta))
+        kinds = ["image", "weight", "context"] if context else ["image", "weight"]
+        if layout == "planes" or self.channels == MONO:
+            parts = [(fits.PrimaryHDU(header=header), [])]
+            parts += [
+                (
+                    _image_hdu(array.shape, kind, self.meta, _extname(name, kind)),
+                    [array],
+                )
+                for kind in kinds
+                for name, array in self._arrays(kind).items()
+            ]
+        else:
+            # One cube per kind, its planes the channels: the images in the
+            # primary HDU, where programs of photographs look for a picture.
+            parts = []
+            for kind in kinds:
+                planes = [self._arrays(kind)[name] for name in self.channels]
+                shape = (len(planes), *planes[0].shape)
+                if kind == "image":
+                    hdu = _image_hdu(shape, kind, self.meta, header=header)
+                else:
+                    hdu = _image_hdu(shape, kind, self.meta, _SUFFIXES[kind])
+                parts.append((hdu, planes))
+        _write_planes(path, parts, _frames_hdu(self.meta, len(self.channels)), overwrite)
+
+    def _arrays(self, kind):
+        return {"image": self.images, "weight": self.weights, "context": self.contexts}[kind]
+
+    @classmethod
+    def read(cls, path):
+        """Read a stack that `write` wrote, in any layout.
+
+        Mono stacks (``SCI``), colour cubes (a 3-plane primary image) and
+        colour planes (``RED``, ``GREEN``, ``BLUE``) alike; the contexts if
+        the file has them. ``meta`` is restored from the primary header and
+        the ``FRAMES`` table (or, in files written before that table, the
+        frame and map cards ``FRMnnnnn`` and ``MAPnnnnn``).
+
+        Parameters
+        ----------
+        path : str or path-like
+            A stack's FITS file.
+
+        Returns
+        -------
+        `Stack`
+            Its arrays in memory, native float32 (int32 contexts).
+
+        Raises
+        ------
+        ValueError
+            If the file holds no stack.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from astro_offsets import Stack, Stacker
+        >>> with Stacker((20, 30), bayer=True) as stacker:
+        ...     stacker.add(np.ones((3, 20, 30), dtype=np.float32), name="light1.fits")
+        ...     stacker.stack().write("stack.fits", layout="planes")
+        >>> stack = Stack.read("stack.fits")
+        >>> stack.channels, stack.images["RED"].shape, stack.meta["frames"]
+        (('RED', 'GREEN', 'BLUE'), (20, 30), ['light1.fits'])
+        """
+        with fits.open(path) as hdul:
+            layout = _layout_of(hdul, path)
+            channels = MONO if layout == "mono" else RGB
+            arrays = {}
+            for kind in KINDS:
+                dtype = _DTYPES[kind]
+                if layout == "cube":
+                    name = _SUFFIXES[kind] if kind != "image" else "PRIMARY"
+                    if name in hdul:
+                        planes = hdul[name].data.astype(dtype)
+                        arrays[kind] = dict(zip(channels, planes, strict=True))
+                elif _extname(channels[0], kind) in hdul:
+                    arrays[kind] = {
+                        name: hdul[_extname(name, kind)].data.astype(dtype) for name in channels
+                    }
+            if "weight" not in arrays:
+                weights = "WHT" if layout == "cube" else _extname(channels[0], "weight")
+                raise ValueError(f"{path}: a stack without its weights ({weights})")
+            image = hdul["PRIMARY" if layout == "cube" else _extname(channels[0], "image")]
+            table = Table.read(hdul["FRAMES"], mask_invalid=False) if "FRAMES" in hdul else None
+            meta = _meta(hdul[0].header, table, image.header.get("BUNIT"))
+        return cls(channels, arrays["image"], arrays["weight"], arrays.get("context"), meta)
 
     def preview(self, *, max_pixels=4_000_000):
         """Return a display image: asinh-stretched grey, or Lupton RGB for colour.
@@ -235,42 +392,152 @@ def _fill_holes(image):
     return filled
 
 
-def _suffixed(name, suffix):
-    return suffix if name == "SCI" else f"{name}_{suffix}"
+def _extname(channel, kind):
+    """Return the extension name of a channel's image, weight or context: ``RED_WHT``, ``WHT``."""
+    suffix = _SUFFIXES[kind]
+    if channel == "SCI":
+        return suffix or "SCI"
+    return f"{channel}_{suffix}" if suffix else channel
+
+
+def _image_hdu(shape, kind, meta, name=None, header=None):
+    """Return an image HDU of a stack file, its header alone: `_write_planes` writes the data.
+
+    The primary HDU (with ``header``) if ``name`` is `None`, else an image
+    extension, for an array of ``shape`` of the ``kind``'s type. Every
+    image, weight and context HDU of a stack file, in every layout, is made
+    here: cards that belong on each of them go here.
+    """
+    # A view of one zero: the header of the whole shape, no array allocated.
+    data = np.broadcast_to(np.zeros((), _DTYPES[kind]), shape)
+    hdu = fits.PrimaryHDU(data, header=header) if name is None else fits.ImageHDU(data, name=name)
+    if kind == "image":
+        if meta.get("unit"):
+            hdu.header["BUNIT"] = (meta["unit"], "drizzled intensity")
+        if len(shape) == 3:
+            hdu.header["COMMENT"] = "Planes 1, 2, 3: red, green, blue."
+        hdu.header["COMMENT"] = "Frame units per second of exposure; NaN where WHT is 0."
+    return hdu
+
+
+def _write_planes(path, parts, table, overwrite):
+    """Write a stack file atomically: each HDU's header then its planes, one at a time; the table.
+
+    ``parts`` are ``(hdu, planes)``: a cube is written plane by plane, a
+    few rows at a time, never whole in memory (`numpy.stack` of a 24-Mpix
+    colour stack's images and weights would take 0.6 GB more, and seconds).
+    """
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        for hdu, planes in parts:
+            stream = fits.StreamingHDU(tmp, hdu.header)
+            try:
+                for plane in planes:
+                    rows = np.asarray(plane).reshape(-1, plane.shape[-1])
+                    step = max(1, _CHUNK // rows.shape[1])
+                    for start in range(0, len(rows), step):
+                        # Big-endian, as FITS is, a few rows at a time.
+                        stream.write(rows[start : start + step].astype(hdu.data.dtype, copy=False))
+            finally:
+                stream.close()
+        with fits.open(tmp, mode="append") as hdul:
+            hdul.append(table)
+
+
+def _frames_hdu(meta, n_channels):
+    """Return the ``FRAMES`` table of a stack file: one row per frame stacked."""
+    n = len(meta["frames"])
+    norms = meta.get("normalisation") or [None] * n
+    none = Normalisation(math.nan, (math.nan,) * n_channels, "", (math.nan,) * n_channels)
+    norms = [none if norm is None else norm for norm in norms]
+    by_channel = (n, n_channels) if n_channels > 1 else (n,)
+    columns = {
+        "frame": np.array(meta["frames"], dtype=str),
+        "map": np.array([name or "" for name in meta["maps"]], dtype=str),
+        "kernel": np.array(meta.get("kernels") or [""] * n, dtype=str),
+        "used": np.ones(n, bool),
+        "weight": _floats(meta.get("weights"), n),
+        "flux_scale": np.array([norm.scale for norm in norms], float),
+        "scale_source": np.array([norm.source for norm in norms], dtype=str),
+        "sky": np.array([norm.sky for norm in norms], float).reshape(by_channel),
+        "sky_offset": np.array([norm.offsets for norm in norms], float).reshape(by_channel),
+        "rejected": _floats(meta.get("masked"), n),
+    }
+    hdu = fits.table_to_hdu(Table(columns))
+    hdu.name = "FRAMES"
+    for number, name in enumerate(columns, start=1):
+        hdu.header.comments[f"TTYPE{number}"] = FRAME_COLUMNS[name]
+    return hdu
+
+
+def _floats(values, n):
+    """Return per-frame values as floats, NaN where `None` (all NaN if ``values`` is `None`)."""
+    values = values or [None] * n
+    return np.array([math.nan if value is None else value for value in values], float)
+
+
+def _layout_of(hdul, path):
+    """Return the layout of a stack file: ``"mono"``, ``"planes"`` or ``"cube"``."""
+    header = hdul[0].header
+    if "SCI" in hdul:
+        return "mono"
+    if "RED" in hdul:
+        return "planes"
+    if header.get("NAXIS") == 3 and header.get("NAXIS3") == 3:
+        return "cube"
+    raise ValueError(f"{path}: not a stack: no SCI or RED extension, nor a 3-plane primary image")
+
+
+def _meta(header, table, unit):
+    """Return a stack's ``meta`` from its primary header and its ``FRAMES`` table (or `None`)."""
+    meta = {key: header[card] for key, (card, _) in _CARDS.items() if card in header}
+    meta["unit"] = unit
+    if table is None:
+        # Written before the FRAMES table: the frames and maps in cards of their own.
+        frames = sorted(key for key in header if re.fullmatch(r"FRM\d{5}", key))
+        maps = [header.get(f"MAP{key[3:]}") for key in frames]
+        meta["frames"] = [header[key] for key in frames]
+        meta["maps"] = [None if name == "(reference)" else name for name in maps]
+        meta["kernels"] = []
+        return meta
+    meta["frames"] = [str(frame) for frame in table["frame"]]
+    meta["maps"] = [str(name) or None for name in table["map"]]
+    meta["kernels"] = [str(kernel) for kernel in table["kernel"]]
+    if "normalized" in meta:
+        meta["normalisation"] = [
+            Normalisation(
+                float(row["flux_scale"]),
+                _channel_values(row["sky_offset"]),
+                str(row["scale_source"]),
+                _channel_values(row["sky"]),
+            )
+            if row["scale_source"]
+            else None
+            for row in table
+        ]
+    if "rejected" in meta:
+        meta["masked"] = [_value(value) for value in table["rejected"]]
+    if "weighting" in meta:
+        meta["weights"] = [_value(value) for value in table["weight"]]
+    return meta
+
+
+def _channel_values(value):
+    return tuple(float(v) for v in np.atleast_1d(value))
+
+
+def _value(value):
+    """Return a table's float as a float, or `None` where NaN."""
+    return None if math.isnan(value) else float(value)
 
 
 def _cards(meta):
-    """Yield the stack's own provenance cards."""
+    """Yield the stack's own provenance cards (its frames are in the ``FRAMES`` table)."""
     kernels = meta.get("kernels") or []
     used = ", ".join(f"{kernels.count(k)} {k}" for k in dict.fromkeys(kernels))
-    auto = meta["kernel"] == "auto" and used
-    yield "KERNEL", meta["kernel"], f"drizzle kernel; frames: {used}" if auto else "drizzle kernel"
-    yield "PIXFRAC", meta["pixfrac"], "drop size, fraction of an input pixel"
-    yield "SCALE", meta["scale"], "output pixels per input pixel, per axis"
-    yield "EXPWGHT", meta["exposure_weighting"], "frames weighted by exposure time"
-    yield "TEXPTIME", meta["total_exptime"], "total exposure time of the frames (s)"
-    yield "NFRAMES", len(meta["frames"]), "frames stacked"
-    if "normalized" in meta:
-        yield "NORMLZD", meta["normalized"], "frames normalised to the reference"
-    if "rejected" in meta:
-        yield "REJECT", meta["rejected"], "outliers rejected"
-    if "weighting" in meta:
-        yield "WEIGHTS", meta["weighting"], "frame weights: noise or none (exposure)"
-    norms = meta.get("normalisation") or [None] * len(meta["frames"])
-    masked = meta.get("masked") or [None] * len(meta["frames"])
-    weights = meta.get("weights") or [None] * len(meta["frames"])
-    # FRMnnnnn and MAPnnnnn fit FITS's 8-character keywords up to 99999 frames.
-    for index, (frame, omap) in enumerate(zip(meta["frames"], meta["maps"], strict=True)):
-        number = f"{index + 1:05d}"
-        yield f"FRM{number}", frame, ""
-        yield f"MAP{number}", omap or "(reference)", ""
-        norm = norms[index]
-        if norm is not None and meta.get("normalized"):
-            yield f"FSC{number}", round(norm.scale, 6), f"flux scale ({norm.source})"
-            offsets = " ".join(f"{offset:.6g}" for offset in norm.offsets)
-            # Short: three offsets of 12 characters leave 27 for the comment.
-            yield f"SKO{number}", offsets, "sky offset per channel"
-        if masked[index] is not None:
-            yield f"REJ{number}", round(masked[index], 6), "fraction of pixels rejected"
-        if weights[index] is not None:
-            yield f"WGT{number}", float(f"{weights[index]:.6g}"), "weight, the reference's 1"
+    for key, (card, comment) in _CARDS.items():
+        if key == "kernel" and meta.get(key) == "auto" and used:
+            comment = f"{comment}; frames: {used}"
+        if key in meta:
+            yield card, meta[key], comment
+        if key == "total_exptime":
+            yield "NFRAMES", len(meta["frames"]), "frames stacked (see the FRAMES table)"

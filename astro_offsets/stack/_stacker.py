@@ -24,7 +24,7 @@ from ._bands import (
     load_npy,
     phases,
 )
-from ._product import Stack
+from ._product import MONO, RGB, Stack
 
 __all__ = ["KERNELS", "TURBO_TURN", "Stacker", "check_stack_options", "frame_kernel", "map_turn"]
 
@@ -52,8 +52,6 @@ _QUARTER_TURNS = (
 _DEFAULTS = MappingProxyType(
     {"kernel": "auto", "pixfrac": 1.0, "scale": 1.0, "exposure_weighting": True, "context": True}
 )
-_MONO = ("SCI",)
-_RGB = ("RED", "GREEN", "BLUE")
 
 
 def map_turn(offset_map):
@@ -289,7 +287,7 @@ class Stacker:
         self.scale = options["scale"]
         self.bayer = bool(bayer)
         self.exposure_weighting = options["exposure_weighting"]
-        self.channels = _RGB if self.bayer else _MONO
+        self.channels = RGB if self.bayer else MONO
         ny, nx = self.shape
         self.out_shape = (max(1, round(ny * self.scale)), max(1, round(nx * self.scale)))
         self._context = options["context"]
@@ -735,11 +733,11 @@ def frame_layers(shape, colors=None):
     colour cube (``shape`` ``(3, ny, nx)``: one whole layer per plane).
     """
     if len(shape) == 3:
-        if shape[0] != len(_RGB) or colors is not None:
+        if shape[0] != len(RGB) or colors is not None:
             raise ValueError(
                 f"a colour cube has 3 planes (red, green, blue) and no colors, got shape {shape}"
             )
-        return [Layer(index, (0, 0), 1, None, index) for index in range(len(_RGB))]
+        return [Layer(index, (0, 0), 1, None, index) for index in range(len(RGB))]
     if colors is None:
         return [Layer(0, (0, 0), 1, None)]
     colors = np.asarray(colors)
@@ -757,7 +755,7 @@ def frame_layers(shape, colors=None):
             for ox in (0, 1)
         ]
     channel = CFA_CHANNEL[colors]
-    return [Layer(index, (0, 0), 1, channel == index) for index in range(len(_RGB))]
+    return [Layer(index, (0, 0), 1, channel == index) for index in range(len(RGB))]
 
 
 def _bayer_cell(colors):

@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-from astropy.io import fits
 
+from astro_offsets import Stack
 from astro_offsets._cli import main
 from astro_offsets.datasets import CameraMotion, observe, star_field, vignetting, write_dng
 
@@ -48,18 +48,18 @@ def sequence(tmp_path_factory):
 def corner_loss(path):
     """The sky's fall-off from the centre to the corners of each channel of a stack."""
     losses = {}
-    with fits.open(path) as hdul:
-        for name in ("RED", "GREEN", "BLUE"):
-            image = hdul[name].data
-            ny, nx = image.shape
-            b = 24
-            centre = np.nanmedian(image[ny // 2 - b : ny // 2 + b, nx // 2 - b : nx // 2 + b])
-            corners = [
-                np.nanmedian(image[sy, sx])
-                for sy in (slice(8, 8 + b), slice(ny - 8 - b, ny - 8))
-                for sx in (slice(8, 8 + b), slice(nx - 8 - b, nx - 8))
-            ]
-            losses[name] = 1 - np.mean(corners) / centre
+    stack = Stack.read(path)
+    for name in stack.channels:
+        image = stack.images[name]
+        ny, nx = image.shape
+        b = 24
+        centre = np.nanmedian(image[ny // 2 - b : ny // 2 + b, nx // 2 - b : nx // 2 + b])
+        corners = [
+            np.nanmedian(image[sy, sx])
+            for sy in (slice(8, 8 + b), slice(ny - 8 - b, ny - 8))
+            for sx in (slice(8, 8 + b), slice(nx - 8 - b, nx - 8))
+        ]
+        losses[name] = 1 - np.mean(corners) / centre
     return losses
 
 

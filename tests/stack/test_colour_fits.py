@@ -5,6 +5,7 @@ import re
 import numpy as np
 import pytest
 from astropy.io import fits
+from astropy.table import Table
 
 from astro_offsets import OffsetMap, Stacker, make_tables, stack_frames, write_maps
 from astro_offsets.datasets import (
@@ -223,22 +224,22 @@ def test_cubes_and_mono_frames_do_not_mix(tmp_path):
     assert "a colour mosaic, but the stack is colour (colour cubes)" in results[2].message
 
 
-def test_sky_offsets_of_three_channels_fit_their_card(tmp_path):
-    # Three long offsets and the comment in one 80-character card: no
-    # warning that the comment is cut (warnings are errors here).
+def test_sky_offsets_of_three_channels_kept_whole_in_the_frames_table(tmp_path):
+    # A card held them rounded to 6 digits, in 80 characters; the table
+    # holds each channel's offset as it is.
     with Stacker((4, 5), bayer=True) as stacker:
         stacker.add(np.ones((3, 4, 5), np.float32))
         stack = stacker.stack()
-        offsets = (-0.0559298, -1.23457e-05, -123456.0)
+        offsets = (-0.055929812345, -1.2345678e-05, -123456.789012)
         meta = {
             **stack.meta,
             "normalized": True,
             "normalisation": [Normalisation(1.0, offsets, "stars", (0.0, 0.0, 0.0))],
         }
         stack._replace(meta=meta).write(tmp_path / "stack.fits")
-    card = fits.getheader(tmp_path / "stack.fits").cards["SKO00001"]
-    assert card.value == "-0.0559298 -1.23457e-05 -123456"
-    assert card.comment == "sky offset per channel"
+    table = Table.read(tmp_path / "stack.fits", hdu="FRAMES")
+    assert tuple(table["sky_offset"][0]) == offsets
+    assert table["scale_source"][0] == "stars"
 
 
 def test_rejection_counts_every_plane_of_a_cube_in_its_scratch_room():

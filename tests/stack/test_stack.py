@@ -6,6 +6,7 @@ import re
 import numpy as np
 import pytest
 from astropy.io import fits
+from astropy.table import Table
 from photutils.centroids import centroid_com, centroid_sources
 
 from astro_offsets import OffsetMap, OffsetModel, Stack, Stacker, stack_frames
@@ -308,33 +309,44 @@ def test_stack_command_colour(raw_sequence, tmp_path, capsys):
     assert notes == "outliers: none found"
     assert summary == (
         f"stack: 5 stacked, 0 failed; wrote {out} and "
-        f"{tmp_path / 'stack.png'} (RED, GREEN, BLUE and their weights)"
+        f"{tmp_path / 'stack.png'} (RED, GREEN, BLUE in one cube, and their weights)"
     )
     with fits.open(out) as hdul:
-        assert [h.name for h in hdul] == [
-            "PRIMARY",
-            "RED",
-            "GREEN",
-            "BLUE",
-            "RED_WHT",
-            "GREEN_WHT",
-            "BLUE_WHT",
-        ]
+        # One colour image of 3 planes in the primary HDU, as Siril and
+        # PixInsight open colour; the weights a cube beside it.
+        assert [h.name for h in hdul] == ["PRIMARY", "WHT", "FRAMES"]
+        assert hdul[0].shape == hdul["WHT"].shape == (3, *RAW_SHAPE)
+        assert hdul[0].header["BUNIT"] == "adu / s"
         header = hdul[0].header
         assert header["NFRAMES"] == 5
         assert header["PIXFRAC"] == 0.8
         assert header["KERNEL"] == "auto"  # the default: turbo here (small turns)
         assert header.comments["KERNEL"] == "drizzle kernel; frames: 5 turbo"
         assert header["TEXPTIME"] == 150.0
-        assert header["FRM00001"] == frames[0]
-        assert header["MAP00001"] == "(reference)"
-        assert header["MAP00002"] == str(folder / "DSC0001.offsets.fits")
+        assert "FRM00001" not in header
+        table = Table.read(hdul["FRAMES"])
+        assert table["frame"].tolist() == frames
+        assert table["map"][:2].tolist() == ["", str(folder / "DSC0001.offsets.fits")]
+        assert table["sky_offset"].shape == (5, 3)
+        assert table["flux_scale"][0] == 1.0
+        assert table["scale_source"][0] == "reference"
     import matplotlib.image
 
     preview = matplotlib.image.imread(tmp_path / "stack.png")
     assert preview.shape[:2] == RAW_SHAPE
     # The picture holds the preview's RGB bytes as they are, no alpha.
     assert preview.shape[2] == 3
+
+
+def test_stack_command_writes_the_planes_layout_on_request(raw_sequence, tmp_path, capsys):
+    _, frames = raw_sequence
+    out = tmp_path / "planes.fits"
+    argv = ["stack", *frames[:3], "--out", str(out), "--no-preview", "--layout", "planes"]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.strip().endswith("(RED, GREEN, BLUE and their weights)")
+    with fits.open(out) as hdul:
+        assert [h.name for h in hdul][:4] == ["PRIMARY", "RED", "GREEN", "BLUE"]
+    assert Stack.read(out).meta["frames"] == frames[:3]
 
 
 def test_preview_file_holds_the_preview(tmp_path):
@@ -423,7 +435,7 @@ def test_stack_command_mono_and_existing_output(tmp_path, capsys):
     out = tmp_path / "mono.fits"
     assert main(["stack", *frames, "--out", str(out), "--maps", str(tmp_path / "maps")]) == 0
     with fits.open(out) as hdul:
-        assert [h.name for h in hdul] == ["PRIMARY", "SCI", "WHT"]
+        assert [h.name for h in hdul] == ["PRIMARY", "SCI", "WHT", "FRAMES"]
         np.testing.assert_allclose(hdul["SCI"].data, 10.0)  # every frame: 10 counts / s
         np.testing.assert_allclose(hdul["WHT"].data, 60.0)  # weights: exposure times
     capsys.readouterr()
@@ -532,8 +544,8 @@ def test_maps_made_against_another_reference(tmp_path, capsys):
         )
         with fits.open(tmp_path / "s.fits") as hdul:
             # The reference stacks first: the others are normalised to it.
-            assert hdul[0].header["FRM00001"] == frames[2]
-            assert hdul[0].header["MAP00001"] == "(reference)"
+            assert Table.read(hdul["FRAMES"])["frame"][0] == frames[2]
+            assert Table.read(hdul["FRAMES"])["map"][0] == ""
     # One map still made against light0: that frame fails, the others stack.
     write_map(3, "light0.fits")
     status = main(["stack", *frames, "--out", str(tmp_path / "t.fits"), "--reference", frames[2]])
