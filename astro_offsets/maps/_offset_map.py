@@ -261,7 +261,7 @@ class OffsetMap:
         degree : int or `None`, optional
             The degree of ``A`` and ``B`` (``A_ORDER``, ``B_ORDER``), from 2
             (astropy reads no lower) to 9 (``astro_offsets.maps.MAX_SIP_DEGREE``,
-            the highest SIP readers commonly meet). The default, `None`,
+            the highest astrometry.net's SIP library holds). The default, `None`,
             takes the lowest that reaches ``max_error``, or else 9.
         max_error : float, optional
             The largest error wanted, in pixels: the distance between

@@ -48,12 +48,13 @@ __all__ = [
 MAX_SIP_DEGREE = 9
 """The highest SIP degree `offsets_to_sip` fits.
 
-SIP readers take any order in principle (astropy and wcslib have no limit;
-astrometry.net's solver, whose headers DS9, Siril and ASTAP are used to,
-stops at 10), but solvers write orders of 2 to 5, and 9 is the common
-upper bound. A field that a degree-9 polynomial does not follow to 0.01 px
-over the frame (a kink, a local bump) is one that more terms follow only by
-ringing between the pixels measured.
+astropy and wcslib read any order, but astrometry.net's library, whose
+``wcs.fits`` headers the amateur tools (DS9, Siril, ASTAP) are made to read,
+holds the coefficients in 10 x 10 arrays (``SIP_MAXORDER 10`` in its
+``sip.h``): orders up to 9. Solvers write orders of 2 to 5. A field that a
+degree-9 polynomial does not follow to 0.01 px over the frame (a kink, a
+local bump) is one that more terms follow only by ringing between the
+pixels measured.
 """
 
 MIN_SIP_DEGREE = 2
