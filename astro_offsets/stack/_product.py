@@ -83,17 +83,20 @@ class Stack(NamedTuple):
         if context and self.contexts is None:
             raise ValueError("this stack was made without context arrays")
         hdus = [fits.PrimaryHDU(header=provenance_header("stack", _cards(self.meta)))]
+        grid = fits.Header(list(_grid_cards(self.meta)))
         for name in self.channels:
-            hdu = fits.ImageHDU(self.images[name], name=name)
+            hdu = fits.ImageHDU(self.images[name], header=grid, name=name)
             if self.meta["unit"]:
                 hdu.header["BUNIT"] = (self.meta["unit"], "drizzled intensity")
             hdu.header["COMMENT"] = "Frame units per second of exposure; NaN where WHT is 0."
             hdus.append(hdu)
         for name in self.channels:
-            hdus.append(fits.ImageHDU(self.weights[name], name=_suffixed(name, "WHT")))
+            hdus.append(fits.ImageHDU(self.weights[name], header=grid, name=_suffixed(name, "WHT")))
         if context:
             for name in self.channels:
-                hdus.append(fits.ImageHDU(self.contexts[name], name=_suffixed(name, "CTX")))
+                hdus.append(
+                    fits.ImageHDU(self.contexts[name], header=grid, name=_suffixed(name, "CTX"))
+                )
         write_product(path, hdus, overwrite=overwrite)
 
     def preview(self, *, max_pixels=4_000_000):
@@ -119,14 +122,19 @@ class Stack(NamedTuple):
         Returns
         -------
         `~numpy.ndarray`
-            uint8, ``(ny, nx)`` for mono, ``(ny, nx, 3)`` for colour, row 0
-            first (as a photo is shown).
+            uint8, ``(ny, nx)`` for mono, ``(ny, nx, 3)`` for colour, the
+            image's top row first (as a picture is stored): the stack's row 0
+            unless its ``meta["roworder"]`` is ``"BOTTOM-UP"`` (a stack of
+            FITS frames), whose row 0 is shown at the bottom, as DS9 and Siril
+            show the FITS file.
         """
         from astropy.visualization import AsinhStretch, PercentileInterval, make_lupton_rgb
 
         ny, nx = self.images[self.channels[0]].shape
         factor = max(1, math.ceil(math.sqrt(ny * nx / max_pixels)))
         images = [_fill_holes(_binned(self.images[name], factor)) for name in self.channels]
+        if self.meta.get("roworder") == "BOTTOM-UP":
+            images = [image[::-1] for image in images]  # the top row first, as DS9 shows it
         covered = np.logical_and.reduce([np.isfinite(image) for image in images])
         if not covered.any():
             return np.zeros(
@@ -239,8 +247,26 @@ def _suffixed(name, suffix):
     return suffix if name == "SCI" else f"{name}_{suffix}"
 
 
+def _grid_cards(meta):
+    """Yield the cards of the stack's grid, for each image: its rows' order, its WCS.
+
+    Not for an HDU without data, where astropy reads a WCS with a warning.
+    """
+    yield from _roworder_card(meta)
+    if meta.get("wcs") is not None:
+        for card in meta["wcs"].to_header(relax=True).cards:
+            yield card.keyword, card.value, card.comment
+
+
+def _roworder_card(meta):
+    if meta.get("roworder"):
+        yield "ROWORDER", meta["roworder"], "order of the rows, as the reference frame's"
+
+
 def _cards(meta):
-    """Yield the stack's own provenance cards."""
+    """Yield the stack's provenance cards: the observation's, its rows' order, then its own."""
+    yield from meta.get("observation") or ()
+    yield from _roworder_card(meta)
     kernels = meta.get("kernels") or []
     used = ", ".join(f"{kernels.count(k)} {k}" for k in dict.fromkeys(kernels))
     auto = meta["kernel"] == "auto" and used

@@ -1,0 +1,243 @@
+"""What a stack takes from its reference frame's header: its grid's WCS, the observation, the rows.
+
+The stack's grid is the reference frame's, ``scale`` times finer: output
+pixel ``p`` (0-based) is at reference pixel ``(p + 0.5) / scale - 0.5``
+(the drizzle's pixmap, `~astro_offsets.stack._bands.layer_pixmap`; a
+Bayer stack's colour planes are drizzled onto the full frame's grid too).
+The reference's celestial WCS is carried onto that grid; so are the cards
+that say what was observed, where and with what.
+"""
+
+import re
+import warnings
+
+import numpy as np
+from astropy.utils.exceptions import AstropyUserWarning
+from astropy.wcs import WCS, FITSFixedWarning, Sip
+
+from ..frames import frame_header, row_order
+
+__all__ = ["OBSERVATION_KEYWORDS", "grid_wcs", "observation_cards", "reference_meta"]
+
+# The reference's cards that describe the observation as a whole, carried to
+# the stack as they are. Not its exposure (EXPTIME, EXPOSURE: the stack is
+# per second and has its own TEXPTIME), its pixels' encoding or Bayer cards
+# (the stack is neither), nor its WCS (carried onto the grid, `grid_wcs`).
+OBSERVATION_KEYWORDS = (
+    "OBJECT",
+    "DATE-OBS",
+    "MJD-OBS",
+    "TELESCOP",
+    "INSTRUME",
+    "FILTER",
+    "OBSERVER",
+    "OBSERVAT",
+    "RA",
+    "DEC",
+    "OBJCTRA",
+    "OBJCTDEC",
+    "SITELAT",
+    "SITELONG",
+    "SITEELEV",
+    "FOCALLEN",
+    "APTDIA",
+    "GAIN",
+    "EGAIN",
+    "ISOSPEED",
+    "CCD-TEMP",
+    "SET-TEMP",
+    "XBINNING",
+    "YBINNING",
+)
+# Pixel sizes (micrometres), which Siril and ASTAP take with FOCALLEN for the
+# pixel scale: a finer grid's pixels are smaller.
+_PIXEL_SIZES = ("XPIXSZ", "YPIXSZ", "PIXSIZE1", "PIXSIZE2")
+# Cards of a WCS, any kind; of the distortion-paper lookup tables (and
+# -TAB coordinates), which the stack cannot carry.
+_WCS_CARD = re.compile(r"^(CTYPE|CRVAL|CRPIX|CDELT|CUNIT|CD\d+_\d+|PC\d+_\d+)")
+_TABLE_CARD = re.compile(r"^(CPDIS|CQDIS|D2IMDIS|D2IMFILE|D2IMERR|CPERR)")
+# How far the carried WCS may stray from the reference's, in reference pixels:
+# it is exact but for rounding, unless the WCS is of a kind not foreseen.
+_CHECK = 1e-3
+
+
+def reference_meta(path, scale, shape):
+    """Return the stack's ``meta`` from its reference frame: ``wcs``, ``observation``, ``roworder``.
+
+    Parameters
+    ----------
+    path : str or `None`
+        The reference frame's file; `None` if the stack has none among its
+        frames (every entry then says nothing, as for a reference that
+        cannot be read).
+    scale : float
+        Output pixels per reference pixel, per axis.
+    shape : tuple of int
+        The stack's ``(ny, nx)``.
+
+    Returns
+    -------
+    dict
+        ``wcs``: the grid's `~astropy.wcs.WCS` or `None` (`grid_wcs`);
+        ``observation``: a list of ``(keyword, value, comment)``
+        (`observation_cards`); ``roworder``: ``"TOP-DOWN"``,
+        ``"BOTTOM-UP"`` (`~astro_offsets.frames.row_order`), or `None`.
+    """
+    try:
+        header = frame_header(path) if path is not None else None
+    except (OSError, ValueError):
+        path = None  # a reference that failed: its failure is reported
+    if path is None:
+        return {"wcs": None, "observation": [], "roworder": None}
+    return {
+        "wcs": grid_wcs(header, scale, shape, name=path),
+        "observation": observation_cards(header, scale),
+        "roworder": row_order(header),
+    }
+
+
+def observation_cards(header, scale=1.0):
+    """Return the cards of ``header`` that describe the observation: ``(keyword, value, comment)``.
+
+    Those of ``OBSERVATION_KEYWORDS`` that it has, and its pixel sizes
+    (``XPIXSZ``, ...) divided by ``scale``. `None` (a raw file) has none.
+
+    Examples
+    --------
+    >>> from astropy.io import fits
+    >>> from astro_offsets.stack._header import observation_cards
+    >>> header = fits.Header({"OBJECT": "M 42", "EXPTIME": 30.0, "XPIXSZ": 3.76})
+    >>> observation_cards(header, scale=2.0)
+    [('OBJECT', 'M 42', ''), ('XPIXSZ', 1.88, '')]
+    """
+    if header is None:
+        return []
+    cards = [
+        (key, header[key], header.comments[key]) for key in OBSERVATION_KEYWORDS if key in header
+    ]
+    for key in _PIXEL_SIZES:
+        value = header.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            comment = header.comments[key] if scale == 1 else "of the stack's pixels (um)"
+            cards.append((key, value / scale, comment))
+    return cards
+
+
+def grid_wcs(header, scale, shape, *, name="the reference frame"):
+    """Return the celestial WCS of a stack's grid, from its reference frame's header.
+
+    The reference's WCS (TAN, TAN-SIP, TPV, any celestial projection),
+    with its reference pixel and pixel scale (and SIP coefficients, which
+    are in pixels) carried onto the grid ``scale`` times finer, so that
+    every output pixel has the sky position of the reference pixel under
+    it. A header without WCS cards (or `None`, a raw file) gives `None`; a
+    WCS that cannot be carried (not celestial, distortion-paper lookup
+    tables, a WCS that does not read) gives `None` and one warning.
+
+    Parameters
+    ----------
+    header : `~astropy.io.fits.Header` or `None`
+        The reference frame's (`~astro_offsets.frames.frame_header`).
+    scale : float
+        Output pixels per reference pixel, per axis.
+    shape : tuple of int
+        The stack's ``(ny, nx)``.
+    name : str, optional
+        The reference frame, for the warning.
+
+    Returns
+    -------
+    `~astropy.wcs.WCS` or `None`
+
+    Examples
+    --------
+    >>> from astropy.io import fits
+    >>> from astro_offsets.stack._header import grid_wcs
+    >>> header = fits.Header({"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRPIX1": 50.5,
+    ...                       "CRPIX2": 40.5, "CRVAL1": 83.8, "CRVAL2": -5.4,
+    ...                       "CDELT1": -0.0004, "CDELT2": 0.0004})
+    >>> wcs = grid_wcs(header, 2.0, (160, 200))
+    >>> wcs.wcs.crpix.tolist(), wcs.wcs.cdelt.tolist()
+    ([100.5, 80.5], [-0.0002, 0.0002])
+    """
+    if header is None or not any(_WCS_CARD.match(key) for key in header):
+        return None
+    tables = sorted({key for key in header if _TABLE_CARD.match(key)})
+    if tables:
+        return _left_out(name, f"its distortion lookup tables ({', '.join(tables)})")
+    try:
+        with warnings.catch_warnings():
+            # Fixes astropy makes of legacy cards (DATE-OBS, RADECSYS), no errors.
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            reference = WCS(header, relax=True)
+    except Exception as exc:  # wcslib's own errors, of any kind
+        return _left_out(name, f"it does not read ({exc})")
+    if not reference.has_celestial:
+        kinds = ", ".join(t or "(none)" for t in reference.wcs.ctype)
+        return _left_out(name, f"it is not celestial (CTYPE {kinds})")
+    if reference.naxis != 2:
+        if sorted((reference.wcs.lng, reference.wcs.lat)) != [0, 1]:
+            return _left_out(name, "its sky axes are not the image's x and y")
+        reference = reference.celestial
+    if any(
+        table is not None
+        for table in (reference.cpdis1, reference.cpdis2, reference.det2im1, reference.det2im2)
+    ):
+        return _left_out(name, "its distortion lookup tables")
+    grid = _scaled(reference, scale, shape)
+    problem = _stray(grid, reference, scale, shape)
+    if problem:
+        return _left_out(name, problem)
+    return grid
+
+
+def _scaled(reference, scale, shape):
+    """Return the WCS of the grid ``scale`` times finer than ``reference``'s."""
+    grid = reference.deepcopy()
+    # FITS pixel P (1-based) of the grid is reference pixel (P - 0.5) / scale + 0.5.
+    grid.wcs.crpix = scale * (reference.wcs.crpix - 0.5) + 0.5
+    if grid.wcs.has_cd():
+        grid.wcs.cd = reference.wcs.cd / scale
+    else:
+        grid.wcs.cdelt = reference.wcs.cdelt / scale
+    if reference.sip is not None:
+        # Offsets from CRPIX are scale times larger, and so are the focal
+        # plane's: a term of degree n is multiplied by scale ** (1 - n).
+        sip = reference.sip
+        grid.sip = Sip(
+            *(_scaled_polynomial(c, scale) for c in (sip.a, sip.b, sip.ap, sip.bp)),
+            grid.wcs.crpix,
+        )
+    grid.wcs.set()
+    grid.pixel_shape = (shape[1], shape[0])
+    return grid
+
+
+def _scaled_polynomial(coefficients, scale):
+    if coefficients is None:
+        return None
+    p, q = np.indices(coefficients.shape)
+    return coefficients * float(scale) ** (1 - p - q)
+
+
+def _stray(grid, reference, scale, shape):
+    """Say how far ``grid`` strays from ``reference`` over the grid, if too far; else ''."""
+    ny, nx = shape
+    y, x = np.meshgrid(np.linspace(0, ny - 1, 5), np.linspace(0, nx - 1, 5), indexing="ij")
+    lon, lat = grid.pixel_to_world_values(x.ravel(), y.ravel())
+    lon0, lat0 = reference.pixel_to_world_values(
+        (x.ravel() + 0.5) / scale - 0.5, (y.ravel() + 0.5) / scale - 0.5
+    )
+    step = np.deg2rad((lon - lon0 + 180.0) % 360.0 - 180.0) * np.cos(np.deg2rad(lat0))
+    apart = np.rad2deg(np.hypot(step, np.deg2rad(lat - lat0)))
+    pixel = float(np.sqrt(abs(np.linalg.det(reference.pixel_scale_matrix))))
+    error = float(np.nanmax(apart)) / pixel
+    if not error <= _CHECK:
+        return f"carried onto the stack's grid, it strays by {error:.3g} reference pixels"
+    return ""
+
+
+def _left_out(name, why):
+    warnings.warn(
+        f"{name}: its WCS is left out of the stack: {why}", AstropyUserWarning, stacklevel=3
+    )
