@@ -13,11 +13,16 @@ import warnings
 
 import numpy as np
 from astropy.utils.exceptions import AstropyUserWarning
-from astropy.wcs import WCS, FITSFixedWarning, Sip
 
 from ..frames import frame_header, row_order
 
-__all__ = ["OBSERVATION_KEYWORDS", "grid_wcs", "observation_cards", "reference_meta"]
+__all__ = [
+    "OBSERVATION_KEYWORDS",
+    "flipped_wcs",
+    "grid_wcs",
+    "observation_cards",
+    "reference_meta",
+]
 
 # The reference's cards that describe the observation as a whole, carried to
 # the stack as they are. Not its exposure (EXPTIME, EXPOSURE: the stack is
@@ -108,7 +113,7 @@ def observation_cards(header, scale=1.0):
     >>> from astro_offsets.stack._header import observation_cards
     >>> header = fits.Header({"OBJECT": "M 42", "EXPTIME": 30.0, "XPIXSZ": 3.76})
     >>> observation_cards(header, scale=2.0)
-    [('OBJECT', 'M 42', ''), ('XPIXSZ', 1.88, '')]
+    [('OBJECT', 'M 42', ''), ('XPIXSZ', 1.88, "of the stack's pixels (um)")]
     """
     if header is None:
         return []
@@ -162,6 +167,9 @@ def grid_wcs(header, scale, shape, *, name="the reference frame"):
     """
     if header is None or not any(_WCS_CARD.match(key) for key in header):
         return None
+    # astropy.wcs (50 ms) is imported when a frame has a WCS: the command line starts fast.
+    from astropy.wcs import WCS, FITSFixedWarning
+
     tables = sorted({key for key in header if _TABLE_CARD.match(key)})
     if tables:
         return _left_out(name, f"its distortion lookup tables ({', '.join(tables)})")
@@ -185,14 +193,78 @@ def grid_wcs(header, scale, shape, *, name="the reference frame"):
     ):
         return _left_out(name, "its distortion lookup tables")
     grid = _scaled(reference, scale, shape)
-    problem = _stray(grid, reference, scale, shape)
-    if problem:
-        return _left_out(name, problem)
+    error = _stray(
+        grid, reference, shape, lambda x, y: ((x + 0.5) / scale - 0.5, (y + 0.5) / scale - 0.5)
+    )
+    if not error <= _CHECK:
+        return _left_out(
+            name, f"carried onto the stack's grid, it strays by {error:.3g} reference pixels"
+        )
     return grid
+
+
+def flipped_wcs(wcs, shape):
+    """Return the WCS of an image of ``shape`` turned upside down (its rows in reverse).
+
+    Row ``y`` (0-based) of the image, ``shape`` ``(ny, nx)``, is row
+    ``ny - 1 - y`` of the flipped one: ``CRPIX2`` becomes ``ny + 1 -
+    CRPIX2``, the second column of the ``CD`` (or ``PC``) matrix changes
+    sign, and so do the SIP terms of odd powers of ``v`` (and of ``B`` all
+    the others).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astropy.wcs import WCS
+    >>> from astro_offsets.stack._header import flipped_wcs
+    >>> wcs = WCS(naxis=2)
+    >>> wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    >>> wcs.wcs.crpix = [10.0, 3.0]
+    >>> wcs.wcs.cdelt = [-0.001, 0.001]
+    >>> wcs.wcs.crval = [30.0, 40.0]
+    >>> flipped = flipped_wcs(wcs, (20, 30))
+    >>> flipped.wcs.crpix.tolist(), flipped.wcs.get_pc().tolist()
+    ([10.0, 18.0], [[1.0, 0.0], [0.0, -1.0]])
+    >>> sky = flipped.pixel_to_world_values(4, 20 - 1 - 7)
+    >>> bool(np.allclose(sky, wcs.pixel_to_world_values(4, 7)))
+    True
+    """
+    from astropy.wcs import Sip
+
+    flipped = wcs.deepcopy()
+    flipped.wcs.crpix = [wcs.wcs.crpix[0], shape[0] + 1 - wcs.wcs.crpix[1]]
+    if flipped.wcs.has_cd():
+        flipped.wcs.cd = wcs.wcs.cd * [1.0, -1.0]
+    else:
+        flipped.wcs.pc = wcs.wcs.get_pc() * [1.0, -1.0]
+    if wcs.sip is not None:
+        sip = wcs.sip
+        flipped.sip = Sip(
+            _flipped_polynomial(sip.a, 1.0),
+            _flipped_polynomial(sip.b, -1.0),
+            _flipped_polynomial(sip.ap, 1.0),
+            _flipped_polynomial(sip.bp, -1.0),
+            flipped.wcs.crpix,
+        )
+    flipped.wcs.set()
+    ny = shape[0]
+    error = _stray(flipped, wcs, shape, lambda x, y: (x, ny - 1 - y))
+    if not error <= _CHECK:
+        raise ValueError(f"this WCS cannot be turned upside down: it strays by {error:.3g} pixels")
+    return flipped
+
+
+def _flipped_polynomial(coefficients, sign):
+    if coefficients is None:
+        return None
+    _, q = np.indices(coefficients.shape)
+    return sign * coefficients * (-1.0) ** q
 
 
 def _scaled(reference, scale, shape):
     """Return the WCS of the grid ``scale`` times finer than ``reference``'s."""
+    from astropy.wcs import Sip
+
     grid = reference.deepcopy()
     # FITS pixel P (1-based) of the grid is reference pixel (P - 0.5) / scale + 0.5.
     grid.wcs.crpix = scale * (reference.wcs.crpix - 0.5) + 0.5
@@ -220,21 +292,19 @@ def _scaled_polynomial(coefficients, scale):
     return coefficients * float(scale) ** (1 - p - q)
 
 
-def _stray(grid, reference, scale, shape):
-    """Say how far ``grid`` strays from ``reference`` over the grid, if too far; else ''."""
+def _stray(wcs, reference, shape, to_reference):
+    """Return how far ``wcs`` strays from ``reference`` (in its pixels) over an image of ``shape``.
+
+    ``to_reference(x, y)`` gives the reference's pixel under ``wcs``'s.
+    """
     ny, nx = shape
     y, x = np.meshgrid(np.linspace(0, ny - 1, 5), np.linspace(0, nx - 1, 5), indexing="ij")
-    lon, lat = grid.pixel_to_world_values(x.ravel(), y.ravel())
-    lon0, lat0 = reference.pixel_to_world_values(
-        (x.ravel() + 0.5) / scale - 0.5, (y.ravel() + 0.5) / scale - 0.5
-    )
+    lon, lat = wcs.pixel_to_world_values(x.ravel(), y.ravel())
+    lon0, lat0 = reference.pixel_to_world_values(*to_reference(x.ravel(), y.ravel()))
     step = np.deg2rad((lon - lon0 + 180.0) % 360.0 - 180.0) * np.cos(np.deg2rad(lat0))
     apart = np.rad2deg(np.hypot(step, np.deg2rad(lat - lat0)))
     pixel = float(np.sqrt(abs(np.linalg.det(reference.pixel_scale_matrix))))
-    error = float(np.nanmax(apart)) / pixel
-    if not error <= _CHECK:
-        return f"carried onto the stack's grid, it strays by {error:.3g} reference pixels"
-    return ""
+    return float(np.nanmax(apart)) / pixel
 
 
 def _left_out(name, why):

@@ -11,6 +11,7 @@ from scipy.ndimage import maximum_filter, uniform_filter
 
 from .._utils.atomic import atomic_path
 from .._utils.provenance import png_metadata, provenance_header, write_product
+from ._header import flipped_wcs
 
 __all__ = ["Stack"]
 
@@ -54,7 +55,8 @@ class Stack(NamedTuple):
     contexts: dict
     """int32 context (bit k set: frame k contributed) of each channel, or `None`."""
     meta: dict
-    """Provenance: frames, kernel, pixfrac, scale, exposure time, ..."""
+    """Provenance: frames, kernel, pixfrac, scale, exposure time, ...; from the
+    reference frame's file (`stack_frames`): ``wcs``, ``observation``, ``roworder``."""
 
     def write(self, path, *, overwrite=False, context=False):
         """Write the stack as FITS, atomically.
@@ -63,6 +65,13 @@ class Stack(NamedTuple):
         (``SCI``, or ``RED``, ``GREEN``, ``BLUE``) followed by their weights
         (``WHT``, or ``RED_WHT``, ...), and with ``context=True`` their
         contexts (``CTX``, or ``RED_CTX``, ...).
+
+        What ``meta`` tells of the reference frame goes with them: its
+        observation's cards (``meta["observation"]``) in HDU 0, the WCS of
+        the grid (``meta["wcs"]``) on every image. The images are written
+        bottom-up, as the FITS convention, DS9 and Siril have them
+        (``ROWORDER = 'BOTTOM-UP'``): a stack of top-down frames
+        (``meta["roworder"]``, raw files) upside down, and its WCS with it.
 
         Parameters
         ----------
@@ -83,20 +92,23 @@ class Stack(NamedTuple):
         if context and self.contexts is None:
             raise ValueError("this stack was made without context arrays")
         hdus = [fits.PrimaryHDU(header=provenance_header("stack", _cards(self.meta)))]
-        grid = fits.Header(list(_grid_cards(self.meta)))
+        # Bottom-up, as FITS, DS9 and Siril have it: a stack of top-down
+        # frames (raw files) is written upside down, as Siril converts them.
+        rows = slice(None, None, -1) if self.meta.get("roworder") == "TOP-DOWN" else slice(None)
+        grid = fits.Header(list(_grid_cards(self.meta, self.images[self.channels[0]].shape)))
         for name in self.channels:
-            hdu = fits.ImageHDU(self.images[name], header=grid, name=name)
+            hdu = fits.ImageHDU(self.images[name][rows], header=grid, name=name)
             if self.meta["unit"]:
                 hdu.header["BUNIT"] = (self.meta["unit"], "drizzled intensity")
             hdu.header["COMMENT"] = "Frame units per second of exposure; NaN where WHT is 0."
             hdus.append(hdu)
         for name in self.channels:
-            hdus.append(fits.ImageHDU(self.weights[name], header=grid, name=_suffixed(name, "WHT")))
+            weight = self.weights[name][rows]
+            hdus.append(fits.ImageHDU(weight, header=grid, name=_suffixed(name, "WHT")))
         if context:
             for name in self.channels:
-                hdus.append(
-                    fits.ImageHDU(self.contexts[name], header=grid, name=_suffixed(name, "CTX"))
-                )
+                context = self.contexts[name][..., rows, :]
+                hdus.append(fits.ImageHDU(context, header=grid, name=_suffixed(name, "CTX")))
         write_product(path, hdus, overwrite=overwrite)
 
     def preview(self, *, max_pixels=4_000_000):
@@ -123,10 +135,10 @@ class Stack(NamedTuple):
         -------
         `~numpy.ndarray`
             uint8, ``(ny, nx)`` for mono, ``(ny, nx, 3)`` for colour, the
-            image's top row first (as a picture is stored): the stack's row 0
-            unless its ``meta["roworder"]`` is ``"BOTTOM-UP"`` (a stack of
-            FITS frames), whose row 0 is shown at the bottom, as DS9 and Siril
-            show the FITS file.
+            picture's top row first, as DS9 and Siril show the stack's FITS
+            file: the stack's row 0 unless its ``meta["roworder"]`` is
+            ``"BOTTOM-UP"`` (a stack of FITS frames), whose row 0 is the
+            bottom.
         """
         from astropy.visualization import AsinhStretch, PercentileInterval, make_lupton_rgb
 
@@ -247,20 +259,23 @@ def _suffixed(name, suffix):
     return suffix if name == "SCI" else f"{name}_{suffix}"
 
 
-def _grid_cards(meta):
-    """Yield the cards of the stack's grid, for each image: its rows' order, its WCS.
+def _grid_cards(meta, shape):
+    """Yield the cards of the stack's images of ``shape`` as written: their rows' order, WCS.
 
     Not for an HDU without data, where astropy reads a WCS with a warning.
     """
     yield from _roworder_card(meta)
-    if meta.get("wcs") is not None:
-        for card in meta["wcs"].to_header(relax=True).cards:
+    wcs = meta.get("wcs")
+    if wcs is not None:
+        if meta.get("roworder") == "TOP-DOWN":
+            wcs = flipped_wcs(wcs, shape)  # as the rows are written
+        for card in wcs.to_header(relax=True).cards:
             yield card.keyword, card.value, card.comment
 
 
 def _roworder_card(meta):
     if meta.get("roworder"):
-        yield "ROWORDER", meta["roworder"], "order of the rows, as the reference frame's"
+        yield "ROWORDER", "BOTTOM-UP", "the first row is the bottom of the picture"
 
 
 def _cards(meta):

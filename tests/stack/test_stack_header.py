@@ -230,10 +230,10 @@ def test_preview_shows_the_fits_as_displayed(tmp_path, roworder, row, top):
     assert (brightest < SHAPE[0] / 4) if top else (brightest > 3 * SHAPE[0] / 4)
 
 
-def test_raw_stack_runs_top_down_without_wcs(tmp_path):
+def test_raw_stack_is_written_bottom_up_without_wcs(tmp_path):
     rng = np.random.default_rng(3)
     values = (rng.poisson(600.0, (64, 80)) + 512).astype(np.uint16)
-    values[6:8, 40:42] = 15000  # a star near the photo's top
+    values[6:8, 40:42] = 15000  # a star near the photo's top: its first rows
     frames = []
     for k in range(2):
         path = tmp_path / f"raw_{k}.dng"
@@ -247,12 +247,41 @@ def test_raw_stack_runs_top_down_without_wcs(tmp_path):
     assert stack.meta["wcs"] is None
     assert stack.meta["observation"] == []
     out = tmp_path / "stack.fits"
-    stack.write(out)
-    header = fits.getheader(out, "RED")
-    assert header["ROWORDER"] == "TOP-DOWN"
-    assert not any(key.startswith(("CTYPE", "CRVAL", "CD1_")) for key in header)
+    stack.write(out, context=True)
+    # As Siril converts raw files: upside down, bottom-up, so that DS9 and
+    # Siril show the photo's top at the top.
+    with fits.open(out) as hdul:
+        assert hdul[0].header["ROWORDER"] == "BOTTOM-UP"
+        for hdu in hdul[1:]:
+            assert hdu.header["ROWORDER"] == "BOTTOM-UP"
+            assert not any(key.startswith(("CTYPE", "CRVAL", "CD1_")) for key in hdu.header)
+        np.testing.assert_array_equal(hdul["GREEN"].data, stack.images["GREEN"][::-1])
+        np.testing.assert_array_equal(hdul["GREEN_WHT"].data, stack.weights["GREEN"][::-1])
+        np.testing.assert_array_equal(hdul["GREEN_CTX"].data, stack.contexts["GREEN"][:, ::-1])
+        green = np.nan_to_num(hdul["GREEN"].data)
+    assert np.unravel_index(np.argmax(green), green.shape)[0] > 64 - 16
     preview = stack.preview()
     assert np.unravel_index(np.argmax(preview.sum(axis=2)), preview.shape[:2])[0] < 16
+
+
+def test_top_down_fits_written_bottom_up_with_its_wcs(tmp_path):
+    frames = _sequence(tmp_path, SIP, extra={"ROWORDER": "TOP-DOWN"})
+    stack, _ = stack_frames(frames, scale=2.0, reject=False)
+    assert stack.meta["roworder"] == "TOP-DOWN"
+    out = tmp_path / "stack.fits"
+    stack.write(out)
+    header = fits.getheader(out, "SCI")
+    assert header["ROWORDER"] == "BOTTOM-UP"
+    np.testing.assert_array_equal(fits.getdata(out, "SCI"), stack.images["SCI"][::-1])
+    # The file's pixel (px, py) is the stack's row ny - 1 - py, over the reference pixel under it.
+    wcs = WCS(header)
+    ny, nx = stack.images["SCI"].shape
+    py, px = np.mgrid[0:ny:12, 0:nx:16]
+    px = np.concatenate([px.ravel(), [0, nx - 1, 0, nx - 1]])
+    py = np.concatenate([py.ravel(), [0, 0, ny - 1, ny - 1]])
+    rx, ry = _reference_pixels(_reference_wcs(frames[0]), wcs, px, py)
+    error = np.hypot(rx - ((px + 0.5) / 2 - 0.5), ry - ((ny - 1 - py + 0.5) / 2 - 0.5))
+    assert error.max() < 1e-3
 
 
 def test_fits_without_wcs_writes_none(tmp_path):
