@@ -233,10 +233,11 @@ def flipped_wcs(wcs, shape):
 
     flipped = wcs.deepcopy()
     flipped.wcs.crpix = [wcs.wcs.crpix[0], shape[0] + 1 - wcs.wcs.crpix[1]]
+    # + 0.0: no -0.0 on the cards.
     if flipped.wcs.has_cd():
-        flipped.wcs.cd = wcs.wcs.cd * [1.0, -1.0]
+        flipped.wcs.cd = wcs.wcs.cd * [1.0, -1.0] + 0.0
     else:
-        flipped.wcs.pc = wcs.wcs.get_pc() * [1.0, -1.0]
+        flipped.wcs.pc = wcs.wcs.get_pc() * [1.0, -1.0] + 0.0
     if wcs.sip is not None:
         sip = wcs.sip
         flipped.sip = Sip(
