@@ -174,7 +174,7 @@ def frame_header(path):
     >>> import os, tempfile
     >>> import numpy as np
     >>> from astropy.io import fits
-    >>> from astro_offsets.frames import frame_header
+    >>> from astro_offsets import frame_header
     >>> path = os.path.join(tempfile.mkdtemp(), "light.fits")
     >>> fits.PrimaryHDU(np.ones((4, 6), np.float32), fits.Header({"OBJECT": "M 31"})).writeto(path)
     >>> frame_header(path)["OBJECT"]
@@ -208,7 +208,7 @@ def row_order(header):
     Examples
     --------
     >>> from astropy.io import fits
-    >>> from astro_offsets.frames import row_order
+    >>> from astro_offsets import row_order
     >>> row_order(None), row_order(fits.Header()), row_order(fits.Header({"ROWORDER": "TOP-DOWN"}))
     ('TOP-DOWN', 'BOTTOM-UP', 'TOP-DOWN')
     """
