@@ -334,3 +334,43 @@ def test_cli_stack_and_run_carry_the_wcs(tmp_path, capsys, command):
     reference = _reference_wcs(frames[0])
     rx, ry = _reference_pixels(reference, wcs, 2 * SHAPE[1] - 1.0, 2 * SHAPE[0] - 1.0)
     assert np.hypot(rx - (SHAPE[1] - 0.75), ry - (SHAPE[0] - 0.75)) < 1e-3
+
+
+def test_bayer_fits_stack_carries_the_wcs_on_the_full_grid(tmp_path):
+    # A colour mosaic (BAYERPAT): each colour is drizzled onto the full frame's grid.
+    x, y, flux = _stars()
+    frames = []
+    for k, motion in enumerate(MOTIONS):
+        fx, fy = _moved(x, y, motion)
+        image = (render_stars(SHAPE, fx, fy, 4 * flux) + 100.0).astype(np.float32)
+        header = fits.Header({"BAYERPAT": "RGGB", **(TAN if k == 0 else {})})
+        path = tmp_path / f"cfa_{k}.fits"
+        fits.PrimaryHDU(image, header).writeto(path)
+        if k:
+            OffsetModel(fx, fy, fx - x, fy - y).to_map(SHAPE).write(
+                tmp_path / f"cfa_{k}.offsets.fits"
+            )
+        frames.append(str(path))
+    stack, _ = stack_frames(frames, scale=2.0, reject=False, kernel="square")
+    assert stack.channels == ("RED", "GREEN", "BLUE")
+    out = tmp_path / "stack.fits"
+    stack.write(out)
+    wcs = WCS(fits.getheader(out, "GREEN"))
+    assert wcs.pixel_shape == (2 * SHAPE[1], 2 * SHAPE[0])
+    green = stack.images["GREEN"]
+    image = np.nan_to_num(green - np.nanmedian(green))
+    sx, sy = centroid_sources(
+        image,
+        2 * (x + 0.5) - 0.5,
+        2 * (y + 0.5) - 0.5,
+        box_size=13,
+        centroid_func=centroid_2dg,
+    )
+    truth_x, truth_y = centroid_sources(
+        render_stars(SHAPE, x, y, flux), x, y, box_size=7, centroid_func=centroid_2dg
+    )
+    reference = WCS(fits.Header(TAN))
+    rx, ry = _reference_pixels(reference, wcs, sx, sy)
+    error = np.hypot(rx - truth_x, ry - truth_y)
+    print(f"Bayer, scale 2: stars within {error.max():.4f} reference px")
+    assert error.max() < 0.05
