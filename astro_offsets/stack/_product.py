@@ -107,8 +107,8 @@ class Stack(NamedTuple):
             hdus.append(fits.ImageHDU(weight, header=grid, name=_suffixed(name, "WHT")))
         if context:
             for name in self.channels:
-                context = self.contexts[name][..., rows, :]
-                hdus.append(fits.ImageHDU(context, header=grid, name=_suffixed(name, "CTX")))
+                bits = self.contexts[name][..., rows, :]
+                hdus.append(fits.ImageHDU(bits, header=grid, name=_suffixed(name, "CTX")))
         write_product(path, hdus, overwrite=overwrite)
 
     def preview(self, *, max_pixels=4_000_000):
