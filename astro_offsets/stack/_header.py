@@ -193,8 +193,12 @@ def grid_wcs(header, scale, shape, *, name="the reference frame"):
     ):
         return _left_out(name, "its distortion lookup tables")
     grid = _scaled(reference, scale, shape)
+    # Checked as written: what its header cards say, read back.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        written = WCS(grid.to_header(relax=True), relax=True)
     error = _stray(
-        grid, reference, shape, lambda x, y: ((x + 0.5) / scale - 0.5, (y + 0.5) / scale - 0.5)
+        written, reference, shape, lambda x, y: ((x + 0.5) / scale - 0.5, (y + 0.5) / scale - 0.5)
     )
     if not error <= _CHECK:
         return _left_out(

@@ -11,7 +11,7 @@ from PIL import Image
 from astro_offsets import OffsetModel, stack_frames
 from astro_offsets._cli import main
 from astro_offsets.datasets import render_stars, write_dng
-from astro_offsets.stack._header import grid_wcs
+from astro_offsets.stack._header import flipped_wcs, grid_wcs
 
 SHAPE = (96, 128)
 # A wide field (20 arcsec pixels), turned, so that RA and Dec mix.
@@ -374,3 +374,43 @@ def test_bayer_fits_stack_carries_the_wcs_on_the_full_grid(tmp_path):
     error = np.hypot(rx - truth_x, ry - truth_y)
     print(f"Bayer, scale 2: stars within {error.max():.4f} reference px")
     assert error.max() < 0.05
+
+
+@pytest.mark.parametrize(
+    "cards",
+    [
+        {
+            **TAN,
+            "CTYPE1": "RA---TPV",
+            "CTYPE2": "DEC--TPV",
+            "PV1_1": 1.0,
+            "PV1_4": 0.02,
+            "PV2_1": 1.0,
+            "PV2_5": -0.01,
+        },
+        {
+            "CTYPE1": "RA---TAN",
+            "CTYPE2": "DEC--TAN",
+            "CRVAL1": 10.0,
+            "CRVAL2": 60.0,
+            "CRPIX1": 40.0,
+            "CRPIX2": 30.0,
+            "CDELT1": -1e-3,
+            "CDELT2": 1e-3,
+            "CROTA2": 12.0,
+        },
+    ],
+    ids=["TPV", "CROTA2"],
+)
+@pytest.mark.parametrize("scale", [0.5, 2.0])
+def test_other_celestial_wcs_carried_and_turned_upside_down(cards, scale):
+    shape = (round(SHAPE[0] * scale), round(SHAPE[1] * scale))
+    grid = grid_wcs(fits.Header(cards), scale, shape)
+    reference = WCS(fits.Header(cards))
+    for wcs, flip in ((grid, False), (flipped_wcs(grid, shape), True)):
+        written = WCS(wcs.to_header(relax=True))
+        py, px = np.mgrid[0 : shape[0] : 7, 0 : shape[1] : 9].reshape(2, -1)
+        rx, ry = _reference_pixels(reference, written, px, py)
+        row = shape[0] - 1 - py if flip else py
+        error = np.hypot(rx - ((px + 0.5) / scale - 0.5), ry - ((row + 0.5) / scale - 0.5))
+        assert error.max() < 1e-6
