@@ -30,6 +30,18 @@ EXPOSURE = {6: 120.0}
 SIGMA = np.sqrt(SKY + READ**2)
 # The stars' Gaussian sigma in each frame: the seeing changes.
 SEEING = (1.6, 1.45, 1.75, 1.55, 1.9, 1.5, 1.65, 1.7)
+# The reference's header: plate-solved, which every way of stacking carries over.
+REFERENCE_CARDS = {
+    "OBJECT": "NGC 7000",
+    "CTYPE1": "RA---TAN",
+    "CTYPE2": "DEC--TAN",
+    "CRVAL1": 314.7,
+    "CRVAL2": 44.3,
+    "CRPIX1": 210.5,
+    "CRPIX2": 150.5,
+    "CDELT1": -1.2e-3,
+    "CDELT2": 1.2e-3,
+}
 
 
 def motion(k):
@@ -72,7 +84,8 @@ def write_sequence(folder, stars, with_artefacts=True):
         if with_artefacts:
             data += artefacts(k)
         path = str(folder / f"light{k}.fits")
-        fits.PrimaryHDU(data.astype(np.float32), fits.Header({"EXPTIME": exptime})).writeto(path)
+        header = fits.Header({"EXPTIME": exptime, **(REFERENCE_CARDS if k == 0 else {})})
+        fits.PrimaryHDU(data.astype(np.float32), header).writeto(path)
         paths.append(path)
         if k:
             scale = 1 / (TRANSPARENCY.get(k, 1.0) * counts)

@@ -239,6 +239,15 @@ def same_stack(stack, local):
     return True
 
 
+def same_reference_meta(stack, local):
+    """Whether a stack has the reference's WCS, cards and row order, as the local one."""
+    assert stack.meta["wcs"] is not None
+    assert stack.meta["wcs"].to_header() == local.meta["wcs"].to_header()
+    assert stack.meta["observation"] == local.meta["observation"] != []
+    assert stack.meta["roworder"] == local.meta["roworder"] == "BOTTOM-UP"
+    return True
+
+
 def test_a_stack_on_the_cluster(client, sequence):
     frames, (local, local_results) = sequence
     with distributed.get_task_stream(client) as stream:
@@ -248,6 +257,7 @@ def test_a_stack_on_the_cluster(client, sequence):
     ]
     assert len({r.weight for r in results}) == len(frames)  # weighted by their noise
     assert same_stack(stack, local)
+    assert same_reference_meta(stack, local)
     kept = tasks_of(stream, "keep_task")
     assert len(kept) == len(frames) - 1  # the reference is kept here
     assert len({task["worker"] for task in kept}) == 2

@@ -18,6 +18,7 @@ from .naming import MAP_SUFFIX, TABLE_ENDINGS
 
 __all__ = [
     "PRODUCTS",
+    "named_raw",
     "not_an_input",
     "png_metadata",
     "product_kind",
@@ -210,6 +211,18 @@ def product_kind(path):
         return None
 
 
+def named_raw(path):
+    """Return whether ``path`` is named as a camera raw file (one of LibRaw's suffixes).
+
+    Examples
+    --------
+    >>> from astro_offsets._utils.provenance import named_raw
+    >>> named_raw("light/DSC03770.ARW"), named_raw("light_001.fits")
+    (True, False)
+    """
+    return os.path.splitext(os.fspath(path).lower())[1] in _RAW
+
+
 def _frame_kind(path):
     """Return ``"FITS image"`` or ``"raw file"`` if ``path`` is a frame, else `None`.
 
@@ -217,7 +230,7 @@ def _frame_kind(path):
     raw files are: no star table.
     """
     name = path.lower()
-    if os.path.splitext(name)[1] in _RAW:
+    if named_raw(name):
         return "raw file"
     if not name.endswith(_FITS):
         return None

@@ -9,13 +9,16 @@ from astropy.io import fits
 from .._utils.validation import input_file
 from ._cfa import BAYER_PATTERNS, bayer_colors
 
-__all__ = ["Frame", "frame_shape", "read_frame"]
+__all__ = ["ROW_ORDERS", "Frame", "frame_header", "frame_shape", "read_frame", "row_order"]
 
 # Everything else is handed to rawpy, which recognizes raw formats by content.
 _FITS_SUFFIXES = (
     *(base + packing for base in (".fits", ".fit", ".fts") for packing in ("", ".gz", ".bz2")),
     ".fz",
 )
+
+# FITS's ROWORDER values: the array's first row is the image's top, or its bottom.
+ROW_ORDERS = ("TOP-DOWN", "BOTTOM-UP")
 
 
 class _CardError(ValueError):
@@ -141,11 +144,91 @@ def read_frame(path):
     return _read(path, _fits_frame, _raw_frame)
 
 
+def frame_header(path):
+    """Return the FITS header of a frame file's image, or `None` for a raw file.
+
+    The header is that of the HDU `read_frame` reads (a tile-compressed
+    image's, as it would be uncompressed); a copy, so that it outlives
+    the file. No pixel data is read. Raw files have no FITS header: their
+    file is not opened.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Frame file.
+
+    Returns
+    -------
+    `~astropy.io.fits.Header` or `None`
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        If the file is a directory, an unreadable FITS file or a FITS file
+        without an image.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from astropy.io import fits
+    >>> from astro_offsets import frame_header
+    >>> path = os.path.join(tempfile.mkdtemp(), "light.fits")
+    >>> fits.PrimaryHDU(np.ones((4, 6), np.float32), fits.Header({"OBJECT": "M 31"})).writeto(path)
+    >>> frame_header(path)["OBJECT"]
+    'M 31'
+    """
+    path = input_file(path, "frame file")
+    if not _is_fits(path):
+        return None
+    return _read_fits(path, lambda path, hdu: hdu.header.copy())
+
+
+def row_order(header):
+    """Return how a frame's rows run: ``"TOP-DOWN"`` or ``"BOTTOM-UP"``.
+
+    A raw file (``header`` `None`) runs top-down: its first row is the
+    photo's top. A FITS image runs bottom-up, by the FITS convention (its
+    first row is shown at the bottom, as DS9 shows it), unless its
+    ``ROWORDER`` card says otherwise, as some capture programs write it.
+    A ``ROWORDER`` card of another value is not understood, and ignored.
+
+    Parameters
+    ----------
+    header : `~astropy.io.fits.Header` or `None`
+        The frame's header (`frame_header`).
+
+    Returns
+    -------
+    str
+        One of ``ROW_ORDERS``.
+
+    Examples
+    --------
+    >>> from astropy.io import fits
+    >>> from astro_offsets import row_order
+    >>> row_order(None), row_order(fits.Header()), row_order(fits.Header({"ROWORDER": "TOP-DOWN"}))
+    ('TOP-DOWN', 'BOTTOM-UP', 'TOP-DOWN')
+    """
+    if header is None:
+        return ROW_ORDERS[0]
+    order = header.get("ROWORDER")
+    if isinstance(order, str) and order.strip().upper() in ROW_ORDERS:
+        return order.strip().upper()
+    return ROW_ORDERS[1]
+
+
+def _is_fits(path):
+    return path.lower().endswith(_FITS_SUFFIXES)
+
+
 def _read(path, from_fits, from_raw):
     """Return ``from_fits(path, hdu)`` or ``from_raw(path, raw)``, as ``path`` is FITS or raw."""
     # rawpy takes only str paths (anything else it reads as a file object).
     path = input_file(path, "frame file")
-    if path.lower().endswith(_FITS_SUFFIXES):
+    if _is_fits(path):
         return _read_fits(path, from_fits)
     return _read_raw(path, from_raw)
 
@@ -227,7 +310,7 @@ def _fits_colors(path, header, shape):
             )
         offsets.append(int(value))
     order = header.get("ROWORDER", "TOP-DOWN")
-    if not isinstance(order, str) or order.strip().upper() not in ("TOP-DOWN", "BOTTOM-UP"):
+    if not isinstance(order, str) or order.strip().upper() not in ROW_ORDERS:
         raise _CardError(f"{path}: ROWORDER = {order!r} is neither 'TOP-DOWN' nor 'BOTTOM-UP'")
     return bayer_colors(
         shape,

@@ -6,7 +6,7 @@ import numpy as np
 
 from .._utils.atomic import atomic_path
 from .._utils.naming import stem
-from .._utils.provenance import png_metadata
+from .._utils.provenance import named_raw, png_metadata
 from ._diagnostics import jump_map, largest_jump, star_rms
 
 __all__ = ["plot_map", "write_plot"]
@@ -14,21 +14,31 @@ __all__ = ["plot_map", "write_plot"]
 _RED = "Reds_r"
 
 
-def write_plot(omap, path, stars=None):
+def write_plot(omap, path, stars=None, *, roworder=None):
     """Write `plot_map` of ``omap`` as a PNG file, atomically, replacing an older one."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    figure = plot_map(omap, stars)
+    figure = plot_map(omap, stars, roworder=roworder)
     FigureCanvasAgg(figure)
     with atomic_path(path, overwrite=True) as tmp:
         figure.savefig(tmp, format="png", dpi=80, metadata=png_metadata("map plot"))
 
 
-def plot_map(omap, stars=None, *, figure=None, max_size=800):
+def plot_map(omap, stars=None, *, figure=None, max_size=800, roworder=None):
     """Plot an offset map: X and Y maps, pixel-to-pixel jumps, and the star offsets.
 
-    See `OffsetMap.plot`.
+    See `OffsetMap.plot`. The map is shown as its frame is: ``roworder``
+    ``"BOTTOM-UP"`` puts row 0 at the bottom (FITS frames, as DS9 and Siril
+    show them), ``"TOP-DOWN"`` at the top (raw files, as a photo is shown);
+    `None` (the default) takes ``"TOP-DOWN"`` if the map's reference frame
+    (``meta["reference"]``) is named as a raw file, else ``"BOTTOM-UP"``.
+    The stack's preview shows it the same way.
     """
+    if roworder is None:
+        reference = omap.meta.get("reference")
+        roworder = "TOP-DOWN" if reference and named_raw(reference) else "BOTTOM-UP"
+    if roworder not in ("TOP-DOWN", "BOTTOM-UP"):
+        raise ValueError(f"roworder must be 'TOP-DOWN' or 'BOTTOM-UP', got {roworder!r}")
     # matplotlib is imported when a plot is made: the command line starts fast.
     from matplotlib.colors import PowerNorm
     from matplotlib.figure import Figure
@@ -108,7 +118,8 @@ def plot_map(omap, stars=None, *, figure=None, max_size=800):
     else:
         ax.text(0.5, 0.5, "no stars given", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlim(extent[0], extent[1])
-    ax.set_ylim(extent[2], extent[3])
+    # The axes share y: row 0 at the top of all of them, for a top-down frame.
+    ax.set_ylim(*(extent[3:1:-1] if roworder == "TOP-DOWN" else extent[2:]))
     source = omap.meta.get("source")
     title = [stem(source) if source else None, omap.field_summary]
     if any(title):

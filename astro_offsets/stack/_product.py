@@ -10,10 +10,12 @@ import numpy as np
 from astropy.io import fits
 from astropy.stats import sigma_clipped_stats
 from astropy.table import Table
+from astropy.wcs import WCS, FITSFixedWarning
 from scipy.ndimage import maximum_filter, uniform_filter
 
 from .._utils.atomic import atomic_path
 from .._utils.provenance import png_metadata, provenance_header
+from ._header import flipped_wcs, observation_cards
 from ._normalisation import Normalisation
 
 __all__ = ["FRAME_COLUMNS", "KINDS", "LAYOUTS", "MONO", "RGB", "Stack"]
@@ -103,7 +105,8 @@ class Stack(NamedTuple):
     contexts: dict
     """int32 context (bit k set: frame k contributed) of each channel, or `None`."""
     meta: dict
-    """Provenance: frames, kernel, pixfrac, scale, exposure time, ..."""
+    """Provenance: frames, kernel, pixfrac, scale, exposure time, ...; from the
+    reference frame's file (`stack_frames`): ``wcs``, ``observation``, ``roworder``."""
 
     def write(self, path, *, overwrite=False, context=False, layout="cube"):
         """Write the stack as FITS, atomically.
@@ -127,6 +130,13 @@ class Stack(NamedTuple):
         ``map``, ``kernel``, ``used``, ``weight``, ``flux_scale``,
         ``scale_source``, ``sky``, ``sky_offset`` (per channel in a colour
         stack) and ``rejected``. `read` reads every layout back.
+
+        What ``meta`` tells of the reference frame goes with them: its
+        observation's cards (``meta["observation"]``) in HDU 0, the WCS of
+        the grid (``meta["wcs"]``) on every image. The images are written
+        bottom-up, as the FITS convention, DS9 and Siril have them
+        (``ROWORDER = 'BOTTOM-UP'``): a stack of top-down frames
+        (``meta["roworder"]``, raw files) upside down, and its WCS with it.
 
         Parameters
         ----------
@@ -172,7 +182,7 @@ class Stack(NamedTuple):
             parts += [
                 (
                     _image_hdu(array.shape, kind, self.meta, _extname(name, kind)),
-                    [array],
+                    [_as_written(array, self.meta)],
                 )
                 for kind in kinds
                 for name, array in self._arrays(kind).items()
@@ -182,7 +192,8 @@ class Stack(NamedTuple):
             # primary HDU, where programs of photographs look for a picture.
             parts = []
             for kind in kinds:
-                planes = [self._arrays(kind)[name] for name in self.channels]
+                arrays = self._arrays(kind)
+                planes = [_as_written(arrays[name], self.meta) for name in self.channels]
                 shape = (len(planes), *planes[0].shape)
                 if kind == "image":
                     hdu = _image_hdu(shape, kind, self.meta, header=header)
@@ -250,7 +261,12 @@ class Stack(NamedTuple):
                 raise ValueError(f"{path}: a stack without its weights ({weights})")
             image = hdul["PRIMARY" if layout == "cube" else _extname(channels[0], "image")]
             table = Table.read(hdul["FRAMES"], mask_invalid=False) if "FRAMES" in hdul else None
-            meta = _meta(hdul[0].header, table, image.header.get("BUNIT"))
+            meta = _meta(hdul[0].header, table, image.header)
+        # Back in the rows' order of the frames (written bottom-up).
+        arrays = {
+            kind: {name: _as_written(array, meta) for name, array in by_channel.items()}
+            for kind, by_channel in arrays.items()
+        }
         return cls(channels, arrays["image"], arrays["weight"], arrays.get("context"), meta)
 
     def preview(self, *, max_pixels=4_000_000):
@@ -276,14 +292,19 @@ class Stack(NamedTuple):
         Returns
         -------
         `~numpy.ndarray`
-            uint8, ``(ny, nx)`` for mono, ``(ny, nx, 3)`` for colour, row 0
-            first (as a photo is shown).
+            uint8, ``(ny, nx)`` for mono, ``(ny, nx, 3)`` for colour, the
+            picture's top row first, as DS9 and Siril show the stack's FITS
+            file: the stack's row 0 unless its ``meta["roworder"]`` is
+            ``"BOTTOM-UP"`` (a stack of FITS frames), whose row 0 is the
+            bottom.
         """
         from astropy.visualization import AsinhStretch, PercentileInterval, make_lupton_rgb
 
         ny, nx = self.images[self.channels[0]].shape
         factor = max(1, math.ceil(math.sqrt(ny * nx / max_pixels)))
         images = [_fill_holes(_binned(self.images[name], factor)) for name in self.channels]
+        if self.meta.get("roworder") == "BOTTOM-UP":
+            images = [image[::-1] for image in images]  # the top row first, as DS9 shows it
         covered = np.logical_and.reduce([np.isfinite(image) for image in images])
         if not covered.any():
             return np.zeros(
@@ -411,6 +432,7 @@ def _image_hdu(shape, kind, meta, name=None, header=None):
     # A view of one zero: the header of the whole shape, no array allocated.
     data = np.broadcast_to(np.zeros((), _DTYPES[kind]), shape)
     hdu = fits.PrimaryHDU(data, header=header) if name is None else fits.ImageHDU(data, name=name)
+    hdu.header.extend(_grid_cards(meta, shape[-2:]), update=True)
     if kind == "image":
         if meta.get("unit"):
             hdu.header["BUNIT"] = (meta["unit"], "drizzled intensity")
@@ -487,10 +509,13 @@ def _layout_of(hdul, path):
     raise ValueError(f"{path}: not a stack: no SCI or RED extension, nor a 3-plane primary image")
 
 
-def _meta(header, table, unit):
-    """Return a stack's ``meta`` from its primary header and its ``FRAMES`` table (or `None`)."""
+def _meta(header, table, image_header):
+    """Return a stack's ``meta``: from its primary header, ``FRAMES`` table (or `None`), image."""
     meta = {key: header[card] for key, (card, _) in _CARDS.items() if card in header}
-    meta["unit"] = unit
+    meta["unit"] = image_header.get("BUNIT")
+    meta["roworder"] = header.get(_REFERENCE_ROWS)
+    meta["observation"] = observation_cards(header)
+    meta["wcs"] = _read_wcs(image_header, meta["roworder"])
     if table is None:
         # Written before the FRAMES table: the frames and maps in cards of their own.
         frames = sorted(key for key in header if re.fullmatch(r"FRM\d{5}", key))
@@ -530,8 +555,58 @@ def _value(value):
     return None if math.isnan(value) else float(value)
 
 
+def _grid_cards(meta, shape):
+    """Yield the cards of the stack's images of ``shape`` as written: their rows' order, WCS.
+
+    Not for an HDU without data, where astropy reads a WCS with a warning.
+    """
+    yield from _roworder_card(meta)
+    wcs = meta.get("wcs")
+    if wcs is not None:
+        if meta.get("roworder") == "TOP-DOWN":
+            wcs = flipped_wcs(wcs, shape)  # as the rows are written
+        for card in wcs.to_header(relax=True).cards:
+            yield card.keyword, card.value, card.comment
+
+
+def _roworder_card(meta):
+    if meta.get("roworder"):
+        yield "ROWORDER", "BOTTOM-UP", "the first row is the bottom of the picture"
+
+
+# The reference frame's rows' order, in the primary header: TOP-DOWN says
+# that the file is upside down against the frames' (and `Stack`'s) arrays.
+_REFERENCE_ROWS = "REFROWS"
+
+
+def _as_written(array, meta):
+    """Return a stack's ``array`` (image, weight or context) in its file's rows' order, or back."""
+    return array[..., ::-1, :] if meta.get("roworder") == "TOP-DOWN" else array
+
+
+def _read_wcs(header, roworder):
+    """Return the celestial WCS of a stack's arrays from its image's ``header``, or `None`."""
+    if "CTYPE1" not in header:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)  # DATE-OBS in MJD-OBS's terms
+        wcs = WCS(header)
+    if not wcs.has_celestial:
+        return None
+    wcs = wcs.celestial  # a cube's third axis is its colours
+    shape = (header["NAXIS2"], header["NAXIS1"])
+    return flipped_wcs(wcs, shape) if roworder == "TOP-DOWN" else wcs
+
+
 def _cards(meta):
-    """Yield the stack's own provenance cards (its frames are in the ``FRAMES`` table)."""
+    """Yield the stack's provenance cards: the observation's, its rows' order, then its own.
+
+    Its frames are in the ``FRAMES`` table.
+    """
+    yield from meta.get("observation") or ()
+    yield from _roworder_card(meta)
+    if meta.get("roworder"):
+        yield _REFERENCE_ROWS, meta["roworder"], "reference's rows; TOP-DOWN: file upside down"
     kernels = meta.get("kernels") or []
     used = ", ".join(f"{kernels.count(k)} {k}" for k in dict.fromkeys(kernels))
     for key, (card, comment) in _CARDS.items():

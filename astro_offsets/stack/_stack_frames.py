@@ -19,6 +19,7 @@ from .._utils.workers import takes_client
 from ..frames import frame_shape
 from ._checkpoint import Checkpoint, digest
 from ._cluster import on_cluster
+from ._header import reference_meta
 from ._quality import (
     FILTER_FWHM,
     FILTER_ROUND,
@@ -402,7 +403,13 @@ def stack_frames(
     stack : `Stack`
         The stack of the frames that could be stacked, in units per second
         of the reference frame's exposure when normalised. Its ``meta``
-        records each frame's normalisation and rejected fraction.
+        records each frame's normalisation and rejected fraction, and what
+        the reference frame's file tells: ``wcs``, its celestial WCS
+        carried onto the stack's grid (`None` if it has none),
+        ``observation``, its cards that describe the observation
+        (``OBJECT``, ``DATE-OBS``, ...: ``(keyword, value, comment)``), and
+        ``roworder``, how its rows run (``"TOP-DOWN"`` for raw files,
+        ``"BOTTOM-UP"`` for FITS unless their ``ROWORDER`` says otherwise).
     results : list of `StackResult`
         One per frame, in the order given. Files that astro_offsets wrote
         (maps, star tables, stacks, recognised by their header or name) are
@@ -558,6 +565,8 @@ def stack_items(
     digest, a run's options). ``client``: a dask cluster's, to stack on
     (`stack_frames`).
     """
+    # The frame without a map: the grid's, whose file tells its WCS.
+    grid = next((item.frame_file for item in todo if item.map_file is None), None)
     counted = reject is None
     if reject is None:
         reject = len(todo) >= 3
@@ -615,6 +624,8 @@ def stack_items(
         else:
             run.stack_share(0, [(None, item, None) for item in todo], False)
         stack = run.stack(reject)
+        shape = stack.images[stack.channels[0]].shape
+        stack.meta.update(reference_meta(grid, stack.meta["scale"], shape))
     except BaseException:
         run.close()
         if saved is not None and saved.empty():

@@ -696,6 +696,11 @@ class Stacker:
             # Raw frames are in sensor units (ADU); FITS frames in whatever
             # their own units are, per second.
             "unit": "adu / s" if self.bayer else None,
+            # What the reference frame's file tells (`stack_frames`): the
+            # grid's WCS, the observation's cards, the rows' order.
+            "wcs": None,
+            "observation": [],
+            "roworder": None,
         }
 
         def arrays(kind):

@@ -12,7 +12,7 @@ from astropy.utils.exceptions import AstropyUserWarning
 from mosaics import expected_colors, mosaic
 
 from astro_offsets.datasets import write_dng
-from astro_offsets.frames import frame_shape, read_frame
+from astro_offsets.frames import frame_header, frame_shape, read_frame, row_order
 
 
 def write_fits(path, hdus):
@@ -194,3 +194,43 @@ def test_corrupt_fits(tmp_path, reader):
     path.write_text("not a FITS file\n" * 200)
     with pytest.raises(ValueError, match=r"frame\.fits: not a readable FITS file \(.*SIMPLE"):
         reader(path)
+
+
+# --- frame_header and row_order -------------------------------------------------
+
+
+def test_frame_header_of_the_image_read(tmp_path):
+    # The header of the HDU read_frame reads: here the first extension, tile-compressed.
+    data = np.ones((8, 10), np.float32)
+    path = write_fits(
+        tmp_path / "light.fits.fz",
+        [fits.PrimaryHDU(), fits.CompImageHDU(data, fits.Header({"OBJECT": "M 31"}))],
+    )
+    header = frame_header(path)
+    assert header["OBJECT"] == "M 31"
+    assert (header["NAXIS2"], header["NAXIS1"]) == frame_shape(path)
+    assert row_order(header) == "BOTTOM-UP"
+
+
+def test_frame_header_of_a_raw_file_is_none(tmp_path):
+    path = tmp_path / "frame.dng"
+    write_dng(path, mosaic((32, 40)))
+    assert frame_header(path) is None
+    assert row_order(None) == "TOP-DOWN"
+
+
+@pytest.mark.parametrize(
+    ("card", "expected"),
+    [("TOP-DOWN", "TOP-DOWN"), ("bottom-up ", "BOTTOM-UP"), ("SIDEWAYS", "BOTTOM-UP")],
+)
+def test_row_order_of_fits(card, expected):
+    assert row_order(fits.Header({"ROWORDER": card})) == expected
+
+
+def test_frame_header_errors(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        frame_header(tmp_path / "missing.fits")
+    bad = tmp_path / "bad.fits"
+    bad.write_bytes(b"not a FITS file")
+    with pytest.raises(ValueError, match=r"bad.fits: not a readable FITS file"):
+        frame_header(bad)

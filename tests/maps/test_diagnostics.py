@@ -7,7 +7,7 @@ from astropy.table import Table
 
 from astro_offsets import OffsetMap, OffsetModel
 from astro_offsets._cli import main
-from astro_offsets.maps import jump_map, largest_jump
+from astro_offsets.maps import jump_map, largest_jump, plot_map
 
 
 def test_largest_jump_matches_a_plain_computation():
@@ -135,3 +135,23 @@ def test_failed_plot_keeps_the_map_and_a_rerun_makes_it(tmp_path, capsys):
     import matplotlib.image
 
     assert matplotlib.image.imread(tmp_path / "f.offsets.png").ndim == 3
+
+
+@pytest.mark.parametrize(
+    ("reference", "roworder", "top_row"),
+    [
+        ("DSC0001.ARW", None, 0),  # a raw frame's first row is the photo's top
+        ("light_001.fits", None, 24),  # a FITS frame's first row is the bottom, as DS9 has it
+        (None, None, 24),
+        ("light_001.fits", "TOP-DOWN", 0),
+    ],
+)
+def test_plot_shows_the_rows_as_the_frame_is_shown(reference, roworder, top_row):
+    omap = OffsetMap(np.zeros((25, 40)), np.zeros((25, 40)), meta={"reference": reference})
+    figure = plot_map(omap, roworder=roworder)
+    for ax in figure.axes:
+        if ax.get_images():
+            bottom, top = ax.get_ylim()
+            assert (top < bottom) == (top_row == 0)
+    with pytest.raises(ValueError, match="roworder must be"):
+        plot_map(omap, roworder="UPSIDE")

@@ -80,6 +80,9 @@ def assert_same(stack, expected):
         assert np.array_equal(stack.contexts[name], expected.contexts[name])
     assert stack.meta["frames"] == expected.meta["frames"]
     assert stack.meta["total_exptime"] == expected.meta["total_exptime"]
+    # What the reference frame's file tells, also when resumed.
+    assert stack.meta["wcs"].to_header() == expected.meta["wcs"].to_header()
+    assert stack.meta["observation"] == expected.meta["observation"] == [("OBJECT", "NGC 7000", "")]
 
 
 @pytest.mark.slow
