@@ -488,6 +488,8 @@ class OffsetModel:
         # map records it too, so that stacking can check it.
         if table.meta.get("REFFRAME"):
             model.meta["reference"] = str(table.meta["REFFRAME"])
+        if table.meta.get("REFPATH"):  # where it was: a map's SIP takes its WCS
+            model.meta["reference_path"] = str(table.meta["REFPATH"])
         # Its sky levels and flux scale, which the stack normalises with.
         model.meta.update(photometry(table))
         return model

@@ -226,7 +226,7 @@ def _write_sip(omap, output):
     """Write a map's SIP polynomials, ``<stem>.sip.fits`` beside it; return the warnings.
 
     The polynomials are attached to the celestial WCS of the map's
-    reference frame (``REFFRAME``) if it has one (`reference_wcs`), else to
+    reference frame (``REFPATH``, or for older tables ``REFFRAME``) if it has one (`reference_wcs`), else to
     `default_wcs`, as the file's comments say. The file's header carries the
     map's provenance, and the error reached (``SIPERR``). A SIP that misses
     its ``max_error`` (a field SIP cannot follow), or that cannot be made,
@@ -238,7 +238,8 @@ def _write_sip(omap, output):
         # The warnings' filters and BLAS's threads (one for the fit) are the
         # process's: taken in turn with the fits of the maps, in other threads.
         with _CATCHING:
-            wcs, comments = reference_wcs(omap.meta.get("reference"), omap.shape)
+            reference = omap.meta.get("reference_path") or omap.meta.get("reference")
+            wcs, comments = reference_wcs(reference, omap.shape)
             w = offsets_to_sip(omap.x_offset, omap.y_offset, wcs=wcs, warn=False)
         first = {keyword for keyword, _, _ in provenance_cards("offset map")} | {"COMMENT"}
         cards = [card for card in omap.header().cards if card.keyword not in first]

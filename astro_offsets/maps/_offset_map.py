@@ -21,6 +21,7 @@ __all__ = ["OffsetMap", "field_summary"]
 _PROVENANCE = (
     ("source", "SRCTABLE", "star table of the map"),
     ("reference", "REFFRAME", "reference frame of the offsets"),
+    ("reference_path", "REFPATH", "reference frame, absolute path"),
     ("n_stars", "NSTARS", "stars used"),
     ("n_dropped", "NDROPPED", "table rows dropped (NaN/inf)"),
     ("trend", "TREND", "global transform under the field"),

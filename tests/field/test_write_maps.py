@@ -233,7 +233,7 @@ def test_write_maps_writes_sip_files(tables, tmp_path):
         assert not result.warnings
 
 
-def test_sip_on_the_reference_frames_wcs(tmp_path):
+def test_sip_on_the_reference_frames_wcs(tmp_path, monkeypatch):
     reference = tmp_path / "IMG_0000.fits"
     base = WCS(naxis=2)
     base.wcs.ctype = ["RA---TAN", "DEC--TAN"]
@@ -243,8 +243,13 @@ def test_sip_on_the_reference_frames_wcs(tmp_path):
     fits.PrimaryHDU(np.zeros(SHAPE, dtype=np.float32), base.to_header()).writeto(reference)
     table = write_table(tmp_path / "IMG_0001.offsets_table.fits", 1)
     stars = Table.read(table)
-    stars.meta["REFFRAME"] = str(reference)
+    # As make_tables records it: the name, and the absolute path (found
+    # from anywhere, not only beside the frames).
+    stars.meta["REFFRAME"] = reference.name
+    stars.meta["REFPATH"] = str(reference)
     stars.write(table, overwrite=True)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
     (result,) = write_maps([table], SHAPE, sip=True)
     header, w = read_sip(tmp_path / "IMG_0001.sip.fits")
     assert f"WCS of the reference frame {reference}" in str(header["COMMENT"]).replace("\n", "")
