@@ -385,6 +385,13 @@ def _add_field_options(parser):
     clipping.add_argument(
         "--no-clip", dest="clip", action="store_const", const=None, help="keep every star"
     )
+    parser.add_argument(
+        "--no-compress",
+        dest="compress",
+        action="store_false",
+        help="write the maps as plain float32 images (default: tile-compressed, 5 to 15 times "
+        "smaller, within 0.001 px of the map at every pixel)",
+    )
 
 
 def _add_stack_options(parser):
@@ -746,7 +753,7 @@ def _run_maps(args, report):
             client=client,
             progress=True,
             callback=on_table,
-            **_given(args, "outdir", "overwrite", "plot", "cv", "choose"),
+            **_given(args, "outdir", "overwrite", "plot", "cv", "choose", "compress"),
             **options,
         )
     return report.summary("maps", results)
@@ -833,6 +840,7 @@ def _run_run(args, report):
             args.reference,
             tables=args.tables,
             write_maps=args.write_maps,
+            compress_maps=args.compress,
             stars=_given(args, "fwhm", "threshold", "min_snr", "flagged"),
             field=field,
             choose=args.choose,

@@ -221,13 +221,13 @@ def _write_plot(omap, output, stars):
     return ()
 
 
-def write_map(omap, output, overwrite, plot):
-    """Write a map (`_make` checked it does not fold), and its plot if asked.
+def write_map(omap, output, overwrite, plot, *, compress=True):
+    """Write a map (`_make` checked it does not fold), compressed or not, and its plot if asked.
 
     Return the warnings, one line each: a plot that fails leaves the map
     written, a warning, not a failure.
     """
-    omap.write(output, overwrite=overwrite)
+    omap.write(output, overwrite=overwrite, compress=compress)
     # The plot belongs to the map just written: a stale one is replaced.
     return _write_plot(omap, output, None) if plot else ()
 
@@ -263,6 +263,7 @@ def write_maps(
     plot=False,
     cv=False,
     choose="sequence",
+    compress=True,
     progress=False,
     callback=None,
     **options,
@@ -304,6 +305,10 @@ def write_maps(
         (see `OffsetMap.plot`); a plot that cannot be written is a warning,
         the map is written all the same. A map kept from an earlier run gets
         the plot it lacks. The default is `False`.
+    compress : bool, optional
+        Write the maps tile-compressed, within 0.00098 px of the map at
+        every pixel (see `OffsetMap.write`), or, if `False`, as plain float32
+        images. The default is `True`.
     progress : bool, optional
         Show a progress bar on stderr (when it is a terminal).
     callback : callable or `None`, optional
@@ -367,6 +372,7 @@ def write_maps(
         callback=callback,
     )
     settings = {"block_size": block_size, "overwrite": overwrite, "plot": plot, "cv": cv}
+    settings["compress"] = compress
     # The sequence's choice is made in this process, on the first table to
     # make, before any later table is: each map then depends on its table
     # and the choice alone, whoever makes it and whenever.
@@ -465,7 +471,9 @@ def _maps_here(batch, shape, outdir, n_jobs, settings, options):
             computed += 1
             if pending is not None:
                 collect(pending)
-            future = writer.submit(write_map, omap, output, replace, plot)
+            future = writer.submit(
+                write_map, omap, output, replace, plot, compress=settings["compress"]
+            )
             pending = (index, output, future, notes, omap.field_summary)
         if pending is not None:
             collect(pending)
@@ -509,7 +517,7 @@ def _make_map(table, output, files, shape, settings, options, choice):
     try:
         omap, fallback, _ = _make(model, shape, 1, settings)
         notes += fallback
-        plot_notes = write_map(omap, staged, True, settings["plot"])
+        plot_notes = write_map(omap, staged, True, settings["plot"], compress=settings["compress"])
     except Exception as exc:
         return _Made(True, named(describe(table, exc)), notes + getattr(exc, "notes", ()))
     return _Made(True, "", notes, tuple(map(named, plot_notes)), omap.field_summary)

@@ -1,9 +1,11 @@
 """Dense X/Y offset maps: the pixmap for drizzle, WCS lookup tables, FITS files."""
 
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from astropy.io import fits
+from astropy.io.fits.hdu.compressed import NO_DITHER
 
 from .._utils.provenance import provenance_header, write_product
 from .._utils.validation import input_file
@@ -61,6 +63,17 @@ _CONVENTION = (
     "Drizzle pixmap onto the reference grid: (x - XOFFSET, y - YOFFSET).",
 )
 _EXTENSIONS = (("XOFFSET", "X offsets"), ("YOFFSET", "Y offsets"))
+# Maps are written tile-compressed (the FITS convention that astropy, DS9,
+# fitsio and funpack read): each value rounded to the nearest multiple of
+# QSTEP, then Rice-coded. The step is a power of two, so rounding and
+# restoring are exact in float64, and every value restored is a multiple
+# of it that float32 holds exactly below _QUANTISED px: the error is at
+# most QSTEP / 2 = 0.00098 px at every pixel, a bound, not a typical
+# figure. No dither: a smooth map then codes small, and restores exactly.
+# Tiles of 16 whole rows: few enough to decode fast, as small as one.
+_QSTEP = 2.0**-9
+_QUANTISED = 2.0**15
+_TILE_ROWS = 16
 
 
 def field_summary(meta):
@@ -376,13 +389,18 @@ class OffsetMap:
         ]
         return provenance_header("offset map", cards, _CONVENTION)
 
-    def write(self, path, *, overwrite=False):
+    def write(self, path, *, overwrite=False, compress=True):
         """Write the map as FITS, atomically.
 
         Layout: HDU 0 holds the provenance (software and version, date,
         source table, star count, method and its parameter, shape, sign
         convention);
-        HDU 1 ``XOFFSET`` and HDU 2 ``YOFFSET`` hold the float32 maps.
+        HDU 1 ``XOFFSET`` and HDU 2 ``YOFFSET`` hold the float32 maps,
+        tile-compressed by default: quantised in steps of 2**-9 px
+        (``QSTEP``), so that every pixel is within 0.00098 px (``MAXERR``)
+        of the map, then Rice-coded in tiles of 16 rows. A smooth map's file
+        is 5 to 15 times smaller; astropy reads its maps as float32 images
+        all the same.
 
         Parameters
         ----------
@@ -390,6 +408,10 @@ class OffsetMap:
             Output file, by convention ``<stem>.offsets.fits``.
         overwrite : bool, optional
             Replace an existing file. The default is `False`.
+        compress : bool, optional
+            Write the maps tile-compressed (`True`, the default), or as plain
+            float32 images, bit for bit. Offsets of 32768 px or more, which
+            float32 holds to less than the step, are written plain anyway.
 
         Raises
         ------
@@ -406,9 +428,26 @@ class OffsetMap:
         >>> OffsetMap.read(path).y_offset[0, 0]
         np.float32(1.0)
         """
-        hdus = [fits.PrimaryHDU(header=self.header())]
-        for (extname, band), data in zip(_EXTENSIONS, (self.x_offset, self.y_offset), strict=True):
-            hdu = fits.ImageHDU(data=data, name=extname)
+        header = self.header()
+        maps = (self.x_offset, self.y_offset)
+        compress = compress and all(_quantisable(data) for data in maps)
+        if compress:
+            header["COMPRESS"] = ("RICE_1", "maps tile-compressed, quantised")
+            header["QSTEP"] = (_QSTEP, "maps quantised in steps of QSTEP px")
+            header["MAXERR"] = (_QSTEP / 2, "largest error of a map pixel (px)")
+        hdus = [fits.PrimaryHDU(header=header)]
+        for (extname, band), data in zip(_EXTENSIONS, maps, strict=True):
+            if compress:
+                hdu = fits.CompImageHDU(
+                    data,
+                    name=extname,
+                    compression_type="RICE_1",
+                    tile_shape=(min(_TILE_ROWS, data.shape[0]), data.shape[1]),
+                    quantize_level=-_QSTEP,  # negative: the step itself
+                    quantize_method=NO_DITHER,
+                )
+            else:
+                hdu = fits.ImageHDU(data=data, name=extname)
             hdu.header["BAND"] = (band, "offsets, this frame minus reference")
             hdu.header["BUNIT"] = ("pixel", "offsets are in pixels")
             hdus.append(hdu)
@@ -484,9 +523,18 @@ class OffsetMap:
                     f"of the maps' shape {x_hdu.shape} (out: {shapes})"
                 )
             try:
-                return cls(_native(x_hdu, path, out[0]), _native(y_hdu, path, out[1]), meta=meta)
+                if all(isinstance(hdu, fits.CompImageHDU) for hdu in (x_hdu, y_hdu)):
+                    maps = _decompressed(path, [hdul.index(x_hdu), hdul.index(y_hdu)], out)
+                else:
+                    maps = [_native(x_hdu, path, out[0]), _native(y_hdu, path, out[1])]
+                return cls(*maps, meta=meta)
             except ValueError as exc:
                 raise ValueError(f"{path}: {exc}") from None
+
+
+def _quantisable(data):
+    """Whether a map's values lie where quantising them errs by ``_QSTEP / 2`` at most."""
+    return max(np.nanmax(data, initial=0.0), -np.nanmin(data, initial=0.0)) < _QUANTISED
 
 
 def _usable_out(out, shape):
@@ -534,7 +582,8 @@ def _native(hdu, path, out=None):
             with np.errstate(over="ignore"):
                 np.copyto(out, data, casting="same_kind")
             return out
-        return None if data is None else np.array(data, dtype=data.dtype.newbyteorder("="))
+        # Fresh memory (the file is not mapped): swapped if need be, not copied.
+        return None if data is None else data.astype(data.dtype.newbyteorder("="), copy=False)
     array = np.empty(hdu.shape, dtype) if out is None else out.view(dtype)
     swap = sys.byteorder == "little"  # FITS is big-endian
     flat = array.reshape(-1)
@@ -548,6 +597,23 @@ def _native(hdu, path, out=None):
             if swap:
                 part.byteswap(inplace=True)
     return array.view(dtype.newbyteorder("=")) if out is None else out
+
+
+def _decompressed(path, indices, out):
+    """Return the two tile-compressed maps of a file, decompressed at once (into ``out``).
+
+    Decoding the tiles is most of the time (0.45 s of 0.6 s for the two
+    maps of 42 Mpix), and astropy lets go of the GIL in it: two threads
+    take half the time, each with its own handle on the file, where one
+    would be read by both at once.
+    """
+
+    def one(index, into):
+        with fits.open(path, memmap=False) as hdul:
+            return _native(hdul[index], path, into)
+
+    with ThreadPoolExecutor(2, thread_name_prefix="astro_offsets-map") as pool:
+        return list(pool.map(one, indices, out))
 
 
 # Bytes of a map read at a time: a few megabytes, within the cache.

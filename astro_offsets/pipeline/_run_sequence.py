@@ -66,6 +66,7 @@ def run_sequence(
     *,
     tables=None,
     write_maps=None,
+    compress_maps=True,
     stars=None,
     field=None,
     choose="sequence",
@@ -131,6 +132,9 @@ def run_sequence(
         there is replaced, any other file fails its frame), beside the frame
         (`True`) or into this directory. The default is `None`: the maps stay
         in memory.
+    compress_maps : bool, optional
+        Write those maps tile-compressed (the default), or as plain float32
+        images, as `write_maps`' ``compress``.
     stars : dict or `None`, optional
         Options of the stars, as for `make_tables`: ``fwhm``, ``threshold``,
         ``min_snr``, ``flagged``.
@@ -261,6 +265,7 @@ def run_sequence(
         choose=choose,
         tables=tables,
         maps=write_maps,
+        compress_maps=compress_maps,
         made=made,
     )
     measured = {}

@@ -74,6 +74,8 @@ class StreamFrames(Frames):
     tables, maps : str or `None`
         Where the tables go (`None`: beside each frame), and the maps, which
         are written only if ``maps`` is given (`True`: beside each frame).
+    compress_maps : bool, optional
+        Whether those maps are written tile-compressed (see `write_map`).
     made : dict or `None`, optional
         Where to keep what the frames made (``made``), shared with the
         caller; a new dict by default.
@@ -92,6 +94,7 @@ class StreamFrames(Frames):
         choose="sequence",
         tables=None,
         maps=None,
+        compress_maps=True,
         made=None,
     ):
         super().__init__(calibration, mask_hot_pixels, normalize, weighting)
@@ -102,6 +105,7 @@ class StreamFrames(Frames):
         self.field = dict(field)
         self.tables = tables
         self.maps = maps
+        self.compress_maps = compress_maps
         self.reference_stars = None
         self.made = {} if made is None else made
 
@@ -147,7 +151,7 @@ class StreamFrames(Frames):
         if self.maps is not None:
             output = map_path(item.frame, None if self.maps is True else self.maps)
             _ours(output, "offset map", 0)
-            more += write_map(omap, output, True, False)
+            more += write_map(omap, output, True, False, compress=self.compress_maps)
         summary, measures = omap.field_summary, map_measures(omap)
         self.made[item.index] = Made(model, table, counts, summary, notes + more, measures)
         return omap

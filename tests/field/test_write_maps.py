@@ -40,7 +40,9 @@ def test_write_maps_results_in_order(tables, tmp_path):
     broken = tmp_path / "IMG_9999.offsets_table.fits"
     broken.write_text("not a table")
     argv = [tables[0], str(broken), *tables[1:], tables[2]]
-    results = write_maps(argv, SHAPE, outdir=tmp_path / "out", n_jobs=2, callback=seen.append)
+    results = write_maps(
+        argv, SHAPE, outdir=tmp_path / "out", n_jobs=2, callback=seen.append, compress=False
+    )
     assert [r.path for r in results] == argv
     assert [r.status for r in results] == ["written", "failed", *["written"] * 4, "failed"]
     assert "cannot read as a table" in results[1].message
@@ -176,7 +178,7 @@ def test_maps_written_while_the_next_is_computed_stay_intact(tables, tmp_path, m
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(OffsetMap, "write", slow_write)
-    results = write_maps(tables, SHAPE, outdir=tmp_path, n_jobs=2)
+    results = write_maps(tables, SHAPE, outdir=tmp_path, n_jobs=2, compress=False)
     assert [r.status for r in results] == ["written"] * len(tables)
     for result in results:
         expected = OffsetModel.read(result.path, method="auto").to_map(SHAPE)
