@@ -169,6 +169,15 @@ def test_existing_maps_kept_unless_overwrite(capsys, sequence, tmp_path):
     assert OffsetMap.read(existing).shape == SHAPE
 
 
+def test_maps_compressed_unless_no_compress(capsys, sequence, tmp_path):
+    for options, kind in (((), fits.CompImageHDU), (("--no-compress",), fits.ImageHDU)):
+        status, _, _ = run(capsys, "maps", sequence[0], "--shape", *SHAPE, "--overwrite", *options)
+        assert status == 0
+        with fits.open(tmp_path / "DSC00.offsets.fits") as hdul:
+            assert [type(hdul[name]) for name in ("XOFFSET", "YOFFSET")] == [kind, kind]
+            assert ("MAXERR" in hdul[0].header) == (kind is fits.CompImageHDU)
+
+
 def test_image_option_reads_raw_and_fits_sizes(capsys, sequence, tmp_path):
     raw = tmp_path / "DSC00.dng"
     write_dng(raw, np.full((34, 50), 600, dtype=np.uint16))

@@ -6,6 +6,7 @@ import time
 import joblib
 import numpy as np
 import pytest
+from astropy.io import fits
 from astropy.table import Table
 
 from astro_offsets import OffsetMap, OffsetModel, write_maps
@@ -185,3 +186,24 @@ def test_maps_written_while_the_next_is_computed_stay_intact(tables, tmp_path, m
         got = OffsetMap.read(result.output)
         assert np.array_equal(got.x_offset, expected.x_offset)
         assert np.array_equal(got.y_offset, expected.y_offset)
+
+
+def test_maps_compressed_alike_for_any_n_jobs(tables, tmp_path):
+    # Quantising is deterministic (no dither): the same map, the same bytes.
+    written = {}
+    for n_jobs in (1, 2):
+        outdir = tmp_path / f"jobs{n_jobs}"
+        outdir.mkdir()
+        results = write_maps(tables[:2], SHAPE, outdir=outdir, n_jobs=n_jobs, block_size=(32, 48))
+        written[n_jobs] = [OffsetMap.read(r.output) for r in results]
+        with fits.open(results[0].output) as hdul:
+            assert isinstance(hdul["XOFFSET"], fits.CompImageHDU)
+    for one, two in zip(written[1], written[2], strict=True):
+        assert np.array_equal(one.x_offset, two.x_offset)
+        assert np.array_equal(one.y_offset, two.y_offset)
+    plain = write_maps(tables[:1], SHAPE, outdir=tmp_path, compress=False)[0].output
+    with fits.open(plain) as hdul:
+        assert type(hdul["XOFFSET"]) is fits.ImageHDU
+    expected = OffsetModel.read(tables[0], method="auto").to_map(SHAPE)
+    assert np.array_equal(OffsetMap.read(plain).y_offset, expected.y_offset)
+    np.testing.assert_allclose(written[1][0].y_offset, expected.y_offset, rtol=0, atol=2**-10)

@@ -137,6 +137,9 @@ def test_nan_pixels_stay_nan(tmp_path):
     omap.y_offset[0, 0] = np.nan
     path = tmp_path / "map.offsets.fits"
     omap.write(path)
+    with fits.open(path) as hdul:
+        assert isinstance(hdul["XOFFSET"], fits.CompImageHDU)
+        assert np.isnan(hdul["XOFFSET"].data[3, 5])
     back = OffsetMap.read(path)
     np.testing.assert_array_equal(np.isnan(back.x_offset), np.isnan(omap.x_offset))
     np.testing.assert_array_equal(np.isnan(back.y_offset), np.isnan(omap.y_offset))
@@ -149,6 +152,7 @@ def test_same_map_same_bytes(tmp_path):
     for name in ("a", "b"):
         omap.write(tmp_path / name)
         with fits.open(tmp_path / name) as hdul:
+            assert isinstance(hdul[1], fits.CompImageHDU)
             start = hdul[1].fileinfo()["hdrLoc"]  # past the primary header and its DATE
         maps.append((tmp_path / name).read_bytes()[start:])
     assert maps[0] == maps[1]

@@ -117,6 +117,19 @@ def test_the_maps_stay_in_memory_unless_asked(night, three_commands, tmp_path):
         ours, theirs = OffsetMap.read(path), OffsetMap.read(folder / path.name)
         np.testing.assert_array_equal(ours.x_offset, theirs.x_offset)
         np.testing.assert_array_equal(ours.y_offset, theirs.y_offset)
+        with fits.open(path) as hdul:
+            assert isinstance(hdul["XOFFSET"], fits.CompImageHDU)
+    # As maps --no-compress: plain float32 images, within the step of those.
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    frames = night.frames[:2]
+    run_sequence(frames, tables=tmp_path, write_maps=plain, compress_maps=False, reject=False)
+    (path,) = plain.glob("*.offsets.fits")
+    with fits.open(path) as hdul:
+        assert type(hdul["XOFFSET"]) is fits.ImageHDU
+    np.testing.assert_allclose(
+        OffsetMap.read(path).x_offset, OffsetMap.read(maps / path.name).x_offset, atol=2**-10
+    )
 
 
 def test_a_bad_frame_fails_alone(night, tmp_path):
