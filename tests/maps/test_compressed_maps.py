@@ -5,7 +5,7 @@ import pytest
 from astropy.io import fits
 
 from astro_offsets import OffsetMap
-from astro_offsets.datasets import CameraMotion
+from astro_offsets.datasets import CameraMotion, observe, star_field
 
 BOUND = 0.001  # px, at every pixel
 
@@ -183,3 +183,39 @@ def test_beyond_what_float32_holds_to_the_step_plain(tmp_path):
         assert type(hdul["XOFFSET"]) is fits.ImageHDU
         assert "MAXERR" not in hdul[0].header
     np.testing.assert_array_equal(OffsetMap.read(path).x_offset, omap.x_offset)
+
+
+def test_drizzled_through_a_compressed_map_within_what_its_error_moves(tmp_path):
+    # A frame of stars drizzled with its map, plain and read back compressed:
+    # each pixel moves by at most 0.001 px, so the image differs by about
+    # that times its slope, as it would with the map moved by that much.
+    from drizzle.resample import Drizzle
+
+    shape = (240, 360)
+    rng = np.random.default_rng(5)
+    image = observe(rng, shape, *star_field(rng, 60, shape), sigma=1.6).astype(np.float32)
+    omap = camera_map(shape, 0.2)
+    path = tmp_path / "map.offsets.fits"
+    omap.write(path)
+    with fits.open(path) as hdul:
+        assert isinstance(hdul["XOFFSET"], fits.CompImageHDU)
+    step = np.float32(2**-10)
+    moved = OffsetMap(omap.x_offset + step, omap.y_offset - step)
+
+    def drizzled(m):
+        driz = Drizzle(kernel="square", out_shape=shape)
+        driz.add_image(image, exptime=1.0, pixmap=m.pixmap(), pixfrac=1.0)
+        return driz.out_img.astype(np.float64), driz.out_wht
+
+    plain, weight = drizzled(omap)
+    covered = weight > 0.99
+    slope_y, slope_x = np.gradient(np.where(covered, plain, 0.0))
+    bound = 0.001 * (np.abs(slope_x) + np.abs(slope_y))[covered]
+    differences = {}
+    for name, other in (("compressed", OffsetMap.read(path)), ("moved", moved)):
+        differences[name] = np.abs(drizzled(other)[0] - plain)[covered]
+    ratio = differences["compressed"] / np.maximum(bound, 1e-12)
+    assert np.median(ratio) < 1
+    assert np.percentile(ratio, 99) < 5
+    for q in (50, 99, 100):
+        assert np.percentile(differences["compressed"], q) <= np.percentile(differences["moved"], q)
