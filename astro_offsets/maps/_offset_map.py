@@ -62,8 +62,8 @@ _CONVENTION = (
     "Drizzle pixmap onto the reference grid: (x - XOFFSET, y - YOFFSET).",
 )
 _EXTENSIONS = (("XOFFSET", "X offsets"), ("YOFFSET", "Y offsets"))
-# Maps are written tile-compressed (the FITS convention that astropy, DS9,
-# fitsio and funpack read): each value rounded to the nearest multiple of
+# Maps are written tile-compressed (the FITS convention, which astropy and
+# CFITSIO read: fitsio, funpack): each value rounded to the nearest multiple of
 # _QSTEP, then coded without loss. The step is a power of two, so rounding
 # and restoring are exact in float64, and every value restored is a
 # multiple of it that float32 holds exactly below _QUANTISED px: the error
@@ -585,8 +585,8 @@ def _native(hdu, path, out=None):
     count in the process's memory (the two maps of a 42-Mpix frame in 0.1 s,
     against 0.2 s read whole and swapped after). Other data through astropy:
     tile-compressed maps (`OffsetMap.write`'s default) are decoded there,
-    three quarters of the time in its Rice decoder, which no reading of ours
-    would spare (the two Rice maps of 42 Mpix in 0.5 s).
+    three quarters of the time in its Rice or HCOMPRESS decoder (the two
+    Rice maps of 42 Mpix in 0.5 s).
     """
     header, info = hdu.header, hdu.fileinfo()
     compression = getattr(info["file"], "compression", None) if info else "unknown"
