@@ -67,6 +67,7 @@ def run_sequence(
     tables=None,
     write_maps=None,
     sip=False,
+    compress_maps=True,
     stars=None,
     field=None,
     choose="sequence",
@@ -136,6 +137,9 @@ def run_sequence(
         With ``write_maps``, also write each map's SIP polynomials,
         ``<stem>.sip.fits`` beside it, as `write_maps` does. The default is
         `False`.
+    compress_maps : bool, optional
+        Write those maps tile-compressed (the default), or as plain float32
+        images, as `write_maps`' ``compress``.
     stars : dict or `None`, optional
         Options of the stars, as for `make_tables`: ``fwhm``, ``threshold``,
         ``min_snr``, ``flagged``.
@@ -269,6 +273,7 @@ def run_sequence(
         tables=tables,
         maps=write_maps,
         sip=sip,
+        compress_maps=compress_maps,
         made=made,
     )
     measured = {}

@@ -76,6 +76,8 @@ class StreamFrames(Frames):
         are written only if ``maps`` is given (`True`: beside each frame).
     sip : bool, optional
         Write each map's SIP polynomials beside it too (``write_map``'s ``sip``).
+    compress_maps : bool, optional
+        Whether those maps are written tile-compressed (see `write_map`).
     made : dict or `None`, optional
         Where to keep what the frames made (``made``), shared with the
         caller; a new dict by default.
@@ -95,6 +97,7 @@ class StreamFrames(Frames):
         tables=None,
         maps=None,
         sip=False,
+        compress_maps=True,
         made=None,
     ):
         super().__init__(calibration, mask_hot_pixels, normalize, weighting)
@@ -106,6 +109,7 @@ class StreamFrames(Frames):
         self.tables = tables
         self.maps = maps
         self.sip = sip
+        self.compress_maps = compress_maps
         self.reference_stars = None
         self.made = {} if made is None else made
 
@@ -151,7 +155,9 @@ class StreamFrames(Frames):
         if self.maps is not None:
             output = map_path(item.frame, None if self.maps is True else self.maps)
             _ours(output, "offset map", 0)
-            more += write_map(omap, output, True, False, self.sip)
+            more += write_map(
+                omap, output, True, False, sip=self.sip, compress=self.compress_maps
+            )
         summary, measures = omap.field_summary, map_measures(omap)
         self.made[item.index] = Made(model, table, counts, summary, notes + more, measures)
         return omap
