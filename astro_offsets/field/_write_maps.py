@@ -228,10 +228,10 @@ def _write_sip(omap, output):
     The polynomials are attached to the celestial WCS of the map's
     reference frame (``REFPATH``, or for older tables ``REFFRAME``) if it
     has one (`reference_wcs`), else to `default_wcs`, as the file's
-    comments say. The file's header carries the map's provenance, and the error reached (``SIPERR``). A SIP that misses
-    its ``max_error`` (a field SIP cannot follow), or that cannot be made,
-    is a warning, one line naming the file, not a failure: the map is
-    written all the same.
+    comments say. The file's header carries the map's provenance, and the
+    error reached (``SIPERR``). A SIP that misses its ``max_error`` (a
+    field SIP cannot follow), or that cannot be made, is a warning, one
+    line naming the file, not a failure: the map is written all the same.
     """
     path = sip_path(output)
     try:

@@ -155,9 +155,7 @@ class StreamFrames(Frames):
         if self.maps is not None:
             output = map_path(item.frame, None if self.maps is True else self.maps)
             _ours(output, "offset map", 0)
-            more += write_map(
-                omap, output, True, False, sip=self.sip, compress=self.compress_maps
-            )
+            more += write_map(omap, output, True, False, sip=self.sip, compress=self.compress_maps)
         summary, measures = omap.field_summary, map_measures(omap)
         self.made[item.index] = Made(model, table, counts, summary, notes + more, measures)
         return omap
