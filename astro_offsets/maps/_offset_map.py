@@ -71,6 +71,10 @@ _EXTENSIONS = (("XOFFSET", "X offsets"), ("YOFFSET", "Y offsets"))
 # multiple of it that float32 holds exactly below _QUANTISED px: the error
 # is at most _QSTEP / 2 = 0.00098 px at every pixel, a bound, not a typical
 # figure. No dither: a smooth map then codes small, and restores exactly.
+# The values are rounded here (half to even), before CFITSIO sees them: its
+# own rounding of a tie depends on each tile's zero point, and a map held in
+# memory (`OffsetMap.quantised`, `astro-offsets run`) is then the file's, bit
+# for bit.
 _QSTEP = 2.0**-9
 _QUANTISED = 2.0**15
 # RICE_1 codes each pixel's step from its left neighbour, fast: a map steep
@@ -566,6 +570,54 @@ class OffsetMap:
         ]
         return provenance_header("offset map", cards, _CONVENTION)
 
+    def quantised(self, *, copy=True):
+        """Return the map as its compressed file holds it: offsets rounded to 2**-9 px.
+
+        `write` (``compress=True``, the default) rounds each offset to the
+        nearest multiple of 2**-9 px (ties to even), within 0.00098 px, and
+        `read` gives those values back exactly. A map used in memory
+        where its file could have been used instead (``astro-offsets run``
+        stacks its maps from memory) is rounded alike, so that both give the
+        same stack, bit for bit. A map with offsets of 2**15 px or more,
+        which `write` writes uncompressed, is returned as it is.
+
+        Parameters
+        ----------
+        copy : bool, optional
+            Round copies of the arrays (the default), or this map's own, in
+            place, and return this map.
+
+        Returns
+        -------
+        `OffsetMap`
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> from astro_offsets import OffsetMap
+        >>> omap = OffsetMap(np.full((4, 5), 0.1234567), np.zeros((4, 5)))
+        >>> float(omap.quantised().x_offset[0, 0]) * 512
+        63.0
+        >>> path = os.path.join(tempfile.mkdtemp(), "frame.offsets.fits")
+        >>> omap.write(path)
+        >>> np.array_equal(OffsetMap.read(path).x_offset, omap.quantised().x_offset)
+        True
+        """
+        maps = (self.x_offset, self.y_offset)
+        if not all(_quantisable(data) for data in maps):
+            return self
+        rounded = [data.copy() if copy else data for data in maps]
+        for data in rounded:
+            # Exact in float32: a power of two scales, and rint keeps the
+            # integers, below 2**24 steps.
+            data *= 1.0 / _QSTEP
+            np.rint(data, out=data)
+            data *= _QSTEP
+        if not copy:
+            return self
+        return type(self)(*rounded, meta=self.meta, stars=self.stars)
+
     def write(self, path, *, overwrite=False, compress=True):
         """Write the map as FITS, atomically.
 
@@ -610,6 +662,8 @@ class OffsetMap:
         header = self.header()
         maps = (self.x_offset, self.y_offset)
         compress = compress and all(_quantisable(data) for data in maps)
+        if compress:
+            maps = (quantised := self.quantised()).x_offset, quantised.y_offset
         if compress:
             kinds = [_compression(data) for data in maps]
             header["COMPRESS"] = (", ".join(dict.fromkeys(kinds)), "tile compression of the maps")

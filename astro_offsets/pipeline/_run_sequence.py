@@ -138,8 +138,11 @@ def run_sequence(
         ``<stem>.sip.fits`` beside it, as `write_maps` does. The default is
         `False`.
     compress_maps : bool, optional
-        Write those maps tile-compressed (the default), or as plain float32
-        images, as `write_maps`' ``compress``.
+        The maps as `write_maps` writes them by default, tile-compressed:
+        rounded to 2**-9 px (`OffsetMap.quantised`), for the stack too,
+        written or not, so that the stack is the three commands' bit for
+        bit; or, if `False`, as made (``maps --no-compress``), written as
+        plain float32 images. The default is `True`.
     stars : dict or `None`, optional
         Options of the stars, as for `make_tables`: ``fwhm``, ``threshold``,
         ``min_snr``, ``flagged``.

@@ -77,7 +77,9 @@ class StreamFrames(Frames):
     sip : bool, optional
         Write each map's SIP polynomials beside it too (``write_map``'s ``sip``).
     compress_maps : bool, optional
-        Whether those maps are written tile-compressed (see `write_map`).
+        Whether the maps are as `write_maps` writes them by default,
+        tile-compressed (see `write_map`): rounded to 2**-9 px
+        (`OffsetMap.quantised`) for the stack too, written or not.
     made : dict or `None`, optional
         Where to keep what the frames made (``made``), shared with the
         caller; a new dict by default.
@@ -152,6 +154,7 @@ class StreamFrames(Frames):
         if self.choosing:
             self.choice = choice_of(model)
         omap, more, model = make_map(model, shape, n_jobs=1)
+        self._as_written(omap)
         if self.maps is not None:
             output = map_path(item.frame, None if self.maps is True else self.maps)
             _ours(output, "offset map", 0)
@@ -190,7 +193,15 @@ class StreamFrames(Frames):
             if item.map_file is None:
                 return None
             raise ValueError(f"{item.frame}: no field made for it in this run")
-        return made.model.to_map(self.shape, n_jobs=1, out=out)
+        return self._as_written(made.model.to_map(self.shape, n_jobs=1, out=out))
+
+    def _as_written(self, omap):
+        """Round a map in place as its compressed file would hold it (``compress_maps``).
+
+        So the stack is the three commands' from the maps `write_maps` writes,
+        bit for bit, whether this run writes them or not.
+        """
+        return omap.quantised(copy=False) if self.compress_maps else omap
 
     def for_workers(self):
         """Return the copy that worker processes read frames with: as this one, nothing made."""
