@@ -401,7 +401,8 @@ def _add_field_options(parser):
         dest="compress",
         action="store_false",
         help="write the maps as plain float32 images (default: tile-compressed, 5 to 15 times "
-        "smaller, within 0.001 px of the map at every pixel)",
+        "smaller, within 0.001 px of the map at every pixel; run stacks its maps as they would "
+        "be written either way)",
     )
 
 
