@@ -291,8 +291,12 @@ class OffsetMap:
             ``(x + A, y + B)`` and `pixmap` at the worst pixel. The default
             is 0.01.
         wcs : `~astropy.wcs.WCS` or `None`, optional
-            The reference frame's WCS, without distortion of its own, as for
-            `to_wcs` (a copy gets the polynomials, at its ``CRPIX``). `None`
+            The reference frame's WCS, as for `to_wcs` (a copy gets the
+            polynomials, at its ``CRPIX``). A plate solver's SIP in it (the
+            lens's distortion, ``TAN-SIP``) is composed with the map: the
+            frame's polynomials then put each pixel where the reference's
+            whole WCS puts its pixmap (``wcs.all_pix2world(*pixmap, 0)``);
+            lookup tables are refused. `None`
             takes a gnomonic WCS with 1 arcsec pixels, ``CRPIX`` on the
             centre of the frame (``astro_offsets.maps.default_wcs``).
 

@@ -184,7 +184,8 @@ def offsets_to_sip(x_offset, y_offset, *, degree=None, max_error=0.01, wcs=None,
         The largest error wanted over the frame's pixels, in pixels. The
         default is 0.01.
     wcs : `~astropy.wcs.WCS` or `None`, optional
-        The reference frame's WCS, as for `offsets_to_wcs`.
+        The reference frame's WCS, as for `OffsetMap.to_sip`: its own SIP,
+        if any, composed with the map.
     warn : bool, optional
         Warn if ``max_error`` is not reached (see `sip_shortfall`, which
         says it without a warning). The default is `True`.
@@ -212,12 +213,15 @@ def offsets_to_sip(x_offset, y_offset, *, degree=None, max_error=0.01, wcs=None,
     if not (isinstance(max_error, (int, float, np.floating, np.integer)) and max_error > 0):
         raise ValueError(f"max_error must be a positive number of pixels, got {max_error!r}")
     if wcs is None:
-        out = default_wcs(shape)
+        out, own = default_wcs(shape), None
     else:
+        wcs, own = _without_sip(wcs)
         _check_wcs(wcs, shape)
         out = _checked_copy(wcs)
         out.array_shape = shape
     crpix = tuple(float(c) for c in out.wcs.crpix)
+    if own is not None:  # a plate-solved reference: the map is composed with its SIP
+        x_offset, y_offset = _through_sip(x_offset, y_offset, own, crpix)
 
     ny, nx = shape
     rows, columns = _nodes(ny, _FIT_NODES), _nodes(nx, _FIT_NODES)
@@ -275,6 +279,48 @@ def offsets_to_sip(x_offset, y_offset, *, degree=None, max_error=0.01, wcs=None,
     return out
 
 
+def _without_sip(wcs):
+    """Return a copy of ``wcs`` without its SIP polynomials, and them (`None` if it has none).
+
+    A plate solver's ``TAN-SIP`` WCS (ASTAP, astrometry.net, Siril) carries
+    the lens's distortion as SIP: a frame's SIP is then the map composed with
+    it (`_through_sip`). Other distortion (lookup tables) is left in, for
+    `_check_wcs` to refuse.
+    """
+    if getattr(wcs, "sip", None) is None:
+        return wcs, None
+    base = wcs.deepcopy()
+    own, base.sip = base.sip, None
+    base.wcs.ctype = [t[:-4] if t.endswith("-SIP") else t for t in base.wcs.ctype]
+    base.wcs.set()
+    return base, own
+
+
+def _through_sip(x_offset, y_offset, own, crpix):
+    """Return the offsets to the reference's focal plane: the map composed with its SIP ``own``.
+
+    The frame's pixel ``p`` lies on the reference's pixel ``r = p - offset``,
+    whose focal point (counted from ``CRPIX``) is ``r + 1 - CRPIX + A(r + 1
+    - CRPIX)``: a SIP ``A'`` of the frame at the same ``CRPIX`` and ``CD``
+    reproduces it with ``A'(u) = A(u - offset) - offset``, the offsets
+    ``offset - A(u - offset)``. Row bands keep the temporaries small.
+    """
+    from numpy.polynomial.polynomial import polyval2d
+
+    ny, nx = x_offset.shape
+    x_out, y_out = np.empty_like(x_offset), np.empty_like(y_offset)
+    u0 = np.arange(nx, dtype=np.float64) + 1.0 - crpix[0]
+    band = max(1, _BAND_PIXELS // nx)
+    for start in range(0, ny, band):
+        rows = slice(start, min(start + band, ny))
+        v0 = np.arange(rows.start, rows.stop, dtype=np.float64)[:, None] + 1.0 - crpix[1]
+        ur = u0 - x_offset[rows].astype(np.float64)
+        vr = v0 - y_offset[rows].astype(np.float64)
+        x_out[rows] = x_offset[rows] - polyval2d(ur, vr, own.a)
+        y_out[rows] = y_offset[rows] - polyval2d(ur, vr, own.b)
+    return x_out, y_out
+
+
 # The cards of a SIP file beyond the WCS, in the order written.
 _SIP_CARDS = (
     ("sip_error", "SIPERR", "largest SIP error over the frame's pixels (px)"),
@@ -303,8 +349,9 @@ def reference_wcs(path, shape):
     -------
     wcs : `~astropy.wcs.WCS` or `None`
         The celestial axes of the first image HDU of a FITS file, if it has
-        them without distortion of astropy's own (SIP, lookup tables, which
-        `offsets_to_sip` cannot compose), and of the map's size; else `None`.
+        them without lookup tables (which `offsets_to_sip` cannot compose;
+        a plate solver's SIP it composes with the map's), and of the map's
+        size; else `None`.
     comments : tuple of str
         Where the WCS comes from, or why it is `default_wcs`, in words.
 
@@ -330,7 +377,7 @@ def reference_wcs(path, shape):
                 raise ValueError("no celestial WCS")
             wcs = wcs.celestial
             wcs.array_shape = (header["NAXIS2"], header["NAXIS1"])
-            _check_wcs(wcs, shape)
+            _check_wcs(_without_sip(wcs)[0], shape)  # its own SIP is composed with the map's
     except StopIteration:
         why = "no image"
     except Exception as exc:  # not FITS (a raw file), unreadable, no or unusable WCS
