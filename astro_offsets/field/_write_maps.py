@@ -14,7 +14,7 @@ from astropy.io import fits
 from .._utils.atomic import atomic_path
 from .._utils.batch import Batch, Result, describe
 from .._utils.naming import map_path, png_path, sip_path
-from .._utils.provenance import provenance_cards
+from .._utils.provenance import product_kind, provenance_cards
 from .._utils.workers import Tasks, takes_client
 from ..maps import OffsetMap, offsets_to_sip, reference_wcs, sip_shortfall, write_plot, write_sip
 from ..stars import read_table
@@ -222,7 +222,7 @@ def _write_plot(omap, output, stars):
     return ()
 
 
-def _write_sip(omap, output):
+def _write_sip(omap, output, overwrite):
     """Write a map's SIP polynomials, ``<stem>.sip.fits`` beside it; return the warnings.
 
     The polynomials are attached to the celestial WCS of the map's
@@ -234,6 +234,9 @@ def _write_sip(omap, output):
     line naming the file, not a failure: the map is written all the same.
     """
     path = sip_path(output)
+    foreign = None if overwrite else _foreign_sip(path)
+    if foreign:
+        return (foreign,)
     try:
         # The warnings' filters and BLAS's threads (one for the fit) are the
         # process's: taken in turn with the fits of the maps, in other threads.
@@ -251,6 +254,16 @@ def _write_sip(omap, output):
     return () if shortfall is None else (describe(path, shortfall),)
 
 
+def _foreign_sip(path):
+    """Return the warning for a file at a SIP file's name that is none of ours, or None.
+
+    Such a file is the user's: kept, unless they ask to overwrite.
+    """
+    if os.path.lexists(path) and product_kind(path) != "SIP distortion":
+        return f"{path}: exists and is no SIP file of astro-offsets: kept, the SIP not written"
+    return None
+
+
 def write_map(omap, output, overwrite, plot, *, sip=False, compress=True):
     """Write a map (`_make` checked it does not fold), compressed or not; its plot and SIP if asked.
 
@@ -260,7 +273,7 @@ def write_map(omap, output, overwrite, plot, *, sip=False, compress=True):
     omap.write(output, overwrite=overwrite, compress=compress)
     # The plot belongs to the map just written: a stale one is replaced.
     notes = _write_plot(omap, output, None) if plot else ()
-    return notes + (_write_sip(omap, output) if sip else ())
+    return notes + (_write_sip(omap, output, overwrite) if sip else ())
 
 
 def _plot_kept_map(omap, output, table):
@@ -462,7 +475,7 @@ def _kept_map(output, table, plot, sip):
     except Exception as exc:
         return (describe(output, exc),)
     notes = _plot_kept_map(omap, output, table) if plot else ()
-    return notes + (_write_sip(omap, output) if sip else ())
+    return notes + (_write_sip(omap, output, False) if sip else ())
 
 
 def _to_make(batch, index, table, output, claimed, overwrite, settings):
@@ -618,16 +631,24 @@ def _place(staged, output, overwrite):
     """Move a map that a worker staged, and its plot and SIP if any, to their places.
 
     The move is atomic and replaces an existing map only if ``overwrite``,
-    as `write_map` would; the staged files are gone afterwards.
+    as `write_map` would, and a SIP file not ours only if ``overwrite``; the staged
+    files are gone afterwards. Return the warnings: a SIP file kept.
     """
+    notes = ()
     try:
         with atomic_path(output, overwrite=overwrite) as tmp:
             os.replace(staged, tmp)
         for beside in (png_path, sip_path):
-            if os.path.lexists(beside(staged)):
+            if not os.path.lexists(beside(staged)):
+                continue
+            foreign = None if overwrite or beside is png_path else _foreign_sip(beside(output))
+            if foreign:
+                notes += (foreign,)
+            else:
                 os.replace(beside(staged), beside(output))
     finally:
         _discard(staged)
+    return notes
 
 
 def _maps_on_cluster(client, batch, shape, outdir, settings, options):
@@ -673,11 +694,11 @@ def _maps_on_cluster(client, batch, shape, outdir, settings, options):
             batch.fail(index, made.problem, output=output, warnings=made.warnings)
             return
         try:
-            _place(staged, output, replace)
+            placed = _place(staged, output, replace)
         except Exception as exc:
             batch.fail(index, exc, output=output, warnings=made.warnings)
         else:
-            notes = made.warnings + made.plot_warnings
+            notes = made.warnings + made.plot_warnings + placed
             batch.finish(index, "written", output=output, warnings=notes, field=made.field)
 
     # Interrupted, the work left is not wanted: cancelled.

@@ -290,6 +290,20 @@ def test_sip_files_kept_with_their_maps(tables, tmp_path):
     assert read_sip(sips[0])[1].sip is not None
 
 
+def test_a_file_of_the_users_at_a_sip_files_name_is_kept(tables, tmp_path):
+    sip = tmp_path / "IMG_0000.sip.fits"
+    fits.PrimaryHDU(header=fits.Header({"USERS": "mine"})).writeto(sip)
+    (result,) = write_maps(tables[:1], SHAPE, sip=True)
+    assert result.status == "written"  # the map is written all the same
+    (line,) = result.warnings
+    assert line == f"{sip}: exists and is no SIP file of astro-offsets: kept, the SIP not written"
+    assert fits.getheader(sip)["USERS"] == "mine"
+    # Asked to overwrite, it is replaced.
+    (result,) = write_maps(tables[:1], SHAPE, sip=True, overwrite=True)
+    assert not result.warnings
+    assert fits.getheader(sip)["PRODUCT"] == "SIP distortion"
+
+
 def test_a_field_sip_cannot_follow_is_a_warning(tables, tmp_path):
     (result,) = write_maps(tables[:1], SHAPE, sip=True, method="quadrant", trend=None)
     assert result.status == "written"
