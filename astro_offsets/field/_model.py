@@ -490,6 +490,8 @@ class OffsetModel:
             model.meta["reference"] = str(table.meta["REFFRAME"])
         if table.meta.get("REFPATH"):  # where it was: a map's SIP takes its WCS
             model.meta["reference_path"] = str(table.meta["REFPATH"])
+        if table.meta.get("REFROWS"):  # how its rows run: the map's plot shows them so
+            model.meta["roworder"] = str(table.meta["REFROWS"])
         # Its sky levels and flux scale, which the stack normalises with.
         model.meta.update(photometry(table))
         return model

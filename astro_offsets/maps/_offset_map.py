@@ -23,6 +23,7 @@ _PROVENANCE = (
     ("source", "SRCTABLE", "star table of the map"),
     ("reference", "REFFRAME", "reference frame of the offsets"),
     ("reference_path", "REFPATH", "reference frame, absolute path"),
+    ("roworder", "REFROWS", "rows of the reference: TOP-DOWN or BOTTOM-UP"),
     ("n_stars", "NSTARS", "stars used"),
     ("n_dropped", "NDROPPED", "table rows dropped (NaN/inf)"),
     ("trend", "TREND", "global transform under the field"),

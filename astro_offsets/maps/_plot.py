@@ -30,13 +30,17 @@ def plot_map(omap, stars=None, *, figure=None, max_size=800, roworder=None):
     See `OffsetMap.plot`. The map is shown as its frame is: ``roworder``
     ``"BOTTOM-UP"`` puts row 0 at the bottom (FITS frames, as DS9 and Siril
     show them), ``"TOP-DOWN"`` at the top (raw files, as a photo is shown);
-    `None` (the default) takes ``"TOP-DOWN"`` if the map's reference frame
-    (``meta["reference"]``) is named as a raw file, else ``"BOTTOM-UP"``.
-    The stack's preview shows it the same way.
+    `None` (the default) takes the reference frame's, as its star table
+    recorded it (``meta["roworder"]``, ``REFROWS``), or for maps of older
+    tables ``"TOP-DOWN"`` if the reference (``meta["reference"]``) is named
+    as a raw file, else ``"BOTTOM-UP"``. The stack's preview shows it the
+    same way.
     """
     if roworder is None:
         reference = omap.meta.get("reference")
-        roworder = "TOP-DOWN" if reference and named_raw(reference) else "BOTTOM-UP"
+        roworder = omap.meta.get("roworder") or (
+            "TOP-DOWN" if reference and named_raw(reference) else "BOTTOM-UP"
+        )
     if roworder not in ("TOP-DOWN", "BOTTOM-UP"):
         raise ValueError(f"roworder must be 'TOP-DOWN' or 'BOTTOM-UP', got {roworder!r}")
     # matplotlib is imported when a plot is made: the command line starts fast.

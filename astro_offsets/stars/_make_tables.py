@@ -12,7 +12,7 @@ from .._utils.batch import Batch, Result, describe
 from .._utils.naming import table_path
 from .._utils.provenance import provenance_header, write_product
 from .._utils.workers import Tasks, takes_client
-from ..frames import fill_hot_pixels, frame_shape, hot_pixels, read_frame
+from ..frames import fill_hot_pixels, frame_header, frame_shape, hot_pixels, read_frame, row_order
 from ._detect import detect_stars
 from ._match import MIN_STARS, match_stars
 from ._schema import CENTROID, offsets_table
@@ -110,6 +110,7 @@ def _header(frame, reference, info, counts, kept, threshold, min_snr, complete):
         ("REFSKY", round(info["ref_sky"], 4), "median sky level of the reference"),
         ("EXPTIME", info["exptime"], "exposure time of the frame (s)"),
         ("REFEXPT", info["ref_exptime"], "exposure time of the reference (s)"),
+        ("REFROWS", info["ref_roworder"], "rows of the reference: TOP-DOWN or BOTTOM-UP"),
         ("THRESH", float(threshold), "detection threshold (background sigma)"),
         ("NMATCH", counts["matched"], "stars matched to the reference"),
         ("MINSNR", None if min_snr is None else float(min_snr), "matched stars kept: SNR >= this"),
@@ -162,6 +163,8 @@ def reference_stars(reference, frame, fwhm, threshold):
     """Find the stars of the reference frame read (`stars_image`); see `_reference_stars`."""
     stars = detect_stars(frame.data, fwhm=fwhm, threshold=threshold, colors=frame.colors)
     stars.meta["exptime"] = frame.exptime
+    # How its rows run, which the maps' plots show as the stack is shown.
+    stars.meta["roworder"] = row_order(frame_header(reference))
     if len(stars) < 5:
         raise ValueError(
             f"{reference}: only {len(stars)} stars found in the reference "
@@ -500,6 +503,7 @@ def frame_table(frame, data, ref_stars, options, path):
             ref_sky=ref_stars.meta["sky"],
             exptime=data.exptime,
             ref_exptime=ref_stars.meta["exptime"],
+            ref_roworder=ref_stars.meta["roworder"],
             quality=_quality(stars),
             ref_quality=_quality(ref_stars),
         )

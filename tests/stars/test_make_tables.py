@@ -331,3 +331,27 @@ def test_tables_name_empty_frames_and_patterns(sequence, tmp_path):
         f"{empty}: empty file (0 bytes)",
         f"{pattern}: no file matches this pattern",
     ]
+
+
+def test_tables_record_how_the_references_rows_run(sequence, tmp_path):
+    # REFROWS: a FITS reference's rows run bottom-up, unless its ROWORDER
+    # says otherwise (N.I.N.A. and others write TOP-DOWN); its maps carry it
+    # to their plots, which show them as the stack is shown.
+    from astro_offsets import OffsetModel
+    from astro_offsets.maps import plot_map
+
+    folder, paths, _ = sequence
+    top_down = str(tmp_path / "top_down.fits")
+    with fits.open(paths["reference"]) as hdul:
+        hdul[0].header["ROWORDER"] = "TOP-DOWN"
+        hdul.writeto(top_down)
+    for reference, rows in ((paths["reference"], "BOTTOM-UP"), (top_down, "TOP-DOWN")):
+        outdir = tmp_path / rows
+        outdir.mkdir()
+        (result,) = make_tables([paths["drift"]], reference, outdir=outdir)
+        assert fits.getheader(result.output, 1)["REFROWS"] == rows
+        omap = OffsetModel.read(result.output).to_map((30, 40))
+        assert omap.meta["roworder"] == rows
+        assert omap.header()["REFROWS"] == rows
+        bottom, top = plot_map(omap).axes[0].get_ylim()
+        assert (top < bottom) == (rows == "TOP-DOWN")
