@@ -135,7 +135,8 @@ def test_maps_for_a_sequence(capsys, sequence, tmp_path):
     for k, table in enumerate(sequence):
         omap = OffsetMap.read(tmp_path / f"DSC0{k}.offsets.fits")
         expected = choice.model(read_table(table)).to_map(SHAPE)
-        np.testing.assert_array_equal(omap.x_offset, expected.x_offset)
+        # Written compressed: within 2**-10 px.
+        np.testing.assert_allclose(omap.x_offset, expected.x_offset, rtol=0, atol=2**-10)
         assert omap.meta["source"] == str(table)
 
 
@@ -188,6 +189,15 @@ def test_maps_sip_writes_header_only_sip_files(capsys, sequence, tmp_path):
     status, _, _ = run(capsys, "maps", sequence[2], "--shape", *SHAPE)
     assert status == 0
     assert not (tmp_path / "DSC02.sip.fits").exists()
+
+
+def test_maps_compressed_unless_no_compress(capsys, sequence, tmp_path):
+    for options, kind in (((), fits.CompImageHDU), (("--no-compress",), fits.ImageHDU)):
+        status, _, _ = run(capsys, "maps", sequence[0], "--shape", *SHAPE, "--overwrite", *options)
+        assert status == 0
+        with fits.open(tmp_path / "DSC00.offsets.fits") as hdul:
+            assert [type(hdul[name]) for name in ("XOFFSET", "YOFFSET")] == [kind, kind]
+            assert ("MAXERR" in hdul[0].header) == (kind is fits.CompImageHDU)
 
 
 def test_image_option_reads_raw_and_fits_sizes(capsys, sequence, tmp_path):
@@ -275,8 +285,11 @@ def test_two_tables_for_one_map(capsys, tmp_path):
     assert status == 1
     assert f"error: {second}: same output {tmp_path / 'DSC30.offsets.fits'} as {first}" in err
     expected = OffsetModel.read(first).to_map(SHAPE)
-    np.testing.assert_array_equal(
-        OffsetMap.read(tmp_path / "DSC30.offsets.fits").x_offset, expected.x_offset
+    np.testing.assert_allclose(
+        OffsetMap.read(tmp_path / "DSC30.offsets.fits").x_offset,
+        expected.x_offset,
+        rtol=0,
+        atol=2**-10,
     )
 
 

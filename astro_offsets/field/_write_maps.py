@@ -226,12 +226,12 @@ def _write_sip(omap, output):
     """Write a map's SIP polynomials, ``<stem>.sip.fits`` beside it; return the warnings.
 
     The polynomials are attached to the celestial WCS of the map's
-    reference frame (``REFPATH``, or for older tables ``REFFRAME``) if it has one (`reference_wcs`), else to
-    `default_wcs`, as the file's comments say. The file's header carries the
-    map's provenance, and the error reached (``SIPERR``). A SIP that misses
-    its ``max_error`` (a field SIP cannot follow), or that cannot be made,
-    is a warning, one line naming the file, not a failure: the map is
-    written all the same.
+    reference frame (``REFPATH``, or for older tables ``REFFRAME``) if it
+    has one (`reference_wcs`), else to `default_wcs`, as the file's
+    comments say. The file's header carries the map's provenance, and the
+    error reached (``SIPERR``). A SIP that misses its ``max_error`` (a
+    field SIP cannot follow), or that cannot be made, is a warning, one
+    line naming the file, not a failure: the map is written all the same.
     """
     path = sip_path(output)
     try:
@@ -251,13 +251,13 @@ def _write_sip(omap, output):
     return () if shortfall is None else (describe(path, shortfall),)
 
 
-def write_map(omap, output, overwrite, plot, sip=False):
-    """Write a map (`_make` checked it does not fold), its plot and its SIP if asked.
+def write_map(omap, output, overwrite, plot, *, sip=False, compress=True):
+    """Write a map (`_make` checked it does not fold), compressed or not; its plot and SIP if asked.
 
     Return the warnings, one line each: a plot or SIP that fails leaves the
     map written, a warning, not a failure.
     """
-    omap.write(output, overwrite=overwrite)
+    omap.write(output, overwrite=overwrite, compress=compress)
     # The plot belongs to the map just written: a stale one is replaced.
     notes = _write_plot(omap, output, None) if plot else ()
     return notes + (_write_sip(omap, output) if sip else ())
@@ -294,6 +294,7 @@ def write_maps(
     sip=False,
     cv=False,
     choose="sequence",
+    compress=True,
     progress=False,
     callback=None,
     **options,
@@ -346,6 +347,10 @@ def write_maps(
         ``max_error`` is a warning, as is a SIP that cannot be written; the
         map is written all the same. A map kept from an earlier run gets
         the SIP it lacks. The default is `False`.
+    compress : bool, optional
+        Write the maps tile-compressed, within 0.00098 px of the map at
+        every pixel (see `OffsetMap.write`), or, if `False`, as plain float32
+        images. The default is `True`.
     progress : bool, optional
         Show a progress bar on stderr (when it is a terminal).
     callback : callable or `None`, optional
@@ -414,6 +419,7 @@ def write_maps(
         "plot": plot,
         "sip": sip,
         "cv": cv,
+        "compress": compress,
     }
     # The sequence's choice is made in this process, on the first table to
     # make, before any later table is: each map then depends on its table
@@ -528,7 +534,15 @@ def _maps_here(batch, shape, outdir, n_jobs, settings, options):
             computed += 1
             if pending is not None:
                 collect(pending)
-            future = writer.submit(write_map, omap, output, replace, plot, settings["sip"])
+            future = writer.submit(
+                write_map,
+                omap,
+                output,
+                replace,
+                plot,
+                sip=settings["sip"],
+                compress=settings["compress"],
+            )
             pending = (index, output, future, notes, omap.field_summary)
         if pending is not None:
             collect(pending)
@@ -572,7 +586,9 @@ def _make_map(table, output, files, shape, settings, options, choice):
     try:
         omap, fallback, _ = _make(model, shape, 1, settings)
         notes += fallback
-        plot_notes = write_map(omap, staged, True, settings["plot"], settings["sip"])
+        plot_notes = write_map(
+            omap, staged, True, settings["plot"], sip=settings["sip"], compress=settings["compress"]
+        )
     except Exception as exc:
         return _Made(True, named(describe(table, exc)), notes + getattr(exc, "notes", ()))
     return _Made(True, "", notes, tuple(map(named, plot_notes)), omap.field_summary)

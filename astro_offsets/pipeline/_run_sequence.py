@@ -67,6 +67,7 @@ def run_sequence(
     tables=None,
     write_maps=None,
     sip=False,
+    compress_maps=True,
     stars=None,
     field=None,
     choose="sequence",
@@ -136,6 +137,12 @@ def run_sequence(
         With ``write_maps``, also write each map's SIP polynomials,
         ``<stem>.sip.fits`` beside it, as `write_maps` does. The default is
         `False`.
+    compress_maps : bool, optional
+        The maps as `write_maps` writes them by default, tile-compressed:
+        rounded to 2**-9 px (`OffsetMap.quantised`), for the stack too,
+        written or not, so that the stack is the three commands' bit for
+        bit; or, if `False`, as made (``maps --no-compress``), written as
+        plain float32 images. The default is `True`.
     stars : dict or `None`, optional
         Options of the stars, as for `make_tables`: ``fwhm``, ``threshold``,
         ``min_snr``, ``flagged``.
@@ -269,6 +276,7 @@ def run_sequence(
         tables=tables,
         maps=write_maps,
         sip=sip,
+        compress_maps=compress_maps,
         made=made,
     )
     measured = {}

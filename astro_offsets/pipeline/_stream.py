@@ -76,6 +76,10 @@ class StreamFrames(Frames):
         are written only if ``maps`` is given (`True`: beside each frame).
     sip : bool, optional
         Write each map's SIP polynomials beside it too (``write_map``'s ``sip``).
+    compress_maps : bool, optional
+        Whether the maps are as `write_maps` writes them by default,
+        tile-compressed (see `write_map`): rounded to 2**-9 px
+        (`OffsetMap.quantised`) for the stack too, written or not.
     made : dict or `None`, optional
         Where to keep what the frames made (``made``), shared with the
         caller; a new dict by default.
@@ -95,6 +99,7 @@ class StreamFrames(Frames):
         tables=None,
         maps=None,
         sip=False,
+        compress_maps=True,
         made=None,
     ):
         super().__init__(calibration, mask_hot_pixels, normalize, weighting)
@@ -106,6 +111,7 @@ class StreamFrames(Frames):
         self.tables = tables
         self.maps = maps
         self.sip = sip
+        self.compress_maps = compress_maps
         self.reference_stars = None
         self.made = {} if made is None else made
 
@@ -148,10 +154,11 @@ class StreamFrames(Frames):
         if self.choosing:
             self.choice = choice_of(model)
         omap, more, model = make_map(model, shape, n_jobs=1)
+        self._as_written(omap)
         if self.maps is not None:
             output = map_path(item.frame, None if self.maps is True else self.maps)
             _ours(output, "offset map", 0)
-            more += write_map(omap, output, True, False, self.sip)
+            more += write_map(omap, output, True, False, sip=self.sip, compress=self.compress_maps)
         summary, measures = omap.field_summary, map_measures(omap)
         self.made[item.index] = Made(model, table, counts, summary, notes + more, measures)
         return omap
@@ -186,7 +193,15 @@ class StreamFrames(Frames):
             if item.map_file is None:
                 return None
             raise ValueError(f"{item.frame}: no field made for it in this run")
-        return made.model.to_map(self.shape, n_jobs=1, out=out)
+        return self._as_written(made.model.to_map(self.shape, n_jobs=1, out=out))
+
+    def _as_written(self, omap):
+        """Round a map in place as its compressed file would hold it (``compress_maps``).
+
+        So the stack is the three commands' from the maps `write_maps` writes,
+        bit for bit, whether this run writes them or not.
+        """
+        return omap.quantised(copy=False) if self.compress_maps else omap
 
     def for_workers(self):
         """Return the copy that worker processes read frames with: as this one, nothing made."""

@@ -43,7 +43,9 @@ def test_write_maps_results_in_order(tables, tmp_path):
     broken = tmp_path / "IMG_9999.offsets_table.fits"
     broken.write_text("not a table")
     argv = [tables[0], str(broken), *tables[1:], tables[2]]
-    results = write_maps(argv, SHAPE, outdir=tmp_path / "out", n_jobs=2, callback=seen.append)
+    results = write_maps(
+        argv, SHAPE, outdir=tmp_path / "out", n_jobs=2, callback=seen.append, compress=False
+    )
     assert [r.path for r in results] == argv
     assert [r.status for r in results] == ["written", "failed", *["written"] * 4, "failed"]
     assert "cannot read as a table" in results[1].message
@@ -179,7 +181,7 @@ def test_maps_written_while_the_next_is_computed_stay_intact(tables, tmp_path, m
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(OffsetMap, "write", slow_write)
-    results = write_maps(tables, SHAPE, outdir=tmp_path, n_jobs=2)
+    results = write_maps(tables, SHAPE, outdir=tmp_path, n_jobs=2, compress=False)
     assert [r.status for r in results] == ["written"] * len(tables)
     for result in results:
         expected = OffsetModel.read(result.path, method="auto").to_map(SHAPE)
@@ -209,7 +211,9 @@ def sip_positions(w, shape):
 
 
 def test_write_maps_writes_sip_files(tables, tmp_path):
-    results = write_maps(tables[:2], SHAPE, sip=True)
+    # Plain maps: the SIP is measured against the map itself (a compressed
+    # map's file adds its MAXERR, below).
+    results = write_maps(tables[:2], SHAPE, sip=True, compress=False)
     assert [r.status for r in results] == ["written"] * 2
     for result in results:
         omap = OffsetMap.read(result.output)
@@ -231,6 +235,13 @@ def test_write_maps_writes_sip_files(tables, tmp_path):
         assert error.max() == pytest.approx(header["SIPERR"], abs=1e-9)
         assert header["SIPERR"] <= header["SIPGOAL"] == 0.01
         assert not result.warnings
+    (compressed,) = write_maps(tables[:1], SHAPE, sip=True, overwrite=True)
+    assert compressed.status == "written"
+    header, w = read_sip(tmp_path / "IMG_0000.sip.fits")
+    pixmap = OffsetMap.read(compressed.output).pixmap()
+    error = np.hypot(*np.moveaxis(sip_positions(w, SHAPE) - pixmap, -1, 0))
+    maxerr = fits.getheader(compressed.output)["MAXERR"]
+    assert error.max() <= header["SIPERR"] + np.sqrt(2) * maxerr
 
 
 def test_sip_on_the_reference_frames_wcs(tmp_path, monkeypatch):
@@ -259,8 +270,9 @@ def test_sip_on_the_reference_frames_wcs(tmp_path, monkeypatch):
     y, x = np.indices(SHAPE, dtype=np.float64)
     sky = w.all_pix2world(x.ravel(), y.ravel(), 0)
     expected = base.wcs_pix2world(pixmap[..., 0].ravel(), pixmap[..., 1].ravel(), 0)
-    # Within SIPERR pixels of 0.72 arcsec.
-    assert np.abs(np.subtract(sky, expected)).max() * 3600 < 0.72 * header["SIPERR"] + 1e-7
+    # Within SIPERR pixels of 0.72 arcsec, and the compressed map's own error.
+    error = header["SIPERR"] + np.sqrt(2) * fits.getheader(result.output)["MAXERR"]
+    assert np.abs(np.subtract(sky, expected)).max() * 3600 < 0.72 * error + 1e-7
 
 
 def test_sip_files_kept_with_their_maps(tables, tmp_path):
@@ -287,3 +299,24 @@ def test_a_field_sip_cannot_follow_is_a_warning(tables, tmp_path):
     assert "kinks" in line
     header, _ = read_sip(sip)
     assert header["SIPERR"] > 0.01
+
+
+def test_maps_compressed_alike_for_any_n_jobs(tables, tmp_path):
+    # Quantising is deterministic (no dither): the same map, the same bytes.
+    written = {}
+    for n_jobs in (1, 2):
+        outdir = tmp_path / f"jobs{n_jobs}"
+        outdir.mkdir()
+        results = write_maps(tables[:2], SHAPE, outdir=outdir, n_jobs=n_jobs, block_size=(32, 48))
+        written[n_jobs] = [OffsetMap.read(r.output) for r in results]
+        with fits.open(results[0].output) as hdul:
+            assert isinstance(hdul["XOFFSET"], fits.CompImageHDU)
+    for one, two in zip(written[1], written[2], strict=True):
+        assert np.array_equal(one.x_offset, two.x_offset)
+        assert np.array_equal(one.y_offset, two.y_offset)
+    plain = write_maps(tables[:1], SHAPE, outdir=tmp_path, compress=False)[0].output
+    with fits.open(plain) as hdul:
+        assert type(hdul["XOFFSET"]) is fits.ImageHDU
+    expected = OffsetModel.read(tables[0], method="auto").to_map(SHAPE)
+    assert np.array_equal(OffsetMap.read(plain).y_offset, expected.y_offset)
+    np.testing.assert_allclose(written[1][0].y_offset, expected.y_offset, rtol=0, atol=2**-10)

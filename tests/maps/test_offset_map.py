@@ -74,7 +74,7 @@ def test_nan_holes_are_kept_but_not_put_in_a_wcs():
 
 def test_write_read_round_trip_with_provenance(tmp_path, omap):
     path = tmp_path / "DSC01.offsets.fits"
-    omap.write(path)
+    omap.write(path, compress=False)
     with fits.open(path) as hdul:
         assert [hdu.name for hdu in hdul] == ["PRIMARY", "XOFFSET", "YOFFSET"]
         header = hdul[0].header
@@ -105,7 +105,7 @@ def test_existing_file_is_kept(tmp_path, omap):
     with pytest.raises(FileExistsError, match="already exists"):
         omap.write(path)
     assert path.read_bytes() == b"precious"
-    omap.write(path, overwrite=True)
+    omap.write(path, overwrite=True, compress=False)
     np.testing.assert_array_equal(OffsetMap.read(path).x_offset, omap.x_offset)
     assert os.listdir(tmp_path) == ["DSC01.offsets.fits"]
 
@@ -248,7 +248,7 @@ def test_read_in_chunks_compressed_scaled_and_truncated(tmp_path, omap, monkeypa
     from astro_offsets.maps import _offset_map
 
     path = tmp_path / "DSC01.offsets.fits"
-    omap.write(path)
+    omap.write(path, compress=False)
     # Chunks of 1000 bytes: 250 floats, the last one partial.
     monkeypatch.setattr(_offset_map, "_CHUNK_BYTES", 1000)
     back = OffsetMap.read(path)
@@ -284,7 +284,7 @@ def test_read_in_chunks_compressed_scaled_and_truncated(tmp_path, omap, monkeypa
 
 def test_read_into_arrays_of_the_caller(tmp_path, omap):
     path = tmp_path / "DSC01.offsets.fits"
-    omap.write(path)
+    omap.write(path, compress=False)
     out = (np.full(omap.shape, np.nan, np.float32), np.full(omap.shape, np.nan, np.float32))
     back = OffsetMap.read(path, out=out)
     assert back.x_offset is out[0]

@@ -51,6 +51,8 @@ def three_commands(night, tmp_path_factory):
     folder = tmp_path_factory.mktemp("three")
     make_tables(night.frames, night.reference, outdir=folder)
     tables = sorted(str(p) for p in folder.glob("*.offsets_table.fits"))
+    # Compressed maps (the default), as run rounds those it keeps in memory:
+    # the same stack, bit for bit.
     write_maps(tables, frame_shape(night.reference), outdir=folder)
     stack, results = stack_frames(night.frames, maps=folder, reference=night.reference)
     return stack, results, folder
@@ -113,14 +115,29 @@ def test_the_maps_stay_in_memory_unless_asked(night, three_commands, tmp_path):
     run_sequence(night.frames, tables=tmp_path, write_maps=maps, sip=True, reject=False)
     written = sorted(maps.glob("*.offsets.fits"))
     assert len(written) == len(night.frames) - 1
-    for path in written:
+    for path in written:  # compressed, as write_maps writes them: the same maps
         ours, theirs = OffsetMap.read(path), OffsetMap.read(folder / path.name)
         np.testing.assert_array_equal(ours.x_offset, theirs.x_offset)
         np.testing.assert_array_equal(ours.y_offset, theirs.y_offset)
+        with fits.open(path) as hdul:
+            assert isinstance(hdul["XOFFSET"], fits.CompImageHDU)
         # and its SIP polynomials beside it (sip=True), of the same map
         header = fits.getheader(str(path).replace(".offsets.fits", ".sip.fits"))
         assert header["PRODUCT"] == "SIP distortion"
         assert header["SRCTABLE"] == ours.meta["source"]
+    # As maps --no-compress: plain float32 images, the maps as made, within
+    # 2**-10 px of the compressed ones.
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    frames = night.frames[:2]
+    run_sequence(frames, tables=tmp_path, write_maps=plain, compress_maps=False, reject=False)
+    (path,) = plain.glob("*.offsets.fits")
+    with fits.open(path) as hdul:
+        assert type(hdul["XOFFSET"]) is fits.ImageHDU
+    ours, theirs = OffsetMap.read(path), OffsetMap.read(folder / path.name)
+    np.testing.assert_array_equal(ours.quantised().x_offset, theirs.x_offset)
+    np.testing.assert_array_equal(ours.quantised().y_offset, theirs.y_offset)
+    assert not np.array_equal(ours.x_offset, theirs.x_offset)
 
 
 def test_sip_files_need_the_maps(night, tmp_path, capsys):
@@ -237,16 +254,19 @@ def write_colour(folder, kind):
     return frames
 
 
-@pytest.mark.parametrize("kind", ["raw", "mosaic", "cube"])
-def test_colour_frames_stack_as_the_three_commands_stack_them(kind, tmp_path):
+@pytest.mark.parametrize(
+    ("kind", "compress"), [("raw", True), ("mosaic", True), ("cube", True), ("raw", False)]
+)
+def test_colour_frames_stack_as_the_three_commands_stack_them(kind, compress, tmp_path):
+    # compress=False: maps --no-compress, and run's maps as made.
     frames = write_colour(tmp_path, kind)
     (tmp_path / "three").mkdir()
     make_tables(frames, frames[0], outdir=tmp_path / "three")
     tables = sorted(str(p) for p in (tmp_path / "three").glob("*.offsets_table.fits"))
-    write_maps(tables, frame_shape(frames[0]), outdir=tmp_path / "three")
+    write_maps(tables, frame_shape(frames[0]), outdir=tmp_path / "three", compress=compress)
     expected, _ = stack_frames(frames, maps=tmp_path / "three", reference=frames[0])
     (tmp_path / "run").mkdir()
-    stack, results = run_sequence(frames, tables=tmp_path / "run", n_jobs=2)
+    stack, results = run_sequence(frames, tables=tmp_path / "run", n_jobs=2, compress_maps=compress)
     assert [r.status for r in results] == ["stacked"] * 4
     assert stack.channels == ("RED", "GREEN", "BLUE")
     same_stack(stack, expected)
