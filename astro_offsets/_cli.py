@@ -12,7 +12,7 @@ from concurrent.futures import BrokenExecutor
 from tqdm import tqdm
 
 from ._utils.batch import describe
-from ._utils.naming import checkpoint_path, png_path
+from ._utils.naming import checkpoint_path, png_path, weights_path
 from ._utils.provenance import PRODUCTS, product_kind
 from ._utils.validation import input_file
 from ._utils.workers import ClusterError, connected
@@ -249,8 +249,9 @@ def _add_stack(commands):
         "<stem>.offsets.fits (beside the frame, or in --maps); the reference (the frame "
         "the maps were made against, or else the one frame without a map) stacks "
         "unmoved. Raw files and FITS mosaics with a BAYERPAT card give a colour stack (Bayer "
-        "drizzle: one cube of red, green and blue planes and its weights, see --layout), as "
-        "do FITS cubes of 3 planes (red, green, blue); other FITS files a mono one (SCI, WHT). "
+        "drizzle: one cube of red, green and blue planes, its weights in <out "
+        "stem>.weights.fits, see --layout), as do FITS cubes of 3 planes (red, green, blue); "
+        "other FITS files a mono one (SCI, WHT). "
         "Each frame is first calibrated (--bias, --dark, --flat) and normalised to the "
         "reference (its stars' flux scale, its sky level); with 3 frames or more, outliers "
         "(satellite and aircraft trails, cosmic rays) are found against the median of all "
@@ -482,12 +483,12 @@ def _add_stack_options(parser):
     )
     parser.add_argument(
         "--layout",
-        default="cube",
         choices=LAYOUTS,
-        help="how a colour stack is written: cube, one image of 3 planes (red, green, blue) "
-        "that Siril and PixInsight open as colour, its weights in the cube WHT; planes, the "
-        "extensions RED, GREEN, BLUE and their weights RED_WHT, ... (default: cube; a mono "
-        "stack is SCI and WHT either way)",
+        help="how the stack is written: image, the file's one image (for colour a cube of 3 "
+        "planes, red, green, blue), which Siril and PixInsight open, its weights and contexts "
+        "in <out stem>.weights.fits; extensions, the image extensions SCI (or RED, GREEN, "
+        "BLUE), their weights WHT (RED_WHT, ...) and contexts in one file (default: image "
+        "for colour, extensions for mono)",
     )
 
 
@@ -590,8 +591,9 @@ def _add_demo(commands):
         "Write five synthetic raw frames (DNG: a Bayer mosaic of 900 coloured stars, sky, "
         "noise and hot pixels) moved by a known drift, field rotation and lens distortion; "
         "take them through star tables, offset maps (--method auto, with a plot of the last) and a "
-        "Bayer drizzle stack (stack.fits and stack.png), as the other commands would; and "
-        "report the time of each step and the maps' error against the true motion.",
+        "Bayer drizzle stack (stack.fits, its weights stack.weights.fits, and stack.png), as the "
+        "other commands would; and report the time of each step and the maps' error against "
+        "the true motion.",
     )
     _add_outdir(demo, "", default="astro-offsets-demo")
     _add_jobs(demo, "")
@@ -884,6 +886,11 @@ def _missing(frame):
     return None
 
 
+def _listed(names):
+    """Return names as a sentence lists them: ``a``, ``a and b``, ``a, b and c``."""
+    return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+
+
 def _stacking(args, report, command, check, stack_function):
     """Run a command that stacks (``stack``, ``run``) and write its outputs.
 
@@ -909,7 +916,11 @@ def _stacking(args, report, command, check, stack_function):
         return 2
     preview = png_path(args.out)
     frames_report = report_paths(args.out)
-    outputs = (args.out, preview) if args.preview else (args.out,)
+    # The weights file of the image layout: a colour stack's by default
+    # (whether the stack is colour is known once it is made).
+    weights = weights_path(args.out) if args.layout != "extensions" else None
+    outputs = tuple(path for path in (args.out, weights) if path)
+    outputs += (preview,) if args.preview else ()
     outputs += frames_report
     kept = [path for path in outputs if os.path.lexists(path)]
     if os.path.lexists(args.out) and not args.overwrite:
@@ -923,8 +934,9 @@ def _stacking(args, report, command, check, stack_function):
         for result in failed:
             report.result(result)
         them = "them" if len(kept) > 1 else "it"
-        named = " and ".join([", ".join(kept[:-1]), kept[-1]] if len(kept) > 1 else kept)
-        print(f"{command}: kept {named} (use --overwrite to replace {them}); nothing stacked")
+        print(
+            f"{command}: kept {_listed(kept)} (use --overwrite to replace {them}); nothing stacked"
+        )
         return 1 if failed else 0
     # The preview and the report of a stack since removed are remade with it;
     # a file of that name that is not ours is the user's, and kept.
@@ -932,6 +944,13 @@ def _stacking(args, report, command, check, stack_function):
     if theirs and not args.overwrite:
         report.usage(
             f"{theirs[0]}: exists and was not written by astro-offsets; move it, or replace it "
+            "with --overwrite"
+        )
+        return 2
+    # The weights file is the stack's own, and kept as the stack is.
+    if weights in kept and not args.overwrite:
+        report.usage(
+            f"{weights}: exists, the weights of a stack since removed; move it, or replace it "
             "with --overwrite"
         )
         return 2
@@ -1016,12 +1035,14 @@ def _stacking(args, report, command, check, stack_function):
     if args.checkpoint_every > 0:
         # Written: the checkpoint (ours: refused if the folder held anything) has served.
         shutil.rmtree(checkpoint_path(args.out), ignore_errors=True)
+    weights = stack.weights_file(args.out, args.layout)
     plural = "s" if len(stack.channels) > 1 else ""
-    cube = " in one cube," if plural and args.layout == "cube" else ""
+    cube = " in one cube," if plural and weights else ""
     their = "their" if plural else "its"
     contents = f"{', '.join(stack.channels)}{cube} and {their} weight{plural}"
     contents += f" and context{plural}" if args.context else ""
-    wrote = f"; wrote {' and '.join(outputs[:-2])} ({contents})"
+    written = [path for path in (args.out, weights, args.preview and preview) if path]
+    wrote = f"; wrote {_listed(written)} ({contents})"
     left_out = any(result.status == "left out" for result in results)
     return report.summary(
         command,

@@ -121,7 +121,8 @@ def run_demo(outdir, *, n_jobs=-1, echo=print):
     ----------
     outdir : str or path-like
         Directory for everything (created if missing): ``light/`` with the
-        frames, their tables and maps, and ``stack.fits`` and ``stack.png``.
+        frames, their tables and maps, and ``stack.fits`` (its weights in
+        ``stack.weights.fits``) and ``stack.png``.
         Files of an earlier demo there are replaced.
     n_jobs : int, optional
         Workers for the maps, joblib's meaning. The default is -1, all cores.
@@ -198,7 +199,8 @@ def run_demo(outdir, *, n_jobs=-1, echo=print):
     seconds["stack"] = time.perf_counter() - t
     echo(
         f"stack: {sum(r.status == 'stacked' for r in stacked)} frames by Bayer drizzle "
-        f"(pixfrac 0.8) into {out} and {os.path.join(outdir, 'stack.png')} "
+        f"(pixfrac 0.8) into {out} (its weights in {stack.weights_file(out)}) and "
+        f"{os.path.join(outdir, 'stack.png')} "
         f"({seconds['stack'] / len(frames):.2f} s per frame)"
     )
     total = time.perf_counter() - start

@@ -63,7 +63,7 @@ def test_demo_help_describes_the_demo(capsys):
         main(["demo", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "synthetic raw frames (DNG" in text
-    assert "Bayer drizzle stack (stack.fits and stack.png)" in text
+    assert "Bayer drizzle stack (stack.fits, its weights stack.weights.fits, and stack.png)" in text
 
 
 def test_mistyped_option_gets_its_command_usage(capsys, tmp_path):

@@ -37,7 +37,10 @@ def test_demo_command(tmp_path, capsys):
     assert (light / "DEMO0004.offsets.png").exists()
     with fits.open(outdir / "stack.fits") as hdul:
         assert hdul[0].header["NFRAMES"] == 5
-        # Colour as one cube of 3 planes, as Siril and PixInsight open it.
-        assert [h.name for h in hdul] == ["PRIMARY", "WHT", "FRAMES"]
+        # Colour as the file's one image, a cube of 3 planes, as Siril and
+        # PixInsight open it; its weights beside it.
+        assert [h.name for h in hdul] == ["PRIMARY", "FRAMES"]
         assert hdul[0].shape == (3, *DEMO_SHAPE)
+    with fits.open(outdir / "stack.weights.fits") as hdul:
+        assert hdul["WHT"].shape == (3, *DEMO_SHAPE)
     assert (outdir / "stack.png").exists()

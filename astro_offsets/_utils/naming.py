@@ -1,4 +1,4 @@
-"""File names of a sequence: frame stems, star tables, maps and their pictures."""
+"""File names of a sequence: frame stems, star tables, maps and their pictures, a stack's files."""
 
 import os
 
@@ -12,6 +12,7 @@ __all__ = [
     "sip_path",
     "stem",
     "table_path",
+    "weights_path",
 ]
 
 _COMPRESSION = (".gz", ".bz2", ".xz")
@@ -125,3 +126,18 @@ def checkpoint_path(fits_file):
     'out/stack.checkpoint'
     """
     return os.path.splitext(os.fspath(fits_file))[0] + ".checkpoint"
+
+
+def weights_path(fits_file):
+    """Return the path of a stack's weights file, ``<stem>.weights.fits``, beside it.
+
+    A stack written as one image (``layout="image"``) keeps its weights and
+    contexts there.
+
+    Examples
+    --------
+    >>> from astro_offsets._utils.naming import weights_path
+    >>> weights_path("out/stack.fits")
+    'out/stack.weights.fits'
+    """
+    return os.path.splitext(os.fspath(fits_file))[0] + ".weights.fits"

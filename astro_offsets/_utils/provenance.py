@@ -34,6 +34,7 @@ PRODUCTS = (
     "offset map",
     "SIP distortion",
     "stack",
+    "stack weights",
     "map plot",
     "stack preview",
     "calibration master",

@@ -1,6 +1,7 @@
 """The stack: drizzled images, weights and contexts by channel; its FITS file and preview."""
 
 import math
+import os
 import re
 import warnings
 from types import MappingProxyType
@@ -14,6 +15,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 from scipy.ndimage import maximum_filter, uniform_filter
 
 from .._utils.atomic import atomic_path
+from .._utils.naming import weights_path
 from .._utils.provenance import png_metadata, provenance_header
 from ._header import flipped_wcs, observation_cards
 from ._normalisation import Normalisation
@@ -24,12 +26,14 @@ MONO = ("SCI",)
 """The channel of a mono stack."""
 RGB = ("RED", "GREEN", "BLUE")
 """The channels of a colour stack, in the order of a cube's planes."""
-LAYOUTS = ("cube", "planes")
-"""How a colour stack's file holds it: one 3-plane cube, or one extension per channel."""
+LAYOUTS = ("image", "extensions")
+"""How a stack's file holds it: the file's one image (a 3-plane cube for colour), its
+weights in ``<stem>.weights.fits``; or image extensions, weights and all, in one file."""
 KINDS = ("image", "weight", "context")
 """The arrays of a stack, in the order its file holds them."""
 # The extension of each kind: SCI, WHT, CTX (mono), RED, RED_WHT, RED_CTX
-# (planes); the cubes are the primary image, WHT and CTX.
+# (colour), in the extensions layout; in the image layout, the primary
+# image, and WHT and CTX in the weights file.
 _SUFFIXES = MappingProxyType({"image": None, "weight": "WHT", "context": "CTX"})
 _CHUNK = 1 << 20  # pixels written at a time
 _DTYPES = MappingProxyType({"image": np.float32, "weight": np.float32, "context": np.int32})
@@ -81,9 +85,9 @@ class Stack(NamedTuple):
 
     Mono stacks have the one channel ``"SCI"``; colour stacks of raw frames
     ``"RED"``, ``"GREEN"`` and ``"BLUE"``. Pixels that no input pixel reached
-    are NaN in the image and 0 in the weight. `write` writes it as FITS (a
-    colour stack as one 3-plane cube, or one extension per channel), `read`
-    reads it back.
+    are NaN in the image and 0 in the weight. `write` writes it as FITS (as
+    the file's one image, a colour stack as one 3-plane cube, its weights
+    beside it; or as image extensions), `read` reads it back.
 
     Examples
     --------
@@ -108,34 +112,39 @@ class Stack(NamedTuple):
     """Provenance: frames, kernel, pixfrac, scale, exposure time, ...; from the
     reference frame's file (`stack_frames`): ``wcs``, ``observation``, ``roworder``."""
 
-    def write(self, path, *, overwrite=False, context=False, layout="cube"):
+    def write(self, path, *, overwrite=False, context=False, layout=None):
         """Write the stack as FITS, atomically.
 
-        A colour stack is written in one of two layouts:
+        Two layouts:
 
-        * ``"cube"`` (the default): the primary HDU holds one float32
-          ``(3, ny, nx)`` image, its planes red, green and blue
-          (``NAXIS3 = 3``), which Siril and PixInsight open as a colour
-          image; then the weights as a cube ``WHT`` of the same shape and,
-          with ``context=True``, the contexts as ``CTX``, int32
-          ``(3, n, ny, nx)``;
-        * ``"planes"``: an empty primary HDU, then one image extension per
-          channel (``RED``, ``GREEN``, ``BLUE``), their weights
-          (``RED_WHT``, ...) and their contexts (``RED_CTX``, ...).
+        * ``"image"``: the stack is the file's one image, in the primary
+          HDU: for colour one float32 ``(3, ny, nx)`` cube, its planes red,
+          green and blue (``NAXIS3 = 3``), which Siril and PixInsight open
+          as a colour image; for mono the 2-D image. The weights go to a
+          file beside it, ``<stem>.weights.fits`` (`weights_file`): an empty
+          primary HDU, then ``WHT`` (a cube of the same shape for colour)
+          and, with ``context=True``, ``CTX`` (int32 ``(3, n, ny, nx)`` for
+          colour, ``(n, ny, nx)`` for mono). Siril 1.4 takes a FITS file of
+          more than one image for a sequence, and cannot open it;
+        * ``"extensions"``: an empty primary HDU, then one image extension
+          per channel (``SCI``, or ``RED``, ``GREEN`` and ``BLUE``), their
+          weights (``WHT``, or ``RED_WHT``, ...) and their contexts
+          (``CTX``, or ``RED_CTX``, ...), all in one file.
 
-        A mono stack is the same in both: an empty primary HDU, then ``SCI``,
-        ``WHT`` and ``CTX``. The stack's provenance (kernel, pixfrac, scale,
-        exposure, ``NFRAMES``, ...) is in the primary header; the frames,
-        one row each, in the binary table ``FRAMES``, last: ``frame``,
-        ``map``, ``kernel``, ``used``, ``weight``, ``flux_scale``,
-        ``scale_source``, ``sky``, ``sky_offset`` (per channel in a colour
-        stack) and ``rejected``. `read` reads every layout back.
+        The default is ``"image"`` for a colour stack, as Siril and
+        PixInsight users expect, and ``"extensions"`` for a mono one. The
+        stack's provenance (kernel, pixfrac, scale, exposure, ``NFRAMES``,
+        ...) is in the primary header; the frames, one row each, in the
+        binary table ``FRAMES``, last: ``frame``, ``map``, ``kernel``,
+        ``used``, ``weight``, ``flux_scale``, ``scale_source``, ``sky``,
+        ``sky_offset`` (per channel in a colour stack) and ``rejected``.
+        `read` reads every layout back.
 
         What ``meta`` tells of the reference frame goes with them: its
         observation's cards (``meta["observation"]``) in HDU 0, the WCS of
-        the grid (``meta["wcs"]``) on every image. The images are written
-        bottom-up, as the FITS convention, DS9 and Siril have them
-        (``ROWORDER = 'BOTTOM-UP'``): a stack of top-down frames
+        the grid (``meta["wcs"]``) on every image, weight and context. The
+        images are written bottom-up, as the FITS convention, DS9 and Siril
+        have them (``ROWORDER = 'BOTTOM-UP'``): a stack of top-down frames
         (``meta["roworder"]``, raw files) upside down, and its WCS with it.
 
         Parameters
@@ -143,17 +152,19 @@ class Stack(NamedTuple):
         path : str or path-like
             Output FITS file.
         overwrite : bool, optional
-            Replace an existing file. The default is `False`.
+            Replace existing files (the stack, and its weights file in the
+            image layout). The default is `False`.
         context : bool, optional
             Also write the context arrays. The default is `False`.
-        layout : {"cube", "planes"}, optional
-            How a colour stack is written (see above). The default is
-            ``"cube"``.
+        layout : {"image", "extensions"} or `None`, optional
+            How the stack is written (see above). The default, `None`, is
+            ``"image"`` for colour and ``"extensions"`` for mono.
 
         Raises
         ------
         FileExistsError
-            If the file exists and ``overwrite`` is `False`.
+            If a file to write exists and ``overwrite`` is `False`; then
+            nothing is written.
         ValueError
             If ``context`` is asked for and the stack has none, or
             ``layout`` is unknown.
@@ -168,16 +179,19 @@ class Stack(NamedTuple):
         ...     stack = stacker.stack()
         ...     stack.write("colour.fits")
         >>> with fits.open("colour.fits") as hdul:
-        ...     [hdu.name for hdu in hdul], hdul[0].shape, hdul["WHT"].shape
-        (['PRIMARY', 'WHT', 'FRAMES'], (3, 20, 30), (3, 20, 30))
+        ...     [hdu.name for hdu in hdul], hdul[0].shape
+        (['PRIMARY', 'FRAMES'], (3, 20, 30))
+        >>> with fits.open("colour.weights.fits") as hdul:
+        ...     [hdu.name for hdu in hdul], hdul["WHT"].shape
+        (['PRIMARY', 'WHT'], (3, 20, 30))
         """
-        if layout not in LAYOUTS:
-            raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
+        layout = self._layout(layout)
         if context and self.contexts is None:
             raise ValueError("this stack was made without context arrays")
         header = provenance_header("stack", _cards(self.meta))
         kinds = ["image", "weight", "context"] if context else ["image", "weight"]
-        if layout == "planes" or self.channels == MONO:
+        frames = _frames_hdu(self.meta, len(self.channels))
+        if layout == "extensions":
             parts = [(fits.PrimaryHDU(header=header), [])]
             parts += [
                 (
@@ -187,33 +201,74 @@ class Stack(NamedTuple):
                 for kind in kinds
                 for name, array in self._arrays(kind).items()
             ]
-        else:
-            # One cube per kind, its planes the channels: the images in the
-            # primary HDU, where programs of photographs look for a picture.
-            parts = []
-            for kind in kinds:
-                arrays = self._arrays(kind)
-                planes = [_as_written(arrays[name], self.meta) for name in self.channels]
-                shape = (len(planes), *planes[0].shape)
-                if kind == "image":
-                    hdu = _image_hdu(shape, kind, self.meta, header=header)
-                else:
-                    hdu = _image_hdu(shape, kind, self.meta, _SUFFIXES[kind])
-                parts.append((hdu, planes))
-        _write_planes(path, parts, _frames_hdu(self.meta, len(self.channels)), overwrite)
+            with atomic_path(path, overwrite=overwrite) as tmp:
+                _write_planes(tmp, parts, frames)
+            return
+        # One image per kind, a colour stack's a cube of its channels: the
+        # stack's in the primary HDU, where programs of photographs look for
+        # a picture, and alone in its file.
+        cards = [("STACK", os.path.basename(os.fspath(path)), "the stack these are the weights of")]
+        weights = [(fits.PrimaryHDU(header=provenance_header("stack weights", cards)), [])]
+        weights += [self._one_image(kind, _SUFFIXES[kind]) for kind in kinds[1:]]
+        # Both files checked before either is written; the weights land
+        # first (the inner block ends first), so that no stack is without.
+        with (
+            atomic_path(path, overwrite=overwrite) as tmp,
+            atomic_path(weights_path(path), overwrite=overwrite) as tmp_weights,
+        ):
+            _write_planes(tmp_weights, weights)
+            _write_planes(tmp, [self._one_image("image", header=header)], frames)
+
+    def weights_file(self, path, layout=None):
+        """Return the file of the weights that `write` writes beside ``path``, or `None`.
+
+        ``<stem>.weights.fits`` in the image layout (``layout``, or the
+        stack's default: the image layout for colour); `None` in the
+        extensions layout, which keeps them in the stack's file.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from astro_offsets import Stacker
+        >>> with Stacker((20, 30)) as stacker:
+        ...     stacker.add(np.ones((20, 30), dtype=np.float32))
+        ...     mono = stacker.stack()
+        >>> mono.weights_file("stack.fits"), mono.weights_file("stack.fits", layout="image")
+        (None, 'stack.weights.fits')
+        """
+        return weights_path(path) if self._layout(layout) == "image" else None
+
+    def _layout(self, layout):
+        """Return ``layout``, or, for `None`, the default of the stack's channels."""
+        if layout is None:
+            return "extensions" if self.channels == MONO else "image"
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
+        return layout
 
     def _arrays(self, kind):
         return {"image": self.images, "weight": self.weights, "context": self.contexts}[kind]
 
+    def _one_image(self, kind, name=None, header=None):
+        """Return ``(hdu, planes)`` of a ``kind`` as one image: mono's array, colour's cube."""
+        arrays = self._arrays(kind)
+        planes = [_as_written(arrays[channel], self.meta) for channel in self.channels]
+        shape = (len(planes), *planes[0].shape) if len(planes) > 1 else planes[0].shape
+        return _image_hdu(shape, kind, self.meta, name, header), planes
+
     @classmethod
     def read(cls, path):
-        """Read a stack that `write` wrote, in any layout.
+        """Read a stack that `write` wrote, in either layout.
 
-        Mono stacks (``SCI``), colour cubes (a 3-plane primary image) and
-        colour planes (``RED``, ``GREEN``, ``BLUE``) alike; the contexts if
-        the file has them. ``meta`` is restored from the primary header and
-        the ``FRAMES`` table (or, in files written before that table, the
-        frame and map cards ``FRMnnnnn`` and ``MAPnnnnn``).
+        The image layout (the stack in the primary HDU: a 3-plane cube, or
+        a mono image) takes its weights and contexts from its weights file
+        beside it (`weights_file`), or from its own ``WHT`` and ``CTX``
+        where it has them, as the cubes of earlier versions did; the
+        extensions layout from its extensions (``SCI``, or ``RED``,
+        ``GREEN`` and ``BLUE``, their ``WHT`` and ``CTX``). ``meta`` is
+        restored from the primary header and the ``FRAMES`` table (or, in
+        files written before that table, the frame and map cards
+        ``FRMnnnnn`` and ``MAPnnnnn``).
 
         Parameters
         ----------
@@ -228,7 +283,8 @@ class Stack(NamedTuple):
         Raises
         ------
         ValueError
-            If the file holds no stack.
+            If the file holds no stack, or its weights are missing (such as
+            the weights file of the image layout).
 
         Examples
         --------
@@ -236,30 +292,20 @@ class Stack(NamedTuple):
         >>> from astro_offsets import Stack, Stacker
         >>> with Stacker((20, 30), bayer=True) as stacker:
         ...     stacker.add(np.ones((3, 20, 30), dtype=np.float32), name="light1.fits")
-        ...     stacker.stack().write("stack.fits", layout="planes")
+        ...     stacker.stack().write("stack.fits", layout="extensions")
         >>> stack = Stack.read("stack.fits")
         >>> stack.channels, stack.images["RED"].shape, stack.meta["frames"]
         (('RED', 'GREEN', 'BLUE'), (20, 30), ['light1.fits'])
         """
         with fits.open(path) as hdul:
-            layout = _layout_of(hdul, path)
-            channels = MONO if layout == "mono" else RGB
-            arrays = {}
-            for kind in KINDS:
-                dtype = _DTYPES[kind]
-                if layout == "cube":
-                    name = _SUFFIXES[kind] if kind != "image" else "PRIMARY"
-                    if name in hdul:
-                        planes = hdul[name].data.astype(dtype)
-                        arrays[kind] = dict(zip(channels, planes, strict=True))
-                elif _extname(channels[0], kind) in hdul:
-                    arrays[kind] = {
-                        name: hdul[_extname(name, kind)].data.astype(dtype) for name in channels
-                    }
+            layout, channels = _layout_of(hdul, path)
+            arrays = _read_arrays(hdul, layout, channels)
+            if layout == "image" and "weight" not in arrays:
+                arrays.update(_read_weights_file(path, channels, hdul[0].shape))
             if "weight" not in arrays:
-                weights = "WHT" if layout == "cube" else _extname(channels[0], "weight")
+                weights = _extname(channels[0], "weight")
                 raise ValueError(f"{path}: a stack without its weights ({weights})")
-            image = hdul["PRIMARY" if layout == "cube" else _extname(channels[0], "image")]
+            image = hdul["PRIMARY" if layout == "image" else _extname(channels[0], "image")]
             table = Table.read(hdul["FRAMES"], mask_invalid=False) if "FRAMES" in hdul else None
             meta = _meta(hdul[0].header, table, image.header)
         # Back in the rows' order of the frames (written bottom-up).
@@ -442,25 +488,25 @@ def _image_hdu(shape, kind, meta, name=None, header=None):
     return hdu
 
 
-def _write_planes(path, parts, table, overwrite):
-    """Write a stack file atomically: each HDU's header then its planes, one at a time; the table.
+def _write_planes(tmp, parts, table=None):
+    """Write a stack's file to ``tmp``: each HDU's header then its planes, one at a time; a table.
 
     ``parts`` are ``(hdu, planes)``: a cube is written plane by plane, a
     few rows at a time, never whole in memory (`numpy.stack` of a 24-Mpix
     colour stack's images and weights would take 0.6 GB more, and seconds).
     """
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        for hdu, planes in parts:
-            stream = fits.StreamingHDU(tmp, hdu.header)
-            try:
-                for plane in planes:
-                    rows = np.asarray(plane).reshape(-1, plane.shape[-1])
-                    step = max(1, _CHUNK // rows.shape[1])
-                    for start in range(0, len(rows), step):
-                        # Big-endian, as FITS is, a few rows at a time.
-                        stream.write(rows[start : start + step].astype(hdu.data.dtype, copy=False))
-            finally:
-                stream.close()
+    for hdu, planes in parts:
+        stream = fits.StreamingHDU(tmp, hdu.header)
+        try:
+            for plane in planes:
+                rows = np.asarray(plane).reshape(-1, plane.shape[-1])
+                step = max(1, _CHUNK // rows.shape[1])
+                for start in range(0, len(rows), step):
+                    # Big-endian, as FITS is, a few rows at a time.
+                    stream.write(rows[start : start + step].astype(hdu.data.dtype, copy=False))
+        finally:
+            stream.close()
+    if table is not None:
         with fits.open(tmp, mode="append") as hdul:
             hdul.append(table)
 
@@ -498,15 +544,63 @@ def _floats(values, n):
 
 
 def _layout_of(hdul, path):
-    """Return the layout of a stack file: ``"mono"``, ``"planes"`` or ``"cube"``."""
+    """Return the layout of a stack's file and its channels: ``("extensions", MONO)``, ...
+
+    The image layout is a 3-plane cube in the primary HDU, or a 2-D image
+    there that says it is a stack (``PRODUCT = 'stack'``).
+    """
     header = hdul[0].header
     if "SCI" in hdul:
-        return "mono"
+        return "extensions", MONO
     if "RED" in hdul:
-        return "planes"
+        return "extensions", RGB
     if header.get("NAXIS") == 3 and header.get("NAXIS3") == 3:
-        return "cube"
-    raise ValueError(f"{path}: not a stack: no SCI or RED extension, nor a 3-plane primary image")
+        return "image", RGB
+    if header.get("NAXIS") == 2 and header.get("PRODUCT") == "stack":
+        return "image", MONO
+    raise ValueError(
+        f"{path}: not a stack: no SCI or RED extension, nor a stack's image in the primary "
+        "HDU (a 3-plane cube, or PRODUCT = 'stack')"
+    )
+
+
+def _read_arrays(hdul, layout, channels, kinds=KINDS):
+    """Return the arrays of the ``kinds`` that ``hdul`` holds: ``{kind: {channel: array}}``.
+
+    In the image layout, the image is the primary HDU and the others are
+    ``WHT`` and ``CTX`` (in the weights file, or, as written before it, in
+    the stack's own file); a colour stack's are cubes of its channels.
+    """
+    arrays = {}
+    for kind in kinds:
+        dtype = _DTYPES[kind]
+        if layout == "image":
+            name = _SUFFIXES[kind] or "PRIMARY"
+            if name in hdul:
+                data = hdul[name].data.astype(dtype)
+                planes = data if len(channels) > 1 else [data]
+                arrays[kind] = dict(zip(channels, planes, strict=True))
+        elif _extname(channels[0], kind) in hdul:
+            arrays[kind] = {
+                name: hdul[_extname(name, kind)].data.astype(dtype) for name in channels
+            }
+    return arrays
+
+
+def _read_weights_file(path, channels, shape):
+    """Return the weights and contexts of a stack written as one image (of ``shape``), beside it."""
+    sidecar = weights_path(path)
+    if not os.path.isfile(sidecar):
+        raise ValueError(
+            f"{path}: its weights file {sidecar} is missing (a stack written as one image "
+            "keeps its weights there)"
+        )
+    with fits.open(sidecar) as hdul:
+        found = hdul["WHT"].shape if "WHT" in hdul else None
+        if found != shape:
+            what = "no WHT image" if found is None else f"WHT of shape {found}"
+            raise ValueError(f"{sidecar}: {what}: not the weights of {path}, an image of {shape}")
+        return _read_arrays(hdul, "image", channels, ("weight", "context"))
 
 
 def _meta(header, table, image_header):

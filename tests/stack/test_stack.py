@@ -308,14 +308,16 @@ def test_stack_command_colour(raw_sequence, tmp_path, capsys):
     notes, summary = capsys.readouterr().out.strip().rsplit("\n", 1)
     assert notes == "outliers: none found"
     assert summary == (
-        f"stack: 5 stacked, 0 failed; wrote {out} and "
+        f"stack: 5 stacked, 0 failed; wrote {out}, {tmp_path / 'stack.weights.fits'} and "
         f"{tmp_path / 'stack.png'} (RED, GREEN, BLUE in one cube, and their weights)"
     )
+    with fits.open(tmp_path / "stack.weights.fits") as hdul:
+        assert hdul["WHT"].shape == (3, *RAW_SHAPE)
     with fits.open(out) as hdul:
-        # One colour image of 3 planes in the primary HDU, as Siril and
-        # PixInsight open colour; the weights a cube beside it.
-        assert [h.name for h in hdul] == ["PRIMARY", "WHT", "FRAMES"]
-        assert hdul[0].shape == hdul["WHT"].shape == (3, *RAW_SHAPE)
+        # The file's one image, of 3 planes, in the primary HDU, as Siril
+        # and PixInsight open colour; the weights a cube in a file beside it.
+        assert [h.name for h in hdul] == ["PRIMARY", "FRAMES"]
+        assert hdul[0].shape == (3, *RAW_SHAPE)
         assert hdul[0].header["BUNIT"] == "adu / s"
         header = hdul[0].header
         assert header["NFRAMES"] == 5
@@ -338,15 +340,55 @@ def test_stack_command_colour(raw_sequence, tmp_path, capsys):
     assert preview.shape[2] == 3
 
 
-def test_stack_command_writes_the_planes_layout_on_request(raw_sequence, tmp_path, capsys):
+def test_stack_command_writes_the_extensions_layout_on_request(raw_sequence, tmp_path, capsys):
     _, frames = raw_sequence
     out = tmp_path / "planes.fits"
-    argv = ["stack", *frames[:3], "--out", str(out), "--no-preview", "--layout", "planes"]
+    argv = ["stack", *frames[:3], "--out", str(out), "--no-preview", "--layout", "extensions"]
     assert main(argv) == 0
-    assert capsys.readouterr().out.strip().endswith("(RED, GREEN, BLUE and their weights)")
+    assert (
+        capsys.readouterr()
+        .out.strip()
+        .endswith(f"wrote {out} (RED, GREEN, BLUE and their weights)")
+    )
     with fits.open(out) as hdul:
         assert [h.name for h in hdul][:4] == ["PRIMARY", "RED", "GREEN", "BLUE"]
+    assert not (tmp_path / "planes.weights.fits").exists()
     assert Stack.read(out).meta["frames"] == frames[:3]
+
+
+def test_stack_command_keeps_the_weights_file_of_a_stack_since_removed(
+    raw_sequence, tmp_path, capsys
+):
+    _, frames = raw_sequence
+    out, weights = tmp_path / "stack.fits", tmp_path / "stack.weights.fits"
+    argv = ["stack", *frames[:3], "--out", str(out), "--no-preview"]
+    assert main(argv) == 0
+    out.unlink()
+    before = weights.read_bytes()
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(
+            f"{weights}: exists, the weights of a stack since removed; move it, or replace it "
+            "with --overwrite"
+        )
+    )
+    assert not out.exists()
+    assert weights.read_bytes() == before
+    # A file of that name that is not ours is refused as the stack's would be.
+    fits.PrimaryHDU(np.zeros((4, 4), np.float32)).writeto(weights, overwrite=True)
+    assert main(argv) == 2
+    assert "exists and was not written by astro-offsets" in capsys.readouterr().err
+    # Both kept, as the stack alone was: nothing stacked.
+    assert main([*argv, "--overwrite"]) == 0
+    capsys.readouterr()
+    assert main(argv) == 0
+    kept = capsys.readouterr().out.strip()
+    assert kept.startswith(f"stack: kept {out}, {weights}, {tmp_path / 'stack.frames.ecsv'}")
+    assert kept.endswith("(use --overwrite to replace them); nothing stacked")
+    assert Stack.read(out).channels == ("RED", "GREEN", "BLUE")
 
 
 def test_preview_file_holds_the_preview(tmp_path):

@@ -1,5 +1,7 @@
-"""The stack's FITS file: colour as one cube or as planes, the FRAMES table, reading it back."""
+"""The stack's FITS file: as one image or as extensions, the FRAMES table, reading it back."""
 
+import os
+import re
 import shutil
 import subprocess
 
@@ -9,7 +11,8 @@ from astropy.io import fits
 from astropy.table import Table
 
 from astro_offsets import Stack, Stacker
-from astro_offsets.stack import Normalisation
+from astro_offsets._utils.provenance import product_kind
+from astro_offsets.stack import LAYOUTS, Normalisation
 from astro_offsets.stack._report import frame_report
 
 SHAPE = (12, 16)
@@ -79,29 +82,46 @@ def assert_same(got, expected):
     assert got.meta == expected.meta
 
 
-def test_colour_stack_is_one_cube_by_default(tmp_path):
+def image_hdus(hdul):
+    return [hdu.name for hdu in hdul if hdu.is_image and hdu.header["NAXIS"] > 0]
+
+
+def test_colour_stack_is_one_image_by_default(tmp_path):
+    # Siril 1.4 takes a FITS file of more than one image for a sequence: the
+    # stack is the file's one image, its weights in a file beside it.
     stack = made(bayer=True)
     stack.write(tmp_path / "stack.fits")
     with fits.open(tmp_path / "stack.fits") as hdul:
-        assert [hdu.name for hdu in hdul] == ["PRIMARY", "WHT", "FRAMES"]
+        assert [hdu.name for hdu in hdul] == ["PRIMARY", "FRAMES"]
         header = hdul[0].header
         assert (header["NAXIS"], header["NAXIS3"], header["BITPIX"]) == (3, 3, -32)
         assert header["PRODUCT"] == "stack"
         assert header["BUNIT"] == "adu / s"
-        cube, weights = hdul[0].data, hdul["WHT"].data
-        assert cube.shape == weights.shape == (3, *SHAPE)
+        cube = hdul[0].data
+        assert cube.shape == (3, *SHAPE)
         for plane, name in enumerate(("RED", "GREEN", "BLUE")):
             assert np.array_equal(cube[plane], stack.images[name], equal_nan=True)
+    with fits.open(tmp_path / "stack.weights.fits") as hdul:
+        assert [hdu.name for hdu in hdul] == ["PRIMARY", "WHT"]
+        assert hdul[0].header["NAXIS"] == 0
+        assert hdul[0].header["PRODUCT"] == "stack weights"
+        assert hdul[0].header["STACK"] == "stack.fits"
+        weights = hdul["WHT"].data
+        assert weights.shape == (3, *SHAPE)
+        for plane, name in enumerate(("RED", "GREEN", "BLUE")):
             assert np.array_equal(weights[plane], stack.weights[name])
+    assert product_kind(tmp_path / "stack.weights.fits") == "stack weights"
     stack.write(tmp_path / "context.fits", context=True)
     with fits.open(tmp_path / "context.fits") as hdul:
-        assert [hdu.name for hdu in hdul] == ["PRIMARY", "WHT", "CTX", "FRAMES"]
+        assert [hdu.name for hdu in hdul] == ["PRIMARY", "FRAMES"]
+    with fits.open(tmp_path / "context.weights.fits") as hdul:
+        assert [hdu.name for hdu in hdul] == ["PRIMARY", "WHT", "CTX"]
         assert hdul["CTX"].shape == (3, 1, *SHAPE)
 
 
-def test_planes_layout_on_request(tmp_path):
+def test_extensions_layout_on_request(tmp_path):
     stack = made(bayer=True)
-    stack.write(tmp_path / "stack.fits", layout="planes", context=True)
+    stack.write(tmp_path / "stack.fits", layout="extensions", context=True)
     with fits.open(tmp_path / "stack.fits") as hdul:
         assert [hdu.name for hdu in hdul] == [
             "PRIMARY",
@@ -113,20 +133,70 @@ def test_planes_layout_on_request(tmp_path):
         assert hdul[0].header["NAXIS"] == 0
         assert hdul["RED"].header["BUNIT"] == "adu / s"
         assert np.array_equal(hdul["BLUE"].data, stack.images["BLUE"], equal_nan=True)
+    assert not os.path.exists(tmp_path / "stack.weights.fits")
     with pytest.raises(ValueError, match="unknown layout 'rgb'; expected one of"):
         stack.write(tmp_path / "other.fits", layout="rgb")
+    with pytest.raises(ValueError, match="unknown layout 'cube'; expected one of"):
+        stack.write(tmp_path / "other.fits", layout="cube")
 
 
-def test_mono_stack_is_sci_and_wht_in_either_layout(tmp_path):
+def test_mono_stack_is_sci_and_wht_by_default(tmp_path):
     stack = made(bayer=False)
-    for layout in ("cube", "planes"):
+    for layout in (None, "extensions"):
         stack.write(tmp_path / f"{layout}.fits", layout=layout)
         with fits.open(tmp_path / f"{layout}.fits") as hdul:
             assert [hdu.name for hdu in hdul] == ["PRIMARY", "SCI", "WHT", "FRAMES"]
+        assert not os.path.exists(tmp_path / f"{layout}.weights.fits")
+        assert stack.weights_file(tmp_path / f"{layout}.fits", layout) is None
+
+
+def test_mono_stack_as_one_image(tmp_path):
+    stack = made(bayer=False)
+    stack.write(tmp_path / "stack.fits", layout="image", context=True)
+    with fits.open(tmp_path / "stack.fits") as hdul:
+        assert [hdu.name for hdu in hdul] == ["PRIMARY", "FRAMES"]
+        assert hdul[0].header["PRODUCT"] == "stack"
+        assert np.array_equal(hdul[0].data, stack.images["SCI"], equal_nan=True)
+    with fits.open(tmp_path / "stack.weights.fits") as hdul:
+        assert [hdu.name for hdu in hdul] == ["PRIMARY", "WHT", "CTX"]
+        assert np.array_equal(hdul["WHT"].data, stack.weights["SCI"])
+        assert hdul["CTX"].shape == (1, *SHAPE)
+    assert stack.weights_file(tmp_path / "stack.fits", "image") == str(
+        tmp_path / "stack.weights.fits"
+    )
+
+
+def test_weights_file_is_an_output_as_the_stack_is(tmp_path):
+    stack = made(bayer=True)
+    out, weights = tmp_path / "stack.fits", tmp_path / "stack.weights.fits"
+    weights.write_bytes(b"theirs")
+    message = f"{weights}: already exists (use overwrite to replace it)"
+    with pytest.raises(FileExistsError, match=re.escape(message)):
+        stack.write(out)
+    # Nothing written: neither the stack, nor the weights.
+    assert not out.exists()
+    assert weights.read_bytes() == b"theirs"
+    stack.write(out, overwrite=True)
+    assert Stack.read(out).channels == ("RED", "GREEN", "BLUE")
+    with pytest.raises(FileExistsError, match=re.escape(f"{out}: already exists")):
+        stack.write(out)
+    # A stack written and its weights file since removed: one clear error.
+    weights.unlink()
+    message = f"{out}: its weights file {weights} is missing"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Stack.read(out)
+    # Another stack's weights, not these.
+    made(bayer=False).write(tmp_path / "mono.fits", layout="image")
+    os.replace(tmp_path / "mono.weights.fits", weights)
+    message = f"{weights}: WHT of shape {SHAPE}: not the weights of {out}, an image of (3, "
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Stack.read(out)
 
 
 @pytest.mark.parametrize(
-    ("bayer", "layout"), [(False, "cube"), (True, "cube"), (True, "planes")], ids=str
+    ("bayer", "layout"),
+    [(False, None), (False, "image"), (True, None), (True, "extensions")],
+    ids=str,
 )
 @pytest.mark.parametrize("context", [False, True])
 def test_read_gives_back_what_was_written(tmp_path, bayer, layout, context):
@@ -139,6 +209,26 @@ def test_read_gives_back_what_was_written(tmp_path, bayer, layout, context):
     plain.write(tmp_path / "plain.fits", layout=layout, context=context)
     expected = plain if context else plain._replace(contexts=None)
     assert_same(Stack.read(tmp_path / "plain.fits"), expected)
+
+
+@pytest.mark.parametrize("context", [False, True])
+def test_read_cube_with_its_weights_inside(tmp_path, context):
+    # As the cube was written before its weights went beside it: the
+    # primary cube, then WHT and CTX, then FRAMES, in one file.
+    stack = made(bayer=True)
+    stack.write(tmp_path / "new.fits", context=context)
+    with (
+        fits.open(tmp_path / "new.fits") as hdul,
+        fits.open(tmp_path / "new.weights.fits") as weights,
+    ):
+        hdus = [hdul[0], *weights[1:], hdul["FRAMES"]]
+        fits.HDUList(hdus).writeto(tmp_path / "old.fits")
+    with fits.open(tmp_path / "old.fits") as hdul:
+        names = ["PRIMARY", "WHT", "CTX", "FRAMES"] if context else ["PRIMARY", "WHT", "FRAMES"]
+        assert [hdu.name for hdu in hdul] == names
+    assert_same(
+        Stack.read(tmp_path / "old.fits"), stack if context else stack._replace(contexts=None)
+    )
 
 
 def test_frames_table_has_a_row_per_frame(tmp_path):
@@ -209,7 +299,11 @@ def test_read_stack_of_an_earlier_version(tmp_path):
 
 def test_read_refuses_what_is_no_stack(tmp_path):
     fits.HDUList([fits.PrimaryHDU(np.zeros(SHAPE, np.float32))]).writeto(tmp_path / "frame.fits")
-    with pytest.raises(ValueError, match=r"frame.fits: not a stack: no SCI or RED extension"):
+    message = (
+        "frame.fits: not a stack: no SCI or RED extension, nor a stack's image in the primary "
+        "HDU (a 3-plane cube, or PRODUCT = 'stack')"
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
         Stack.read(tmp_path / "frame.fits")
     fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros(SHAPE), name="SCI")]).writeto(
         tmp_path / "half.fits"
@@ -218,8 +312,14 @@ def test_read_refuses_what_is_no_stack(tmp_path):
         Stack.read(tmp_path / "half.fits")
 
 
+def siril_layers(stdout):
+    """Return the layers that Siril's ``stat`` printed: ``["Red layer", ...]``."""
+    layers = [line for line in stdout.splitlines() if " layer: Mean" in line]
+    return [line.split("log: ")[1].split(":")[0] for line in layers]
+
+
 @pytest.mark.skipif(shutil.which("siril-cli") is None, reason="Siril is not installed")
-@pytest.mark.parametrize("layout", ["cube", "planes"])
+@pytest.mark.parametrize("layout", LAYOUTS)
 def test_siril_opens_the_cube_as_colour(tmp_path, layout):
     made(bayer=True).write(tmp_path / "stack.fit", layout=layout, context=True)
     # Siril 1.0 reads a libconfig file; its default extension is .fit.
@@ -227,18 +327,32 @@ def test_siril_opens_the_cube_as_colour(tmp_path, layout):
     (tmp_path / "open.ssf").write_text("requires 1.0.0\nload stack.fit\nstat\n")
     command = ["siril-cli", "-i", "siril.config", "-d", str(tmp_path), "-s", "open.ssf"]
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    layers = [line for line in done.stdout.splitlines() if " layer: Mean" in line]
-    if layout == "cube":
-        assert [line.split("log: ")[1].split(":")[0] for line in layers] == [
-            "Red layer",
-            "Green layer",
-            "Blue layer",
-        ]
+    if layout == "image":
+        assert siril_layers(done.stdout) == ["Red layer", "Green layer", "Blue layer"]
     else:  # the red plane alone, as a grey image
-        assert [line.split("log: ")[1].split(":")[0] for line in layers] == ["B&W layer"]
+        assert siril_layers(done.stdout) == ["B&W layer"]
 
 
-@pytest.mark.parametrize("layout", ["cube", "planes"])
+SIRIL_14 = "/tmp/s14bin/siril14-cli"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists(SIRIL_14), reason="Siril 1.4 is not installed")
+def test_siril_14_opens_a_stack_written_as_one_image(tmp_path):
+    # Siril 1.4 takes a FITS file of more than one image for a (deprecated)
+    # film sequence, and crashes on it; one image and a table it opens.
+    made(bayer=True).write(tmp_path / "colour.fits", context=True)
+    made(bayer=False).write(tmp_path / "mono.fits", layout="image", context=True)
+    script = ["requires 1.2.0", f"cd {tmp_path}", "setext fits"]
+    script += ["load colour", "stat", "load mono", "stat"]
+    (tmp_path / "open.ssf").write_text("\n".join(script) + "\n")
+    command = [SIRIL_14, "-s", str(tmp_path / "open.ssf")]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert siril_layers(done.stdout) == ["Red layer", "Green layer", "Blue layer", "B&W layer"]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 def test_written_a_few_rows_at_a_time_is_written_whole(tmp_path, monkeypatch, layout):
     from astro_offsets.stack import _product
 

@@ -121,10 +121,13 @@ def test_stack_carries_the_reference_wcs(tmp_path, cards, scale):
     stack, _ = stack_frames(frames, scale=scale, reject=False, kernel="square")
     out = tmp_path / "stack.fits"
     stack.write(out)
+    # As one image too: the stack the primary HDU, its weights beside it.
+    stack.write(tmp_path / "image.fits", layout="image")
     reference = _reference_wcs(frames[0])
     ny, nx = stack.images["SCI"].shape
-    for hdu in ("SCI", "WHT"):
-        wcs = WCS(fits.getheader(out, hdu))
+    images = [(out, "SCI"), (out, "WHT"), (tmp_path / "image.fits", 0)]
+    for path, hdu in [*images, (tmp_path / "image.weights.fits", "WHT")]:
+        wcs = WCS(fits.getheader(path, hdu))
         assert wcs.has_celestial
         assert (wcs.sip is not None) == (cards is SIP)
         # Every pixel of the stack, corners included, is at the sky position
@@ -247,7 +250,7 @@ def test_raw_stack_is_written_bottom_up_without_wcs(tmp_path):
     assert stack.meta["wcs"] is None
     assert stack.meta["observation"] == []
     out = tmp_path / "stack.fits"
-    stack.write(out, context=True, layout="planes")
+    stack.write(out, context=True, layout="extensions")
     # As Siril converts raw files: upside down, bottom-up, so that DS9 and
     # Siril show the photo's top at the top.
     with fits.open(out) as hdul:
@@ -260,13 +263,17 @@ def test_raw_stack_is_written_bottom_up_without_wcs(tmp_path):
         np.testing.assert_array_equal(hdul["GREEN_CTX"].data, stack.contexts["GREEN"][:, ::-1])
         green = np.nan_to_num(hdul["GREEN"].data)
     assert np.unravel_index(np.argmax(green), green.shape)[0] > 64 - 16
-    # The cube (the default) likewise, and both read back as the stack was.
+    # The cube (the default) likewise, its weights beside it, and both
+    # read back as the stack was.
     cube = tmp_path / "cube.fits"
     stack.write(cube, context=True)
     with fits.open(cube) as hdul:
         assert hdul[0].header["ROWORDER"] == "BOTTOM-UP"
-        assert hdul["WHT"].header["ROWORDER"] == "BOTTOM-UP"
         np.testing.assert_array_equal(hdul[0].data[1], stack.images["GREEN"][::-1])
+    with fits.open(tmp_path / "cube.weights.fits") as hdul:
+        for name in ("WHT", "CTX"):
+            assert hdul[name].header["ROWORDER"] == "BOTTOM-UP"
+        np.testing.assert_array_equal(hdul["WHT"].data[1], stack.weights["GREEN"][::-1])
     for path in (out, cube):
         again = Stack.read(path)
         assert again.meta["roworder"] == "TOP-DOWN"
