@@ -32,6 +32,7 @@ from astropy.utils.exceptions import AstropyUserWarning
 from .._utils.blas import one_blas_thread
 from .._utils.polynomial import Polynomial
 from .._utils.provenance import provenance_header, write_product
+from .._utils.wcs import celestial_wcs
 from ._arrays import offset_maps
 from ._wcs import _check_wcs, _checked_copy, default_wcs
 
@@ -362,8 +363,6 @@ def reference_wcs(path, shape):
     >>> wcs is None, comments[0]
     (True, 'No reference frame recorded: the WCS is the default one of')
     """
-    from astropy.wcs import WCS
-
     default = ("astro_offsets (TAN, 1 arcsec pixels, centred on RA 180, Dec 0 deg).",)
     if not path:
         return None, ("No reference frame recorded: the WCS is the default one of", *default)
@@ -372,10 +371,9 @@ def reference_wcs(path, shape):
             warnings.simplefilter("ignore")  # cards astropy or wcslib fix: not ours to report
             with fits.open(path, lazy_load_hdus=True) as hdul:
                 header = next(h.header for h in hdul if h.header.get("NAXIS", 0) >= 2)
-            wcs = WCS(header)
-            if not wcs.has_celestial:
-                raise ValueError("no celestial WCS")
-            wcs = wcs.celestial
+            wcs, why = celestial_wcs(header)
+            if wcs is None:
+                raise ValueError(why or "no celestial WCS")
             wcs.array_shape = (header["NAXIS2"], header["NAXIS1"])
             _check_wcs(_without_sip(wcs)[0], shape)  # its own SIP is composed with the map's
     except StopIteration:

@@ -8,12 +8,12 @@ The reference's celestial WCS is carried onto that grid; so are the cards
 that say what was observed, where and with what.
 """
 
-import re
 import warnings
 
 import numpy as np
 from astropy.utils.exceptions import AstropyUserWarning
 
+from .._utils.wcs import celestial_wcs
 from ..frames import frame_header, row_order
 
 __all__ = [
@@ -57,10 +57,6 @@ OBSERVATION_KEYWORDS = (
 # Pixel sizes (micrometres), which Siril and ASTAP take with FOCALLEN for the
 # pixel scale: a finer grid's pixels are smaller.
 _PIXEL_SIZES = ("XPIXSZ", "YPIXSZ", "PIXSIZE1", "PIXSIZE2")
-# Cards of a WCS, any kind; of the distortion-paper lookup tables (and
-# -TAB coordinates), which the stack cannot carry.
-_WCS_CARD = re.compile(r"^(CTYPE|CRVAL|CRPIX|CDELT|CUNIT|CD\d+_\d+|PC\d+_\d+)")
-_TABLE_CARD = re.compile(r"^(CPDIS|CQDIS|D2IMDIS|D2IMFILE|D2IMERR|CPERR)")
 # How far the carried WCS may stray from the reference's, in reference pixels:
 # it is exact but for rounding, unless the WCS is of a kind not foreseen.
 _CHECK = 1e-3
@@ -165,33 +161,11 @@ def grid_wcs(header, scale, shape, *, name="the reference frame"):
     >>> wcs.wcs.crpix.tolist(), wcs.wcs.cdelt.tolist()
     ([100.5, 80.5], [-0.0002, 0.0002])
     """
-    if header is None or not any(_WCS_CARD.match(key) for key in header):
-        return None
-    # astropy.wcs (50 ms) is imported when a frame has a WCS: the command line starts fast.
+    reference, why = celestial_wcs(header)
+    if reference is None:
+        return None if why is None else _left_out(name, why)
     from astropy.wcs import WCS, FITSFixedWarning
 
-    tables = sorted({key for key in header if _TABLE_CARD.match(key)})
-    if tables:
-        return _left_out(name, f"its distortion lookup tables ({', '.join(tables)})")
-    try:
-        with warnings.catch_warnings():
-            # Fixes astropy makes of legacy cards (DATE-OBS, RADECSYS), no errors.
-            warnings.simplefilter("ignore", FITSFixedWarning)
-            reference = WCS(header, relax=True)
-    except Exception as exc:  # wcslib's own errors, of any kind
-        return _left_out(name, f"it does not read ({exc})")
-    if not reference.has_celestial:
-        kinds = ", ".join(t or "(none)" for t in reference.wcs.ctype)
-        return _left_out(name, f"it is not celestial (CTYPE {kinds})")
-    if reference.naxis != 2:
-        if sorted((reference.wcs.lng, reference.wcs.lat)) != [0, 1]:
-            return _left_out(name, "its sky axes are not the image's x and y")
-        reference = reference.celestial
-    if any(
-        table is not None
-        for table in (reference.cpdis1, reference.cpdis2, reference.det2im1, reference.det2im2)
-    ):
-        return _left_out(name, "its distortion lookup tables")
     grid = _scaled(reference, scale, shape)
     # Checked as written: what its header cards say, read back.
     with warnings.catch_warnings():

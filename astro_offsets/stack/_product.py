@@ -11,12 +11,12 @@ import numpy as np
 from astropy.io import fits
 from astropy.stats import sigma_clipped_stats
 from astropy.table import Table
-from astropy.wcs import WCS, FITSFixedWarning
 from scipy.ndimage import maximum_filter, uniform_filter
 
 from .._utils.atomic import atomic_path
 from .._utils.naming import weights_path
 from .._utils.provenance import png_metadata, provenance_header
+from .._utils.wcs import celestial_wcs
 from ._header import flipped_wcs, observation_cards
 from ._normalisation import Normalisation
 
@@ -680,14 +680,9 @@ def _as_written(array, meta):
 
 def _read_wcs(header, roworder):
     """Return the celestial WCS of a stack's arrays from its image's ``header``, or `None`."""
-    if "CTYPE1" not in header:
+    wcs, _ = celestial_wcs(header)  # a cube's: its third axis, the colours, dropped
+    if wcs is None:
         return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FITSFixedWarning)  # DATE-OBS in MJD-OBS's terms
-        wcs = WCS(header)
-    if not wcs.has_celestial:
-        return None
-    wcs = wcs.celestial  # a cube's third axis is its colours
     shape = (header["NAXIS2"], header["NAXIS1"])
     return flipped_wcs(wcs, shape) if roworder == "TOP-DOWN" else wcs
 
