@@ -9,6 +9,7 @@ user's ``light_*.fits`` can pick up ``light_001.offsets.fits`` without harm.
 
 import datetime
 import os
+import urllib.parse
 
 from astropy.io import fits
 
@@ -17,6 +18,8 @@ from .atomic import atomic_path
 from .naming import MAP_SUFFIX, TABLE_ENDINGS
 
 __all__ = [
+    "card_text",
+    "text_of_card",
     "PRODUCTS",
     "named_raw",
     "not_an_input",
@@ -94,10 +97,42 @@ def provenance_header(product, cards=(), comments=()):
     header = fits.Header()
     for keyword, value, comment in (*provenance_cards(product), *cards):
         if value is not None:
+            value = card_text(value) if isinstance(value, str) else value
             header[keyword] = (value, "" if len(str(value)) > 35 else comment)
     for line in comments:
-        header["COMMENT"] = line
+        header["COMMENT"] = card_text(line)
     return header
+
+
+# FITS cards hold printable ASCII: other text (a path of "Nächte/", "Orión/")
+# is written percent-encoded as UTF-8 behind this mark, as URLs are (RFC
+# 3986), and `text_of_card` reads it back. No quote in the mark: a long
+# value is continued over cards (CONTINUE), which astropy reassembles wrong
+# around doubled quotes.
+_ENCODED = "utf8:"
+
+
+def card_text(text):
+    """Return ``text`` as a FITS card can hold it: as it is if printable ASCII, else encoded.
+
+    Examples
+    --------
+    >>> from astro_offsets._utils.provenance import card_text, text_of_card
+    >>> card_text("light/DSC0001.fits"), card_text("Nächte/DSC0001.fits")
+    ('light/DSC0001.fits', 'utf8:N%C3%A4chte/DSC0001.fits')
+    >>> text_of_card(card_text("Nächte/DSC0001.fits"))
+    'Nächte/DSC0001.fits'
+    """
+    if text.isascii() and text.isprintable() and not text.startswith(_ENCODED):
+        return text
+    return _ENCODED + urllib.parse.quote(text, safe="/:\\ ._-+,=@()[]{}~!$&*;")
+
+
+def text_of_card(value):
+    """Return the text a card's value holds (`card_text` undone); other values as they are."""
+    if isinstance(value, str) and value.startswith(_ENCODED):
+        return urllib.parse.unquote(value[len(_ENCODED) :])
+    return value
 
 
 def write_product(path, hdus, *, overwrite=False):

@@ -10,6 +10,7 @@ import numpy as np
 from astropy.utils.exceptions import AstropyUserWarning
 
 from .._utils.blas import one_blas_thread
+from .._utils.provenance import text_of_card
 from .._utils.validation import positive_pair, real
 from ..maps import OffsetMap, StarOffsets
 from ..stars import offset_errors, photometry, read_table, star_columns
@@ -487,9 +488,9 @@ class OffsetModel:
         # The frame the offsets are against, as make_tables records it: the
         # map records it too, so that stacking can check it.
         if table.meta.get("REFFRAME"):
-            model.meta["reference"] = str(table.meta["REFFRAME"])
+            model.meta["reference"] = str(text_of_card(table.meta["REFFRAME"]))
         if table.meta.get("REFPATH"):  # where it was: a map's SIP takes its WCS
-            model.meta["reference_path"] = str(table.meta["REFPATH"])
+            model.meta["reference_path"] = str(text_of_card(table.meta["REFPATH"]))
         if table.meta.get("REFROWS"):  # how its rows run: the map's plot shows them so
             model.meta["roworder"] = str(table.meta["REFROWS"])
         # Its sky levels and flux scale, which the stack normalises with.

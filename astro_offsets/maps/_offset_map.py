@@ -6,7 +6,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.io.fits.hdu.compressed import NO_DITHER
 
-from .._utils.provenance import provenance_header, write_product
+from .._utils.provenance import provenance_header, text_of_card, write_product
 from .._utils.validation import input_file
 from ._arrays import offset_maps
 from ._diagnostics import largest_jump, star_rms
@@ -868,7 +868,7 @@ def _read_provenance(header):
                 meta["parameter"] = parameter
     if "source" not in meta and "PATH" in header:  # the original notebook's card
         meta["source"] = header["PATH"]
-    return meta
+    return {key: text_of_card(value) for key, value in meta.items()}
 
 
 def _find_map_hdus(hdul, path):

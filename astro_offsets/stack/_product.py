@@ -519,8 +519,9 @@ def _frames_hdu(meta, n_channels):
     norms = [none if norm is None else norm for norm in norms]
     by_channel = (n, n_channels) if n_channels > 1 else (n,)
     columns = {
-        "frame": np.array(meta["frames"], dtype=str),
-        "map": np.array([name or "" for name in meta["maps"]], dtype=str),
+        # UTF-8: a path of "Nächte/" too (FITS tables' strings are bytes).
+        "frame": _utf8(meta["frames"]),
+        "map": _utf8([name or "" for name in meta["maps"]]),
         "kernel": np.array(meta.get("kernels") or [""] * n, dtype=str),
         "used": np.ones(n, bool),
         "weight": _floats(meta.get("weights"), n),
@@ -535,6 +536,10 @@ def _frames_hdu(meta, n_channels):
     for number, name in enumerate(columns, start=1):
         hdu.header.comments[f"TTYPE{number}"] = FRAME_COLUMNS[name]
     return hdu
+
+
+def _utf8(texts):
+    return np.char.encode(np.array(texts, dtype=str), "utf-8")
 
 
 def _floats(values, n):
@@ -618,8 +623,8 @@ def _meta(header, table, image_header):
         meta["maps"] = [None if name == "(reference)" else name for name in maps]
         meta["kernels"] = []
         return meta
-    meta["frames"] = [str(frame) for frame in table["frame"]]
-    meta["maps"] = [str(name) or None for name in table["map"]]
+    meta["frames"] = [_text(frame) for frame in table["frame"]]
+    meta["maps"] = [_text(name) or None for name in table["map"]]
     meta["kernels"] = [str(kernel) for kernel in table["kernel"]]
     if "normalized" in meta:
         meta["normalisation"] = [
@@ -638,6 +643,11 @@ def _meta(header, table, image_header):
     if "weighting" in meta:
         meta["weights"] = [_value(value) for value in table["weight"]]
     return meta
+
+
+def _text(value):
+    """Return a FRAMES table's string (UTF-8 bytes, or text as astropy decoded it)."""
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
 def _channel_values(value):

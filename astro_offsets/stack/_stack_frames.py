@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from .._utils.batch import Batch, Result, describe
 from .._utils.naming import map_path
+from .._utils.provenance import text_of_card
 from .._utils.validation import input_file
 from .._utils.workers import takes_client
 from ..frames import frame_shape
@@ -77,7 +78,7 @@ _MAKE_MAPS = (
 def _made_against(path):
     """Return the reference frame a map records (``REFFRAME``), or `None`."""
     try:
-        return fits.getheader(path).get("REFFRAME") or None
+        return text_of_card(fits.getheader(path).get("REFFRAME")) or None
     except Exception:  # an unreadable map is reported when it is read
         return None
 

@@ -10,7 +10,7 @@ from astropy.io import fits
 
 from .._utils.batch import Batch, Result, describe
 from .._utils.naming import table_path
-from .._utils.provenance import provenance_header, write_product
+from .._utils.provenance import provenance_header, text_of_card, write_product
 from .._utils.workers import Tasks, takes_client
 from ..frames import fill_hot_pixels, frame_header, frame_shape, hot_pixels, read_frame, row_order
 from ._detect import detect_stars
@@ -429,12 +429,12 @@ def _made_against(path, reference):
         return None
     if header.get("PRODUCT", "star table") != "star table" or not header.get("REFFRAME"):
         return None
-    recorded = header.get("REFPATH")
+    recorded, name = text_of_card(header.get("REFPATH")), text_of_card(header["REFFRAME"])
     if recorded and os.path.exists(recorded):
         same = os.path.samefile(recorded, reference)
     else:
-        same = os.path.basename(str(header["REFFRAME"])) == os.path.basename(reference)
-    return None if same else str(recorded or header["REFFRAME"])
+        same = os.path.basename(str(name)) == os.path.basename(reference)
+    return None if same else str(recorded or name)
 
 
 def _collect_tables(work, found_all, batch, complete, outdir, write, fail):

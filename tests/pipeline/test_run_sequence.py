@@ -323,3 +323,30 @@ def test_what_is_not_ours_is_kept(night, tmp_path):
     assert f"{night.frames[2]}'s" in results[4].message
     assert "differs from the stack's" in results[5].message
     assert not (tmp_path / "small.offsets_table.fits").exists()
+
+
+def test_a_night_in_a_folder_of_any_name(night, tmp_path, capsys, monkeypatch):
+    # FITS cards hold ASCII: the paths of "Nächte/" are written encoded
+    # (utf8:...), the FRAMES table's as UTF-8, and read back as they were.
+    from astro_offsets import Stack
+
+    folder = tmp_path / "Nächte Orión"
+    folder.mkdir()
+    frames = [shutil.copy(frame, folder) for frame in night.frames[:3]]
+    monkeypatch.chdir(tmp_path)
+    names = [os.path.relpath(frame, tmp_path) for frame in frames]
+    out = os.path.join("Nächte Orión", "stack.fits")
+    assert main(["run", *names, "--out", out, "--write-maps", "--sip", "--no-reject"]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    assert Stack.read(out).meta["frames"] == names
+    omap = OffsetMap.read(folder / "light_001.offsets.fits")
+    assert omap.meta["reference_path"] == os.path.realpath(frames[0])
+    header = fits.getheader(folder / "light_001.offsets.fits")
+    assert header["REFPATH"].startswith("utf8:")
+    # The SIP found the reference by its path; a second tables run keeps the
+    # tables, made against the same reference.
+    comments = str(fits.getheader(folder / "light_001.sip.fits")["COMMENT"]).replace("\n", "")
+    assert "no celestial WCS" in comments  # found and read: it has none
+    assert "No such file" not in comments
+    assert main(["tables", *names, "--reference", names[0]]) == 0
+    assert "2 skipped" in capsys.readouterr().out

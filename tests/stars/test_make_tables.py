@@ -340,7 +340,7 @@ def test_tables_record_how_the_references_rows_run(sequence, tmp_path):
     from astro_offsets import OffsetModel
     from astro_offsets.maps import plot_map
 
-    folder, paths, _ = sequence
+    _, paths, _ = sequence
     top_down = str(tmp_path / "top_down.fits")
     with fits.open(paths["reference"]) as hdul:
         hdul[0].header["ROWORDER"] = "TOP-DOWN"
