@@ -60,7 +60,8 @@ class StreamFrames(Frames):
     calibration, mask_hot_pixels, normalize, weighting
         As for `Frames`.
     reference : str
-        The reference frame, as the user named it (the tables' ``REFFRAME``).
+        The reference frame's absolute path (the tables' ``REFPATH``, and
+        ``REFFRAME`` its name).
     stars : dict
         The options of `frame_table`: ``fwhm``, ``threshold``, ``min_snr``,
         ``flagged``.
@@ -73,7 +74,8 @@ class StreamFrames(Frames):
         does; or on every frame.
     tables, maps : str or `None`
         Where the tables go (`None`: beside each frame), and the maps, which
-        are written only if ``maps`` is given (`True`: beside each frame).
+        are written only if ``maps`` is given (`True`: beside each frame);
+        absolute, as the workers may run in another directory.
     sip : bool, optional
         Write each map's SIP polynomials beside it too (``write_map``'s ``sip``).
     compress_maps : bool, optional
@@ -131,7 +133,7 @@ class StreamFrames(Frames):
         del image
         if isinstance(found, str):
             raise ValueError(found)
-        output = table_path(item.frame, self.tables)
+        output = table_path(item.frame_file, self.tables)
         _ours(output, "star table", 1)
         header = table_header(item.frame, self.reference_name, found, self.stars)
         try:
@@ -156,7 +158,7 @@ class StreamFrames(Frames):
         omap, more, model = make_map(model, shape, n_jobs=1)
         self._as_written(omap)
         if self.maps is not None:
-            output = map_path(item.frame, None if self.maps is True else self.maps)
+            output = map_path(item.frame_file, None if self.maps is True else self.maps)
             _ours(output, "offset map", 0)
             more += write_map(omap, output, True, False, sip=self.sip, compress=self.compress_maps)
         summary, measures = omap.field_summary, map_measures(omap)
@@ -169,7 +171,7 @@ class StreamFrames(Frames):
         For the frames that an interrupted run kept (its checkpoint): their
         stars were found then.
         """
-        table = table_path(item.frame, self.tables)
+        table = table_path(item.frame_file, self.tables)
         try:
             header = fits.getheader(table, 1)
             counts = {"detected": header.get("NDETECT"), "matched": header.get("NMATCH")}

@@ -350,3 +350,21 @@ def test_a_night_in_a_folder_of_any_name(night, tmp_path, capsys, monkeypatch):
     assert "No such file" not in comments
     assert main(["tables", *names, "--reference", names[0]]) == 0
     assert "2 skipped" in capsys.readouterr().out
+
+
+def test_relative_paths_in_any_working_directory(night, tmp_path, monkeypatch):
+    # The worker processes outlive a call: started in one directory, they
+    # must still write the tables and maps a later call names relative to another.
+    for name in ("first", "second"):
+        (tmp_path / name).mkdir()
+        for frame in night.frames[:3]:
+            shutil.copy(frame, tmp_path / name)
+    monkeypatch.chdir(tmp_path / "first")
+    names = [os.path.basename(frame) for frame in night.frames[:3]]
+    run_sequence(names, n_jobs=2, reject=False, write_maps=True)
+    monkeypatch.chdir(tmp_path / "second")
+    _, results = run_sequence(names, n_jobs=2, reject=False, write_maps=True)
+    assert [r.status for r in results] == ["stacked"] * 3
+    for name in ("first", "second"):
+        assert len(list((tmp_path / name).glob("*.offsets_table.fits"))) == 2
+        assert len(list((tmp_path / name).glob("*.offsets.fits"))) == 2
