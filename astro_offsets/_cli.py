@@ -8,28 +8,17 @@ import shutil
 import sys
 import warnings
 from concurrent.futures import BrokenExecutor
+from types import MappingProxyType
 
 from tqdm import tqdm
 
-from ._utils.batch import describe
 from ._utils.naming import checkpoint_path, png_path, weights_path
-from ._utils.provenance import PRODUCTS, product_kind
-from ._utils.validation import input_file
-from ._utils.workers import ClusterError, connected
 from ._version import __version__
-from .field import (
-    CHOICES,
-    DEFAULT_TREND,
-    MAPS_METHOD,
-    METHODS,
-    TRENDS,
-    check_options,
-    write_maps,
-)
-from .frames import KINDS, Calibration, frame_shape
-from .stack import KERNELS, LAYOUTS, StackResult, check_frames, check_stack_options, stack_frames
-from .stack._quality import FILTER_FWHM, FILTER_ROUND, FILTER_STARS, WEIGHTINGS, check_selection
-from .stars import make_tables
+
+# The stages are imported where a command uses them, not here: ``--help``,
+# ``--version`` and a mistyped option answer at once, without numpy and
+# astropy (a second of imports), and each command's options are added to
+# its parser only when that command is parsed (`_Command`).
 
 __all__ = ["main"]
 
@@ -63,7 +52,44 @@ _jobs = _argument(
 )
 
 
-def _parser():
+class _Command(argparse.ArgumentParser):
+    """A command's parser, whose options are added when it is first used.
+
+    ``options(parser)`` adds them: when the command is parsed, or its help
+    or usage shown. The top-level ``--help`` and ``--version`` so need none
+    of the stages the options come from.
+    """
+
+    def __init__(self, *args, options=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._options = options
+
+    def complete(self):
+        """Add the command's options, once."""
+        options, self._options = self._options, None
+        if options is not None:
+            options(self)
+        return self
+
+    def parse_known_args(self, args=None, namespace=None):
+        self.complete()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self):
+        self.complete()
+        return super().format_usage()
+
+    def format_help(self):
+        self.complete()
+        return super().format_help()
+
+
+def _parser(complete=True):
+    """Return the parser and the commands' parsers, by name.
+
+    With ``complete=False`` each command's options are added when first
+    needed (`_Command`), as `main` does.
+    """
     parser = argparse.ArgumentParser(
         prog=PROG,
         description=(
@@ -72,28 +98,28 @@ def _parser():
         ),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show each failure's traceback, not only its one-line message",
+    )
     commands = parser.add_subparsers(
-        dest="command", required=True, metavar="COMMAND", help="in the order of the pipeline:"
+        dest="command",
+        required=True,
+        metavar="COMMAND",
+        help="in the order of the pipeline:",
+        parser_class=_Command,
     )
     # In the order of the pipeline: frames -> star tables -> maps -> stack.
     subparsers = {
-        name: add(commands)
-        for name, add in (
-            ("tables", _add_tables),
-            ("maps", _add_maps),
-            ("stack", _add_stack),
-            ("run", _add_run),
-            ("demo", _add_demo),
-        )
+        name: commands.add_parser(name, help=summary, description=description, options=add)
+        for name, (summary, description, add, _) in _COMMANDS.items()
     }
+    for name, subparser in subparsers.items():
+        subparser.set_defaults(run=_COMMANDS[name][3])
+        if complete:
+            subparser.complete()
     return parser, subparsers
-
-
-def _command(commands, name, run, summary, description):
-    """Add a command's parser; its ``run`` gets the parsed arguments and the reporter."""
-    parser = commands.add_parser(name, help=summary, description=description)
-    parser.set_defaults(run=run)
-    return parser
 
 
 def _add_frames(parser):
@@ -123,6 +149,8 @@ def _add_jobs(parser, what):
 
 
 def _add_calibration(parser):
+    from .frames import KINDS
+
     group = parser.add_argument_group(
         "calibration frames",
         "files or folders of them; their masters are made once and kept beside them",
@@ -133,6 +161,9 @@ def _add_calibration(parser):
 
 def _calibration(args, report):
     """Return the masters of the calibration frames given, `None` if none, or `False` on error."""
+    from ._utils.batch import describe
+    from .frames import KINDS, Calibration
+
     sources = {kind: getattr(args, kind) for kind in KINDS if getattr(args, kind)}
     if not sources:
         return None
@@ -159,19 +190,8 @@ def _add_overwrite(parser, what):
     parser.add_argument("--overwrite", action="store_true", help=f"replace existing {what}")
 
 
-def _add_tables(commands):
-    tables = _command(
-        commands,
-        "tables",
-        _run_tables,
-        "find and match stars: <stem>.offsets_table.fits per frame",
-        "Detect stars in the reference frame and in every frame (background removed, "
-        "FWHM estimated on each frame unless given; colour raw frames through 2 x 2 "
-        "super-pixels), match each frame's stars to the reference's directly (triangles of "
-        "bright stars, a vote, then nearest neighbours), and write <stem>.offsets_table.fits "
-        "per frame with xcentroid, ycentroid, xoffset, yoffset, ref_id, x_ref, y_ref, flux and "
-        "snr. An existing table made against another reference is remade.",
-    )
+def _add_tables(tables):
+    """Add the options of ``tables``."""
     _add_frames(tables)
     tables.add_argument(
         "--reference", required=True, metavar="FRAME", help="the reference frame (gets no table)"
@@ -185,19 +205,10 @@ def _add_tables(commands):
     _add_calibration(tables)
     _add_overwrite(tables, "tables")
     _add_scheduler(tables, "one task per frame")
-    return tables
 
 
-def _add_maps(commands):
-    maps = _command(
-        commands,
-        "maps",
-        _run_maps,
-        "write an offset map <stem>.offsets.fits for each star table",
-        "Write one offset map per star table: <stem>.offsets.fits, where <stem> is "
-        "the table's name without its .offsets_table[_clean].<ext> ending. An existing "
-        "map is kept unless --overwrite.",
-    )
+def _add_maps(maps):
+    """Add the options of ``maps``."""
     maps.add_argument(
         "tables",
         nargs="+",
@@ -236,27 +247,10 @@ def _add_maps(commands):
         "that DS9, Siril and ASTAP read (the error reached in SIPERR, px)",
     )
     _add_scheduler(maps, "one task per star table")
-    return maps
 
 
-def _add_stack(commands):
-    stack = _command(
-        commands,
-        "stack",
-        _run_stack,
-        "drizzle frames onto the reference grid with their offset maps",
-        "Drizzle the frames onto the reference frame's grid, each moved by its map "
-        "<stem>.offsets.fits (beside the frame, or in --maps); the reference (the frame "
-        "the maps were made against, or else the one frame without a map) stacks "
-        "unmoved. Raw files and FITS mosaics with a BAYERPAT card give a colour stack (Bayer "
-        "drizzle: one cube of red, green and blue planes, its weights in <out "
-        "stem>.weights.fits, see --layout), as do FITS cubes of 3 planes (red, green, blue); "
-        "other FITS files a mono one (SCI, WHT). "
-        "Each frame is first calibrated (--bias, --dark, --flat) and normalised to the "
-        "reference (its stars' flux scale, its sky level); with 3 frames or more, outliers "
-        "(satellite and aircraft trails, cosmic rays) are found against the median of all "
-        "frames and left out. A PNG preview is written beside the output.",
-    )
+def _add_stack(stack):
+    """Add the options of ``stack``."""
     _add_frames(stack)
     stack.add_argument("--out", required=True, metavar="FILE", help="output FITS file")
     stack.add_argument(
@@ -271,22 +265,10 @@ def _add_stack(commands):
     _add_stack_options(stack)
     _add_selection(stack)
     _add_overwrite(stack, "outputs")
-    return stack
 
 
-def _add_run(commands):
-    run = _command(
-        commands,
-        "run",
-        _run_run,
-        "the whole sequence in one run: star tables, fields and stack",
-        "Take the frames from stars to stack in one process, each frame read once: its "
-        "stars found and matched to the reference's, its star table written "
-        "(<stem>.offsets_table.fits, beside the frame or in --tables), its field fitted and "
-        "its map made in memory (written only with --write-maps), and the frame drizzled "
-        "onto the reference grid, as tables, maps and stack do one after the other, with "
-        "the same options and the same stack.",
-    )
+def _add_run(run):
+    """Add the options of ``run``."""
     _add_frames(run)
     run.add_argument("--out", required=True, metavar="FILE", help="output FITS file")
     run.add_argument(
@@ -314,7 +296,6 @@ def _add_run(commands):
     _add_stack_options(run)
     _add_selection(run)
     _add_overwrite(run, "outputs")
-    return run
 
 
 def _add_star_options(parser):
@@ -350,6 +331,8 @@ def _add_star_options(parser):
 
 def _add_field_options(parser):
     """Add the options of the field (`OffsetModel`): method, trend, parameter, clipping."""
+    from .field import CHOICES, DEFAULT_TREND, MAPS_METHOD, METHODS, TRENDS
+
     parser.add_argument(
         "--method",
         choices=(*METHODS, "auto"),
@@ -409,6 +392,8 @@ def _add_field_options(parser):
 
 def _add_stack_options(parser):
     """Add the options of the stack (`stack_frames`): drizzle, rejection, checkpoints, jobs."""
+    from .stack import KERNELS, LAYOUTS
+
     parser.add_argument(
         "--kernel",
         default="auto",
@@ -504,6 +489,8 @@ def _margin(text):
 
 def _add_selection(stack):
     """Add the frame selection and weighting options of ``stack`` (see `stack_frames`)."""
+    from .stack._quality import FILTER_FWHM, FILTER_ROUND, FILTER_STARS, WEIGHTINGS
+
     group = stack.add_argument_group(
         "frame selection and weighting",
         "Frames far outside the sequence's bulk are left out (with 3 frames or more; never "
@@ -582,22 +569,10 @@ def _stack_notes(stack, results):
         yield f"outliers: kept ({len(stacked)} frames; rejection needs 3 or more)"
 
 
-def _add_demo(commands):
-    demo = _command(
-        commands,
-        "demo",
-        _run_demo,
-        "run the whole pipeline on a built-in synthetic raw sequence",
-        "Write five synthetic raw frames (DNG: a Bayer mosaic of 900 coloured stars, sky, "
-        "noise and hot pixels) moved by a known drift, field rotation and lens distortion; "
-        "take them through star tables, offset maps (--method auto, with a plot of the last) and a "
-        "Bayer drizzle stack (stack.fits, its weights stack.weights.fits, and stack.png), as the "
-        "other commands would; and report the time of each step and the maps' error against "
-        "the true motion.",
-    )
+def _add_demo(demo):
+    """Add the options of ``demo``."""
     _add_outdir(demo, "", default="astro-offsets-demo")
     _add_jobs(demo, "")
-    return demo
 
 
 def _given(args, *names):
@@ -629,6 +604,8 @@ class _Reporter:
         self.created = []  # directories made for this run, deepest first
 
     def error(self, path, problem):
+        from ._utils.batch import describe
+
         self.failed.append(str(path))
         tqdm.write(f"{PROG}: error: {describe(path, problem)}", file=sys.stderr)
 
@@ -667,6 +644,8 @@ class _Reporter:
 
     def result(self, result):
         """Report a file's result: an error, a skip, or a file left out; `True` otherwise."""
+        from ._utils.provenance import product_kind
+
         if result.status == "failed":
             self.failed.append(result.path)
             tqdm.write(f"{PROG}: error: {result.message}", file=sys.stderr)
@@ -689,6 +668,8 @@ class _Reporter:
         Files of ours left out of the run get one line before it. ``notes``
         follow the counts of some statuses (``{status: text}``), when not 0.
         """
+        from ._utils.provenance import PRODUCTS
+
         frames = self.ignored.pop(_FRAME, 0)
         if self.ignored:
             n = sum(self.ignored.values())
@@ -718,6 +699,8 @@ class _Reporter:
 @contextlib.contextmanager
 def _scheduler(address):
     """Yield a client of the dask cluster at ``address`` (`None` for `None`), closed at the end."""
+    from ._utils.workers import connected
+
     if address is not None:
         try:
             import distributed  # noqa: F401
@@ -731,6 +714,8 @@ def _scheduler(address):
 
 def _field_options(args):
     """Return the field's options as parsed (`_add_field_options`), for `OffsetModel`."""
+    from .field import METHODS
+
     options = {
         "method": args.method,
         "clip": args.clip,
@@ -745,6 +730,9 @@ class _MissingDependencyError(Exception):
 
 
 def _run_maps(args, report):
+    from .field import check_options, write_maps
+    from .frames import frame_shape
+
     if args.image is not None:
         try:
             shape = frame_shape(args.image)
@@ -800,6 +788,9 @@ def _stars(result):
 
 
 def _run_tables(args, report):
+    from ._utils.workers import ClusterError
+    from .stars import make_tables
+
     calibration = _calibration(args, report)
     if calibration is False or not report.make_directory(args.outdir):
         return 2
@@ -832,6 +823,8 @@ def _run_tables(args, report):
 
 
 def _run_stack(args, report):
+    from .stack import check_frames, stack_frames
+
     def check():
         return check_frames(args.frames, **_given(args, "maps", "reference"))
 
@@ -842,6 +835,7 @@ def _run_stack(args, report):
 
 
 def _run_run(args, report):
+    from .field import check_options
     from .pipeline import run_sequence
 
     field = _field_options(args)
@@ -879,6 +873,10 @@ def _run_run(args, report):
 
 def _missing(frame):
     """Return the failed `StackResult` of a frame file that cannot be read, or `None`."""
+    from ._utils.batch import describe
+    from ._utils.validation import input_file
+    from .stack import StackResult
+
     try:
         input_file(frame, "frame file")
     except (OSError, ValueError) as exc:
@@ -899,6 +897,10 @@ def _stacking(args, report, command, check, stack_function):
     with the options common to both commands, and returns the stack and the
     results.
     """
+    from ._utils.provenance import product_kind
+    from ._utils.workers import ClusterError
+    from .stack import check_stack_options
+    from .stack._quality import check_selection
     from .stack._report import frame_report, report_paths, write_frame_report
 
     options = _given(args, "kernel", "pixfrac", "scale", "exposure_weighting", "context")
@@ -1053,6 +1055,70 @@ def _stacking(args, report, command, check, stack_function):
     )
 
 
+_COMMANDS = MappingProxyType(
+    {
+        # name: (summary, description, add its options, run it)
+        "tables": (
+            "find and match stars: <stem>.offsets_table.fits per frame",
+            "Detect stars in the reference frame and in every frame (background removed, "
+            "FWHM estimated on each frame unless given; colour raw frames through 2 x 2 "
+            "super-pixels), match each frame's stars to the reference's directly (triangles of "
+            "bright stars, a vote, then nearest neighbours), and write <stem>.offsets_table.fits "
+            "per frame with xcentroid, ycentroid, xoffset, yoffset, ref_id, x_ref, y_ref, flux and "
+            "snr. An existing table made against another reference is remade.",
+            _add_tables,
+            _run_tables,
+        ),
+        "maps": (
+            "write an offset map <stem>.offsets.fits for each star table",
+            "Write one offset map per star table: <stem>.offsets.fits, where <stem> is "
+            "the table's name without its .offsets_table[_clean].<ext> ending. An existing "
+            "map is kept unless --overwrite.",
+            _add_maps,
+            _run_maps,
+        ),
+        "stack": (
+            "drizzle frames onto the reference grid with their offset maps",
+            "Drizzle the frames onto the reference frame's grid, each moved by its map "
+            "<stem>.offsets.fits (beside the frame, or in --maps); the reference (the frame "
+            "the maps were made against, or else the one frame without a map) stacks "
+            "unmoved. Raw files and FITS mosaics with a BAYERPAT card give a colour stack (Bayer "
+            "drizzle: one cube of red, green and blue planes, its weights in <out "
+            "stem>.weights.fits, see --layout), as do FITS cubes of 3 planes (red, green, blue); "
+            "other FITS files a mono one (SCI, WHT). "
+            "Each frame is first calibrated (--bias, --dark, --flat) and normalised to the "
+            "reference (its stars' flux scale, its sky level); with 3 frames or more, outliers "
+            "(satellite and aircraft trails, cosmic rays) are found against the median of all "
+            "frames and left out. A PNG preview is written beside the output.",
+            _add_stack,
+            _run_stack,
+        ),
+        "run": (
+            "the whole sequence in one run: star tables, fields and stack",
+            "Take the frames from stars to stack in one process, each frame read once: its "
+            "stars found and matched to the reference's, its star table written "
+            "(<stem>.offsets_table.fits, beside the frame or in --tables), its field fitted and "
+            "its map made in memory (written only with --write-maps), and the frame drizzled "
+            "onto the reference grid, as tables, maps and stack do one after the other, with "
+            "the same options and the same stack.",
+            _add_run,
+            _run_run,
+        ),
+        "demo": (
+            "run the whole pipeline on a built-in synthetic raw sequence",
+            "Write five synthetic raw frames (DNG: a Bayer mosaic of 900 coloured stars, sky, "
+            "noise and hot pixels) moved by a known drift, field rotation and lens distortion; "
+            "take them through star tables, offset maps (--method auto, with a plot of the "
+            "last) and a Bayer drizzle stack (stack.fits, its weights stack.weights.fits, and "
+            "stack.png), as the other commands would; and report the time of each step and the maps' error against "
+            "the true motion.",
+            _add_demo,
+            _run_demo,
+        ),
+    }
+)
+
+
 def main(argv=None):
     """Run the ``astro-offsets`` command line.
 
@@ -1066,11 +1132,13 @@ def main(argv=None):
     int
         Exit status: 0 on success, 1 if any input failed, 2 on bad usage.
     """
-    parser, subparsers = _parser()
+    parser, subparsers = _parser(complete=False)
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         # The command's own usage, not the top-level one, for a mistyped option.
         subparsers[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    from ._utils.workers import ClusterError
+
     report = _Reporter()
     try:
         return args.run(args, report)
@@ -1082,3 +1150,7 @@ def main(argv=None):
         return 130
     finally:
         report.tidy()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -11,6 +11,7 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
+import astro_offsets
 from astro_offsets import OffsetMap, OffsetModel, SequenceChoice
 from astro_offsets._cli import main
 from astro_offsets._utils.batch import describe
@@ -56,6 +57,36 @@ def test_help_lists_subcommands_in_pipeline_order(tmp_path):
     )
     listed = [line.split()[0] for line in result.stdout.splitlines() if line.startswith("    ")]
     assert listed == ["tables", "maps", "stack", "run", "demo"]
+
+
+def imported(stderr):
+    """Return the modules that ``-X importtime`` (its stderr) lists as imported."""
+    return {
+        line.rsplit("|", 1)[1].strip()
+        for line in stderr.splitlines()
+        if line.startswith("import time:") and not line.endswith("| imported package")
+    }
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"]])
+def test_help_and_version_import_neither_numpy_nor_astropy(tmp_path, argv):
+    # The answer comes at once (0.15 s, not 1 to 2.5 s): the stages, and
+    # numpy, astropy and scipy with them, are imported by the commands, not
+    # to parse their options. (Modules counted, not seconds: no timed tests.)
+    result = subprocess.run(
+        [SCRIPT, *argv],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    modules = imported(result.stderr)
+    assert "astro_offsets._cli" in modules  # the profile is there
+    assert not modules & {"numpy", "astropy", "scipy", "joblib", "astro_offsets.field"}
+    if argv == ["--version"]:
+        assert result.stdout == f"astro-offsets {astro_offsets.__version__}\n"
 
 
 def test_demo_help_describes_the_demo(capsys):
