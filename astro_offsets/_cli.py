@@ -1110,8 +1110,8 @@ _COMMANDS = MappingProxyType(
             "noise and hot pixels) moved by a known drift, field rotation and lens distortion; "
             "take them through star tables, offset maps (--method auto, with a plot of the "
             "last) and a Bayer drizzle stack (stack.fits, its weights stack.weights.fits, and "
-            "stack.png), as the other commands would; and report the time of each step and the maps' error against "
-            "the true motion.",
+            "stack.png), as the other commands would; and report the time of each step and "
+            "the maps' error against the true motion.",
             _add_demo,
             _run_demo,
         ),
