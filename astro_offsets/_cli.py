@@ -4,7 +4,9 @@ import argparse
 import contextlib
 import math
 import os
+import re
 import shutil
+import signal
 import sys
 import warnings
 from concurrent.futures import BrokenExecutor
@@ -591,6 +593,20 @@ def _run_demo(args, report):
     return 0
 
 
+# The library names an option both ways, Python's first: "(scratch=,
+# --scratch)", "(reject=False, --no-reject)". The command line says its own.
+_BOTH_WAYS = re.compile(r"\((?:[a-z_]+=[^,;()]*), (--[^()]*)\)")
+
+
+def _as_options(text):
+    """Return a message of the library in the command line's terms.
+
+    >>> _as_options("give another directory (scratch=, --scratch)")
+    'give another directory (--scratch)'
+    """
+    return _BOTH_WAYS.sub(r"(\1)", str(text))
+
+
 # Inputs left out that are not ours: frames given to maps.
 _FRAME = "frame"
 
@@ -607,10 +623,11 @@ class _Reporter:
         from ._utils.batch import describe
 
         self.failed.append(str(path))
-        tqdm.write(f"{PROG}: error: {describe(path, problem)}", file=sys.stderr)
+        self.note(f"error: {describe(path, problem)}")
 
     def note(self, text):
-        tqdm.write(f"{PROG}: {text}", file=sys.stderr)
+        """Write a line on stderr, in the command line's terms (`_as_options`)."""
+        tqdm.write(f"{PROG}: {_as_options(text)}", file=sys.stderr)
 
     def make_directory(self, directory):
         """Create a directory if missing; report it and return `False` if that is impossible.
@@ -648,7 +665,7 @@ class _Reporter:
 
         if result.status == "failed":
             self.failed.append(result.path)
-            tqdm.write(f"{PROG}: error: {result.message}", file=sys.stderr)
+            self.note(f"error: {result.message}")
         elif result.status == "ignored":
             kind = product_kind(result.path) or _FRAME
             self.ignored[kind] = self.ignored.get(kind, 0) + 1
@@ -693,7 +710,7 @@ class _Reporter:
 
     def usage(self, problem):
         """Report an error that concerns no one file (an option, the whole run)."""
-        tqdm.write(f"{PROG}: error: {problem}", file=sys.stderr)
+        self.note(f"error: {problem}")
 
 
 @contextlib.contextmanager
@@ -752,7 +769,7 @@ def _run_maps(args, report):
 
     def on_table(result):
         for line in result.warnings:
-            tqdm.write(f"{PROG}: warning: {line}", file=sys.stderr)
+            report.note(f"warning: {line}")
         if report.result(result):
             tqdm.write(f"{result.output}: {result.field}")
 
@@ -889,6 +906,16 @@ def _listed(names):
     return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
 
 
+def _resume(args):
+    """Return ``"; its checkpoint is kept in <dir> (--resume continues it)"``, or ``""``."""
+    from .stack._checkpoint import Checkpoint
+
+    kept = checkpoint_path(args.out)
+    if args.checkpoint_every > 0 and Checkpoint.found(kept):
+        return f"; its checkpoint is kept in {kept} (--resume continues it)"
+    return ""
+
+
 def _stacking(args, report, command, check, stack_function):
     """Run a command that stacks (``stack``, ``run``) and write its outputs.
 
@@ -900,6 +927,7 @@ def _stacking(args, report, command, check, stack_function):
     from ._utils.provenance import product_kind
     from ._utils.workers import ClusterError
     from .stack import check_stack_options
+    from .stack._checkpoint import Checkpoint
     from .stack._quality import check_selection
     from .stack._report import frame_report, report_paths, write_frame_report
 
@@ -956,6 +984,17 @@ def _stacking(args, report, command, check, stack_function):
             "with --overwrite"
         )
         return 2
+    # An interrupted stack's checkpoint: continued, or replaced on request.
+    interrupted = checkpoint_path(args.out)
+    if not args.resume and Checkpoint.found(interrupted):
+        if not args.overwrite:
+            report.usage(
+                f"{interrupted}: the checkpoint of an interrupted stack is there: continue it "
+                "with --resume, or start over with --overwrite"
+            )
+            return 2
+        Checkpoint.discard(interrupted)
+        report.note(f"removed {interrupted}, the checkpoint of an interrupted stack (--overwrite)")
     if not report.make_directory(os.path.dirname(args.out)):
         return 2
 
@@ -1011,10 +1050,11 @@ def _stacking(args, report, command, check, stack_function):
             return 2
         except BrokenExecutor:
             # A worker killed (out of memory, or by hand): what it held is lost.
-            kept = checkpoint_path(args.out)
-            resume = f"; its checkpoint is kept in {kept} (--resume)" if os.path.isdir(kept) else ""
-            report.usage(f"a worker process died (out of memory, or killed){resume}")
+            report.usage(f"a worker process died (out of memory, or killed){_resume(args)}")
             return 1
+        except KeyboardInterrupt:
+            report.note(f"interrupted{_resume(args)}")
+            return 130
         except ValueError as exc:
             # No frame stacked because every one failed: a failure of the
             # inputs, reported one by one. Otherwise the run was impossible.
@@ -1031,8 +1071,8 @@ def _stacking(args, report, command, check, stack_function):
         write_frame_report(frame_report(results), frames_report[0], overwrite=True)
     except OSError as exc:
         report.error(args.out, exc)
-        if args.checkpoint_every > 0 and os.path.isdir(checkpoint_path(args.out)):
-            report.note(f"the checkpoint is kept in {checkpoint_path(args.out)} (--resume)")
+        if resume := _resume(args):
+            report.note(resume.removeprefix("; "))
         return 1
     if args.checkpoint_every > 0:
         # Written: the checkpoint (ours: refused if the folder held anything) has served.
@@ -1119,6 +1159,18 @@ _COMMANDS = MappingProxyType(
 )
 
 
+def _run(args, report):
+    """Run the command parsed; return its exit status."""
+    from ._utils.workers import ClusterError, interrupted_here
+
+    try:
+        with interrupted_here():
+            return args.run(args, report)
+    except (_MissingDependencyError, ClusterError) as exc:
+        report.usage(exc)
+        return 2
+
+
 def main(argv=None):
     """Run the ``astro-offsets`` command line.
 
@@ -1132,24 +1184,23 @@ def main(argv=None):
     int
         Exit status: 0 on success, 1 if any input failed, 2 on bad usage.
     """
-    parser, subparsers = _parser(complete=False)
-    args, unknown = parser.parse_known_args(argv)
-    if unknown:
-        # The command's own usage, not the top-level one, for a mistyped option.
-        subparsers[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
-    from ._utils.workers import ClusterError
-
     report = _Reporter()
     try:
-        return args.run(args, report)
-    except (_MissingDependencyError, ClusterError) as exc:
-        report.usage(exc)
-        return 2
+        parser, subparsers = _parser(complete=False)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:
+            # The command's own usage, not the top-level one, for a mistyped option.
+            subparsers[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+        return _run(args, report)
     except KeyboardInterrupt:
         report.note("interrupted")
         return 130
     finally:
         report.tidy()
+        if argv is None:
+            # The program's own run (the console script) is over: a Ctrl-C
+            # while the interpreter exits would only add a traceback.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

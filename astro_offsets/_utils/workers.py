@@ -1,10 +1,13 @@
 """Worker processes: started ahead of their work, or a dask cluster's; tasks sent to either."""
 
+import _thread
 import collections
 import contextlib
 import functools
 import importlib
 import os
+import signal
+import threading
 import warnings
 
 from joblib import Parallel, delayed, effective_n_jobs
@@ -13,6 +16,7 @@ __all__ = [
     "ClusterError",
     "Tasks",
     "connected",
+    "interrupted_here",
     "on_every_worker",
     "start_workers",
     "takes_client",
@@ -416,3 +420,53 @@ class Tasks:
 
     def __exit__(self, *exc_info):
         self.cancel()
+
+
+@contextlib.contextmanager
+def interrupted_here():
+    """Have Ctrl-C interrupt this process only, not the worker processes it starts.
+
+    The terminal sends SIGINT to every process of its foreground group: a
+    worker that got it would print a ``KeyboardInterrupt`` traceback of its
+    own, also one still importing its modules. Within the ``with`` block
+    SIGINT is blocked, a mask that the threads and processes started in it
+    inherit, and a thread waits for it and raises `KeyboardInterrupt` in
+    the main thread, which stops the workers on its way out. Nothing is done
+    outside the main thread, or where there are no signal masks (Windows).
+
+    Examples
+    --------
+    >>> from astro_offsets._utils.workers import interrupted_here
+    >>> with interrupted_here():
+    ...     pass
+    """
+    if threading.current_thread() is not threading.main_thread() or not hasattr(
+        signal, "pthread_sigmask"
+    ):
+        yield
+        return
+    from multiprocessing import resource_tracker
+
+    from joblib.externals.loky.backend import resource_tracker as loky_resource_tracker
+
+    # Started first: starting a resource tracker unblocks SIGINT in the
+    # thread that starts it (before Python 3.14), before that thread starts
+    # the workers.
+    resource_tracker.ensure_running()
+    loky_resource_tracker.ensure_running()
+    done = threading.Event()
+
+    def wait():
+        while signal.sigwait({signal.SIGINT}) and not done.is_set():
+            _thread.interrupt_main()
+
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    waiter = threading.Thread(target=wait, name="Ctrl-C", daemon=True)
+    waiter.start()
+    try:
+        yield
+    finally:
+        done.set()
+        signal.pthread_kill(waiter.ident, signal.SIGINT)
+        waiter.join()
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)

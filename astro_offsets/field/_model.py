@@ -59,10 +59,12 @@ def check_options(method=_DEFAULT_METHOD, clip=3.0, trend=DEFAULT_TREND, **param
         if value is not None and owners[name] is not chosen:
             if chosen is None:
                 raise ValueError(
-                    f"method='auto' chooses {name} itself; give method={owners[name].name!r} "
-                    "to set it"
+                    f"the method auto chooses the {name} itself: give the method "
+                    f"{owners[name].name} to set it"
                 )
-            raise ValueError(f"{name} applies to method={owners[name].name!r}, not {method!r}")
+            raise ValueError(
+                f"the {name} applies to the method {owners[name].name}, not to {method}"
+            )
     clip = None if clip is None else real(clip, "clip", low=0, low_open=True)
     if chosen is None:
         return None, None, clip

@@ -95,18 +95,47 @@ class Checkpoint:
         another stack.
     """
 
+    @staticmethod
+    def found(path):
+        """Return whether ``path`` holds the checkpoint of an interrupted stack.
+
+        Examples
+        --------
+        >>> from astro_offsets.stack._checkpoint import Checkpoint
+        >>> Checkpoint.found("no-such.checkpoint")
+        False
+        """
+        return os.path.isfile(os.path.join(path, "run.json"))
+
+    @classmethod
+    def discard(cls, path):
+        """Remove the checkpoint of an interrupted stack in ``path``; return whether there was one.
+
+        A folder that holds none is left as it is: it is the user's.
+
+        Examples
+        --------
+        >>> from astro_offsets.stack._checkpoint import Checkpoint
+        >>> Checkpoint.discard("no-such.checkpoint")
+        False
+        """
+        if not cls.found(path):
+            return False
+        shutil.rmtree(path)
+        return True
+
     def __init__(self, path, identity, *, every, resume, shares=1):
         self.name = os.fspath(path)
         """As given, for messages."""
         self.path = os.path.abspath(self.name)
         self.every = int(every)
         run = os.path.join(self.path, "run.json")
-        self.resumed = os.path.exists(run)
+        self.resumed = self.found(self.path)
         if self.resumed:
             if not resume:
                 raise ValueError(
                     f"{path}: the checkpoint of an interrupted stack is there: continue it "
-                    "(--resume, resume=True), or delete it to start over"
+                    "(resume=True, --resume), or delete it to start over"
                 )
             saved = _read_json(run)
             shares = saved.pop("shares", 1)

@@ -79,8 +79,9 @@ class RejectionPasses:
         ways = (
             "give another directory (scratch=, --scratch)"
             if self.checkpoint is None
-            else "put the checkpoint elsewhere (checkpoint=; the command's is beside --out), "
-            "keep none (--checkpoint-every 0) and give another directory (--scratch)"
+            else "put the checkpoint elsewhere (checkpoint=, --out elsewhere: it is beside "
+            "the stack), or keep none and give another directory (checkpoint=None and scratch=, "
+            "--checkpoint-every 0 and --scratch)"
         )
         ways += ", or stack without rejection (reject=False, --no-reject)"
         free = check_room(directory, need, "outlier rejection", where, ways)

@@ -574,7 +574,10 @@ def stack_items(
         if masks and not reject:
             _no_masks(len(todo))
     elif masks and not reject:
-        raise ValueError("outlier masks need rejection: masks= with reject=False")
+        raise ValueError(
+            "outlier masks need rejection (masks= with reject=False, --write-masks with "
+            "--no-reject)"
+        )
     saved = None
     if checkpoint is not None:
         identity = {
@@ -627,15 +630,15 @@ def stack_items(
         stack = run.stack(reject)
         shape = stack.images[stack.channels[0]].shape
         stack.meta.update(reference_meta(grid, stack.meta["scale"], shape))
-    except BaseException:
+    except BaseException as exc:
         run.close()
         if saved is not None and saved.empty():
             saved.remove()  # nothing in it to resume
-        elif saved is not None and progress:
-            tqdm.write(
+        elif saved is not None:
+            # Shown with the traceback; the command line says it its own way.
+            exc.add_note(
                 f"the stack stopped; its checkpoint is kept in {saved.name}: continue it "
-                "with --resume (resume=True)",
-                file=sys.stderr,
+                "(resume=True, --resume)"
             )
         raise
     run.close()

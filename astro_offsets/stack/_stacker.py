@@ -149,9 +149,7 @@ def check_stack_options(**options):
         raise ValueError(f"kernel must be one of {', '.join(KERNELS)}; got {kernel!r}")
     pixfrac = real(options["pixfrac"], "pixfrac", low=0, high=1, low_open=True)
     if kernel.startswith("lanczos") and pixfrac != 1.0:
-        raise ValueError(
-            f"the {kernel} kernel takes no pixfrac (drizzle uses 1); got pixfrac={pixfrac!r}"
-        )
+        raise ValueError(f"the {kernel} kernel takes no pixfrac (drizzle uses 1); got {pixfrac!r}")
     return {
         "kernel": kernel,
         "pixfrac": pixfrac,

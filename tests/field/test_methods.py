@@ -156,9 +156,9 @@ def test_cross_validate_candidates_and_errors():
     ("options", "message"),
     [
         ({"method": "spline"}, "method must be one of 'quadrant', 'polynomial', 'thin-plate'"),
-        ({"degree": 3}, "degree applies to method='polynomial', not 'quadrant'"),
-        ({"method": "polynomial", "power": 2}, "power applies to method='quadrant'"),
-        ({"method": "auto", "smoothing": 0.1}, "method='auto' chooses smoothing itself"),
+        ({"degree": 3}, "the degree applies to the method polynomial, not to quadrant"),
+        ({"method": "polynomial", "power": 2}, "the power applies to the method quadrant"),
+        ({"method": "auto", "smoothing": 0.1}, "the method auto chooses the smoothing itself"),
         ({"method": "polynomial", "degree": 11}, r"degree must be an integer in \[0, 10\], got 11"),
         ({"method": "polynomial", "degree": True}, "degree must be an integer"),
         ({"method": "thin-plate", "smoothing": -1.0}, "smoothing must be a number >= 0, got -1.0"),
@@ -314,7 +314,8 @@ def test_cli_field_options(tmp_path, capsys):
     capsys.readouterr()
     assert main([*argv, "--method", "quadrant", "--degree", "2"]) == 2
     err = capsys.readouterr().err
-    assert "error: degree applies to method='polynomial', not 'quadrant'" in err
+    # Neither Python's names nor the command line's: the field's.
+    assert "error: the degree applies to the method polynomial, not to quadrant" in err
     with pytest.raises(SystemExit):
         main([*argv, "--method", "thin-plate", "--clip", "0"])
     assert "expected a positive number, got '0'" in capsys.readouterr().err

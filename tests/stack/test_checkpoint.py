@@ -111,11 +111,14 @@ def test_killed_and_resumed_is_the_uninterrupted_stack(frames, uninterrupted, re
 
 
 @pytest.mark.slow
-def test_the_stack_command_resumes(frames, uninterrupted, tmp_path):
+def test_the_stack_command_resumes(frames, uninterrupted, tmp_path, capsys):
     out = tmp_path / "stack.fits"
     # The command's checkpoint, with its options: beside the output.
     kill_half_way(frames, tmp_path / "stack.checkpoint", True)
     assert main(["stack", *frames, "--out", str(out), "--context"]) == 2  # not unasked
+    err = capsys.readouterr().err
+    assert "continue it with --resume, or start over with --overwrite" in err
+    assert "resume=" not in err  # the command line's terms, not Python's
     assert main(["stack", *frames, "--out", str(out), "--context", "--resume"]) == 0
     expected = uninterrupted[True]
     with fits.open(out) as hdus:
@@ -204,3 +207,47 @@ def test_a_stack_on_a_cluster_resumes(frames, uninterrupted, tmp_path):
         assert np.array_equal(stack.contexts[name], expected.contexts[name])  # each frame once
     assert stack.meta["frames"] == expected.meta["frames"]
     assert not checkpoint.exists()
+
+
+def test_overwrite_replaces_an_interrupted_checkpoint(frames, tmp_path, capsys):
+    out = tmp_path / "stack.fits"
+    checkpoint = tmp_path / "stack.checkpoint"
+    checkpoint.mkdir()
+    (checkpoint / "run.json").write_text(json.dumps({"frames": []}))
+    argv = ["stack", *frames[:3], "--out", str(out), "--no-reject"]
+    assert main(argv) == 2
+    assert "start over with --overwrite" in capsys.readouterr().err
+    assert main([*argv, "--overwrite"]) == 0
+    err = capsys.readouterr().err
+    assert f"removed {checkpoint}, the checkpoint of an interrupted stack (--overwrite)" in err
+    assert out.exists()
+    assert not checkpoint.exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_is_one_line_whenever_it_comes(frames, tmp_path):
+    # Ctrl-C reaches every process of the terminal's foreground group, the
+    # worker processes too (also while they start and import): none of them
+    # prints a traceback, and the command says it stopped, in one line.
+    script = pathlib.Path(sys.executable).with_name("astro-offsets")
+    for attempt, delay in enumerate((0.5, 0.7, 0.9, 1.1, 1.3, 1.5, 1.7, 1.9, 2.1, 2.3)):
+        out = tmp_path / f"stack{attempt}.fits"
+        command = subprocess.Popen(
+            [script, "stack", *frames, "--out", str(out), "--jobs", "2"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+            start_new_session=True,  # its own group, as a terminal's command
+        )
+        try:
+            command.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            os.killpg(command.pid, signal.SIGINT)
+        _, err = command.communicate(timeout=60)
+        assert command.returncode == 130, (delay, err)
+        assert "Traceback" not in err, (delay, err)
+        assert "KeyboardInterrupt" not in err, (delay, err)
+        lines = [line for line in err.splitlines() if line.startswith("astro-offsets:")]
+        assert len(lines) == 1, (delay, err)
+        assert lines[0].startswith("astro-offsets: interrupted"), (delay, err)
