@@ -8,6 +8,7 @@ import re
 import shutil
 import signal
 import sys
+import traceback
 import warnings
 from concurrent.futures import BrokenExecutor
 from types import MappingProxyType
@@ -174,6 +175,7 @@ def _calibration(args, report):
     try:
         return Calibration.from_files(**sources)
     except (OSError, ValueError) as exc:
+        report.show_traceback(exc)
         report.usage(describe("calibration", exc).removeprefix("calibration: "))
         return False
 
@@ -618,12 +620,26 @@ class _Reporter:
         self.failed = []
         self.ignored = {}
         self.created = []  # directories made for this run, deepest first
+        self.debug = False  # --debug: each failure's traceback, before its line
+
+    def show_traceback(self, problem):
+        """With ``--debug``, write the traceback of ``problem`` (an exception or a `Failure`)."""
+        if not self.debug:
+            return
+        if isinstance(problem, BaseException) and problem.__traceback__ is not None:
+            text = "".join(traceback.format_exception(problem))
+        else:
+            text = getattr(problem, "traceback", "")
+        if text:
+            tqdm.write(text.rstrip("\n"), file=sys.stderr)
 
     def error(self, path, problem):
         from ._utils.batch import describe
 
         self.failed.append(str(path))
-        self.note(f"error: {describe(path, problem)}")
+        message = describe(path, problem)
+        self.show_traceback(message)
+        self.note(f"error: {message}")
 
     def note(self, text):
         """Write a line on stderr, in the command line's terms (`_as_options`)."""
@@ -665,6 +681,7 @@ class _Reporter:
 
         if result.status == "failed":
             self.failed.append(result.path)
+            self.show_traceback(result.message)
             self.note(f"error: {result.message}")
         elif result.status == "ignored":
             kind = product_kind(result.path) or _FRAME
@@ -710,6 +727,7 @@ class _Reporter:
 
     def usage(self, problem):
         """Report an error that concerns no one file (an option, the whole run)."""
+        self.show_traceback(problem)
         self.note(f"error: {problem}")
 
 
@@ -1048,8 +1066,9 @@ def _stacking(args, report, command, check, stack_function):
             # The reference frame of a run: none to stack against.
             report.usage(exc)
             return 2
-        except BrokenExecutor:
+        except BrokenExecutor as exc:
             # A worker killed (out of memory, or by hand): what it held is lost.
+            report.show_traceback(exc)
             report.usage(f"a worker process died (out of memory, or killed){_resume(args)}")
             return 1
         except KeyboardInterrupt:
@@ -1191,6 +1210,7 @@ def main(argv=None):
         if unknown:
             # The command's own usage, not the top-level one, for a mistyped option.
             subparsers[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+        report.debug = args.debug
         return _run(args, report)
     except KeyboardInterrupt:
         report.note("interrupted")

@@ -460,3 +460,34 @@ def test_missing_reference_is_an_error_even_with_every_table_made(capsys, tmp_pa
     assert status == 2
     assert err == f"astro-offsets: error: {missing}: no such file\n"
     assert out == ""
+
+
+def tables_of(frames):
+    return [frame.replace(".fits", ".offsets_table.fits") for frame in frames]
+
+
+def test_debug_shows_each_failures_traceback(capsys, tmp_path):
+    frames = star_frames(tmp_path, ["a.fits", "b.fits", "c.fits"])
+    bad = tmp_path / "d.fits"
+    bad.write_text("not a FITS file")
+    table = tmp_path / "e.offsets_table.fits"
+    table.write_text("not a table")
+    given = [*frames, str(bad)]
+    commands = [
+        # Made in worker processes: the traceback comes back with the result.
+        ["tables", *given, "--reference", frames[0], "--jobs", "2", "--overwrite"],
+        ["maps", *tables_of(frames[1:]), str(table), "--image", frames[0], "--overwrite"],
+        ["stack", *given, "--out", str(tmp_path / "stack.fits"), "--overwrite"],
+    ]
+    where = ["in _frame_table", "in read_table", "in _read_fits"]
+    for argv, function in zip(commands, where, strict=True):
+        status, _, err = run(capsys, *argv)
+        assert status == 1
+        assert "Traceback" not in err  # one line a failure, as always
+        assert len([line for line in err.splitlines() if "error:" in line]) == 1
+        status, _, err = run(capsys, "--debug", *argv)
+        assert status == 1
+        trace, line = err.split("\nastro-offsets: error: ")
+        assert trace.startswith("Traceback (most recent call last):"), err
+        assert function in trace
+        assert line.startswith(("d.fits", str(bad), str(table)))

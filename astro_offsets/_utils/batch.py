@@ -8,6 +8,7 @@ and the callback that reports each result as soon as it is known.
 """
 
 import os
+import traceback
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -16,7 +17,7 @@ from tqdm import tqdm
 from .provenance import not_an_input
 from .workers import workers_can_read
 
-__all__ = ["STATUSES", "Batch", "Result", "describe"]
+__all__ = ["STATUSES", "Batch", "Failure", "Result", "describe"]
 
 STATUSES = MappingProxyType(
     {
@@ -31,12 +32,46 @@ STATUSES = MappingProxyType(
 )
 
 
-def describe(path, problem):
+class Failure(str):
+    """A file's problem in one line (a `str`), with the traceback behind it.
+
+    `describe` makes it, in a worker process too: it goes back with the
+    task's result (pickled with its `traceback`), and into the
+    `Result.message` of the file, where ``astro-offsets --debug`` finds it.
+    Text added to it (``+``) keeps the traceback.
+
+    Examples
+    --------
+    >>> from astro_offsets._utils.batch import Failure
+    >>> failure = Failure.of("a.fits: broken", "Traceback ...")
+    >>> (failure + "; and more").traceback
+    'Traceback ...'
+    """
+
+    traceback = ""
+    """The formatted traceback of the exception, or ``""`` if there was none."""
+
+    @classmethod
+    def of(cls, text, traceback=""):
+        """Return ``text`` with ``traceback``."""
+        failure = cls(text)
+        if traceback:
+            failure.traceback = traceback
+        return failure
+
+    def __add__(self, other):
+        return self.of(str(self) + other, self.traceback)
+
+
+def describe(path, problem, name=None):
     """Return one line naming the file, without repeating a path the text starts with.
 
     ``problem`` is an exception or a text. Our own errors (`OSError`,
     `ValueError`, `ImportError`) carry a complete message; for anything else
-    its type tells the user, or a bug report, more.
+    its type tells the user, or a bug report, more. The line is a `Failure`,
+    with the exception's traceback (or the one ``problem`` carries). ``name``
+    names the file in the line, where ``path`` is where it was read (its
+    absolute path, say).
 
     Examples
     --------
@@ -52,13 +87,15 @@ def describe(path, problem):
     text = str(problem).strip()
     text = text.splitlines()[0] if text else "unknown problem"
     # The path as given, or as read (the stack reads frames by their absolute path).
-    for named in (f"{path}: ", f"{os.path.abspath(path)}: "):
+    for named in (f"{path}: ", f"{os.path.abspath(path)}: ", f"{name}: "):
         text = text.removeprefix(named)
-    if isinstance(problem, BaseException) and not isinstance(
-        problem, (OSError, ValueError, ImportError)
-    ):
-        text = f"{type(problem).__name__}: {text}"
-    return f"{path}: {text}"
+    trace = getattr(problem, "traceback", "")
+    if isinstance(problem, BaseException):
+        if not isinstance(problem, (OSError, ValueError, ImportError)):
+            text = f"{type(problem).__name__}: {text}"
+        if problem.__traceback__ is not None:
+            trace = "".join(traceback.format_exception(problem))
+    return Failure.of(f"{path if name is None else name}: {text}", trace)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -472,7 +472,7 @@ def _frame_table(frame, shared, options, path):
         data = _read(path, calibration)
     except Exception as exc:
         # Named once, as the user named it (the message may name the path).
-        return frame + describe(path, exc)[len(path) :], 0
+        return describe(path, exc, name=frame), 0
     return frame_table(frame, data, ref_stars, options, path)
 
 
@@ -513,7 +513,7 @@ def frame_table(frame, data, ref_stars, options, path):
             return f"{frame}: {matched}, none {_measurable_words(options)}", detected
     except Exception as exc:
         # Named once, as the user named it (the message may name the path).
-        return frame + describe(path, exc)[len(path) :], detected
+        return describe(path, exc, name=frame), detected
     return (table, info, counts), detected
 
 
