@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -224,28 +225,45 @@ def test_overwrite_replaces_an_interrupted_checkpoint(frames, tmp_path, capsys):
     assert not checkpoint.exists()
 
 
-@pytest.mark.slow
-def test_ctrl_c_is_one_line_whenever_it_comes(frames, tmp_path):
-    # Ctrl-C reaches every process of the terminal's foreground group, the
-    # worker processes too (also while they start and import): none of them
-    # prints a traceback, and the command says it stopped, in one line.
+def interrupt(argv, directory, delay, after=None):
+    """Run the command, send Ctrl-C to its group ``delay`` s in (after a line of stderr); return.
+
+    ``after`` is a text its standard error shows first: the delay counts
+    from then. Returns the exit status and the standard error.
+    """
     script = pathlib.Path(sys.executable).with_name("astro-offsets")
-    for attempt, delay in enumerate((0.5, 0.7, 0.9, 1.1, 1.3, 1.5, 1.7, 1.9, 2.1, 2.3)):
-        out = tmp_path / f"stack{attempt}.fits"
+    err = directory / "stderr.txt"
+    with open(err, "w") as file:
         command = subprocess.Popen(
-            [script, "stack", *frames, "--out", str(out), "--jobs", "2"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=tmp_path,
+            [script, *argv],
+            stdout=subprocess.DEVNULL,
+            stderr=file,
+            cwd=directory,
             start_new_session=True,  # its own group, as a terminal's command
         )
+        while after is not None and after not in err.read_text() and command.poll() is None:
+            time.sleep(0.02)
         try:
             command.wait(timeout=delay)
         except subprocess.TimeoutExpired:
             os.killpg(command.pid, signal.SIGINT)
-        _, err = command.communicate(timeout=60)
-        assert command.returncode == 130, (delay, err)
+        command.wait(timeout=60)
+    return command.returncode, err.read_text()
+
+
+@pytest.mark.slow
+def test_ctrl_c_is_one_line_whenever_it_comes(frames, tmp_path):
+    # Ctrl-C reaches every process of the terminal's foreground group, the
+    # worker processes too: none of them prints a traceback, and the
+    # command says it stopped, in one line. Early (the workers starting and
+    # importing), then while frames are drizzled alone and stacked.
+    moments = [(delay, None) for delay in (0.5, 0.7, 0.9)]
+    moments += [(delay, "outlier rejection:") for delay in (0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)]
+    for attempt, (delay, after) in enumerate(moments):
+        out = tmp_path / f"stack{attempt}.fits"
+        argv = ["stack", *frames, "--out", str(out), "--jobs", "2"]
+        status, err = interrupt(argv, tmp_path, delay, after)
+        assert status == 130, (delay, after, err)
         assert "Traceback" not in err, (delay, err)
         assert "KeyboardInterrupt" not in err, (delay, err)
         lines = [line for line in err.splitlines() if line.startswith("astro-offsets:")]
