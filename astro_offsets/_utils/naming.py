@@ -3,9 +3,12 @@
 import os
 
 __all__ = [
+    "FITS_SUFFIXES",
     "MAP_SUFFIX",
     "TABLE_ENDINGS",
     "checkpoint_path",
+    "fits_root",
+    "is_fits_name",
     "map_path",
     "mask_path",
     "png_path",
@@ -15,16 +18,65 @@ __all__ = [
     "weights_path",
 ]
 
-_COMPRESSION = (".gz", ".bz2", ".xz")
+# FITS files by name: .fits, .fit or .fts, plain or gzip- or bzip2-compressed, and
+# tile-compressed (fpack's .fz, also without a FITS suffix before it). The one list of
+# them: the reader of frames, the product kinds and the stems all take it.
+_FITS_BASES = (".fits", ".fit", ".fts")
+_FITS_PACKINGS = (".gz", ".bz2", ".fz")
+FITS_SUFFIXES = (
+    *(base + packing for base in _FITS_BASES for packing in ("", *_FITS_PACKINGS)),
+    ".fz",
+)
+_COMPRESSION = (*_FITS_PACKINGS, ".xz")
 MAP_SUFFIX = ".offsets.fits"
 # Star tables: ours, and the original notebook's cleaned ones.
 TABLE_ENDINGS = (".offsets_table_clean", ".offsets_table")
 
 
+def _unpacked(name):
+    """Return ``name`` without one compression suffix (any case)."""
+    for suffix in _COMPRESSION:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def is_fits_name(path):
+    """Return whether ``path`` is named as a FITS file (one of `FITS_SUFFIXES`, any case).
+
+    Examples
+    --------
+    >>> from astro_offsets._utils.naming import is_fits_name
+    >>> is_fits_name("light/M31_001.FIT.bz2"), is_fits_name("x.fits.fz"), is_fits_name("x.ARW")
+    (True, True, False)
+    """
+    return os.fspath(path).lower().endswith(FITS_SUFFIXES)
+
+
+def fits_root(path):
+    """Return ``path`` without its FITS suffix, or `None` if it is not named as a FITS file.
+
+    Examples
+    --------
+    >>> from astro_offsets._utils.naming import fits_root
+    >>> fits_root("maps/DSC01.offsets.fits.fz"), fits_root("M31.FIT.BZ2"), fits_root("x.png")
+    ('maps/DSC01.offsets', 'M31', None)
+    """
+    path = os.fspath(path)
+    if not is_fits_name(path):
+        return None
+    name = _unpacked(path)
+    for base in _FITS_BASES:
+        if name.lower().endswith(base):
+            return name[: -len(base)]
+    return name
+
+
 def stem(path):
     """Return the frame stem of a frame or star table file name.
 
-    The file name without its last extension (and a compression suffix), and
+    The file name without its last extension (and a compression suffix:
+    ``.gz``, ``.bz2``, ``.xz`` or a tile-compressed FITS file's ``.fz``), and
     for a star table without its ``.offsets_table`` or
     ``.offsets_table_clean`` ending.
 
@@ -34,9 +86,7 @@ def stem(path):
     >>> stem("light/DSC03770.ARW"), stem("DSC03770.offsets_table_clean.fits.gz")
     ('DSC03770', 'DSC03770')
     """
-    name = os.path.basename(os.fspath(path))
-    for suffix in _COMPRESSION:
-        name = name.removesuffix(suffix)
+    name = _unpacked(os.path.basename(os.fspath(path)))
     root, _ = os.path.splitext(name)
     name = root or name
     for ending in TABLE_ENDINGS:
