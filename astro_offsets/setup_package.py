@@ -14,17 +14,18 @@ else:
     COMPILE_ARGS = ["-O3", "-ffp-contract=off", "-fno-fast-math", "-fno-math-errno"]
 
 
-# The quadrant field's kernel and outlier rejection's median and masks.
-KERNELS = ("field/_quadrant", "stack/_outliers")
+# The Cython modules: the quadrant field's kernel and outlier rejection's median
+# and masks. (Not the drizzle kernels, astro_offsets.stack.KERNELS.)
+CYTHON_MODULES = ("field/_quadrant", "stack/_outliers")
 
 
 def get_extensions():
-    """Return the extensions of this package: one per kernel."""
+    """Return the extensions of this package: one per Cython module."""
     return [
         Extension(
-            f"astro_offsets.{kernel.replace('/', '.')}",
-            [f"astro_offsets/{kernel}.pyx"],
+            f"astro_offsets.{module.replace('/', '.')}",
+            [f"astro_offsets/{module}.pyx"],
             extra_compile_args=COMPILE_ARGS,
         )
-        for kernel in KERNELS
+        for module in CYTHON_MODULES
     ]

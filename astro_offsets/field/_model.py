@@ -16,7 +16,7 @@ from ..maps import OffsetMap, StarOffsets
 from ..stars import offset_errors, photometry, read_table, star_columns
 from ._clipping import fit_field
 from ._cross_validation import N_FOLDS, cross_validate, default_candidates, n_folds_for
-from ._methods import METHODS, Normalisation, Stars, evaluate
+from ._methods import METHODS, CoordinateScaling, Stars, evaluate
 from ._tiling import evaluate_grid
 from ._trend import DEFAULT_TREND, check_trend, fit_trend
 
@@ -345,7 +345,7 @@ class OffsetModel:
 
     def _fit(self, chosen, value, n_dropped, label, source):
         """Choose (auto) and fit the field; set the model's state and ``meta``."""
-        self._norm = Normalisation(self._stars.x, self._stars.y)
+        self._norm = CoordinateScaling(self._stars.x, self._stars.y)
         # Fits to all stars by (method, value), for cross-validating them.
         self._fits = {}
         # The cross-validation table ``auto`` chose from.

@@ -276,7 +276,7 @@ def write_map(omap, output, overwrite, plot, *, sip=False, compress=True):
     return notes + (_write_sip(omap, output, overwrite) if sip else ())
 
 
-def _plot_kept_map(omap, output, table):
+def _plot_existing_map(omap, output, table):
     """Plot a map kept from an earlier run, with the stars and field its header names."""
     options = {
         "method": omap.meta.get("method", "quadrant"),
@@ -461,7 +461,7 @@ def _against_another_reference(table, output):
     return None
 
 
-def _kept_map(output, table, plot, sip):
+def _existing_map(output, table, plot, sip):
     """Make the plot and SIP asked for now of a map kept from an earlier run, if it lacks them.
 
     Return the warnings, one line each.
@@ -474,7 +474,7 @@ def _kept_map(output, table, plot, sip):
         omap = OffsetMap.read(output)
     except Exception as exc:
         return (describe(output, exc),)
-    notes = _plot_kept_map(omap, output, table) if plot else ()
+    notes = _plot_existing_map(omap, output, table) if plot else ()
     return notes + (_write_sip(omap, output, False) if sip else ())
 
 
@@ -496,8 +496,8 @@ def _to_make(batch, index, table, output, claimed, overwrite, settings):
             return True
         claimed[key] = table
         # A plot or SIP asked for now, of a map made without one, is made.
-        notes = _kept_map(output, table, settings["plot"], settings["sip"])
-        batch.kept(index, output, overwrite, warnings=notes)
+        notes = _existing_map(output, table, settings["plot"], settings["sip"])
+        batch.skip_existing(index, output, overwrite, warnings=notes)
         return None
     return overwrite
 

@@ -1,10 +1,12 @@
 """The star-table schema: the column names we write, the aliases we read, reading tables.
 
 Star tables keep the names of the original notebooks, which the tables of a
-sequence have always had (and DESIGN fixes): ``xcentroid``, ``ycentroid``,
-``xoffset``, ``yoffset``. Reading, the first pair present of each alias
-tuple wins, so that tables of photutils 3 (``x_centroid``), of aperture
-photometry (``xcenter``) and plain ones (``x``, ``x_offset``) read as well.
+sequence have always had: ``xcentroid``, ``ycentroid``, ``xoffset``,
+``yoffset``. Reading, the first pair present of each alias tuple wins, so
+that tables of photutils 3 (``x_centroid``), of aperture photometry
+(``xcenter``) and plain ones (``x``, ``x_offset``) read as well. The
+schema is documented in docs/tables.rst, "The columns of a star table"
+(:ref:`table-columns`).
 """
 
 import numbers

@@ -160,6 +160,9 @@ def test_normalisation_to_the_reference(stacks, sequences):
     assert sky_levels(np.where(covered, image(truth), np.nan))[0] == pytest.approx(
         reference, rel=0.002
     )
+    # One spelling: "normalised" (the stack's) beside "normalisation" (each frame's).
+    assert truth.meta["normalised"] is True
+    assert "normalized" not in truth.meta
     norms = truth.meta["normalisation"]
     assert [n.scale for n in norms] == pytest.approx(
         [1 / (TRANSPARENCY.get(k, 1.0) * EXPOSURE.get(k, EXPTIME) / EXPTIME) for k in range(8)]
@@ -168,6 +171,7 @@ def test_normalisation_to_the_reference(stacks, sequences):
     assert {n.source for n in norms[1:]} == {"stars"}
     # Not normalised, the hazy bright frame lifts the sky.
     plain = stack_frames(sequences[1], reject=False, normalize=False)[0]
+    assert plain.meta["normalised"] is False
     assert sky_levels(np.where(covered, image(plain), np.nan))[0] > 1.03 * reference
 
 
