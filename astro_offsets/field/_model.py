@@ -149,8 +149,9 @@ class OffsetModel:
         noise and any mismatched star, and it steps where a quadrant's
         nearest star changes.
     ``"polynomial"``
-        A 2-D polynomial of ``degree`` per axis, least-squares fitted with
-        `astropy.modeling` in coordinates normalised to the stars' extent.
+        A 2-D polynomial of ``degree`` per axis, fitted by linear least
+        squares (a QR decomposition, weighted by the offsets' uncertainties
+        when the table has them) in coordinates scaled to the stars' extent.
         Smooth and noise-averaging; right for lens distortion, field rotation
         and refraction when the degree is high enough.
     ``"thin-plate"``
