@@ -818,12 +818,22 @@ class OffsetModel:
         >>> omap.x_offset.dtype, omap.shape
         (dtype('float32'), (16, 20))
         """
+        omap, warning = self._map_and_warning(shape, n_jobs, block_size, out)
+        if warning is not None:
+            warnings.warn(warning, AstropyUserWarning, stacklevel=2)
+        return omap
+
+    def _map_and_warning(self, shape, n_jobs=None, block_size="auto", out=None):
+        """Return `to_map`'s map and its warning's text (`None` if none), not warned.
+
+        `~astro_offsets.write_maps` makes its maps beside other threads: it
+        takes the text rather than catching the warning, which would need
+        the process's warning filters.
+        """
         shape = positive_pair(shape, "shape")
         warning = self._method.map_warning(self._norm, self._stars, shape)
         if warning is not None:
-            warnings.warn(
-                f"{self.meta['source'] or 'stars'}: {warning}", AstropyUserWarning, stacklevel=2
-            )
+            warning = f"{self.meta['source'] or 'stars'}: {warning}"
         x_map, y_map = evaluate_grid(
             self._field.for_grid(shape), shape, n_jobs=n_jobs, block_size=block_size, out=out
         )
@@ -831,4 +841,4 @@ class OffsetModel:
         if self._scores is not None:
             meta["cv_rms"] = self.cv_rms
         stars = StarOffsets(*self._stars[:4], self._clipped)
-        return OffsetMap(x_map, y_map, meta=meta, stars=stars)
+        return OffsetMap(x_map, y_map, meta=meta, stars=stars), warning

@@ -68,8 +68,15 @@ class MapResult(Result):
     """The map's field in words (method, parameter, CV RMS, stars clipped)."""
 
 
-# The warnings' filters are the process's: a dask worker's threads that read
-# tables at once take turns, or each would catch the others' warnings.
+# Why a lock: warnings.catch_warnings swaps the process's warning filters and
+# showwarning (not thread-safe before Python 3.14's context-aware warnings),
+# and a warning raised in one thread goes to whichever thread is catching.
+# Tables read in a dask worker's threads at once, and the SIP fits (in
+# write_maps' writer thread, beside the next map), take turns, or each would
+# catch, or lose, the others' warnings; the SIP fit's turn also covers
+# threadpoolctl's process-wide BLAS limit. Each turn is short (reading a
+# table, fitting a SIP); the maps' evaluation returns its warning as text
+# (_to_map) and takes no turn.
 _CATCHING = threading.Lock()
 
 
@@ -134,11 +141,13 @@ class _FoldError(ValueError):
 
 
 def _to_map(model, shape, n_jobs, settings, out):
-    """Return the model's map and the warnings of making it, one line each."""
-    with _CATCHING, warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        omap = model.to_map(shape, n_jobs=n_jobs, block_size=settings["block_size"], out=out)
-    return omap, tuple(describe(model.meta["source"], str(w.message)) for w in caught)
+    """Return the model's map and the warnings of making it, one line each.
+
+    Its one warning (a polynomial extrapolated) comes as text: the map's
+    evaluation, the long part, takes no turn at the warning filters.
+    """
+    omap, warning = model._map_and_warning(shape, n_jobs, settings["block_size"], out)
+    return omap, () if warning is None else (describe(model.meta["source"], warning),)
 
 
 def _make(model, shape, n_jobs, settings, out=None):
