@@ -12,6 +12,7 @@ __all__ = [
     "map_path",
     "mask_path",
     "png_path",
+    "product_root",
     "sip_path",
     "stem",
     "table_path",
@@ -70,6 +71,23 @@ def fits_root(path):
         if name.lower().endswith(base):
             return name[: -len(base)]
     return name
+
+
+def product_root(path):
+    """Return a product's path without its FITS suffix (any of them), or its last extension.
+
+    The files that go with a product are named from it: its picture, its
+    checkpoint, its weights, its frame report.
+
+    Examples
+    --------
+    >>> from astro_offsets._utils.naming import product_root
+    >>> product_root("out/stack.fits.gz"), product_root("out/stack.fit"), product_root("a.png")
+    ('out/stack', 'out/stack', 'a')
+    """
+    path = os.fspath(path)
+    root = fits_root(path)
+    return os.path.splitext(path)[0] if root is None else root
 
 
 def stem(path):
@@ -149,7 +167,7 @@ def png_path(fits_file):
     >>> png_path("maps/DSC03770.offsets.fits"), png_path("out/stack.fits")
     ('maps/DSC03770.offsets.png', 'out/stack.png')
     """
-    return os.path.splitext(os.fspath(fits_file))[0] + ".png"
+    return product_root(fits_file) + ".png"
 
 
 def sip_path(map_file):
@@ -161,9 +179,8 @@ def sip_path(map_file):
     >>> sip_path("maps/DSC03770.offsets.fits")
     'maps/DSC03770.sip.fits'
     """
-    path = os.fspath(map_file)
-    root = path.removesuffix(MAP_SUFFIX) if path.endswith(MAP_SUFFIX) else os.path.splitext(path)[0]
-    return root + ".sip.fits"
+    root = product_root(map_file)
+    return root.removesuffix(MAP_SUFFIX.removesuffix(".fits")) + ".sip.fits"
 
 
 def checkpoint_path(fits_file):
@@ -175,7 +192,7 @@ def checkpoint_path(fits_file):
     >>> checkpoint_path("out/stack.fits")
     'out/stack.checkpoint'
     """
-    return os.path.splitext(os.fspath(fits_file))[0] + ".checkpoint"
+    return product_root(fits_file) + ".checkpoint"
 
 
 def weights_path(fits_file):
@@ -190,4 +207,4 @@ def weights_path(fits_file):
     >>> weights_path("out/stack.fits")
     'out/stack.weights.fits'
     """
-    return os.path.splitext(os.fspath(fits_file))[0] + ".weights.fits"
+    return product_root(fits_file) + ".weights.fits"

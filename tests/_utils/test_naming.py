@@ -54,3 +54,15 @@ def test_the_suffixes():
             assert base + packing in FITS_SUFFIXES
     assert fits_root("DSC01.ARW") is None
     assert fits_root("frame.fz") == "frame"
+
+
+@pytest.mark.parametrize("suffix", [".fits", ".fits.gz", ".FIT", ".fts.bz2", ".fits.fz"])
+def test_the_files_of_a_product_are_named_from_its_root(suffix):
+    from astro_offsets._utils.naming import checkpoint_path, png_path, sip_path, weights_path
+    from astro_offsets.stack._report import report_paths
+
+    assert png_path(f"out/stack{suffix}") == "out/stack.png"
+    assert checkpoint_path(f"out/stack{suffix}") == "out/stack.checkpoint"
+    assert weights_path(f"out/stack{suffix}") == "out/stack.weights.fits"
+    assert report_paths(f"out/stack{suffix}")[0] == "out/stack.frames.ecsv"
+    assert sip_path(f"maps/DSC01.offsets{suffix}") == "maps/DSC01.sip.fits"
