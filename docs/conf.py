@@ -15,13 +15,20 @@ instead of failing the build.
 """
 
 import datetime
+import importlib
 import importlib.util
 import os
+import pkgutil
 
+from sphinx.errors import PycodeError
+from sphinx.pycode import ModuleAnalyzer
+from sphinx.util import logging
 from sphinx_astropy.conf.v2 import *  # noqa: F403
 from sphinx_astropy.conf.v2 import extensions, intersphinx_mapping
 
 import astro_offsets
+
+logger = logging.getLogger(__name__)
 
 # -- Project information -----------------------------------------------------
 
@@ -79,6 +86,7 @@ _INTERSPHINX = {
     "distributed": ("https://distributed.dask.org/en/stable/", None),
     "drizzle": ("https://spacetelescope-drizzle.readthedocs.io/en/latest/", None),
     "photutils": ("https://photutils.readthedocs.io/en/stable/", None),
+    "ccdproc": ("https://ccdproc.readthedocs.io/en/stable/", None),
 }
 
 if _ONLINE:
@@ -106,18 +114,69 @@ else:
 # The result classes of the batch functions share a private base class, which
 # autodoc names among their bases.
 nitpick_ignore = [("py:class", "astro_offsets._utils.batch.Result")]
-# Docstrings of stack_frames and Stacker name objects that have no API page
-# here (the subpackages' own names). They stay plain text until the API page
-# lists the subpackages.
-nitpick_ignore += [
-    ("py:obj", name)
-    for name in (
-        "Layer",
-        "Normalisation",
-        "astro_offsets.frames.Calibration",
-        "astro_offsets.stack",
-    )
+
+
+_SUBPACKAGES = [
+    module.name
+    for module in pkgutil.iter_modules(astro_offsets.__path__)
+    if module.ispkg and not module.name.startswith("_")
 ]
+
+
+def _resolve_at_top_level(app, env, node, contnode):
+    """Resolve a bare name of a docstring where the API reference documents it.
+
+    A docstring names `OffsetMap` or `make_tables` as the top level exports
+    them; on a subpackage's page (``astro_offsets.field``) the name is looked
+    up in that subpackage, which documents only the names the top level does
+    not (api.rst), so look it up again as ``astro_offsets.<name>``, and a
+    subpackage's own name (`Normalisation`) on the top level's page as
+    ``astro_offsets.<subpackage>.<name>``.
+    """
+    target = node.get("reftarget", "")
+    if node.get("refdomain") != "py" or not target or target.startswith("astro_offsets"):
+        return None
+    # The top level first, then the one subpackage that has the name.
+    packages = ["astro_offsets", *(f"astro_offsets.{name}" for name in _SUBPACKAGES)]
+    for package in packages:
+        found = env.get_domain("py").resolve_xref(
+            env, node["refdoc"], app.builder, node["reftype"], f"{package}.{target}", node, contnode
+        )
+        if found is not None:
+            return found
+    return None
+
+
+def _constant_doc(app, what, name, obj, options, lines):
+    """Give a public constant the doc-comment (``#:``) of its definition.
+
+    autodoc looks for it in the subpackage's ``__init__.py``, which only
+    imports the constant, and else shows the docstring of its type (tuple's,
+    ndarray's). A constant without one is a warning, which fails the build.
+    """
+    if what != "data" or not name.startswith("astro_offsets."):
+        return
+    if name == "astro_offsets.__version__":
+        lines[:] = ["The version of astro_offsets."]
+        return
+    package, _, attr = name.rpartition(".")
+    modules = pkgutil.walk_packages(importlib.import_module(package).__path__, f"{package}.")
+    for _, module, _ in modules:
+        try:
+            docs = ModuleAnalyzer.for_module(module).find_attr_docs()
+        except PycodeError:  # compiled
+            continue
+        if ("", attr) in docs and getattr(importlib.import_module(module), attr, None) is obj:
+            lines[:] = list(docs["", attr])
+            return
+    logger.warning("%s: a public constant without a doc-comment (#:) where it is defined", name)
+    lines[:] = []
+
+
+def setup(app):
+    app.connect("missing-reference", _resolve_at_top_level)
+    app.connect("autodoc-process-docstring", _constant_doc)
+
 
 # Inheritance diagrams need Graphviz's ``dot`` program, which pip does not
 # install (nor is it on the build machine): api.rst uses

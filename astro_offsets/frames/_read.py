@@ -17,7 +17,7 @@ _FITS_SUFFIXES = (
     ".fz",
 )
 
-# FITS's ROWORDER values: the array's first row is the image's top, or its bottom.
+#: FITS's ROWORDER values: the array's first row is the image's top, or its bottom.
 ROW_ORDERS = ("TOP-DOWN", "BOTTOM-UP")
 
 
