@@ -1,10 +1,11 @@
 # Licensed under a 3-clause BSD style license - see LICENSE
 """Sphinx configuration of the astro_offsets documentation.
 
-Build (warnings are errors, every cross-reference checked)::
+Build (warnings are errors, every cross-reference checked), then run the
+pages' examples::
 
     sphinx-build -W --keep-going -n -b html . _build/html
-    sphinx-build -W -b doctest . _build/doctest
+    pytest .
 
 Cross-references into other projects' documentation (intersphinx) need their
 inventories from the network, so they are used only when the environment
@@ -19,6 +20,7 @@ import importlib
 import importlib.util
 import os
 import pkgutil
+import sys
 
 from sphinx.errors import PycodeError
 from sphinx.pycode import ModuleAnalyzer
@@ -47,25 +49,15 @@ version = ".".join(release.split(".")[:2])
 if importlib.util.find_spec("sphinx_copybutton") is None:
     extensions.remove("sphinx_copybutton")
 
-# The doctest builder (``-b doctest``) runs the ``>>>`` examples of the pages
-# and of the API docstrings. sphinx-astropy's pytest-doctestplus extension
-# replaces Sphinx's ``doctest`` and ``testsetup`` directives with versions that
-# only show or hide their code, so the examples are plain ``>>>`` blocks and
-# their common setup lives here.
-extensions.append("sphinx.ext.doctest")
-doctest_global_setup = """
-import os as _os
-import tempfile as _tempfile
+# pytest-doctestplus runs the ``>>>`` examples of the pages (``pytest docs``,
+# docs/conftest.py) and of the docstrings (with the tests). sphinx-astropy
+# loads its Sphinx extension, whose ``doctest-skip`` directive shows examples
+# that it does not run (those that read files that console commands wrote).
 
-# Examples write files into the current directory: run them in a scratch one.
-_docs_cwd = _os.getcwd()
-_scratch = _tempfile.TemporaryDirectory(prefix="astro_offsets_docs_")
-_os.chdir(_scratch.name)
-"""
-doctest_global_cleanup = """
-_os.chdir(_docs_cwd)
-_scratch.cleanup()
-"""
+# The commands' usage and options, generated from the parser (cli_parser.py,
+# beside this file).
+sys.path.insert(0, os.path.dirname(__file__))
+extensions.append("sphinxarg.ext")
 
 # Every cross-reference must resolve, also without sphinx-build's -n.
 nitpicky = True

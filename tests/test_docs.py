@@ -6,6 +6,7 @@ with ``pytest docs``).
 """
 
 import importlib
+import importlib.util
 import pkgutil
 import re
 import zlib
@@ -99,3 +100,32 @@ def test_examples_exist_for_public_names(package, name):
     obj = getattr(package, name)
     if callable(obj):
         assert "Examples" in (obj.__doc__ or ""), name
+
+
+def _cli_parser():
+    """Return the command line's parser, as the docs' sphinx-argparse directives take it."""
+    spec = importlib.util.spec_from_file_location("cli_parser", DOCS / "cli_parser.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.parser()
+
+
+def test_the_options_described_are_options_of_their_command():
+    # sphinx-argparse lists every option of the parser; the pages' own text
+    # replaces an option's help by name, and text under a name that is no
+    # longer an option would be dropped without a word.
+    (commands,) = (action.choices for action in _cli_parser()._actions if action.dest == "command")
+    described = 0
+    for page in DOCS.rglob("*.rst"):
+        text = page.read_text(encoding="utf-8")
+        for command, body in re.findall(r":path: (\w+)\n((?:(?:[ ]+.*)?\n)*)", text):
+            names = {
+                name
+                for action in commands[command]._actions
+                for name in (*action.option_strings, action.metavar)
+                if name
+            }
+            for term in re.findall(r"^[ ]+(\S+) : @(?:replace|before|after)$", body, re.M):
+                assert term in names, f"{page.name}: {command} has no option {term}"
+                described += 1
+    assert described > 50
