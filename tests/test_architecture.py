@@ -26,7 +26,8 @@ ALLOWED = {
     "datasets": {"_utils"},
 }
 # setup_package: the build file of the compiled kernels (extension-helpers).
-TOP_LEVEL = {"__init__", "_cli", "_demo", "_version", "setup_package"}
+# conftest: pytest settings for the docstrings' examples (as astropy packages have).
+TOP_LEVEL = {"__init__", "_cli", "_demo", "_version", "conftest", "setup_package"}
 
 
 def modules():

@@ -34,7 +34,7 @@ def check_options(method=_DEFAULT_METHOD, clip=3.0, trend=DEFAULT_TREND, **param
 
     Returns
     -------
-    method : `~astro_offsets.field._methods.FieldMethod` or `None`
+    method : ``FieldMethod`` or `None`
         The method; `None` for ``"auto"``.
     value
         Its parameter, checked (the default when not given); `None` for auto.

@@ -27,6 +27,7 @@ from ._read import Frame, read_frame
 
 __all__ = ["KINDS", "Calibration", "calibration_frames", "make_master"]
 
+#: The kinds of calibration frames, in the order they correct a frame.
 KINDS = ("bias", "dark", "flat")
 # Sigma-clipping of the masters: robust centre and spread, so that a cosmic
 # ray or a satellite in one of a few frames is rejected.

@@ -12,7 +12,7 @@ from ._cfa import BAYER_PATTERNS, bayer_colors
 
 __all__ = ["ROW_ORDERS", "Frame", "frame_header", "frame_shape", "read_frame", "row_order"]
 
-# FITS's ROWORDER values: the array's first row is the image's top, or its bottom.
+#: FITS's ROWORDER values: the array's first row is the image's top, or its bottom.
 ROW_ORDERS = ("TOP-DOWN", "BOTTOM-UP")
 
 

@@ -282,7 +282,7 @@ def stack_frames(
         maps were made against (their ``REFFRAME``), or else the one frame
         without a map. A frame whose map was made against another frame
         fails.
-    calibration : `~astro_offsets.frames.Calibration` or `None`, optional
+    calibration : `~astro_offsets.Calibration` or `None`, optional
         Master bias, dark and flat frames, applied to every frame before
         anything else (as `make_tables` applies them).
     mask_hot_pixels : bool, optional

@@ -19,7 +19,7 @@ from ._schema import CENTROID
 
 __all__ = ["FLAGS", "detect_stars"]
 
-# Bits of the ``flags`` column.
+#: Bits of the ``flags`` column.
 FLAGS = MappingProxyType({"blended": 1, "edge": 2, "extended": 4, "window": 8})
 _FWHM_GUESS = 3.0
 _BOX = 64  # background mesh, pixels of the image searched
