@@ -16,7 +16,6 @@ from ._utils.naming import checkpoint_path, png_path, weights_path
 from ._utils.provenance import PRODUCTS, product_kind
 from ._utils.validation import input_file
 from ._utils.workers import ClusterError, connected
-from ._version import __version__
 from .field import (
     CHOICES,
     DEFAULT_TREND,
@@ -30,6 +29,7 @@ from .frames import KINDS, Calibration, frame_shape
 from .stack import KERNELS, LAYOUTS, StackResult, check_frames, check_stack_options, stack_frames
 from .stack._quality import FILTER_FWHM, FILTER_ROUND, FILTER_STARS, WEIGHTINGS, check_selection
 from .stars import make_tables
+from .version import __version__
 
 __all__ = ["main"]
 

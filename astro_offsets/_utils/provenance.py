@@ -13,7 +13,7 @@ import urllib.parse
 
 from astropy.io import fits
 
-from .._version import __version__
+from ..version import __version__
 from .atomic import atomic_path
 from .naming import MAP_SUFFIX, TABLE_ENDINGS, fits_root, is_fits_name
 

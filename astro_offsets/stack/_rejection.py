@@ -11,6 +11,7 @@ outliers, and the final drizzle gives them no weight.
 
 import contextlib
 import functools
+import mmap
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -478,14 +479,42 @@ def median_rows(directory, names, median_path, rows, start, files=None, flush=Fa
         median.flush()
 
 
+# Reads at an offset leave the descriptor's own offset alone, so that threads
+# read one file at once (median_rows' shared descriptors). Windows has neither
+# os.preadv nor os.pread: there the bytes are copied from a read-only mapping
+# of just the rows read, unmapped at once.
+_PREADV = getattr(os, "preadv", None)
+
+
 def _read_into(fd, array, offset):
     """Fill C-contiguous ``array`` with the bytes of file ``fd`` from ``offset``."""
     view = memoryview(array).cast("B")
+    if _PREADV is None:
+        _read_mapped(fd, view, offset)
+        return
     while view:
-        done = os.preadv(fd, [view], offset)
+        done = _PREADV(fd, [view], offset)
         if done <= 0:
             raise OSError(f"a scratch file ended early ({offset} bytes in)")
         view, offset = view[done:], offset + done
+
+
+def _read_mapped(fd, view, offset):
+    """Fill ``view`` with the bytes of file ``fd`` from ``offset``, through a mapping."""
+    size = os.fstat(fd).st_size
+    if offset + len(view) > size:
+        raise OSError(f"a scratch file ended early ({size} bytes in)")
+    if not view:
+        return
+    # A mapping starts at a multiple of the allocation granularity.
+    start = offset - offset % mmap.ALLOCATIONGRANULARITY
+    length = offset + len(view) - start
+    with (
+        mmap.mmap(fd, length, access=mmap.ACCESS_READ, offset=start) as mapped,
+        memoryview(mapped) as whole,
+        whole[offset - start :] as part,
+    ):
+        view[:] = part
 
 
 def frame_offsets(offset_map, shape):
