@@ -22,7 +22,7 @@ colour raw frames). `run_sequence` takes a whole sequence through all three
 from types import MappingProxyType
 
 from ._utils.lazy import lazy_exports
-from ._version import __version__
+from .version import __version__
 
 # Where each public name lives. They are imported when first used (as the
 # stages themselves): a worker process that runs one stage's function does

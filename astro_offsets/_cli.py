@@ -16,7 +16,7 @@ from types import MappingProxyType
 from tqdm import tqdm
 
 from ._utils.naming import checkpoint_path, png_path, weights_path
-from ._version import __version__
+from .version import __version__
 
 # The stages are imported where a command uses them, not here: ``--help``,
 # ``--version`` and a mistyped option answer at once, without numpy and

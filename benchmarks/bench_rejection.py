@@ -11,7 +11,7 @@ noise) give the truth. Then, on ``--jobs`` cores (2 by default):
 
 (a) ``two-pass``: today's rejection, ``stack_frames(reject=True)`` with the
     default kernel: each frame kept in the scratch and drizzled alone by the
-    point kernel (``keep_frame``), the medians (``Rejection.combine``), then each
+    point kernel (``store_frame``), the medians (``Rejection.combine``), then each
     frame's outliers against the median blotted back to it (``Rejection.mask``,
     per input pixel) and the frame drizzled with them masked (``Stacker.add``).
 (b) ``none``: ``stack_frames(reject=False)``.
@@ -316,7 +316,7 @@ def run_stack_frames(frames, scratch, jobs, reject, masks=None):
 
     os.makedirs(scratch, exist_ok=True)
     with Stages() as stages:
-        stages.wrap(_rejection, "keep_frame", "keep_frame (thread)")
+        stages.wrap(_rejection, "store_frame", "store_frame (thread)")
         stages.wrap(_rejection.Rejection, "combine", "combine (medians)")
         stages.wrap(_rejection.Rejection, "mask", "mask (blot, compare)")
         stages.wrap(_stacker.Stacker, "add", "Stacker.add")

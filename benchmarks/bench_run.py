@@ -87,7 +87,7 @@ STAGES = (
     ("astro_offsets.pipeline._stream", "map_measures", "map measures", None),
     ("astro_offsets.stack._reading", "Frames.prepare", "prepare (normalise)", None),
     ("astro_offsets.stack._reading", "hot_pixels", "hot pixels (stack)", "prepare (normalise)"),
-    ("astro_offsets.stack._rejection_passes", "keep_frame", "keep (write + single drizzle)", None),
+    ("astro_offsets.stack._rejection_passes", "store_frame", "store (write + drizzle)", None),
     ("astro_offsets.stack._rejection", "Rejection.add", "keep (stack)", None),
     ("astro_offsets.stack._rejection", "Rejection.combine", "medians", None),
     ("astro_offsets.stack._rejection", "Rejection.mask", "masks (blot + compare)", None),

@@ -1,10 +1,11 @@
 # Licensed under a 3-clause BSD style license - see LICENSE
 """Sphinx configuration of the astro_offsets documentation.
 
-Build (warnings are errors, every cross-reference checked)::
+Build (warnings are errors, every cross-reference checked), then run the
+pages' examples::
 
     sphinx-build -W --keep-going -n -b html . _build/html
-    sphinx-build -W -b doctest . _build/doctest
+    pytest .
 
 Cross-references into other projects' documentation (intersphinx) need their
 inventories from the network, so they are used only when the environment
@@ -15,13 +16,21 @@ instead of failing the build.
 """
 
 import datetime
+import importlib
 import importlib.util
 import os
+import pkgutil
+import sys
 
+from sphinx.errors import PycodeError
+from sphinx.pycode import ModuleAnalyzer
+from sphinx.util import logging
 from sphinx_astropy.conf.v2 import *  # noqa: F403
 from sphinx_astropy.conf.v2 import extensions, intersphinx_mapping
 
 import astro_offsets
+
+logger = logging.getLogger(__name__)
 
 # -- Project information -----------------------------------------------------
 
@@ -40,25 +49,15 @@ version = ".".join(release.split(".")[:2])
 if importlib.util.find_spec("sphinx_copybutton") is None:
     extensions.remove("sphinx_copybutton")
 
-# The doctest builder (``-b doctest``) runs the ``>>>`` examples of the pages
-# and of the API docstrings. sphinx-astropy's pytest-doctestplus extension
-# replaces Sphinx's ``doctest`` and ``testsetup`` directives with versions that
-# only show or hide their code, so the examples are plain ``>>>`` blocks and
-# their common setup lives here.
-extensions.append("sphinx.ext.doctest")
-doctest_global_setup = """
-import os as _os
-import tempfile as _tempfile
+# pytest-doctestplus runs the ``>>>`` examples of the pages (``pytest docs``,
+# docs/conftest.py) and of the docstrings (with the tests). sphinx-astropy
+# loads its Sphinx extension, whose ``doctest-skip`` directive shows examples
+# that it does not run (those that read files that console commands wrote).
 
-# Examples write files into the current directory: run them in a scratch one.
-_docs_cwd = _os.getcwd()
-_scratch = _tempfile.TemporaryDirectory(prefix="astro_offsets_docs_")
-_os.chdir(_scratch.name)
-"""
-doctest_global_cleanup = """
-_os.chdir(_docs_cwd)
-_scratch.cleanup()
-"""
+# The commands' usage and options, generated from the parser (cli_parser.py,
+# beside this file).
+sys.path.insert(0, os.path.dirname(__file__))
+extensions.append("sphinxarg.ext")
 
 # Every cross-reference must resolve, also without sphinx-build's -n.
 nitpicky = True
@@ -79,6 +78,7 @@ _INTERSPHINX = {
     "distributed": ("https://distributed.dask.org/en/stable/", None),
     "drizzle": ("https://spacetelescope-drizzle.readthedocs.io/en/latest/", None),
     "photutils": ("https://photutils.readthedocs.io/en/stable/", None),
+    "ccdproc": ("https://ccdproc.readthedocs.io/en/stable/", None),
 }
 
 if _ONLINE:
@@ -106,18 +106,69 @@ else:
 # The result classes of the batch functions share a private base class, which
 # autodoc names among their bases.
 nitpick_ignore = [("py:class", "astro_offsets._utils.batch.Result")]
-# Docstrings of stack_frames and Stacker name objects that have no API page
-# here (the subpackages' own names). They stay plain text until the API page
-# lists the subpackages.
-nitpick_ignore += [
-    ("py:obj", name)
-    for name in (
-        "Layer",
-        "Normalisation",
-        "astro_offsets.frames.Calibration",
-        "astro_offsets.stack",
-    )
+
+
+_SUBPACKAGES = [
+    module.name
+    for module in pkgutil.iter_modules(astro_offsets.__path__)
+    if module.ispkg and not module.name.startswith("_")
 ]
+
+
+def _resolve_at_top_level(app, env, node, contnode):
+    """Resolve a bare name of a docstring where the API reference documents it.
+
+    A docstring names `OffsetMap` or `make_tables` as the top level exports
+    them; on a subpackage's page (``astro_offsets.field``) the name is looked
+    up in that subpackage, which documents only the names the top level does
+    not (api.rst), so look it up again as ``astro_offsets.<name>``, and a
+    subpackage's own name (`Normalisation`) on the top level's page as
+    ``astro_offsets.<subpackage>.<name>``.
+    """
+    target = node.get("reftarget", "")
+    if node.get("refdomain") != "py" or not target or target.startswith("astro_offsets"):
+        return None
+    # The top level first, then the one subpackage that has the name.
+    packages = ["astro_offsets", *(f"astro_offsets.{name}" for name in _SUBPACKAGES)]
+    for package in packages:
+        found = env.get_domain("py").resolve_xref(
+            env, node["refdoc"], app.builder, node["reftype"], f"{package}.{target}", node, contnode
+        )
+        if found is not None:
+            return found
+    return None
+
+
+def _constant_doc(app, what, name, obj, options, lines):
+    """Give a public constant the doc-comment (``#:``) of its definition.
+
+    autodoc looks for it in the subpackage's ``__init__.py``, which only
+    imports the constant, and else shows the docstring of its type (tuple's,
+    ndarray's). A constant without one is a warning, which fails the build.
+    """
+    if what != "data" or not name.startswith("astro_offsets."):
+        return
+    if name == "astro_offsets.__version__":
+        lines[:] = ["The version of astro_offsets."]
+        return
+    package, _, attr = name.rpartition(".")
+    modules = pkgutil.walk_packages(importlib.import_module(package).__path__, f"{package}.")
+    for _, module, _ in modules:
+        try:
+            docs = ModuleAnalyzer.for_module(module).find_attr_docs()
+        except PycodeError:  # compiled
+            continue
+        if ("", attr) in docs and getattr(importlib.import_module(module), attr, None) is obj:
+            lines[:] = list(docs["", attr])
+            return
+    logger.warning("%s: a public constant without a doc-comment (#:) where it is defined", name)
+    lines[:] = []
+
+
+def setup(app):
+    app.connect("missing-reference", _resolve_at_top_level)
+    app.connect("autodoc-process-docstring", _constant_doc)
+
 
 # Inheritance diagrams need Graphviz's ``dot`` program, which pip does not
 # install (nor is it on the build machine): api.rst uses

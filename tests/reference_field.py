@@ -1,6 +1,7 @@
 """A small, obviously-correct evaluator of the quadrant field, to check the kernel against.
 
-It follows the definition in DESIGN.md literally, one point at a time, with
+It follows the definition in docs/field.rst, "Definition" (the label
+``field-definition``) literally, one point at a time, with
 numpy over the stars: no pruning, no tiling, nothing shared with the kernel.
 """
 

@@ -258,7 +258,7 @@ def test_a_stack_on_the_cluster(client, sequence):
     assert len({r.weight for r in results}) == len(frames)  # weighted by their noise
     assert same_stack(stack, local)
     assert same_reference_meta(stack, local)
-    kept = tasks_of(stream, "keep_task")
+    kept = tasks_of(stream, "store_task")
     assert len(kept) == len(frames) - 1  # the reference is kept here
     assert len({task["worker"] for task in kept}) == 2
     assert tasks_of(stream, "median_rows")

@@ -130,7 +130,7 @@ class Batch:
     Iterating gives ``(index, path)`` of each file to process; files that
     astro_offsets wrote and that are no input of this command are finished
     as ``"ignored"`` on the way. Every file is finished exactly once, by
-    `finish`, `fail` or `kept`, which advances the progress bar; `results`
+    `finish`, `fail` or `skip_existing`, which advances the progress bar; `results`
     holds them in the order given.
 
     Parameters
@@ -195,7 +195,7 @@ class Batch:
         """Record that file ``index`` failed, with ``problem`` in one line naming it."""
         self.finish(index, "failed", describe(self.paths[index], problem), **fields)
 
-    def kept(self, index, output, overwrite, **fields):
+    def skip_existing(self, index, output, overwrite, **fields):
         """Finish file ``index`` as skipped if ``output`` exists and is not to be replaced.
 
         Returns

@@ -3,28 +3,98 @@
 import os
 
 __all__ = [
+    "FITS_SUFFIXES",
     "MAP_SUFFIX",
     "TABLE_ENDINGS",
     "checkpoint_path",
+    "fits_root",
+    "is_fits_name",
     "map_path",
     "mask_path",
     "png_path",
+    "product_root",
     "sip_path",
     "stem",
     "table_path",
     "weights_path",
 ]
 
-_COMPRESSION = (".gz", ".bz2", ".xz")
+# FITS files by name: .fits, .fit or .fts, plain or gzip- or bzip2-compressed, and
+# tile-compressed (fpack's .fz, also without a FITS suffix before it). The one list of
+# them: the reader of frames, the product kinds and the stems all take it.
+_FITS_BASES = (".fits", ".fit", ".fts")
+_FITS_PACKINGS = (".gz", ".bz2", ".fz")
+FITS_SUFFIXES = (
+    *(base + packing for base in _FITS_BASES for packing in ("", *_FITS_PACKINGS)),
+    ".fz",
+)
+_COMPRESSION = (*_FITS_PACKINGS, ".xz")
 MAP_SUFFIX = ".offsets.fits"
 # Star tables: ours, and the original notebook's cleaned ones.
 TABLE_ENDINGS = (".offsets_table_clean", ".offsets_table")
 
 
+def _unpacked(name):
+    """Return ``name`` without one compression suffix (any case)."""
+    for suffix in _COMPRESSION:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def is_fits_name(path):
+    """Return whether ``path`` is named as a FITS file (one of `FITS_SUFFIXES`, any case).
+
+    Examples
+    --------
+    >>> from astro_offsets._utils.naming import is_fits_name
+    >>> is_fits_name("light/M31_001.FIT.bz2"), is_fits_name("x.fits.fz"), is_fits_name("x.ARW")
+    (True, True, False)
+    """
+    return os.fspath(path).lower().endswith(FITS_SUFFIXES)
+
+
+def fits_root(path):
+    """Return ``path`` without its FITS suffix, or `None` if it is not named as a FITS file.
+
+    Examples
+    --------
+    >>> from astro_offsets._utils.naming import fits_root
+    >>> fits_root("maps/DSC01.offsets.fits.fz"), fits_root("M31.FIT.BZ2"), fits_root("x.png")
+    ('maps/DSC01.offsets', 'M31', None)
+    """
+    path = os.fspath(path)
+    if not is_fits_name(path):
+        return None
+    name = _unpacked(path)
+    for base in _FITS_BASES:
+        if name.lower().endswith(base):
+            return name[: -len(base)]
+    return name
+
+
+def product_root(path):
+    """Return a product's path without its FITS suffix (any of them), or its last extension.
+
+    The files that go with a product are named from it: its picture, its
+    checkpoint, its weights, its frame report.
+
+    Examples
+    --------
+    >>> from astro_offsets._utils.naming import product_root
+    >>> product_root("out/stack.fits.gz"), product_root("out/stack.fit"), product_root("a.png")
+    ('out/stack', 'out/stack', 'a')
+    """
+    path = os.fspath(path)
+    root = fits_root(path)
+    return os.path.splitext(path)[0] if root is None else root
+
+
 def stem(path):
     """Return the frame stem of a frame or star table file name.
 
-    The file name without its last extension (and a compression suffix), and
+    The file name without its last extension (and a compression suffix:
+    ``.gz``, ``.bz2``, ``.xz`` or a tile-compressed FITS file's ``.fz``), and
     for a star table without its ``.offsets_table`` or
     ``.offsets_table_clean`` ending.
 
@@ -34,9 +104,7 @@ def stem(path):
     >>> stem("light/DSC03770.ARW"), stem("DSC03770.offsets_table_clean.fits.gz")
     ('DSC03770', 'DSC03770')
     """
-    name = os.path.basename(os.fspath(path))
-    for suffix in _COMPRESSION:
-        name = name.removesuffix(suffix)
+    name = _unpacked(os.path.basename(os.fspath(path)))
     root, _ = os.path.splitext(name)
     name = root or name
     for ending in TABLE_ENDINGS:
@@ -99,7 +167,7 @@ def png_path(fits_file):
     >>> png_path("maps/DSC03770.offsets.fits"), png_path("out/stack.fits")
     ('maps/DSC03770.offsets.png', 'out/stack.png')
     """
-    return os.path.splitext(os.fspath(fits_file))[0] + ".png"
+    return product_root(fits_file) + ".png"
 
 
 def sip_path(map_file):
@@ -111,9 +179,8 @@ def sip_path(map_file):
     >>> sip_path("maps/DSC03770.offsets.fits")
     'maps/DSC03770.sip.fits'
     """
-    path = os.fspath(map_file)
-    root = path.removesuffix(MAP_SUFFIX) if path.endswith(MAP_SUFFIX) else os.path.splitext(path)[0]
-    return root + ".sip.fits"
+    root = product_root(map_file)
+    return root.removesuffix(MAP_SUFFIX.removesuffix(".fits")) + ".sip.fits"
 
 
 def checkpoint_path(fits_file):
@@ -125,7 +192,7 @@ def checkpoint_path(fits_file):
     >>> checkpoint_path("out/stack.fits")
     'out/stack.checkpoint'
     """
-    return os.path.splitext(os.fspath(fits_file))[0] + ".checkpoint"
+    return product_root(fits_file) + ".checkpoint"
 
 
 def weights_path(fits_file):
@@ -140,4 +207,4 @@ def weights_path(fits_file):
     >>> weights_path("out/stack.fits")
     'out/stack.weights.fits'
     """
-    return os.path.splitext(os.fspath(fits_file))[0] + ".weights.fits"
+    return product_root(fits_file) + ".weights.fits"

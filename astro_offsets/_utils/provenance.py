@@ -13,9 +13,9 @@ import urllib.parse
 
 from astropy.io import fits
 
-from .._version import __version__
+from ..version import __version__
 from .atomic import atomic_path
-from .naming import MAP_SUFFIX, TABLE_ENDINGS
+from .naming import MAP_SUFFIX, TABLE_ENDINGS, fits_root, is_fits_name
 
 __all__ = [
     "card_text",
@@ -52,7 +52,6 @@ _RAW = frozenset(
     ".fff .iiq .mos .erf .kdc .dcr .mrw .x3f .raw".split()
 )
 _CREATOR = "astro_offsets"
-_FITS = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz")
 
 
 def provenance_cards(product):
@@ -188,13 +187,13 @@ def _kind_from_name(name):
         return "map plot"
     if name.endswith(".frames.ecsv"):
         return "frame report"
-    for suffix in _FITS:
-        if name.endswith(suffix):
-            root = name.removesuffix(suffix)
-            if root.endswith(MAP_SUFFIX.removesuffix(".fits")):
-                return "offset map"
-            if root.endswith(TABLE_ENDINGS):
-                return "star table"
+    root = fits_root(name)
+    if root is None:
+        return None
+    if root.endswith(MAP_SUFFIX.removesuffix(".fits")):
+        return "offset map"
+    if root.endswith(TABLE_ENDINGS):
+        return "star table"
     return None
 
 
@@ -235,7 +234,7 @@ def product_kind(path):
         if not text.get("Software", "").startswith(_CREATOR):
             return None
         return text["Description"] if text.get("Description") in PRODUCTS else "file"
-    if not path.lower().endswith(_FITS):
+    if not is_fits_name(path):
         return None
     try:
         with fits.open(path, lazy_load_hdus=True) as hdul:
@@ -262,16 +261,23 @@ def named_raw(path):
 def _frame_kind(path):
     """Return ``"FITS image"`` or ``"raw file"`` if ``path`` is a frame, else `None`.
 
-    A FITS file with an image in its primary HDU, or a file named as camera
-    raw files are: no star table.
+    A FITS file with an image in its primary HDU (or, tile-compressed, in
+    its first extension), or a file named as camera raw files are: no star
+    table.
     """
     name = path.lower()
     if named_raw(name):
         return "raw file"
-    if not name.endswith(_FITS):
+    if not is_fits_name(name):
         return None
     try:
-        return "FITS image" if fits.getheader(path).get("NAXIS", 0) >= 2 else None
+        with fits.open(path, lazy_load_hdus=True) as hdul:
+            image = hdul[0]
+            if image.header.get("NAXIS", 0) == 0 and len(hdul) > 1:
+                image = hdul[1]
+            if not isinstance(image, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
+                return None
+            return "FITS image" if image.header.get("NAXIS", 0) >= 2 else None
     except Exception:  # not readable: the reader of tables reports it
         return None
 

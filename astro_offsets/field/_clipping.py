@@ -59,7 +59,7 @@ def fit_field(method, value, norm, stars, clip):
         The method.
     value : float or int
         Its parameter.
-    norm : `~astro_offsets.field._methods.Normalisation`
+    norm : `~astro_offsets.field._methods.CoordinateScaling`
         Normalised coordinates of the fit.
     stars : `~astro_offsets.field._methods.Stars`
         The stars, with their uncertainties or not.

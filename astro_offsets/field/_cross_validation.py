@@ -101,7 +101,7 @@ def cross_validate(norm, stars, candidates, *, n_folds=N_FOLDS, clip=3.0, fits=N
 
     Parameters
     ----------
-    norm : `~astro_offsets.field._methods.Normalisation`
+    norm : `~astro_offsets.field._methods.CoordinateScaling`
         Normalised coordinates of the fits.
     stars : `~astro_offsets.field._methods.Stars`
         The stars, with their uncertainties or not.

@@ -16,7 +16,7 @@ from ..maps import OffsetMap, StarOffsets
 from ..stars import offset_errors, photometry, read_table, star_columns
 from ._clipping import fit_field
 from ._cross_validation import N_FOLDS, cross_validate, default_candidates, n_folds_for
-from ._methods import METHODS, Normalisation, Stars, evaluate
+from ._methods import METHODS, CoordinateScaling, Stars, evaluate
 from ._tiling import evaluate_grid
 from ._trend import DEFAULT_TREND, check_trend, fit_trend
 
@@ -34,7 +34,7 @@ def check_options(method=_DEFAULT_METHOD, clip=3.0, trend=DEFAULT_TREND, **param
 
     Returns
     -------
-    method : `~astro_offsets.field._methods.FieldMethod` or `None`
+    method : ``FieldMethod`` or `None`
         The method; `None` for ``"auto"``.
     value
         Its parameter, checked (the default when not given); `None` for auto.
@@ -151,8 +151,9 @@ class OffsetModel:
         noise and any mismatched star, and it steps where a quadrant's
         nearest star changes.
     ``"polynomial"``
-        A 2-D polynomial of ``degree`` per axis, least-squares fitted with
-        `astropy.modeling` in coordinates normalised to the stars' extent.
+        A 2-D polynomial of ``degree`` per axis, fitted by linear least
+        squares (a QR decomposition, weighted by the offsets' uncertainties
+        when the table has them) in coordinates scaled to the stars' extent.
         Smooth and noise-averaging; right for lens distortion, field rotation
         and refraction when the degree is high enough.
     ``"thin-plate"``
@@ -347,7 +348,7 @@ class OffsetModel:
 
     def _fit(self, chosen, value, n_dropped, label, source):
         """Choose (auto) and fit the field; set the model's state and ``meta``."""
-        self._norm = Normalisation(self._stars.x, self._stars.y)
+        self._norm = CoordinateScaling(self._stars.x, self._stars.y)
         # Fits to all stars by (method, value), for cross-validating them.
         self._fits = {}
         # The cross-validation table ``auto`` chose from.
@@ -819,12 +820,22 @@ class OffsetModel:
         >>> omap.x_offset.dtype, omap.shape
         (dtype('float32'), (16, 20))
         """
+        omap, warning = self._map_and_warning(shape, n_jobs, block_size, out)
+        if warning is not None:
+            warnings.warn(warning, AstropyUserWarning, stacklevel=2)
+        return omap
+
+    def _map_and_warning(self, shape, n_jobs=None, block_size="auto", out=None):
+        """Return `to_map`'s map and its warning's text (`None` if none), not warned.
+
+        `~astro_offsets.write_maps` makes its maps beside other threads: it
+        takes the text rather than catching the warning, which would need
+        the process's warning filters.
+        """
         shape = positive_pair(shape, "shape")
         warning = self._method.map_warning(self._norm, self._stars, shape)
         if warning is not None:
-            warnings.warn(
-                f"{self.meta['source'] or 'stars'}: {warning}", AstropyUserWarning, stacklevel=2
-            )
+            warning = f"{self.meta['source'] or 'stars'}: {warning}"
         x_map, y_map = evaluate_grid(
             self._field.for_grid(shape), shape, n_jobs=n_jobs, block_size=block_size, out=out
         )
@@ -832,4 +843,4 @@ class OffsetModel:
         if self._scores is not None:
             meta["cv_rms"] = self.cv_rms
         stars = StarOffsets(*self._stars[:4], self._clipped)
-        return OffsetMap(x_map, y_map, meta=meta, stars=stars)
+        return OffsetMap(x_map, y_map, meta=meta, stars=stars), warning

@@ -2,7 +2,8 @@
 # cython: initializedcheck=False, nonecheck=False
 """Compiled kernel of the quadrant inverse-distance field.
 
-The field at a point is defined in DESIGN.md and in ``OffsetModel``'s notes.
+The field at a point is defined in docs/field.rst, "Definition"
+(:ref:`field-definition`), and in ``OffsetModel``'s notes.
 Every point's value comes from the same two steps: the nearest star of each
 quadrant, chosen by the order-independent key (squared distance, table row),
 and `_combine`, which weights them. The point evaluator finds the nearest

@@ -213,12 +213,12 @@ class SequenceChoice:
             model = make(**self.options())
         except ValueError:
             model = None  # too few stars for the field: the frame chooses its own
-        if model is not None and self._kept(model):
+        if model is not None and self._keeps_choice(model):
             model.meta["selection"] = SEQUENCE_SELECTION
             return model
         return make(**self.options(_AUTO))
 
-    def _kept(self, model):
+    def _keeps_choice(self, model):
         """Return whether the frame's stars keep the choice (see the class's docstring)."""
         n = len(model)
         if n_folds_for(n) < 2:

@@ -22,6 +22,7 @@ __all__ = ["DEFAULT_TREND", "TRENDS", "Trend", "check_trend", "fit_trend"]
 TRENDS = ("affine", "similarity")
 """The kinds of trend, by name (`None`: no trend, the literal field)."""
 DEFAULT_TREND = "affine"
+"""The trend of a field unless one is given."""
 # Trends are sigma-clipped from this many stars on, as the fitted fields are.
 _CLIP_STARS = 10
 _MAX_ROUNDS = 10

@@ -68,8 +68,15 @@ class MapResult(Result):
     """The map's field in words (method, parameter, CV RMS, stars clipped)."""
 
 
-# The warnings' filters are the process's: a dask worker's threads that read
-# tables at once take turns, or each would catch the others' warnings.
+# Why a lock: warnings.catch_warnings swaps the process's warning filters and
+# showwarning (not thread-safe before Python 3.14's context-aware warnings),
+# and a warning raised in one thread goes to whichever thread is catching.
+# Tables read in a dask worker's threads at once, and the SIP fits (in
+# write_maps' writer thread, beside the next map), take turns, or each would
+# catch, or lose, the others' warnings; the SIP fit's turn also covers
+# threadpoolctl's process-wide BLAS limit. Each turn is short (reading a
+# table, fitting a SIP); the maps' evaluation returns its warning as text
+# (_to_map) and takes no turn.
 _CATCHING = threading.Lock()
 
 
@@ -134,11 +141,13 @@ class _FoldError(ValueError):
 
 
 def _to_map(model, shape, n_jobs, settings, out):
-    """Return the model's map and the warnings of making it, one line each."""
-    with _CATCHING, warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        omap = model.to_map(shape, n_jobs=n_jobs, block_size=settings["block_size"], out=out)
-    return omap, tuple(describe(model.meta["source"], str(w.message)) for w in caught)
+    """Return the model's map and the warnings of making it, one line each.
+
+    Its one warning (a polynomial extrapolated) comes as text: the map's
+    evaluation, the long part, takes no turn at the warning filters.
+    """
+    omap, warning = model._map_and_warning(shape, n_jobs, settings["block_size"], out)
+    return omap, () if warning is None else (describe(model.meta["source"], warning),)
 
 
 def _make(model, shape, n_jobs, settings, out=None):
@@ -276,7 +285,7 @@ def write_map(omap, output, overwrite, plot, *, sip=False, compress=True):
     return notes + (_write_sip(omap, output, overwrite) if sip else ())
 
 
-def _plot_kept_map(omap, output, table):
+def _plot_existing_map(omap, output, table):
     """Plot a map kept from an earlier run, with the stars and field its header names."""
     options = {
         "method": omap.meta.get("method", "quadrant"),
@@ -461,7 +470,7 @@ def _against_another_reference(table, output):
     return None
 
 
-def _kept_map(output, table, plot, sip):
+def _existing_map(output, table, plot, sip):
     """Make the plot and SIP asked for now of a map kept from an earlier run, if it lacks them.
 
     Return the warnings, one line each.
@@ -474,7 +483,7 @@ def _kept_map(output, table, plot, sip):
         omap = OffsetMap.read(output)
     except Exception as exc:
         return (describe(output, exc),)
-    notes = _plot_kept_map(omap, output, table) if plot else ()
+    notes = _plot_existing_map(omap, output, table) if plot else ()
     return notes + (_write_sip(omap, output, False) if sip else ())
 
 
@@ -496,8 +505,8 @@ def _to_make(batch, index, table, output, claimed, overwrite, settings):
             return True
         claimed[key] = table
         # A plot or SIP asked for now, of a map made without one, is made.
-        notes = _kept_map(output, table, settings["plot"], settings["sip"])
-        batch.kept(index, output, overwrite, warnings=notes)
+        notes = _existing_map(output, table, settings["plot"], settings["sip"])
+        batch.skip_existing(index, output, overwrite, warnings=notes)
         return None
     return overwrite
 

@@ -11,7 +11,9 @@ colour balance.
 
 import contextlib
 import hashlib
+import logging
 import os
+import threading
 import warnings
 
 import numpy as np
@@ -25,6 +27,7 @@ from ._read import Frame, read_frame
 
 __all__ = ["KINDS", "Calibration", "calibration_frames", "make_master"]
 
+#: The kinds of calibration frames, in the order they correct a frame.
 KINDS = ("bias", "dark", "flat")
 # Sigma-clipping of the masters: robust centre and spread, so that a cosmic
 # ray or a satellite in one of a few frames is rejected.
@@ -177,8 +180,10 @@ def _combine(files, mem_limit):
     import ccdproc
 
     # ccdproc tells how it splits the frames at INFO level: not for our users.
-    level = log.level
-    log.setLevel("WARNING")
+    # Its records are filtered out, those of this thread only; astropy's log
+    # level, the process's, stays as the user set it.
+    quiet = _QuietCcdproc()
+    log.addFilter(quiet)
     try:
         combined = ccdproc.combine(
             files,
@@ -193,8 +198,23 @@ def _combine(files, mem_limit):
             dtype=np.float32,
         )
     finally:
-        log.setLevel(level)
+        log.removeFilter(quiet)
     return np.asarray(combined.data, dtype=np.float32)
+
+
+class _QuietCcdproc(logging.Filter):
+    """Drop ccdproc's records below WARNING logged by the thread that made the filter."""
+
+    def __init__(self):
+        super().__init__()
+        self._thread = threading.get_ident()
+
+    def filter(self, record):
+        return not (
+            record.levelno < logging.WARNING
+            and record.thread == self._thread
+            and getattr(record, "origin", "").startswith("ccdproc")
+        )
 
 
 def _normalised(flat, colors, paths):

@@ -4,11 +4,11 @@ import numpy as np
 
 __all__ = ["BAYER_PATTERNS", "CFA_CHANNEL", "bayer_colors", "green", "superpixels"]
 
-# The 2 x 2 Bayer cells, row by row, as FITS ``BAYERPAT`` and DNG name them.
+#: The 2 x 2 Bayer cells, row by row, as FITS ``BAYERPAT`` and DNG name them.
 BAYER_PATTERNS = ("RGGB", "BGGR", "GRBG", "GBRG")
 
-# rawpy's raw_colors_visible (0 red, 1 green, 2 blue, 3 the other green) to
-# the channel of a colour stack: red, green, blue.
+#: rawpy's raw_colors_visible (0 red, 1 green, 2 blue, 3 the other green) to
+#: the channel of a colour stack: red, green, blue.
 CFA_CHANNEL = np.array([0, 1, 2, 1], dtype=np.uint8)
 CFA_CHANNEL.flags.writeable = False
 

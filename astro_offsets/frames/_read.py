@@ -6,18 +6,13 @@ import numpy as np
 import rawpy
 from astropy.io import fits
 
+from .._utils.naming import is_fits_name
 from .._utils.validation import input_file
 from ._cfa import BAYER_PATTERNS, bayer_colors
 
 __all__ = ["ROW_ORDERS", "Frame", "frame_header", "frame_shape", "read_frame", "row_order"]
 
-# Everything else is handed to rawpy, which recognizes raw formats by content.
-_FITS_SUFFIXES = (
-    *(base + packing for base in (".fits", ".fit", ".fts") for packing in ("", ".gz", ".bz2")),
-    ".fz",
-)
-
-# FITS's ROWORDER values: the array's first row is the image's top, or its bottom.
+#: FITS's ROWORDER values: the array's first row is the image's top, or its bottom.
 ROW_ORDERS = ("TOP-DOWN", "BOTTOM-UP")
 
 
@@ -181,7 +176,7 @@ def frame_header(path):
     'M 31'
     """
     path = input_file(path, "frame file")
-    if not _is_fits(path):
+    if not is_fits_name(path):
         return None
     return _read_fits(path, lambda path, hdu: hdu.header.copy())
 
@@ -220,15 +215,12 @@ def row_order(header):
     return ROW_ORDERS[1]
 
 
-def _is_fits(path):
-    return path.lower().endswith(_FITS_SUFFIXES)
-
-
 def _read(path, from_fits, from_raw):
     """Return ``from_fits(path, hdu)`` or ``from_raw(path, raw)``, as ``path`` is FITS or raw."""
     # rawpy takes only str paths (anything else it reads as a file object).
     path = input_file(path, "frame file")
-    if _is_fits(path):
+    # Files not named as FITS go to rawpy, which recognizes raw formats by content.
+    if is_fits_name(path):
         return _read_fits(path, from_fits)
     return _read_raw(path, from_raw)
 

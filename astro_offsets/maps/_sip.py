@@ -398,7 +398,7 @@ def sip_header(w, cards=(), comments=()):
         A WCS returned by `offsets_to_sip` (or `OffsetMap.to_sip`).
     cards : iterable of tuple, optional
         ``(keyword, value, comment)`` of the map's provenance, written after
-        the first cards (`provenance_header`).
+        the first cards (``provenance_header``).
     comments : iterable of str, optional
         ``COMMENT`` lines after those of the convention: where the WCS comes
         from, say.

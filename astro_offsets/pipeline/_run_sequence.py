@@ -20,7 +20,7 @@ from ..stack._quality import (
     check_selection,
     reference_measures,
 )
-from ..stack._rejection_passes import keep_prepared
+from ..stack._rejection_passes import store_prepared
 from ..stack._report import frame_report, write_frame_report
 from ..stack._run import Item
 from ..stack._stack_frames import (
@@ -282,9 +282,11 @@ def run_sequence(
     )
     measured = {}
 
-    def select_kept(kept):
-        measured.update(_measured(frames_read, todo, kept))
-        return leave_out(batch, [item for item in todo if item.index in kept], measured, selection)
+    def select_stored(stored):
+        measured.update(_measured(frames_read, todo, stored))
+        return leave_out(
+            batch, [item for item in todo if item.index in stored], measured, selection
+        )
 
     stack = stack_items(
         batch,
@@ -304,16 +306,16 @@ def run_sequence(
                 "stars": stars,
                 "field": field,
                 "choose": choose,
-                # A resumed run makes the fields of the frames kept again from these.
+                # A resumed run makes the fields of the frames stored again from these.
                 "tables": None if tables is None else os.path.abspath(tables),
             },
             "calibration": digest(calibration),
         },
         options=options,
-        keeper=lambda run, items, kept: _stream(
-            run, frames_read, items, kept, Tasks(client, n_jobs), progress
+        storer=lambda run, items, stored: _stream(
+            run, frames_read, items, stored, Tasks(client, n_jobs), progress
         ),
-        select=select_kept,
+        select=select_stored,
         client=client,
     )
     results = [with_measures(r, measured.get(index)) for index, r in enumerate(batch.results)]
@@ -347,10 +349,10 @@ def _dir(write_maps):
     return None if write_maps in (None, True) else write_maps
 
 
-def _measured(frames_read, todo, kept):
-    """Return the measures of the frames ``kept`` (`map_measures`) by index, the reference's too."""
+def _measured(frames_read, todo, stored):
+    """Return the measures of the frames ``stored`` (`map_measures`) by index, the reference's."""
     made = frames_read.made
-    measured = {index: made[index].measures[0] for index in kept if index in made}
+    measured = {index: made[index].measures[0] for index in stored if index in made}
     reference = reference_measures([m.measures[1] for m in made.values()])
     for item in todo:
         if item.map_file is None:
@@ -358,13 +360,13 @@ def _measured(frames_read, todo, kept):
     return measured
 
 
-def _stream(run, frames_read, todo, kept, tasks, progress):
-    """Read every frame of ``todo`` once: its stars, table and map; kept, with rejection.
+def _stream(run, frames_read, todo, stored, tasks, progress):
+    """Read every frame of ``todo`` once: its stars, table and map; stored, with rejection.
 
     The reference is read here (its stars are every frame's reference) while
     the workers (``tasks``, `Tasks`) start; then the workers read the other
-    frames, each kept (``kept``, a dict, with rejection; `None` without) in
-    rejection's directory. A frame that an interrupted run kept has its
+    frames, each stored (``stored``, a dict, with rejection; `None` without) in
+    rejection's directory. A frame that an interrupted run stored has its
     field made again from its table.
     """
     reference = next(item for item in todo if item.map_file is None)
@@ -377,12 +379,12 @@ def _stream(run, frames_read, todo, kept, tasks, progress):
     prepared = found[1]
     del found
     directory = None
-    if kept is not None:
+    if stored is not None:
         run.start_rejection(len(todo), tasks.client)
         directory = run.rejection.directory
-        if reference.index not in kept:
-            entry = keep_prepared(frames_read, directory, reference.index, prepared)
-            run.mark_kept(kept, reference.index, entry)
+        if reference.index not in stored:
+            entry = store_prepared(frames_read, directory, reference.index, prepared)
+            run.mark_stored(stored, reference.index, entry)
     del prepared
 
     def took(item, entry, made):
@@ -391,24 +393,24 @@ def _stream(run, frames_read, todo, kept, tasks, progress):
             run.batch.fail(item.index, entry)
             return
         frames_read.made_by(item.index, made)
-        if kept is not None:
-            run.mark_kept(kept, item.index, entry)
+        if stored is not None:
+            run.mark_stored(stored, item.index, entry)
 
     bar = tqdm(total=len(todo), desc="frames", unit="frame", disable=None if progress else True)
     with bar, tasks:
         bar.update()  # the reference
         rest = []
-        # In order: the frames that an interrupted run kept, their fields made
+        # In order: the frames that an interrupted run stored, their fields made
         # again from their tables; here, the first frames until the sequence's
         # field is chosen (`StreamFrames.choose`), as `write_maps` chooses it.
         for item in (item for item in todo if item.map_file is not None):
-            if kept is not None and item.index in kept:
+            if stored is not None and item.index in stored:
                 bar.update()
                 try:
                     frames_read.made_by(item.index, frames_read.field_from_table(item))
                 except ValueError as exc:
                     run.batch.fail(item.index, exc)
-                    del kept[item.index]
+                    del stored[item.index]
             elif frames_read.choosing:
                 took(item, *_through(frames_read, directory, item))
             else:
@@ -422,7 +424,7 @@ def _stream(run, frames_read, todo, kept, tasks, progress):
 
 
 def _through(frames_read, directory, item):
-    """Read a frame through (`StreamFrames.read`), and keep it (a worker's task).
+    """Read a frame through (`StreamFrames.read`), and store it (a worker's task).
 
     Returns its record (`None` without rejection) and what it made; a frame
     that fails gives the one-line message instead, and `None`.
@@ -431,7 +433,7 @@ def _through(frames_read, directory, item):
         prepared = frames_read.read(item)
         entry = None
         if directory is not None:
-            entry = keep_prepared(frames_read, directory, item.index, prepared)
+            entry = store_prepared(frames_read, directory, item.index, prepared)
     except Exception as exc:
         return describe(item.frame, exc), None
     return entry, frames_read.made.pop(item.index)

@@ -192,15 +192,15 @@ class Checkpoint:
         """Record that the medians are whole, and of which frames: the frames stacked after."""
         self._put("medians", sorted(indices))
 
-    def kept(self):
-        """Return ``{frame index: record}`` of the frames kept by rejection's first pass."""
+    def stored(self):
+        """Return ``{frame index: record}`` of the frames stored by rejection's first pass."""
         found = {}
         for path in glob.glob(os.path.join(self.path, "kept.*.json")):
             found[int(path.rsplit(".", 2)[-2])] = _read_json(path)
         return found
 
-    def mark_kept(self, index, entry):
-        """Record that frame ``index`` is kept and drizzled alone (its files complete)."""
+    def mark_stored(self, index, entry):
+        """Record that frame ``index`` is stored and drizzled alone (its files complete)."""
         self._put(f"kept.{index}", entry)
 
     def share(self, share):

@@ -1,9 +1,9 @@
-"""Stacking on a dask cluster: frames kept by tasks, the medians by row chunks, shares.
+"""Stacking on a dask cluster: frames stored by tasks, the medians by row chunks, shares.
 
 What `stack_frames` does with a ``client``. The reference frame is read by
 the caller's process first: it fixes the shape, the colours and the
 normalisation, which every worker's copy of the frames' reader then has.
-With rejection, each other frame is a task that keeps it and drizzles it
+With rejection, each other frame is a task that stores it and drizzles it
 alone in the shared directory, and the medians are tasks of row chunks;
 then each share of the frames (one per worker, in order) is a task that
 stacks it into a partial stack in the shared directory, and the caller adds
@@ -16,10 +16,10 @@ import uuid
 
 from .._utils.batch import describe
 from .._utils.workers import Tasks, workers_can_read
-from ._rejection_passes import keep_prepared
+from ._rejection_passes import store_prepared
 from ._run import Run
 
-__all__ = ["Collected", "keep_on_cluster", "keep_task", "on_cluster", "share_task"]
+__all__ = ["Collected", "store_on_cluster", "store_task", "on_cluster", "share_task"]
 
 
 class Collected:
@@ -44,11 +44,11 @@ class Collected:
             getattr(batch, method)(index, *arguments, **fields)
 
 
-def on_cluster(run, client, todo, reject, masks, keeper=None, select=None):
+def on_cluster(run, client, todo, reject, masks, storer=None, select=None):
     """Stack the frames of ``todo`` on the cluster of ``client``, into ``run``'s stacker.
 
-    With rejection, ``keeper`` and ``select`` are those of `stack_items`: by
-    default the frames are kept by tasks of `keep_task`.
+    With rejection, ``storer`` and ``select`` are those of `stack_items`: by
+    default the frames are stored by tasks of `store_task`.
     """
     files = [item.frame_file for item in todo] + [item.map_file for item in todo if item.map_file]
     names = [item.frame for item in todo] + [item.omap_path for item in todo if item.map_file]
@@ -58,13 +58,13 @@ def on_cluster(run, client, todo, reject, masks, keeper=None, select=None):
     threading.Thread(target=tasks.start, args=(__name__,), daemon=True).start()
     if reject:
 
-        def keep(todo, kept):
-            if keeper is None:
-                keep_on_cluster(run, tasks, todo, kept)
+        def store(todo, stored):
+            if storer is None:
+                store_on_cluster(run, tasks, todo, stored)
             else:
-                keeper(run, todo, kept)
+                storer(run, todo, stored)
 
-        numbered = run.reject(todo, client, keep, select)
+        numbered = run.reject(todo, client, store, select)
     else:
         found, tried = run.reference(todo)
         if found is None:
@@ -105,8 +105,8 @@ def on_cluster(run, client, todo, reject, masks, keeper=None, select=None):
                 run.add_share(partial, notes)
 
 
-def keep_on_cluster(run, tasks, todo, kept):
-    """Keep the frames of ``todo`` not in ``kept``: the reference here, the others as tasks."""
+def store_on_cluster(run, tasks, todo, stored):
+    """Store the frames of ``todo`` not in ``stored``: the reference here, the others as tasks."""
     found, tried = run.reference(todo)
     if found is None:
         return
@@ -114,30 +114,30 @@ def keep_on_cluster(run, tasks, todo, kept):
     del found
     run.start_rejection(len(todo), tasks.client)
     directory = run.rejection.directory
-    if item.index not in kept:
-        # The reference is kept here, while the workers start on the others.
-        entry = keep_prepared(run.frames, directory, item.index, prepared)
-        run.mark_kept(kept, item.index, entry)
+    if item.index not in stored:
+        # The reference is stored here, while the workers start on the others.
+        entry = store_prepared(run.frames, directory, item.index, prepared)
+        run.mark_stored(stored, item.index, entry)
     del prepared
-    others = [o for o in todo if o.index not in kept and o.index not in tried]
+    others = [o for o in todo if o.index not in stored and o.index not in tried]
     with tasks:
         frames = tasks.share(run.frames)
         for other in others:
-            tasks.submit(keep_task, frames, directory, other)
+            tasks.submit(store_task, frames, directory, other)
         for other, entry in zip(others, tasks.results(), strict=True):
             if isinstance(entry, str):
                 run.batch.fail(other.index, entry, map=other.omap_path)
             else:
-                run.mark_kept(kept, other.index, entry)
+                run.mark_stored(stored, other.index, entry)
 
 
-def keep_task(frames, directory, item):
-    """Read a frame, keep it and drizzle it alone (a cluster's task); return its record.
+def store_task(frames, directory, item):
+    """Read a frame, store it and drizzle it alone (a cluster's task); return its record.
 
     A frame that cannot be read gives the one-line message instead.
     """
     try:
-        return keep_prepared(frames, directory, item.index, frames.read(item))
+        return store_prepared(frames, directory, item.index, frames.read(item))
     except Exception as exc:
         return describe(item.frame, exc)
 
@@ -155,7 +155,7 @@ def share_task(frames, options, share, items, reject, masks, directory, checkpoi
             # Kept: this task runs again if its worker dies.
             run.use_rejection(directory, keep_frames=True)
             for _, item, entry in items:
-                run.rejection.kept(item.index, entry["zeros"], entry.get("weight"))
+                run.rejection.stored(item.index, entry["zeros"], entry.get("weight"))
             run.rejection.open_medians()
         run.stack_share(share, items, reject, masks)
         partial = os.path.join(directory, f"share.{share}.{uuid.uuid4().hex[:12]}")

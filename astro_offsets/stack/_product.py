@@ -20,7 +20,7 @@ from .._utils.wcs import celestial_wcs
 from ._header import flipped_wcs, observation_cards
 from ._normalisation import Normalisation
 
-__all__ = ["FRAME_COLUMNS", "KINDS", "LAYOUTS", "MONO", "RGB", "Stack"]
+__all__ = ["FRAME_COLUMNS", "ARRAY_KINDS", "LAYOUTS", "MONO", "RGB", "Stack"]
 
 MONO = ("SCI",)
 """The channel of a mono stack."""
@@ -29,7 +29,7 @@ RGB = ("RED", "GREEN", "BLUE")
 LAYOUTS = ("image", "extensions")
 """How a stack's file holds it: the file's one image (a 3-plane cube for colour), its
 weights in ``<stem>.weights.fits``; or image extensions, weights and all, in one file."""
-KINDS = ("image", "weight", "context")
+ARRAY_KINDS = ("image", "weight", "context")
 """The arrays of a stack, in the order its file holds them."""
 # The extension of each kind: SCI, WHT, CTX (mono), RED, RED_WHT, RED_CTX
 # (colour), in the extensions layout; in the image layout, the primary
@@ -61,7 +61,7 @@ _CARDS = MappingProxyType(
         "scale": ("SCALE", "output pixels per input pixel, per axis"),
         "exposure_weighting": ("EXPWGHT", "frames weighted by exposure time"),
         "total_exptime": ("TEXPTIME", "total exposure time of the frames (s)"),
-        "normalized": ("NORMLZD", "frames normalised to the reference"),
+        "normalised": ("NORMLZD", "frames normalised to the reference"),
         "rejected": ("REJECT", "outliers rejected"),
         "weighting": ("WEIGHTS", "frame weights: noise or none (exposure)"),
     }
@@ -569,7 +569,7 @@ def _layout_of(hdul, path):
     )
 
 
-def _read_arrays(hdul, layout, channels, kinds=KINDS):
+def _read_arrays(hdul, layout, channels, kinds=ARRAY_KINDS):
     """Return the arrays of the ``kinds`` that ``hdul`` holds: ``{kind: {channel: array}}``.
 
     In the image layout, the image is the primary HDU and the others are
@@ -626,7 +626,7 @@ def _meta(header, table, image_header):
     meta["frames"] = [_text(frame) for frame in table["frame"]]
     meta["maps"] = [_text(name) or None for name in table["map"]]
     meta["kernels"] = [str(kernel) for kernel in table["kernel"]]
-    if "normalized" in meta:
+    if "normalised" in meta:
         meta["normalisation"] = [
             Normalisation(
                 float(row["flux_scale"]),

@@ -11,6 +11,7 @@ outliers, and the final drizzle gives them no weight.
 
 import contextlib
 import functools
+import mmap
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +26,7 @@ from ._bands import load_npy
 from ._outliers import blot, grow, nanmedian, outliers, scatter
 from ._quality import median_frames
 
-__all__ = ["Rejection", "RejectionStats", "frame_offsets", "keep_frame", "median_rows"]
+__all__ = ["Rejection", "RejectionStats", "frame_offsets", "store_frame", "median_rows"]
 
 # drizzlepac's two tests (driz_cr_snr, driz_cr_scale): a pixel deviates by
 # more than snr noise sigmas plus scale times the blot's local step; the
@@ -74,8 +75,8 @@ class Rejection:
     `mask` gives each frame's outliers, and the frame back.
 
     Frames are numbered by the caller. A frame kept earlier, by another
-    process (a cluster's worker, `keep_frame`) or an interrupted run, is
-    declared with `kept`; medians already in the directory are used as
+    process (a cluster's worker, `store_frame`) or an interrupted run, is
+    declared with `stored`; medians already in the directory are used as
     they are.
 
     Parameters
@@ -149,7 +150,7 @@ class Rejection:
             Called (in the thread, without arguments) once the frame's files
             are complete.
         weight : float or `None`, optional
-            Its weight in the stack (`None`: unweighted); see `kept`.
+            Its weight in the stack (`None`: unweighted); see `stored`.
         """
         self.wait()
         data = np.ascontiguousarray(data, dtype=np.float32)
@@ -158,14 +159,14 @@ class Rejection:
         offsets = frame_offsets(offset_map, self.shape)
 
         def keep():
-            keep_frame(self.directory, self._layers, index, data, offsets, self._sums)
+            store_frame(self.directory, self._layers, index, data, offsets, self._sums)
             if then is not None:
                 then()
 
         self._pending = self._executor.submit(keep)
-        self.kept(index, zeros, weight)
+        self.stored(index, zeros, weight)
 
-    def kept(self, index, zeros=None, weight=None):
+    def stored(self, index, zeros=None, weight=None):
         """Declare frame ``index`` kept (its files in the directory), with its ``zeros``.
 
         A frame whose ``weight`` is below a tenth of the median weight
@@ -176,7 +177,7 @@ class Rejection:
         self._weights[index] = weight
 
     def drop(self, index):
-        """Forget frame ``index``, kept (`add`, `kept`): its files go, it makes no median."""
+        """Forget frame ``index``, stored (`add`, `stored`): its files go, it makes no median."""
         self.wait()
         self._zeros.pop(index, None)
         self._weights.pop(index, None)
@@ -404,7 +405,7 @@ def _median_path(directory, channel):
     return os.path.join(directory, f"median.{channel}.npy")
 
 
-def keep_frame(directory, layers, index, data, offsets, sums=None):
+def store_frame(directory, layers, index, data, offsets, sums=None):
     """Keep frame ``index`` in ``directory`` and drizzle it alone, layer by layer.
 
     What `Rejection.add` does in its thread, and a cluster's worker does
@@ -478,14 +479,42 @@ def median_rows(directory, names, median_path, rows, start, files=None, flush=Fa
         median.flush()
 
 
+# Reads at an offset leave the descriptor's own offset alone, so that threads
+# read one file at once (median_rows' shared descriptors). Windows has neither
+# os.preadv nor os.pread: there the bytes are copied from a read-only mapping
+# of just the rows read, unmapped at once.
+_PREADV = getattr(os, "preadv", None)
+
+
 def _read_into(fd, array, offset):
     """Fill C-contiguous ``array`` with the bytes of file ``fd`` from ``offset``."""
     view = memoryview(array).cast("B")
+    if _PREADV is None:
+        _read_mapped(fd, view, offset)
+        return
     while view:
-        done = os.preadv(fd, [view], offset)
+        done = _PREADV(fd, [view], offset)
         if done <= 0:
             raise OSError(f"a scratch file ended early ({offset} bytes in)")
         view, offset = view[done:], offset + done
+
+
+def _read_mapped(fd, view, offset):
+    """Fill ``view`` with the bytes of file ``fd`` from ``offset``, through a mapping."""
+    size = os.fstat(fd).st_size
+    if offset + len(view) > size:
+        raise OSError(f"a scratch file ended early ({size} bytes in)")
+    if not view:
+        return
+    # A mapping starts at a multiple of the allocation granularity.
+    start = offset - offset % mmap.ALLOCATIONGRANULARITY
+    length = offset + len(view) - start
+    with (
+        mmap.mmap(fd, length, access=mmap.ACCESS_READ, offset=start) as mapped,
+        memoryview(mapped) as whole,
+        whole[offset - start :] as part,
+    ):
+        view[:] = part
 
 
 def frame_offsets(offset_map, shape):

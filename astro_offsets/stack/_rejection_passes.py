@@ -1,7 +1,7 @@
-"""Rejection's passes in a run: frames kept and drizzled alone, the medians, each frame's outliers.
+"""Rejection's passes in a run: frames stored, drizzled alone, the medians, each frame's outliers.
 
 The scheme is `Rejection`'s; here, how a run goes through it: the room
-checked, the frames kept (here, or by a cluster's tasks), some left out,
+checked, the frames stored (here, or by a cluster's tasks), some left out,
 the medians taken, then each frame masked in turn for the stack, and its
 mask written if asked for.
 """
@@ -22,12 +22,12 @@ from .._utils.workers import workers_share
 from ._bands import Scratch
 from ._checkpoint import normalisation_of
 from ._reading import _Prepared, record_of
-from ._rejection import Rejection, frame_offsets, keep_frame
+from ._rejection import Rejection, frame_offsets, store_frame
 
-__all__ = ["RejectionPasses", "keep_prepared", "write_mask"]
+__all__ = ["RejectionPasses", "store_prepared", "write_mask"]
 
 
-_NOT_KEPT = (
+_NOT_STORED = (
     "the interrupted run could not keep it, and a resumed stack keeps its medians: delete "
     "the checkpoint to stack it"
 )
@@ -43,7 +43,7 @@ class RejectionPasses:
     n_jobs : int or `None`
         Threads of the medians and the masks (joblib's meaning).
     scratch : str or `None`
-        Where the frames are kept without a checkpoint (a scratch directory
+        Where the frames are stored without a checkpoint (a scratch directory
         is made there; the system's temporary directory by default).
     progress : bool, optional
         Show the first pass's progress, and say how much room it takes.
@@ -61,7 +61,7 @@ class RejectionPasses:
         self._scratch = None
 
     def start(self, n_frames, client=None):
-        """Make the rejection, once: where it keeps the frames, checked for room (and workers)."""
+        """Make the rejection, once: where it stores the frames, checked for room (and workers)."""
         if self.rejection is not None:
             return
         if self.checkpoint is not None:
@@ -96,7 +96,7 @@ class RejectionPasses:
         self.use(directory, keep_frames=keep_frames)
 
     def use(self, directory, keep_frames):
-        """Reject outliers with the frames and single drizzles kept in ``directory``.
+        """Reject outliers with the frames and single drizzles stored in ``directory``.
 
         ``keep_frames``: a frame's file stays there once masked (to resume,
         or for a cluster's task that may run again), until released.
@@ -110,38 +110,38 @@ class RejectionPasses:
             keep_frames=keep_frames,
         )
 
-    def keep(self, todo, keeper):
-        """Keep the frames (the first pass) by ``keeper(todo, kept)``; return the kept.
+    def store(self, todo, storer):
+        """Store the frames (the first pass) by ``storer(todo, stored)``; return the stored.
 
-        ``keeper`` keeps those not kept yet. Returns ``{index: record}`` of
-        every frame kept, in this run or (from
+        ``storer`` stores those not stored yet. Returns ``{index: record}`` of
+        every frame stored, in this run or (from
         the checkpoint) an earlier one. Once an earlier run made the medians,
-        the frames kept are those it kept (those its selection then left
+        the frames stored are those it stored (those its selection then left
         out too: `reject` leaves them out again).
         """
-        kept = {} if self.checkpoint is None else self.checkpoint.kept()
+        stored = {} if self.checkpoint is None else self.checkpoint.stored()
         frozen = None if self.checkpoint is None else self.checkpoint.medians()
         if frozen is not None:
             for item in todo:
-                if item.index not in kept:
-                    self.batch.fail(item.index, _NOT_KEPT, map=item.omap_path)
-            todo = [item for item in todo if item.index in kept]
-        keeper(todo, kept)
-        for index, entry in kept.items():
-            self.rejection.kept(index, entry["zeros"], entry.get("weight"))
-        return kept
+                if item.index not in stored:
+                    self.batch.fail(item.index, _NOT_STORED, map=item.omap_path)
+            todo = [item for item in todo if item.index in stored]
+        storer(todo, stored)
+        for index, entry in stored.items():
+            self.rejection.stored(index, entry["zeros"], entry.get("weight"))
+        return stored
 
-    def keep_here(self, todo, kept, prepared):
-        """Keep the frames of ``todo`` not in ``kept`` in this process, as ``prepared`` yields them.
+    def store_here(self, todo, stored, prepared):
+        """Store the frames of ``todo`` not in ``stored`` here, as ``prepared`` yields them.
 
         ``prepared`` yields ``(item, prepared)`` (`Reader.ahead`), the
-        frames in ``kept`` skipped.
+        frames in ``stored`` skipped.
         """
         bar = tqdm(
             total=len(todo), desc="outliers", unit="frame", disable=None if self.progress else True
         )
         with bar:
-            bar.update(sum(item.index in kept for item in todo))
+            bar.update(sum(item.index in stored for item in todo))
             for item, frame in prepared:
                 bar.update()
                 if frame is None:
@@ -150,7 +150,7 @@ class RejectionPasses:
                 entry = record_of(frame, self.frames.zeros(frame.norm))
                 then = None
                 if self.checkpoint is not None:
-                    then = functools.partial(self.checkpoint.mark_kept, item.index, entry)
+                    then = functools.partial(self.checkpoint.mark_stored, item.index, entry)
                 self.rejection.add(
                     item.index,
                     frame.data,
@@ -159,51 +159,51 @@ class RejectionPasses:
                     then,
                     weight=frame.weight,
                 )
-                kept[item.index] = entry
+                stored[item.index] = entry
                 del frame
         if self.frames.shape is not None:
             self.start(len(todo))
             self.rejection.wait()
 
-    def mark_kept(self, kept, index, entry):
-        """Add a frame to ``kept``, and to the checkpoint."""
-        kept[index] = entry
+    def mark_stored(self, stored, index, entry):
+        """Add a frame to ``stored``, and to the checkpoint."""
+        stored[index] = entry
         if self.checkpoint is not None:
-            self.checkpoint.mark_kept(index, entry)
+            self.checkpoint.mark_stored(index, entry)
 
-    def reject(self, todo, keep, client=None, select=None):
+    def reject(self, todo, store, client=None, select=None):
         """Go through the passes up to the medians; return the frames to stack, numbered.
 
-        See `Run.reject`. ``keep(todo)`` is the first pass (`keep`); ``select(kept)`` returns
-        the indices of the frames kept to leave out of the medians and the
+        See `Run.reject`. ``store(todo)`` is the first pass (`store`); ``select(stored)`` returns
+        the indices of the frames stored to leave out of the medians and the
         stack.
         """
         frozen = None if self.checkpoint is None else self.checkpoint.medians()
         whole = frozen is not None
-        kept = keep(todo)
+        stored = store(todo)
         # The selection also runs on a resumed run's medians, which left out
         # the same frames: they are reported so again.
-        left_out = set() if select is None else set(select(kept))
+        left_out = set() if select is None else set(select(stored))
         if whole:
-            for index in set(kept) - set(frozen) - left_out:
-                self.batch.fail(index, _NOT_KEPT)
+            for index in set(stored) - set(frozen) - left_out:
+                self.batch.fail(index, _NOT_STORED)
                 left_out.add(index)
         for index in left_out:
-            del kept[index]
+            del stored[index]
             self.rejection.drop(index)
-        if not kept:
+        if not stored:
             return []
         self.rejection.combine(client, reuse=whole)
         if self.checkpoint is not None and not whole:
-            self.checkpoint.mark_medians(kept)
+            self.checkpoint.mark_medians(stored)
         self.rejection.drop_singles()
-        kept_items = [item for item in todo if item.index in kept]
-        return [(number, item, kept[item.index]) for number, item in enumerate(kept_items)]
+        stored_items = [item for item in todo if item.index in stored]
+        return [(number, item, stored[item.index]) for number, item in enumerate(stored_items)]
 
     def masked(self, todo, masks):
         """Mask the frames (the second pass): yield ``(number, item, prepared, outliers, stats)``.
 
-        ``todo`` is ``(number, item, record)`` of the frames kept. Each
+        ``todo`` is ``(number, item, record)`` of the frames stored. Each
         frame's map is read in a thread while the caller takes the frame
         before, into the arrays of the frame before that (memory held
         already): the caller is done with a frame when it asks for the next.
@@ -285,13 +285,13 @@ _MASK_CONVENTION = (
 )
 
 
-def keep_prepared(frames, directory, index, prepared):
-    """Keep a prepared frame (`Frames.read`) in rejection's ``directory``; return its record.
+def store_prepared(frames, directory, index, prepared):
+    """Store a prepared frame (`Frames.read`) in rejection's ``directory``; return its record.
 
-    The frame is written there and drizzled alone (`keep_frame`): what the
+    The frame is written there and drizzled alone (`store_frame`): what the
     first pass does with each frame, here, in a worker or in a cluster's
     task.
     """
     offsets = frame_offsets(prepared.offset_map, frames.shape)
-    keep_frame(directory, frames.layers, index, prepared.data, offsets)
+    store_frame(directory, frames.layers, index, prepared.data, offsets)
     return record_of(prepared, frames.zeros(prepared.norm))

@@ -9,6 +9,7 @@ import numpy as np
 from astropy.table import MaskedColumn, Table
 
 from .._utils.atomic import atomic_path
+from .._utils.naming import product_root
 from .._utils.provenance import png_metadata, provenance_cards
 from ._quality import MEASURES
 
@@ -42,7 +43,7 @@ def report_paths(out):
     >>> report_paths("out/stack.fits")
     ('out/stack.frames.ecsv', 'out/stack.frames.png')
     """
-    root = os.path.splitext(os.fspath(out))[0]
+    root = product_root(out)
     return f"{root}.frames.ecsv", f"{root}.frames.png"
 
 

@@ -43,7 +43,7 @@ class Run:
     options : dict
         The drizzle's options (`Stacker`).
     checkpoint : `Checkpoint` or `None`, optional
-        Where the run keeps what it needs to resume.
+        Where the run stores what it needs to resume.
     """
 
     def __init__(self, batch, frames, n_jobs, scratch, options, checkpoint=None):
@@ -114,7 +114,7 @@ class Run:
     def stack_share(self, share, items, reject, masks=None):
         """Stack a share of the frames, ``(number, item, record)`` each, numbered in the sequence.
 
-        With rejection the frames are those rejection kept (``record`` their
+        With rejection the frames are those rejection stored (``record`` their
         normalisation, from its first pass); without, they are read here. A
         share saved in the checkpoint resumes from its last partial stack.
         """
@@ -251,47 +251,47 @@ class Run:
         shutil.rmtree(path, ignore_errors=True)
         self.notes += notes
 
-    def keep(self, todo, keeper=None):
-        """Rejection's first pass: keep each frame and drizzle it alone; return the kept.
+    def store(self, todo, storer=None):
+        """Rejection's first pass: store each frame and drizzle it alone; return the stored.
 
-        Returns ``{index: record}`` of every frame kept, in this run or (from
-        the checkpoint) an earlier one (`RejectionPasses.keep`).
-        ``keeper(todo, kept)`` keeps the frames not yet kept (a dask
+        Returns ``{index: record}`` of every frame stored, in this run or (from
+        the checkpoint) an earlier one (`RejectionPasses.store`).
+        ``storer(todo, stored)`` stores the frames not yet stored (a dask
         cluster's); by default, here.
         """
-        return self.passes.keep(todo, keeper or self._keep_here)
+        return self.passes.store(todo, storer or self._store_here)
 
-    def _keep_here(self, todo, kept):
-        self.passes.keep_here(todo, kept, self.prepared(todo, skip=kept))
+    def _store_here(self, todo, stored):
+        self.passes.store_here(todo, stored, self.prepared(todo, skip=stored))
 
-    def mark_kept(self, kept, index, entry):
-        """Add a frame to ``kept``, and to the checkpoint."""
-        self.passes.mark_kept(kept, index, entry)
+    def mark_stored(self, stored, index, entry):
+        """Add a frame to ``stored``, and to the checkpoint."""
+        self.passes.mark_stored(stored, index, entry)
 
-    def reject(self, todo, client=None, keeper=None, select=None):
+    def reject(self, todo, client=None, storer=None, select=None):
         """Rejection's passes up to the medians; return the frames to stack, numbered.
 
-        The first pass keeps each frame (calibrated and normalised) in the
+        The first pass stores each frame (calibrated and normalised) in the
         scratch and drizzles it alone; then the medians. The frames come
         back as `stack_share` takes them (and with them, the second pass:
         each frame's outliers found against the medians, and the frame
         drizzled onto the stack without them). Only the frames' names are
         held in between: maps are read again.
 
-        ``select(kept)``, called once the frames are kept and before the
+        ``select(stored)``, called once the frames are stored and before the
         medians, returns the indices of the frames to leave out (and reports
         them): they make no part of the medians, and are not stacked.
         """
         return self.passes.reject(
-            todo, lambda todo: self.keep(todo, keeper), client=client, select=select
+            todo, lambda todo: self.store(todo, storer), client=client, select=select
         )
 
     def start_rejection(self, n_frames, client=None):
-        """Make the rejection, once: where it keeps the frames, checked for room (and workers)."""
+        """Make the rejection, once: where it stores the frames, checked for room (and workers)."""
         self.passes.start(n_frames, client)
 
     def use_rejection(self, directory, keep_frames):
-        """Reject outliers with the frames and single drizzles kept in ``directory``.
+        """Reject outliers with the frames and single drizzles stored in ``directory``.
 
         See `RejectionPasses.use`.
         """
@@ -302,7 +302,7 @@ class Run:
         if self.stacker is None or not self.notes:
             raise ValueError("no frame could be stacked")
         stack = self.stacker.stack()
-        stack.meta["normalized"] = bool(self.frames.normalize)
+        stack.meta["normalised"] = bool(self.frames.normalize)
         stack.meta["rejected"] = bool(reject)
         stack.meta["normalisation"] = [norm for norm, _, _ in self.notes]
         stack.meta["masked"] = [masked for _, masked, _ in self.notes]

@@ -282,7 +282,7 @@ def stack_frames(
         maps were made against (their ``REFFRAME``), or else the one frame
         without a map. A frame whose map was made against another frame
         fails.
-    calibration : `~astro_offsets.frames.Calibration` or `None`, optional
+    calibration : `~astro_offsets.Calibration` or `None`, optional
         Master bias, dark and flat frames, applied to every frame before
         anything else (as `make_tables` applies them).
     mask_hot_pixels : bool, optional
@@ -548,7 +548,7 @@ def stack_items(
     keep_checkpoint,
     identity,
     options,
-    keeper=None,
+    storer=None,
     select=None,
     client=None,
 ):
@@ -557,10 +557,10 @@ def stack_items(
     What `stack_frames` does once its frames and maps are found and
     selected, and a streaming run (`astro_offsets.pipeline`) once it has
     made its reference's stars: ``frames_read`` (`Frames`) reads the frames
-    and has their maps (`Frames.offset_map`), and ``keeper`` and ``select``
+    and has their maps (`Frames.offset_map`), and ``storer`` and ``select``
     are `Run.reject`'s (how rejection's first pass keeps the frames, and
-    which frames it leaves out); ``keeper(run, todo, kept)`` is called with
-    the `Run`, and without rejection with ``kept=None``, before the frames
+    which frames it leaves out); ``storer(run, todo, stored)`` is called with
+    the `Run`, and without rejection with ``stored=None``, before the frames
     are read for the stack. ``identity`` adds to the checkpoint's
     identity what tells the frames' reading apart (the calibration's
     digest, a run's options). ``client``: a dask cluster's, to stack on
@@ -604,27 +604,27 @@ def stack_items(
     run = Run(batch, frames_read, n_jobs if client is None else 1, scratch, options, saved)
     try:
         if not reject:
-            if keeper is not None:
-                keeper(run, todo, None)
+            if storer is not None:
+                storer(run, todo, None)
             if select is not None:
                 left_out = set(select({item.index: None for item in todo}))
                 todo = [item for item in todo if item.index not in left_out]
         if client is not None:
-            on_cluster(run, client, todo, reject, masks, keeper, select)
+            on_cluster(run, client, todo, reject, masks, storer, select)
         elif reject and todo:
             # Numbered as they go in (context bit k: the k-th frame stacked),
             # also when one fails in the second pass.
-            keep = None if keeper is None else functools.partial(keeper, run)
-            kept = run.reject(todo, keeper=keep, select=select)
-            if counted and len(kept) < 3:
+            store = None if storer is None else functools.partial(storer, run)
+            stored = run.reject(todo, storer=store, select=select)
+            if counted and len(stored) < 3:
                 # Fewer than 3 frames left to stack (the others failed or were
                 # left out): a median cannot tell an outlier, none is sought.
                 reject = False
                 if masks:
-                    _no_masks(len(kept))
-                run.stack_share(0, [(None, item, None) for _, item, _ in kept], False)
+                    _no_masks(len(stored))
+                run.stack_share(0, [(None, item, None) for _, item, _ in stored], False)
             else:
-                run.stack_share(0, [(None, item, entry) for _, item, entry in kept], True, masks)
+                run.stack_share(0, [(None, item, entry) for _, item, entry in stored], True, masks)
         else:
             run.stack_share(0, [(None, item, None) for item in todo], False)
         stack = run.stack(reject)

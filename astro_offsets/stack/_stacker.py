@@ -28,15 +28,15 @@ from ._product import MONO, RGB, Stack
 
 __all__ = ["KERNELS", "TURBO_TURN", "Stacker", "check_stack_options", "frame_kernel", "map_turn"]
 
-# "auto": turbo or square, per frame (`frame_kernel`); then drizzle's own.
+#: "auto": turbo or square, per frame (`frame_kernel`); then drizzle's own.
 KERNELS = ("auto", *resample.SUPPORTED_DRIZZLE_KERNELS)
 
-# The most a map may turn (the sine of half a degree), beyond a multiple of
-# 90 degrees, for "auto" to take turbo: turbo's drops stay upright and of one
-# size, square's follow the map. Up to this, on sharp stars (a FWHM of 2
-# pixels), they differ by 0.3 % at most at the 99th percentile of the stars'
-# pixels; at 1 degree by 0.5 %,
-# at 10 degrees by 6 % (see the stacking page of the documentation).
+#: The most a map may turn (the sine of half a degree), beyond a multiple of
+#: 90 degrees, for "auto" to take turbo: turbo's drops stay upright and of one
+#: size, square's follow the map. Up to this, on sharp stars (a FWHM of 2
+#: pixels), they differ by 0.3 % at most at the 99th percentile of the stars'
+#: pixels; at 1 degree by 0.5 %,
+#: at 10 degrees by 6 % (see the stacking page of the documentation).
 TURBO_TURN = 0.0087
 # Pixels over which map_turn measures a map's turn.
 _TURN_SPAN = 16

@@ -19,7 +19,7 @@ from ._schema import CENTROID
 
 __all__ = ["FLAGS", "detect_stars"]
 
-# Bits of the ``flags`` column.
+#: Bits of the ``flags`` column.
 FLAGS = MappingProxyType({"blended": 1, "edge": 2, "extended": 4, "window": 8})
 _FWHM_GUESS = 3.0
 _BOX = 64  # background mesh, pixels of the image searched
@@ -53,7 +53,13 @@ def _extract(image, noise, threshold):
     Gaussian matched to the FWHM, in a third of the time. The segmentation
     map tells each source's pixels from its neighbours'.
     """
-    sep.set_extract_pixstack(max(_PIXSTACK, image.size // 4))
+    # The pixel stack is a setting of sep's, the process's: it is raised when
+    # an image needs more, never lowered, so that a larger one (the user's, or
+    # a larger frame's in another thread) stays, and it is set once, not on
+    # every detection.
+    needed = max(_PIXSTACK, image.size // 4)
+    if sep.get_extract_pixstack() < needed:
+        sep.set_extract_pixstack(needed)
     if noise <= 0:
         return np.zeros(0, dtype=[(name, float) for name in ("x", "y", "flux")]), None
     return sep.extract(

@@ -382,7 +382,9 @@ def make_tables(
         if is_reference[frame]:
             n = 0 if ref_stars is None else len(ref_stars)
             batch.finish(index, "reference", detected=n, matched=n)
-        elif index in replaced or not batch.kept(index, table_path(frame, outdir), overwrite):
+        elif index in replaced or not batch.skip_existing(
+            index, table_path(frame, outdir), overwrite
+        ):
             work.append(index)
     # Each frame is read, searched and matched by a worker (processes: sep and
     # the matching hold the GIL for much of their time); the tables come back

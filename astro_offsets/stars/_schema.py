@@ -1,10 +1,12 @@
 """The star-table schema: the column names we write, the aliases we read, reading tables.
 
 Star tables keep the names of the original notebooks, which the tables of a
-sequence have always had (and DESIGN fixes): ``xcentroid``, ``ycentroid``,
-``xoffset``, ``yoffset``. Reading, the first pair present of each alias
-tuple wins, so that tables of photutils 3 (``x_centroid``), of aperture
-photometry (``xcenter``) and plain ones (``x``, ``x_offset``) read as well.
+sequence have always had: ``xcentroid``, ``ycentroid``, ``xoffset``,
+``yoffset``. Reading, the first pair present of each alias tuple wins, so
+that tables of photutils 3 (``x_centroid``), of aperture photometry
+(``xcenter``) and plain ones (``x``, ``x_offset``) read as well. The
+schema is documented in docs/tables.rst, "The columns of a star table"
+(:ref:`table-columns`).
 """
 
 import numbers
@@ -31,14 +33,21 @@ __all__ = [
 ]
 
 # The columns we write: positions, offsets, and their standard uncertainties.
+#: The columns of the stars' centroids that the star tables are written with.
 CENTROID = ("xcentroid", "ycentroid")
+#: The columns of the stars' offsets that the star tables are written with.
 OFFSET = ("xoffset", "yoffset")
+#: The columns of the centroids' standard uncertainties.
 CENTROID_ERR = ("xcentroid_err", "ycentroid_err")
+#: The columns of the offsets' standard uncertainties.
 OFFSET_ERR = ("xoffset_err", "yoffset_err")
 # Ordered aliases, first match wins: ours (photutils < 3, the original
 # notebooks), photutils >= 3, aperture-photometry tables, plain names.
+#: The centroid columns read, in order: the first pair present wins.
 CENTROID_COLUMNS = (CENTROID, ("x_centroid", "y_centroid"), ("xcenter", "ycenter"), ("x", "y"))
+#: The offset columns read, in order: the first pair present wins.
 OFFSET_COLUMNS = (OFFSET, ("x_offset", "y_offset"))
+#: The offset uncertainty columns read, in order: the first pair present wins.
 OFFSET_ERR_COLUMNS = (OFFSET_ERR, ("x_offset_err", "y_offset_err"))
 
 

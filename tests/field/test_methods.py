@@ -390,3 +390,25 @@ def test_thin_plate_far_points_are_nan():
     assert np.isnan(dx[1:]).all()
     assert np.isnan(dy[1:]).all()
     np.testing.assert_allclose(dx[0], model(5.0, 5.0)[0], atol=1e-9)
+
+
+def test_the_polynomial_is_fitted_as_documented():
+    # A QR least-squares fit (_utils/polynomial.py), not astropy.modeling: the docs say so,
+    # and the field is that of numpy's least squares in the stars' scaled coordinates.
+    import pathlib
+
+    docs = pathlib.Path(__file__).parents[2] / "docs" / "methods.rst"
+    texts = [OffsetModel.__doc__] + ([docs.read_text()] if docs.is_file() else [])
+    assert not any("astropy.modeling" in text for text in texts)
+    rng = np.random.default_rng(3)
+    x, y = rng.uniform(0, 400, 60), rng.uniform(0, 300, 60)
+    u = 1.0 + 0.01 * x - 2e-5 * x * y + rng.normal(0, 0.05, 60)
+    v = -2.0 + 0.02 * y + 1e-5 * x**2 + rng.normal(0, 0.05, 60)
+    model = OffsetModel(x, y, u, v, method="polynomial", degree=2, trend=None, clip=None)
+    cx, cy = 0.5 * (x.min() + x.max()), 0.5 * (y.min() + y.max())
+    half = 0.5 * max(np.ptp(x), np.ptp(y))
+    s, t = (x - cx) / half, (y - cy) / half
+    design = np.column_stack([s**i * t**j for i in range(3) for j in range(3 - i)])
+    coefficients = np.linalg.lstsq(design, np.column_stack([u, v]), rcond=None)[0]
+    fu, fv = model(x, y)
+    np.testing.assert_allclose(np.column_stack([fu, fv]), design @ coefficients, atol=1e-9)

@@ -9,7 +9,7 @@ from astro_offsets import OffsetModel
 from astro_offsets.datasets import CameraMotion, LocalDistortion
 from astro_offsets.field._clipping import fit_field
 from astro_offsets.field._cross_validation import _fold_labels
-from astro_offsets.field._methods import METHODS, Normalisation, Stars, residuals
+from astro_offsets.field._methods import METHODS, CoordinateScaling, Stars, residuals
 
 SHAPE = (1600, 2400)
 LENS = CameraMotion(
@@ -66,7 +66,7 @@ def test_auto_with_weights_scores_on_the_well_measured_stars():
 def test_polynomial_folds_equal_refits(weighted):
     x, y, dx, dy, sigma = heteroscedastic(LENS, n=300, seed=5)
     stars = Stars(x, y, dx, dy, sigma if weighted else None)
-    norm = Normalisation(x, y)
+    norm = CoordinateScaling(x, y)
     method = METHODS["polynomial"]
     fit = fit_field(method, 3, norm, stars, 3.0)
     labels = _fold_labels(len(x), 5)

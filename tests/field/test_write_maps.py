@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.table import Table
+from astropy.utils.exceptions import AstropyUserWarning
 from astropy.wcs import WCS, FITSFixedWarning
 
 from astro_offsets import OffsetMap, OffsetModel, write_maps
@@ -334,3 +335,31 @@ def test_maps_compressed_alike_for_any_n_jobs(tables, tmp_path):
     expected = OffsetModel.read(tables[0], method="auto").to_map(SHAPE)
     assert np.array_equal(OffsetMap.read(plain).y_offset, expected.y_offset)
     np.testing.assert_allclose(written[1][0].y_offset, expected.y_offset, rtol=0, atol=2**-10)
+
+
+def test_a_map_is_made_while_another_thread_catches_warnings():
+    # The writer thread fits a SIP, and a dask worker's threads read tables, in turns
+    # (the warning filters are the process's): the evaluation of a map takes no turn,
+    # and its warning still comes back as a note naming the table.
+    import threading
+
+    from astro_offsets.field import _write_maps, make_map
+
+    rng = np.random.default_rng(5)
+    x, y = rng.uniform(0, 60, 40), rng.uniform(0, 60, 40)
+    model = OffsetModel(
+        x, y, 0.01 * x, -0.02 * y, method="polynomial", degree=2, trend=None, source="t.fits"
+    )
+    made = []
+    with _write_maps._CATCHING:  # another thread's turn
+        thread = threading.Thread(target=lambda: made.append(make_map(model, (200, 300))))
+        thread.start()
+        thread.join(10)
+        assert made, "the map waited for another thread's warning capture"
+    omap, notes, _ = made[0]
+    assert omap.shape == (200, 300)
+    assert len(notes) == 1
+    assert notes[0].startswith("t.fits: ")
+    assert "extrapolated that far is unreliable" in notes[0]
+    with pytest.warns(AstropyUserWarning, match="extrapolated that far"):
+        model.to_map((200, 300))

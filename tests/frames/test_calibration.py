@@ -165,3 +165,36 @@ def test_sky_levels_per_channel():
     frame[:5] = np.nan
     np.testing.assert_allclose(sky_levels(frame, colors), [120.0, 300.0, 80.0], atol=0.3)
     assert sky_levels(frame).shape == (1,)
+
+
+def test_ccdproc_is_quiet_without_touching_astropys_log_level(fits_calibration):
+    # ccdproc's INFO lines (how it splits the frames) are not shown, but astropy's
+    # log level, the process's, is not changed meanwhile for the other threads.
+    import logging
+    import threading
+
+    from astropy import log
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    log.addHandler(handler)
+    level = log.level
+    log.setLevel("INFO")
+    seen = set()
+    try:
+        thread = threading.Thread(
+            target=make_master,
+            args=("dark", fits_calibration["dark"]),
+            kwargs={"cache": False, "mem_limit": 2e5},
+        )
+        thread.start()
+        while thread.is_alive():
+            seen.add(log.level)
+        thread.join()
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+    assert seen == {logging.INFO}
+    assert not [r for r in records if getattr(r, "origin", "").startswith("ccdproc")]
+    assert not log.filters

@@ -233,7 +233,7 @@ def test_sky_offsets_of_three_channels_kept_whole_in_the_frames_table(tmp_path):
         offsets = (-0.055929812345, -1.2345678e-05, -123456.789012)
         meta = {
             **stack.meta,
-            "normalized": True,
+            "normalised": True,
             "normalisation": [Normalisation(1.0, offsets, "stars", (0.0, 0.0, 0.0))],
         }
         stack._replace(meta=meta).write(tmp_path / "stack.fits")

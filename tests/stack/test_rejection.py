@@ -29,6 +29,7 @@ from astro_offsets.datasets import (
     cosmic_rays,
 )
 from astro_offsets.frames import sky_levels
+from astro_offsets.stack import _rejection
 
 
 @pytest.fixture(scope="module")
@@ -160,6 +161,9 @@ def test_normalisation_to_the_reference(stacks, sequences):
     assert sky_levels(np.where(covered, image(truth), np.nan))[0] == pytest.approx(
         reference, rel=0.002
     )
+    # One spelling: "normalised" (the stack's) beside "normalisation" (each frame's).
+    assert truth.meta["normalised"] is True
+    assert "normalized" not in truth.meta
     norms = truth.meta["normalisation"]
     assert [n.scale for n in norms] == pytest.approx(
         [1 / (TRANSPARENCY.get(k, 1.0) * EXPOSURE.get(k, EXPTIME) / EXPTIME) for k in range(8)]
@@ -168,6 +172,7 @@ def test_normalisation_to_the_reference(stacks, sequences):
     assert {n.source for n in norms[1:]} == {"stars"}
     # Not normalised, the hazy bright frame lifts the sky.
     plain = stack_frames(sequences[1], reject=False, normalize=False)[0]
+    assert plain.meta["normalised"] is False
     assert sky_levels(np.where(covered, image(plain), np.nan))[0] > 1.03 * reference
 
 
@@ -218,6 +223,34 @@ def test_rejection_is_the_same_for_any_workers(sequences, stacks):
     one = stack_frames(sequences[0], n_jobs=1)[0]
     np.testing.assert_array_equal(image(one), image(stacks["rejected"]))
     np.testing.assert_array_equal(one.weights["SCI"], stacks["rejected"].weights["SCI"])
+
+
+def test_reads_at_an_offset_without_preadv(tmp_path, monkeypatch):
+    # Windows has no os.preadv: the scratch files are read through a mapping.
+    data = np.arange(200_000, dtype=np.float32)
+    path = tmp_path / "scratch.npy"
+    data.tofile(path)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for preadv in (os.preadv, None):
+            monkeypatch.setattr(_rejection, "_PREADV", preadv)
+            for start, count in ((0, 10), (12_345, 70_000), (199_990, 10), (5, 0)):
+                out = np.full(count, np.nan, np.float32)
+                _rejection._read_into(fd, out, 4 * start)
+                np.testing.assert_array_equal(out, data[start : start + count])
+            with pytest.raises(OSError, match="a scratch file ended early"):
+                _rejection._read_into(fd, np.empty(20, np.float32), 4 * 199_990)
+    finally:
+        os.close(fd)
+
+
+def test_rejection_without_preadv_is_the_same(sequences, stacks, monkeypatch):
+    # In this process (n_jobs=1), with os.preadv gone as on Windows.
+    monkeypatch.setattr(_rejection, "_PREADV", None)
+    monkeypatch.delattr(os, "preadv")
+    stack = stack_frames(sequences[0], n_jobs=1)[0]
+    np.testing.assert_array_equal(image(stack), image(stacks["rejected"]))
+    np.testing.assert_array_equal(stack.weights["SCI"], stacks["rejected"].weights["SCI"])
 
 
 def test_stack_command_rejects_and_says_so(sequences, tmp_path, capsys):

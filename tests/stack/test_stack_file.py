@@ -47,7 +47,7 @@ def made(bayer, n_frames=3, *, context=True, files=True):
     meta = {
         **stack.meta,
         "maps": [None] + [f"maps/IMG_{k:03d}.offsets.fits" for k in range(1, n_frames)],
-        "normalized": True,
+        "normalised": True,
         "rejected": True,
         "weighting": "noise",
         "normalisation": [

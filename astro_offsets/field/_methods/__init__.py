@@ -9,13 +9,13 @@ import importlib
 import pkgutil
 from types import MappingProxyType
 
-from ._base import FieldMethod, Fit, Normalisation, Stars, evaluate, residuals
+from ._base import CoordinateScaling, FieldMethod, Fit, Stars, evaluate, residuals
 
 __all__ = [
     "METHODS",
     "FieldMethod",
     "Fit",
-    "Normalisation",
+    "CoordinateScaling",
     "Stars",
     "evaluate",
     "method",

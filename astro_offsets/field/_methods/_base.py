@@ -14,11 +14,14 @@ import numpy as np
 
 from ..._utils.validation import real
 
-__all__ = ["FieldMethod", "Fit", "Normalisation", "Stars", "evaluate", "residuals"]
+__all__ = ["FieldMethod", "Fit", "CoordinateScaling", "Stars", "evaluate", "residuals"]
 
 
-class Normalisation:
-    """The normalised coordinates of a star set: centre and scale of its bounding box.
+class CoordinateScaling:
+    """The star positions scaled to [-1, 1]: centre and half-size of their bounding box.
+
+    A change of coordinates only, unrelated to the normalisation of frames
+    in a stack (`astro_offsets.stack.Normalisation`).
 
     Fits work in ``u = (x - cx) / scale``, ``v = (y - cy) / scale``, which lie
     in [-1, 1] over the stars, so that polynomial fits are well conditioned
@@ -162,7 +165,7 @@ class FieldMethod:
 
         Parameters
         ----------
-        norm : `Normalisation`
+        norm : `CoordinateScaling`
             Normalised coordinates of the fit.
         stars : `Stars`
             Contiguous float64 positions and offsets, with their

@@ -1,6 +1,7 @@
 """The quadrant inverse-distance field: the nearest star of each quadrant, weighted.
 
-The field of DESIGN.md, exact at every point: the compiled kernel
+The field defined in docs/field.rst, "Definition" (:ref:`field-definition`),
+exact at every point: the compiled kernel
 (``field/_quadrant.pyx``) evaluates it at points and on map tiles alike.
 """
 
