@@ -1005,14 +1005,17 @@ def _stacking(args, report, command, check, stack_function):
     # An interrupted stack's checkpoint: continued, or replaced on request.
     interrupted = checkpoint_path(args.out)
     if not args.resume and Checkpoint.found(interrupted):
-        if not args.overwrite:
+        if args.overwrite:
+            Checkpoint.discard(interrupted)
+            report.note(
+                f"removed {interrupted}, the checkpoint of an interrupted stack (--overwrite)"
+            )
+        elif args.checkpoint_every > 0:  # else not used, and kept
             report.usage(
                 f"{interrupted}: the checkpoint of an interrupted stack is there: continue it "
                 "with --resume, or start over with --overwrite"
             )
             return 2
-        Checkpoint.discard(interrupted)
-        report.note(f"removed {interrupted}, the checkpoint of an interrupted stack (--overwrite)")
     if not report.make_directory(os.path.dirname(args.out)):
         return 2
 
