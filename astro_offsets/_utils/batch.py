@@ -17,7 +17,7 @@ from tqdm import tqdm
 from .provenance import not_an_input
 from .workers import workers_can_read
 
-__all__ = ["STATUSES", "Batch", "Failure", "Result", "describe"]
+__all__ = ["STATUSES", "Batch", "Failure", "FrameError", "Result", "describe"]
 
 STATUSES = MappingProxyType(
     {
@@ -61,6 +61,39 @@ class Failure(str):
 
     def __add__(self, other):
         return self.of(str(self) + other, self.traceback)
+
+
+class FrameError(ValueError):
+    """A frame that could not be used: its problem in one line naming it.
+
+    Raised for one frame of a batch where the others go on: the caller
+    records `message` (a `Failure`, which keeps the traceback of the
+    problem behind it) as the frame's. It pickles, so a worker process's
+    comes back as it was.
+
+    Parameters
+    ----------
+    message : str
+        The problem in one line naming the frame (`describe`).
+    detected : int, optional
+        Stars detected in the frame (0 if it could not be read).
+
+    Examples
+    --------
+    >>> import pickle
+    >>> from astro_offsets._utils.batch import FrameError
+    >>> failed = pickle.loads(pickle.dumps(FrameError("a.fits: 2 stars detected", 2)))
+    >>> str(failed), failed.detected
+    ('a.fits: 2 stars detected', 2)
+    """
+
+    def __init__(self, message, detected=0):
+        super().__init__(message, detected)
+        self.message = message
+        self.detected = detected
+
+    def __str__(self):
+        return str(self.message)
 
 
 def describe(path, problem, name=None):

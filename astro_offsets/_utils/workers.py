@@ -275,16 +275,17 @@ def takes_client(function):
 
 
 class _Raised:
-    """A task's exception, as its result (see `Tasks`' ``errors``)."""
+    """A task's exception of ``kinds``, as its result (see `Tasks`' ``errors``)."""
 
-    def __init__(self, function):
+    def __init__(self, function, kinds=Exception):
         self.function = function
+        self.kinds = kinds
         functools.update_wrapper(self, function)
 
     def __call__(self, *args):
         try:
             return self.function(*args)
-        except Exception as exc:
+        except self.kinds as exc:
             return exc
 
 
@@ -306,11 +307,13 @@ class Tasks:
     n_jobs : int or `None`, optional
         joblib's workers, with its meaning (`None` honours
         `joblib.parallel_config`); not used with a ``client``.
-    errors : {"raise", "return"}, optional
+    errors : {"raise", "return"} or exception class, optional
         A task that raises an exception: ``"raise"`` (the default) raises it
         from `results`, and the tasks after it are cancelled; ``"return"``
         gives the exception in its place among the results, and the others
-        go on (a dask worker lost too often, a task's own bug).
+        go on (a dask worker lost too often, a task's own bug). An exception
+        class (such as `~astro_offsets._utils.batch.FrameError`): the task's
+        exceptions of that class are given in its place, the others raised.
 
     Examples
     --------
@@ -323,8 +326,12 @@ class Tasks:
     """
 
     def __init__(self, client=None, n_jobs=None, errors="raise"):
-        if errors not in ("raise", "return"):
-            raise ValueError(f'errors must be "raise" or "return", got {errors!r}')
+        if errors not in ("raise", "return") and not (
+            isinstance(errors, type) and issubclass(errors, Exception)
+        ):
+            raise ValueError(
+                f'errors must be "raise" or "return", got {errors!r} (or an exception class)'
+            )
         self.client = client
         self._n_jobs = n_jobs
         self._errors = errors
@@ -362,6 +369,8 @@ class Tasks:
         """Send the task ``function(*args)``; its result comes from `results`."""
         if self._errors == "return":
             function = _Raised(function)
+        elif self._errors != "raise":
+            function = _Raised(function, self._errors)
         if self.client is not None:
             self._sent.append(self.client.submit(function, *args, pure=False))
         else:
@@ -377,7 +386,7 @@ class Tasks:
                 try:
                     result = self._sent[0].result()
                 except Exception as exc:
-                    if self._errors == "raise":
+                    if self._errors != "return":
                         raise
                     result = exc  # the task never finished (its workers lost)
                 # Its result is here: if its worker dies now, the scheduler is

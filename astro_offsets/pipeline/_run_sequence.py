@@ -7,7 +7,7 @@ from types import MappingProxyType
 
 from tqdm import tqdm
 
-from .._utils.batch import Batch, describe
+from .._utils.batch import Batch, FrameError, describe
 from .._utils.naming import map_path, table_path
 from .._utils.validation import input_file
 from .._utils.workers import Tasks, takes_client
@@ -313,7 +313,7 @@ def run_sequence(
         },
         options=options,
         storer=lambda run, items, stored: _stream(
-            run, frames_read, items, stored, Tasks(client, n_jobs), progress
+            run, frames_read, items, stored, Tasks(client, n_jobs, errors=FrameError), progress
         ),
         select=select_stored,
         client=client,
@@ -387,11 +387,12 @@ def _stream(run, frames_read, todo, stored, tasks, progress):
             run.mark_stored(stored, reference.index, entry)
     del prepared
 
-    def took(item, entry, made):
+    def took(item, result):
         bar.update()
-        if made is None:
-            run.batch.fail(item.index, entry)
+        if isinstance(result, FrameError):  # a worker's, given in its place (Tasks' errors)
+            run.batch.fail(item.index, result.message)
             return
+        entry, made = result
         frames_read.made_by(item.index, made)
         if stored is not None:
             run.mark_stored(stored, item.index, entry)
@@ -412,7 +413,11 @@ def _stream(run, frames_read, todo, stored, tasks, progress):
                     run.batch.fail(item.index, exc)
                     del stored[item.index]
             elif frames_read.choosing:
-                took(item, *_through(frames_read, directory, item))
+                try:
+                    result = _through(frames_read, directory, item)
+                except FrameError as exc:
+                    result = exc
+                took(item, result)
             else:
                 rest.append(item)
         # The workers' copy: with the choice, without what the frames made here.
@@ -420,14 +425,14 @@ def _stream(run, frames_read, todo, stored, tasks, progress):
         for item in rest:
             tasks.submit(_through, shared, directory, item)
         for item, result in zip(rest, tasks.results(), strict=True):
-            took(item, *result)
+            took(item, result)
 
 
 def _through(frames_read, directory, item):
     """Read a frame through (`StreamFrames.read`), and store it (a worker's task).
 
     Returns its record (`None` without rejection) and what it made; a frame
-    that fails gives the one-line message instead, and `None`.
+    that fails raises `FrameError`, with its one-line message.
     """
     try:
         prepared = frames_read.read(item)
@@ -435,5 +440,5 @@ def _through(frames_read, directory, item):
         if directory is not None:
             entry = store_prepared(frames_read, directory, item.index, prepared)
     except Exception as exc:
-        return describe(item.frame, exc), None
+        raise FrameError(describe(item.frame, exc)) from exc
     return entry, frames_read.made.pop(item.index)

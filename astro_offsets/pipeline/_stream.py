@@ -129,10 +129,9 @@ class StreamFrames(Frames):
         # A frame that cannot be stacked (its size, its colours) has no table.
         self._check(np.asarray(raw.data), raw.colors)
         raw, image, hot = _image(raw)
-        found, _ = frame_table(item.frame, image, self.reference_stars, self.stars, item.frame_file)
+        # A frame without a table raises FrameError (a ValueError), its problem in one line.
+        found = frame_table(item.frame, image, self.reference_stars, self.stars, item.frame_file)
         del image
-        if isinstance(found, str):
-            raise ValueError(found)
         output = table_path(item.frame_file, self.tables)
         _ours(output, "star table", 1)
         header = table_header(item.frame, self.reference_name, found, self.stars)

@@ -14,7 +14,7 @@ import os
 import threading
 import uuid
 
-from .._utils.batch import describe
+from .._utils.batch import FrameError, describe
 from .._utils.workers import Tasks, workers_can_read
 from ._rejection_passes import store_prepared
 from ._run import Run
@@ -53,7 +53,8 @@ def on_cluster(run, client, todo, reject, masks, storer=None, select=None):
     files = [item.frame_file for item in todo] + [item.map_file for item in todo if item.map_file]
     names = [item.frame for item in todo] + [item.omap_path for item in todo if item.map_file]
     workers_can_read(client, files, names)
-    tasks = Tasks(client)
+    # A frame that store_task cannot store comes back as its FrameError.
+    tasks = Tasks(client, errors=FrameError)
     # The workers import what the tasks run while the reference is read here.
     threading.Thread(target=tasks.start, args=(__name__,), daemon=True).start()
     if reject:
@@ -125,8 +126,8 @@ def store_on_cluster(run, tasks, todo, stored):
         for other in others:
             tasks.submit(store_task, frames, directory, other)
         for other, entry in zip(others, tasks.results(), strict=True):
-            if isinstance(entry, str):
-                run.batch.fail(other.index, entry, map=other.omap_path)
+            if isinstance(entry, FrameError):
+                run.batch.fail(other.index, entry.message, map=other.omap_path)
             else:
                 run.mark_stored(stored, other.index, entry)
 
@@ -134,12 +135,12 @@ def store_on_cluster(run, tasks, todo, stored):
 def store_task(frames, directory, item):
     """Read a frame, store it and drizzle it alone (a cluster's task); return its record.
 
-    A frame that cannot be read gives the one-line message instead.
+    A frame that cannot be read raises `FrameError`, with its one-line message.
     """
     try:
         return store_prepared(frames, directory, item.index, frames.read(item))
     except Exception as exc:
-        return describe(item.frame, exc)
+        raise FrameError(describe(item.frame, exc)) from exc
 
 
 def share_task(frames, options, share, items, reject, masks, directory, checkpoint):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from astropy.io import fits
 
-from .._utils.batch import Batch, Result, describe
+from .._utils.batch import Batch, FrameError, Result, describe
 from .._utils.naming import table_path
 from .._utils.provenance import provenance_header, text_of_card, write_product
 from .._utils.workers import Tasks, takes_client
@@ -330,7 +330,7 @@ def make_tables(
     ]
     if client is not None:
         batch.check_workers(client, todo)
-    tasks = Tasks(client, n_jobs)
+    tasks = Tasks(client, n_jobs, errors=FrameError)
     with ThreadPoolExecutor(1, thread_name_prefix="astro_offsets-start") as starter:
         # The workers start, or a cluster's import what a frame's task runs,
         # while the reference's stars are found.
@@ -442,9 +442,9 @@ def _made_against(path, reference):
 def _collect_tables(work, found_all, batch, complete, outdir, write, fail):
     """Write the tables as they come, in order (with ``complete``, once all are matched)."""
     pending = {}  # with complete: the tables of all frames, written once all are matched
-    for index, (found, detected) in zip(work, found_all, strict=True):
-        if isinstance(found, str):
-            fail(index, found, detected)
+    for index, found in zip(work, found_all, strict=True):
+        if isinstance(found, FrameError):  # the task's, given in its place (Tasks' errors)
+            fail(index, found.message, found.detected)
         elif complete:
             pending[index] = found
         else:
@@ -464,17 +464,21 @@ def _frame_table(frame, shared, options, path):
 
     Returns
     -------
-    found : tuple or str
-        ``(table, info, counts)``, or the problem in one line naming the frame.
-    detected : int
-        Stars detected (0 if the frame could not be read).
+    found : tuple
+        ``(table, info, counts)``.
+
+    Raises
+    ------
+    FrameError
+        The problem in one line naming the frame, with the stars detected
+        (0 if the frame could not be read).
     """
     ref_stars, calibration = shared
     try:
         data = _read(path, calibration)
     except Exception as exc:
         # Named once, as the user named it (the message may name the path).
-        return describe(path, exc, name=frame), 0
+        raise FrameError(describe(path, exc, name=frame), 0) from exc
     return frame_table(frame, data, ref_stars, options, path)
 
 
@@ -488,7 +492,9 @@ def frame_table(frame, data, ref_stars, options, path):
         detected = len(stars)
         if detected < MIN_STARS:
             stars_detected = f"{detected} star{'' if detected == 1 else 's'} detected"
-            return f"{frame}: {stars_detected}, too few to match (at least {MIN_STARS})", detected
+            raise FrameError(
+                f"{frame}: {stars_detected}, too few to match (at least {MIN_STARS})", detected
+            )
         pairs, info = match_stars(
             np.column_stack([stars[name] for name in CENTROID]),
             np.column_stack([ref_stars[name] for name in CENTROID]),
@@ -512,11 +518,13 @@ def frame_table(frame, data, ref_stars, options, path):
         table = _measurable(offsets_table(stars, ref_stars, pairs), options)
         if not len(table):
             matched = f"{len(pairs)} star{'' if len(pairs) == 1 else 's'} matched"
-            return f"{frame}: {matched}, none {_measurable_words(options)}", detected
+            raise FrameError(f"{frame}: {matched}, none {_measurable_words(options)}", detected)
+    except FrameError:
+        raise
     except Exception as exc:
         # Named once, as the user named it (the message may name the path).
-        return describe(path, exc, name=frame), detected
-    return (table, info, counts), detected
+        raise FrameError(describe(path, exc, name=frame), detected) from exc
+    return table, info, counts
 
 
 def _measurable_words(options):

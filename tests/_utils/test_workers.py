@@ -136,6 +136,29 @@ def test_errors_returned_in_their_place(where, request):
     assert str(error) == "task 1 is broken"
 
 
+class _ExpectedError(ValueError):
+    pass
+
+
+def failing(k):
+    raise _ExpectedError(f"task {k} failed")
+
+
+@pytest.mark.usefixtures("threads")
+@pytest.mark.parametrize("where", ["here", "cluster"])
+def test_errors_of_a_class_returned_in_their_place(where, request):
+    client = request.getfixturevalue("client") if where == "cluster" else None
+    with Tasks(client, n_jobs=2, errors=_ExpectedError) as tasks:
+        first, error, last = run(tasks, (late, 0, 0), (failing, 1), (late, 2, 0))
+    assert (first, last) == (0, 2)
+    assert isinstance(error, _ExpectedError)
+    assert str(error) == "task 1 failed"
+    # Others are raised.
+    tasks = Tasks(client, n_jobs=2, errors=_ExpectedError)
+    with tasks, pytest.raises(ValueError, match="task 1 is broken"):
+        run(tasks, (late, 0, 0), (broken, 1), (late, 2, 0))
+
+
 def test_bad_errors():
     with pytest.raises(ValueError, match='errors must be "raise" or "return", got \'ignore\''):
         Tasks(errors="ignore")

@@ -11,7 +11,10 @@ from scipy.spatial import cKDTree
 
 from astro_offsets import MatchError, detect_stars, make_tables, match_stars
 from astro_offsets._cli import main
+from astro_offsets._utils.batch import FrameError
 from astro_offsets.datasets import CameraMotion, observe, star_field, write_dng
+from astro_offsets.stars._make_tables import _frame_table, _reference_stars
+from astro_offsets.stars._match import MIN_STARS
 
 SHAPE = (600, 800)
 SIGMA = 1.6
@@ -182,6 +185,22 @@ def test_reference_of_pure_noise_is_an_error(sequence):
     _, paths, _ = sequence
     with pytest.raises(ValueError, match=r"noise.fits: only \d+ stars found in the reference"):
         make_tables([paths["drift"]], paths["noise"])
+
+
+def test_a_frame_that_fails_raises(sequence, tmp_path):
+    """A frame's task raises FrameError (its line, the stars detected), no result to tell apart."""
+    _, paths, _ = sequence
+    options = {"fwhm": FWHM, "threshold": 5.0, "min_snr": None, "flagged": False}
+    ref_stars = _reference_stars(paths["reference"], FWHM, 5.0, None)
+    with pytest.raises(FrameError) as failed:
+        _frame_table("noise.fits", (ref_stars, None), options, paths["noise"])
+    assert str(failed.value).startswith("noise.fits: ")
+    assert failed.value.detected < MIN_STARS
+    missing = str(tmp_path / "missing.fits")
+    with pytest.raises(FrameError, match=r"^missing\.fits: ") as failed:
+        _frame_table("missing.fits", (ref_stars, None), options, missing)
+    assert failed.value.detected == 0
+    assert "Traceback" in failed.value.message.traceback
 
 
 def test_match_errors():

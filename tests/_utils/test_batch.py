@@ -1,0 +1,20 @@
+"""A frame's failure: one line naming it, the traceback behind it, across processes."""
+
+import pickle
+
+from astro_offsets._utils.batch import FrameError, describe
+
+
+def test_a_frame_error_pickles_with_its_traceback():
+    try:
+        raise KeyError("x")
+    except KeyError as exc:
+        failed = FrameError(describe("a.fits", exc), 3)
+    back = pickle.loads(pickle.dumps(failed))
+    assert isinstance(back, ValueError)
+    assert str(back) == "a.fits: KeyError: 'x'"
+    assert back.detected == 3
+    assert "Traceback (most recent call last)" in back.message.traceback
+    # The line, with its traceback, as the batch records it.
+    assert describe("a.fits", back.message) == "a.fits: KeyError: 'x'"
+    assert describe("a.fits", back.message).traceback == back.message.traceback
