@@ -27,6 +27,7 @@ Exactness needs three things of drizzle's C code (drizzle 3):
 
 import itertools
 import os
+import re
 import threading
 from types import MappingProxyType
 from typing import NamedTuple
@@ -63,16 +64,44 @@ _REACH = MappingProxyType(
 
 
 # numpy parses a .npy header with ast.literal_eval, and CPython before 3.12
-# can corrupt the AST constructor's recursion count when two threads parse at
-# once (SystemError "AST constructor recursion depth mismatch", CPython issue
-# gh-106905): the stacker's threads open their memory maps one at a time.
+# corrupts the AST constructor's recursion count when two threads build an
+# AST at once, whoever they are (SystemError "AST constructor recursion depth
+# mismatch", CPython issue gh-106905). The headers of the stacker's own maps
+# (written by numpy, a plain dtype, C order) are read here without an AST;
+# any other header goes to numpy, one thread at a time.
 _NPY_HEADERS = threading.Lock()
+_NPY_HEADER = re.compile(
+    r"\{'descr': '(?P<descr>[<>|=][a-zA-Z][0-9]+)', 'fortran_order': False, "
+    r"'shape': \((?P<shape>(?:[0-9]+, ?)*(?:[0-9]+)?)\), \}\s*$"
+)
+
+
+def _npy_layout(path):
+    """``(dtype, shape, offset)`` of a plain C-order ``.npy`` file, or `None`."""
+    with open(path, "rb") as stream:
+        start = stream.read(12)
+        if start[:6] != b"\x93NUMPY" or len(start) < 10:
+            return None
+        if start[6] == 1:
+            length, offset = int.from_bytes(start[8:10], "little"), 10
+        else:
+            length, offset = int.from_bytes(start[8:12], "little"), 12
+        stream.seek(offset)
+        match = _NPY_HEADER.match(stream.read(length).decode("latin1"))
+    if match is None:
+        return None
+    shape = tuple(int(n) for n in match["shape"].replace(" ", "").split(",") if n)
+    return np.dtype(match["descr"]), shape, offset + length
 
 
 def load_npy(path, mmap_mode):
     """Return the ``.npy`` file ``path`` memory-mapped (`numpy.load`), safe from any thread."""
-    with _NPY_HEADERS:
-        return np.load(path, mmap_mode=mmap_mode)
+    layout = _npy_layout(path)
+    if layout is None:
+        with _NPY_HEADERS:
+            return np.load(path, mmap_mode=mmap_mode)
+    dtype, shape, offset = layout
+    return np.memmap(path, dtype=dtype, mode=mmap_mode, offset=offset, shape=shape, order="C")
 
 
 class Scratch(ScratchDirectory):

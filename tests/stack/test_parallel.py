@@ -262,3 +262,40 @@ def test_scratch_removed_after_an_interrupt(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         stack_frames(frames, callback=interrupt)
     assert os.listdir(scratch) == []
+
+
+@pytest.mark.parametrize(
+    "shape, dtype", [((300, 420), np.float32), ((3, 5, 7), np.int32), ((5,), np.uint8), ((), np.float64)]
+)
+def test_memory_maps_open_without_an_ast(tmp_path, monkeypatch, shape, dtype):
+    # numpy reads a .npy header with ast.literal_eval, which CPython before
+    # 3.12 cannot run in two threads at once (gh-106905): the stacker's
+    # threads read their maps' headers themselves.
+    import ast
+
+    from numpy.lib.format import open_memmap
+
+    from astro_offsets.stack._bands import load_npy
+
+    path = tmp_path / "map.npy"
+    written = open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    written[...] = np.arange(written.size).reshape(shape)
+    written.flush()
+    expected = np.load(path)
+
+    def no_ast(*args, **kwargs):
+        raise AssertionError("an AST was built")
+
+    monkeypatch.setattr(ast, "literal_eval", no_ast)
+    for mode in ("r", "r+"):
+        array = load_npy(str(path), mode)
+        assert array.shape == expected.shape and array.dtype == expected.dtype
+        np.testing.assert_array_equal(array, expected)
+
+
+def test_other_memory_maps_still_open(tmp_path):
+    from astro_offsets.stack._bands import load_npy
+
+    path = tmp_path / "fortran.npy"
+    np.save(path, np.asfortranarray(np.arange(12.0).reshape(3, 4)))
+    np.testing.assert_array_equal(load_npy(str(path), "r"), np.arange(12.0).reshape(3, 4))
