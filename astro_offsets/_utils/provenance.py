@@ -9,6 +9,7 @@ user's ``light_*.fits`` can pick up ``light_001.offsets.fits`` without harm.
 
 import datetime
 import os
+import textwrap
 import urllib.parse
 
 from astropy.io import fits
@@ -99,7 +100,10 @@ def provenance_header(product, cards=(), comments=()):
             value = card_text(value) if isinstance(value, str) else value
             header[keyword] = (value, "" if len(str(value)) > 35 else comment)
     for line in comments:
-        header["COMMENT"] = card_text(line)
+        # Whole words on each card where they fit: astropy would cut a long
+        # line every 72 characters, and readers drop a card's trailing space.
+        for piece in textwrap.wrap(card_text(line), 72, break_on_hyphens=False) or [""]:
+            header["COMMENT"] = piece
     return header
 
 

@@ -264,7 +264,8 @@ def test_sip_on_the_reference_frames_wcs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path / "elsewhere")
     (result,) = write_maps([table], SHAPE, sip=True)
     header, w = read_sip(tmp_path / "IMG_0001.sip.fits")
-    assert f"WCS of the reference frame {reference}" in str(header["COMMENT"]).replace("\n", "")
+    text = f"WCS of the reference frame {reference}"  # spaces not compared: a long path is cut
+    assert "".join(text.split()) in "".join("".join(header["COMMENT"]).split())
     assert list(w.wcs.crpix) == [60.0, 40.0]
     # Each pixel of the frame is on the sky where the reference puts its pixmap.
     pixmap = OffsetMap.read(result.output).pixmap()
