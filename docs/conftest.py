@@ -1,16 +1,10 @@
 """pytest settings for the examples of the pages, which pytest-doctestplus runs (``pytest docs``).
 
 Each page's examples run as one session, in order, in an empty directory of
-their own: they write files (the Sphinx doctest builder's
-``doctest_global_setup`` did the same).
+their own (the root ``conftest.py``): they write files.
 """
 
 import pytest
-
-
-@pytest.fixture(autouse=True)
-def _examples_in_a_scratch_directory(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
 
 
 def pytest_collection_modifyitems(items):

@@ -12,6 +12,8 @@ import pytest
 import astro_offsets
 
 ROOT = pathlib.Path(astro_offsets.__file__).parent
+# The source tree of these tests (the package may be installed elsewhere).
+TREE = pathlib.Path(__file__).resolve().parents[1]
 
 # Which stages each stage may import (all may import _utils). The top-level
 # modules (the flat API, the command line, the demo) may import anything.
@@ -26,10 +28,9 @@ ALLOWED = {
     "datasets": {"_utils"},
 }
 # setup_package: the build file of the compiled kernels (extension-helpers);
-# conftest: pytest settings for the docstrings' examples (as astropy packages have);
 # version: the version, which setuptools_scm writes into _version.py at build
 # time (absent from a source tree that was never built).
-TOP_LEVEL = {"__init__", "_cli", "_demo", "version", "conftest", "setup_package"}
+TOP_LEVEL = {"__init__", "_cli", "_demo", "version", "setup_package"}
 GENERATED = {"_version"}
 
 
@@ -252,12 +253,12 @@ def test_the_code_cites_the_docs_not_files_outside_the_repository():
     sources = [
         *ROOT.rglob("*.py"),
         *ROOT.rglob("*.pyx"),
-        *ROOT.parent.joinpath("tests").rglob("*.py"),
+        *TREE.joinpath("tests").rglob("*.py"),
     ]
     here = pathlib.Path(__file__).resolve()
     citing = [path for path in sources if path.resolve() != here and "DESIGN" in path.read_text()]
     assert not citing, citing
-    docs = ROOT.parent / "docs"
+    docs = TREE / "docs"
     if not docs.is_dir():
         pytest.skip("no docs beside the package")
     labels = set()

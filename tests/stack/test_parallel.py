@@ -265,7 +265,8 @@ def test_scratch_removed_after_an_interrupt(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "shape, dtype", [((300, 420), np.float32), ((3, 5, 7), np.int32), ((5,), np.uint8), ((), np.float64)]
+    ("shape", "dtype"),
+    [((300, 420), np.float32), ((3, 5, 7), np.int32), ((5,), np.uint8), ((), np.float64)],
 )
 def test_memory_maps_open_without_an_ast(tmp_path, monkeypatch, shape, dtype):
     # numpy reads a .npy header with ast.literal_eval, which CPython before
@@ -289,7 +290,8 @@ def test_memory_maps_open_without_an_ast(tmp_path, monkeypatch, shape, dtype):
     monkeypatch.setattr(ast, "literal_eval", no_ast)
     for mode in ("r", "r+"):
         array = load_npy(str(path), mode)
-        assert array.shape == expected.shape and array.dtype == expected.dtype
+        assert array.shape == expected.shape
+        assert array.dtype == expected.dtype
         np.testing.assert_array_equal(array, expected)
 
 
