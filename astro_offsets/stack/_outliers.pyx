@@ -6,12 +6,52 @@ Both run without the GIL, so that threads share the work of a frame's rows.
 Each output value depends only on the inputs at its own pixel (the median)
 or its 3 x 3 neighbourhood (the masks): the results are the same for any
 split into row chunks.
+
+They run without bounds checks: each checks its arrays' shapes, and the
+rows and layer it is given, against each other before it starts, and
+raises `ValueError` naming the argument at fault.
 """
 
 from libc.math cimport NAN, fabs, isfinite, sqrt
 from libc.stdlib cimport free, malloc
 
 __all__ = ["blot", "grow", "nanmedian", "outliers", "scatter"]
+
+
+cdef int _expect_shape(
+    str name, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t want_rows, Py_ssize_t want_cols, str what
+) except -1:
+    """Raise unless array ``name`` is ``rows x cols`` as ``what`` has it."""
+    if rows != want_rows or cols != want_cols:
+        raise ValueError(
+            f"{name} has shape {(rows, cols)}, expected {(want_rows, want_cols)} {what}"
+        )
+    return 0
+
+
+cdef int _expect_rows(Py_ssize_t first, Py_ssize_t last, Py_ssize_t rows, str name) except -1:
+    """Raise unless rows ``first:last`` are rows of ``name`` (``rows`` of them), in order."""
+    if not 0 <= first <= last <= rows:
+        raise ValueError(
+            f"rows first:last are {first}:{last}, expected within the {rows} rows of {name}"
+            f" (0 <= first <= last <= {rows})"
+        )
+    return 0
+
+
+cdef int _expect_layer(Py_ssize_t origin_y, Py_ssize_t origin_x, Py_ssize_t step) except -1:
+    """Raise unless a layer's origin is on the frame's side of 0 and its spacing positive."""
+    if step < 1:
+        raise ValueError(f"step is {step}, expected 1 or more")
+    for name, origin in (("origin_y", origin_y), ("origin_x", origin_x)):
+        if origin < 0:
+            raise ValueError(f"{name} is {origin}, expected 0 or more")
+    return 0
+
+
+cdef inline Py_ssize_t _layer_size(Py_ssize_t n, Py_ssize_t origin, Py_ssize_t step) noexcept:
+    """The pixels of a layer along an axis of ``n``: every ``step``-th from ``origin``."""
+    return max((n - origin + step - 1) // step, 0)
 
 
 cdef float _select(float* values, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
@@ -52,8 +92,7 @@ def nanmedian(const float[:, :, ::1] cube, float[:, ::1] out, Py_ssize_t least=1
     cdef Py_ssize_t r, c, k, m
     cdef float value, upper, lower
     cdef float* buffer
-    if out.shape[0] != rows or out.shape[1] != cols:
-        raise ValueError("out must have the shape of one image of the cube")
+    _expect_shape("out", out.shape[0], out.shape[1], rows, cols, "as one image of cube")
     buffer = <float*> malloc(max(n, 1) * sizeof(float))
     if buffer == NULL:
         raise MemoryError()
@@ -188,11 +227,21 @@ def outliers(
     ``near`` true, it marks (2) the unmarked neighbours of those that
     deviate by ``snr_near`` and ``scale_near`` (drizzlepac's second, looser
     test). NaN blots and data never deviate. Only rows ``first:last`` of
-    ``mask`` are written.
+    ``mask`` are written. ``blot`` and ``mask`` have the shape of ``data``;
+    ``coarse`` has a block at least, ``block`` is positive.
     """
     cdef Py_ssize_t rows = data.shape[0], cols = data.shape[1]
     cdef Py_ssize_t r, c, rr, cc
     cdef Noise noise
+    _expect_shape("blot", blot.shape[0], blot.shape[1], rows, cols, "as data")
+    _expect_shape("mask", mask.shape[0], mask.shape[1], rows, cols, "as data")
+    if coarse.shape[0] < 1 or coarse.shape[1] < 1:
+        raise ValueError(
+            f"coarse has shape {(coarse.shape[0], coarse.shape[1])}, expected a block at least"
+        )
+    if not block > 0:
+        raise ValueError(f"block is {block}, expected a positive number of pixels")
+    _expect_rows(first, last, rows, "data")
     noise.sky = sky
     noise.variance = variance
     noise.gain = gain
@@ -266,9 +315,14 @@ def outliers(
 def grow(
     const unsigned char[:, ::1] mask, Py_ssize_t first, Py_ssize_t last, unsigned char[:, ::1] out
 ):
-    """Set rows ``first:last`` of ``out`` (zeros) to 1 where ``mask`` is set within one pixel."""
+    """Set rows ``first:last`` of ``out`` (zeros) to 1 where ``mask`` is set within one pixel.
+
+    ``out`` has the shape of ``mask``.
+    """
     cdef Py_ssize_t rows = mask.shape[0], cols = mask.shape[1]
     cdef Py_ssize_t r, c, rr, cc
+    _expect_shape("out", out.shape[0], out.shape[1], rows, cols, "as mask")
+    _expect_rows(first, last, rows, "mask")
     with nogil:
         for r in range(first, last):
             for rr in range(max(r - 1, 0), min(r + 2, rows)):
@@ -294,15 +348,22 @@ def scatter(
     ``data`` from ``(origin_y, origin_x)``; pixel ``(y, x)`` maps to ``(x -
     x_offset, y - y_offset)`` on the reference frame, which is ``(X + 0.5)
     / step - 0.5`` on a grid ``step`` times coarser. NaN pixels are left
-    out. ``total`` sums the values, ``count`` the pixels.
+    out. ``total`` sums the values, ``count`` the pixels. The offsets have
+    the shape of ``data``, ``count`` that of ``total``.
     """
     cdef Py_ssize_t ny = data.shape[0], nx = data.shape[1]
     cdef Py_ssize_t gy = total.shape[0], gx = total.shape[1]
-    cdef Py_ssize_t rows = (ny - origin_y + step - 1) // step
-    cdef Py_ssize_t cols = (nx - origin_x + step - 1) // step
+    cdef Py_ssize_t rows, cols
     cdef Py_ssize_t r, c, y, x, i, j
-    cdef double gx_f, gy_f, inv = 1.0 / step
+    cdef double gx_f, gy_f, inv
     cdef float value
+    _expect_shape("x_offset", x_offset.shape[0], x_offset.shape[1], ny, nx, "as data")
+    _expect_shape("y_offset", y_offset.shape[0], y_offset.shape[1], ny, nx, "as data")
+    _expect_shape("count", count.shape[0], count.shape[1], gy, gx, "as total")
+    _expect_layer(origin_y, origin_x, step)
+    rows = _layer_size(ny, origin_y, step)
+    cols = _layer_size(nx, origin_x, step)
+    inv = 1.0 / step
     with nogil:
         for r in range(rows):
             y = origin_y + r * step
@@ -334,14 +395,27 @@ def blot(
 ):
     """Sample ``image`` at the mapped centres of a layer's rows ``first:last`` (bilinear).
 
-    The layer and its mapping are those of `scatter`; ``out`` has the
-    layer's shape. A centre outside the image (by more than half a pixel), or
-    next to a NaN, gives NaN.
+    The layer and its mapping are those of `scatter`, the offsets of the
+    frame's shape; ``out`` has the layer's shape. A centre outside the image
+    (by more than half a pixel), or next to a NaN, gives NaN.
     """
     cdef Py_ssize_t gy = image.shape[0], gx = image.shape[1]
+    cdef Py_ssize_t ny = x_offset.shape[0], nx = x_offset.shape[1]
     cdef Py_ssize_t r, c, y, x, i, j
-    cdef double px, py, fx, fy, inv = 1.0 / step
+    cdef double px, py, fx, fy, inv
     cdef float a, b, d, e
+    _expect_shape("y_offset", y_offset.shape[0], y_offset.shape[1], ny, nx, "as x_offset")
+    _expect_layer(origin_y, origin_x, step)
+    _expect_shape(
+        "out",
+        out.shape[0],
+        out.shape[1],
+        _layer_size(ny, origin_y, step),
+        _layer_size(nx, origin_x, step),
+        f"as the layer of x_offset {(ny, nx)} from {(origin_y, origin_x)} every {step} pixels",
+    )
+    _expect_rows(first, last, out.shape[0], "out")
+    inv = 1.0 / step
     with nogil:
         for r in range(first, last):
             y = origin_y + r * step
