@@ -9,6 +9,7 @@ import numpy as np
 from ._utils.naming import png_path
 from .datasets import CameraMotion, render_stars, star_field, write_dng
 from .field import OffsetModel, write_maps
+from .frames import CFA_CHANNEL, bayer_colors
 from .maps import OffsetMap
 from .stack import stack_frames
 from .stars import make_tables
@@ -24,6 +25,7 @@ DEMO_SEED = 20230302
 _SIGMA = 1.3  # PSF sigma in raw pixels (FWHM 3.1 px)
 _SKY = (180.0, 260.0, 230.0)  # sky per colour filter (R, G, B), after the black level
 _BLACK = 512
+_CFA = "RGGB"  # the colour filters of the demo's camera
 _HOT_PIXELS = 300
 _READ_NOISE = 6.0
 # Stars kept in the tables: the maps interpolate the offsets exactly, so
@@ -62,10 +64,7 @@ def synthesize_sequence(folder, rng):
     # Hot pixels belong to the sensor: the same ones in every frame.
     hot = (rng.integers(0, ny, _HOT_PIXELS), rng.integers(0, nx, _HOT_PIXELS))
     hot_level = rng.uniform(2000, 12000, _HOT_PIXELS)
-    filters = np.zeros(DEMO_SHAPE, dtype=np.uint8)  # RGGB
-    filters[0::2, 1::2] = 1
-    filters[1::2, 0::2] = 1
-    filters[1::2, 1::2] = 2
+    filters = CFA_CHANNEL[bayer_colors(DEMO_SHAPE, _CFA)]  # 0 red, 1 green, 2 blue
     frames, motions = [], _motions(DEMO_SHAPE)
     for k, motion in enumerate(motions):
         fx, fy = motion.to_frame(x, y)
@@ -77,7 +76,15 @@ def synthesize_sequence(folder, rng):
         mosaic[hot] = hot_level
         path = os.path.join(folder, f"DEMO{k:04d}.dng")
         raw = np.clip(np.round(mosaic) + _BLACK, 0, 2**14 - 1).astype(np.uint16)
-        write_dng(path, raw, black_level=_BLACK, exptime=30.0, iso=3200, model="astro_offsets demo")
+        write_dng(
+            path,
+            raw,
+            cfa=_CFA,
+            black_level=_BLACK,
+            exptime=30.0,
+            iso=3200,
+            model="astro_offsets demo",
+        )
         frames.append(path)
     return frames, motions
 

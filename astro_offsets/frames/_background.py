@@ -3,7 +3,7 @@
 import numpy as np
 from astropy.stats import sigma_clipped_stats
 
-from ._cfa import CFA_CHANNEL
+from ._cfa import _CHANNELS, CFA_CHANNEL
 
 __all__ = ["sky_levels"]
 
@@ -47,7 +47,7 @@ def sky_levels(data, colors=None):
     data = np.asarray(data)
     if data.ndim == 3:  # a colour cube: one level per plane
         return np.concatenate([sky_levels(plane) for plane in data])
-    count = 1 if colors is None else 3
+    count = 1 if colors is None else _CHANNELS
     # A regular grid of rows and columns, the same stride along both axes;
     # odd, so that a 2 x 2 mosaic's colours are all sampled.
     stride = max(1, int(np.sqrt(data.size / (count * _SAMPLES))))

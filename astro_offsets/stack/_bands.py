@@ -41,7 +41,6 @@ from .._utils.scratch import ScratchDirectory
 __all__ = [
     "CHUNK_ROWS",
     "BandJob",
-    "Layer",
     "LayerJob",
     "Scratch",
     "band_layout",
@@ -131,34 +130,8 @@ class Scratch(ScratchDirectory):
         return load_npy(self.file(name), mode)
 
 
-class Layer(NamedTuple):
-    """Pixels of a frame drizzled together: a mono frame, a colour of a mosaic, a cube's plane."""
-
-    channel: int
-    """Its channel of the stack (0 for mono; red, green, blue)."""
-    origin: tuple
-    """``(y, x)`` of its first pixel in the frame."""
-    step: int
-    """Its pixels' spacing in the frame (2 for a Bayer colour plane)."""
-    select: object
-    """`None`, or (a mosaic that is not Bayer) the frame's pixels of this channel."""
-    plane: int | None = None
-    """`None`, or (a colour cube, data ``(3, ny, nx)``) the plane that holds its pixels."""
-
-    @property
-    def sites(self):
-        """The slices of its pixels on the frame's ``(ny, nx)`` grid (maps, masks, weights)."""
-        y, x = self.origin
-        return slice(y, None, self.step), slice(x, None, self.step)
-
-    @property
-    def part(self):
-        """The index of its pixels in the frame's data: `sites`, in its plane for a cube."""
-        return self.sites if self.plane is None else (self.plane, *self.sites)
-
-
 class LayerJob(NamedTuple):
-    """One input image of a frame, as a worker drizzles it into one channel."""
+    """One colour plane of a frame (``frames._cfa.ColourPlane``), as a worker drizzles it."""
 
     name: str
     """Its files in the frame's slot: ``<name>.data``, ``.weight``, ``.xoff``, ``.yoff``."""

@@ -14,6 +14,7 @@ import math
 import numpy as np
 from astropy.io import fits
 
+from ..frames._cfa import mosaic_period
 from ..maps import OffsetMap
 from ..maps._offset_map import _read_provenance
 
@@ -254,8 +255,9 @@ def frame_noise(data, colors=None):
     for a million differences (an odd stride), as a sigma, over the square
     root of 2: the sky's
     noise, which neither the stars nor a gradient of the sky change. Pixels
-    of one colour of a mosaic are compared (2 apart in a Bayer mosaic, 6 in
-    X-Trans); a colour cube's noise is the quadratic mean of its planes'.
+    of one colour of a mosaic are compared, a period of the mosaic apart
+    (``frames._cfa.mosaic_period``: 2 in a Bayer mosaic, 6 in X-Trans); a
+    colour cube's noise is the quadratic mean of its planes'.
     NaN without enough finite pixels.
 
     Examples
@@ -270,13 +272,7 @@ def frame_noise(data, colors=None):
     data = np.asarray(data)
     if data.ndim == 3:  # a colour cube: the planes' noise, as a quadratic mean
         return float(np.sqrt(np.mean([frame_noise(plane) ** 2 for plane in data])))
-    step = 1
-    if colors is not None:
-        colors = np.asarray(colors)[:12]  # a mosaic repeats within 6 rows and columns
-        step = next(
-            (p for p in range(1, 7) if np.array_equal(colors[:, p:], colors[:, :-p])),
-            6,
-        )
+    step = 1 if colors is None else mosaic_period(colors)
     # An odd stride: the rows of every colour of a mosaic are sampled.
     rows = data[:: -(-data.size // _NOISE_SAMPLES) | 1]
     differences = (rows[:, step:] - rows[:, :-step]).ravel()

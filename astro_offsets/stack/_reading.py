@@ -7,11 +7,12 @@ from typing import NamedTuple
 import numpy as np
 
 from ..frames import hot_pixels, read_frame
+from ..frames._cfa import colour_planes
 from ..maps import OffsetMap
 from ._checkpoint import record
 from ._normalisation import Normalisation, apply, normalisation
 from ._quality import frame_noise, frame_weight
-from ._stacker import DrizzleError, frame_layers
+from ._stacker import DrizzleError
 
 __all__ = ["Frames", "Item", "Reader", "record_of"]
 
@@ -136,7 +137,7 @@ class Frames:
             self.shape = data.shape[-2:]
             self.colors = colors
             self.kind = kind
-            self.layers = frame_layers(data.shape, colors)
+            self.layers = colour_planes(data.shape, colors)
             return
         if kind != self.kind:
             stack = "mono" if self.kind == "a mono frame" else "colour"

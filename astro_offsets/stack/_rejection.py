@@ -83,8 +83,8 @@ class Rejection:
     ----------
     shape : tuple of int
         The frames' shape.
-    layers : list of `Layer`
-        The drizzle layers of the frames (``frame_layers``).
+    layers : list of `~astro_offsets.frames._cfa.ColourPlane`
+        The colour planes of the frames (`~astro_offsets.frames._cfa.colour_planes`).
     directory : str
         Where the frames, their single drizzles and the medians are kept.
     n_channels : int

@@ -11,10 +11,9 @@ from drizzle import resample
 
 from .._utils.validation import positive_pair, real
 from .._utils.workers import Tasks
-from ..frames import CFA_CHANNEL
+from ..frames._cfa import colour_planes
 from ._bands import (
     BandJob,
-    Layer,
     LayerJob,
     Scratch,
     band_layout,
@@ -418,7 +417,7 @@ class Stacker:
             mask = np.asarray(mask, dtype=bool)
             if mask.shape not in (self.shape, data.shape):
                 raise ValueError(f"mask shape {mask.shape} differs from {self.shape}")
-        layers = frame_layers(data.shape, colors if self.bayer else None)
+        layers = colour_planes(data.shape, colors if self.bayer else None)
         if offset_map is not None:
             # Drizzle's C code crashes on a folded pixmap: refused here, before it.
             for origin, step in dict.fromkeys((layer.origin, layer.step) for layer in layers):
@@ -727,48 +726,6 @@ class Stacker:
         finally:
             self._executor.shutdown()
             self._scratch.remove()
-
-
-def frame_layers(shape, colors=None):
-    """Return the drizzle layers of a frame of ``shape``: mono, of this colour mosaic, or a cube.
-
-    See `Stacker.layers`; ``colors`` is `None` for a mono frame and for a
-    colour cube (``shape`` ``(3, ny, nx)``: one whole layer per plane).
-    """
-    if len(shape) == 3:
-        if shape[0] != len(RGB) or colors is not None:
-            raise ValueError(
-                f"a colour cube has 3 planes (red, green, blue) and no colors, got shape {shape}"
-            )
-        return [Layer(index, (0, 0), 1, None, index) for index in range(len(RGB))]
-    if colors is None:
-        return [Layer(0, (0, 0), 1, None)]
-    colors = np.asarray(colors)
-    if colors.dtype.kind not in "iu":
-        raise ValueError(f"colors must be integer colour indices, got dtype {colors.dtype}")
-    if colors.shape != tuple(shape):
-        raise ValueError(f"colors shape {colors.shape} differs from {tuple(shape)}")
-    if colors.size and (colors.min() < 0 or colors.max() > 3):
-        raise ValueError("colors must be rawpy colour indices 0..3")
-    cell = _bayer_cell(colors)
-    if cell is not None:
-        return [
-            Layer(int(CFA_CHANNEL[cell[oy, ox]]), (oy, ox), 2, None)
-            for oy in (0, 1)
-            for ox in (0, 1)
-        ]
-    channel = CFA_CHANNEL[colors]
-    return [Layer(index, (0, 0), 1, channel == index) for index in range(len(RGB))]
-
-
-def _bayer_cell(colors):
-    """Return ``colors[:2, :2]`` if it tiles the mosaic (a Bayer mosaic), else `None`."""
-    if min(colors.shape) < 2:
-        return None
-    cell = colors[:2, :2]
-    if all(np.all(colors[oy::2, ox::2] == cell[oy, ox]) for oy in (0, 1) for ox in (0, 1)):
-        return cell
-    return None
 
 
 class DrizzleError(RuntimeError):

@@ -243,10 +243,10 @@ def test_sky_offsets_of_three_channels_kept_whole_in_the_frames_table(tmp_path):
 
 
 def test_rejection_counts_every_plane_of_a_cube_in_its_scratch_room():
+    from astro_offsets.frames._cfa import colour_planes
     from astro_offsets.stack._rejection import Rejection
-    from astro_offsets.stack._stacker import frame_layers
 
-    mono = Rejection.disk_bytes(SHAPE, frame_layers(SHAPE), 10)
-    cube = Rejection.disk_bytes(SHAPE, frame_layers((3, *SHAPE)), 10)
+    mono = Rejection.disk_bytes(SHAPE, colour_planes(SHAPE), 10)
+    cube = Rejection.disk_bytes(SHAPE, colour_planes((3, *SHAPE)), 10)
     # Each frame kept whole (its three planes) and drizzled alone per plane.
     assert cube == 3 * mono
