@@ -1191,6 +1191,13 @@ def _run(args, report):
     except (_MissingDependencyError, ClusterError) as exc:
         report.usage(exc)
         return 2
+    except MemoryError as exc:
+        # The run's problem, not a file's (`describe` raises it again): it stops here.
+        report.show_traceback(exc)
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        said = ["out of memory" + (f" ({detail})" if detail else ""), "try fewer --jobs"]
+        report.note(f"error: {'; '.join([*said, *getattr(exc, '__notes__', ())])}")
+        return 1
 
 
 def main(argv=None):
