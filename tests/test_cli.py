@@ -500,6 +500,14 @@ def test_debug_shows_each_failures_traceback(capsys, tmp_path):
         assert line.startswith(("d.fits", str(bad), str(table)))
 
 
+def mapped_frames(capsys, folder):
+    """Three frames, a.fits the reference, the others with their tables and maps."""
+    frames = star_frames(folder, ["a.fits", "b.fits", "c.fits"])
+    assert run(capsys, "tables", *frames, "--reference", frames[0], "--jobs", "1")[0] == 0
+    assert run(capsys, "maps", *tables_of(frames[1:]), "--image", frames[0])[0] == 0
+    return frames
+
+
 def running_out_of_memory(function):
     """Return ``function`` raising MemoryError, as numpy does, unless called on a.fits."""
 
@@ -524,9 +532,7 @@ def test_out_of_memory_stops_the_run_in_one_line(
     capsys, tmp_path, monkeypatch, command, module, step
 ):
     # No frame's problem, to be told among the frames that failed: the run stops.
-    frames = star_frames(tmp_path, ["a.fits", "b.fits", "c.fits"])
-    assert run(capsys, "tables", *frames, "--reference", frames[0], "--jobs", "1")[0] == 0
-    assert run(capsys, "maps", *tables_of(frames[1:]), "--image", frames[0])[0] == 0
+    frames = mapped_frames(capsys, tmp_path)
     inputs = tables_of(frames[1:]) if command == "maps" else frames
     argv = [command, *inputs, "--jobs", "1", "--overwrite"]
     argv += {
@@ -553,3 +559,26 @@ def test_out_of_memory_stops_the_run_in_one_line(
     assert trace[trace.index("Traceback") :].startswith("Traceback (most recent call last):")
     assert "\nMemoryError: Unable to allocate 2.00 TiB for an array" in trace
     assert line.startswith("out of memory")
+
+
+def test_a_drizzle_that_fails_stops_the_stack_in_one_line(capsys, tmp_path, monkeypatch):
+    frames = mapped_frames(capsys, tmp_path)
+
+    def drizzle_band(job):
+        raise RuntimeError("drizzle crashed")
+
+    monkeypatch.setattr("astro_offsets.stack._stacker.drizzle_band", drizzle_band)
+    argv = ["stack", *frames, "--out", tmp_path / "stack.fits", "--jobs", "1"]
+    status, _, err = run(capsys, *argv)
+    assert status == 1
+    (line,) = [line for line in err.splitlines() if "error:" in line]
+    checkpoint = tmp_path / "stack.checkpoint"
+    assert line == (
+        f"astro-offsets: error: drizzling {frames[0]} failed, the stack is incomplete: "
+        f"drizzle crashed; its checkpoint is kept in {checkpoint} (--resume continues it)"
+    )
+    assert "Traceback" not in err
+    status, _, err = run(capsys, "--debug", *argv, "--overwrite")
+    assert status == 1
+    assert "Traceback (most recent call last):" in err
+    assert "\nRuntimeError: drizzle crashed\n" in err
