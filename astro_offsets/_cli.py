@@ -771,7 +771,7 @@ def _run_maps(args, report):
     if args.image is not None:
         try:
             shape = frame_shape(args.image)
-        except Exception as exc:
+        except (OSError, ValueError) as exc:
             report.error(args.image, exc)
             return 2
     else:
@@ -948,6 +948,7 @@ def _stacking(args, report, command, check, stack_function):
     from .stack._checkpoint import Checkpoint
     from .stack._quality import check_selection
     from .stack._report import frame_report, report_paths, write_frame_report
+    from .stack._stacker import DrizzleError
 
     options = _given(args, "kernel", "pixfrac", "scale", "exposure_weighting", "context")
     selection = _given(
@@ -1077,6 +1078,11 @@ def _stacking(args, report, command, check, stack_function):
         except KeyboardInterrupt:
             report.note(f"interrupted{_resume(args)}")
             return 130
+        except DrizzleError as exc:
+            # drizzle failed on a frame: the stack is incomplete.
+            report.show_traceback(exc)
+            report.usage(f"{exc}{_resume(args)}")
+            return 1
         except ValueError as exc:
             # No frame stacked because every one failed: a failure of the
             # inputs, reported one by one. Otherwise the run was impossible.
@@ -1191,6 +1197,13 @@ def _run(args, report):
     except (_MissingDependencyError, ClusterError) as exc:
         report.usage(exc)
         return 2
+    except MemoryError as exc:
+        # The run's problem, not a file's (`describe` raises it again): it stops here.
+        report.show_traceback(exc)
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        said = ["out of memory" + (f" ({detail})" if detail else ""), "try fewer --jobs"]
+        report.note(f"error: {'; '.join([*said, *getattr(exc, '__notes__', ())])}")
+        return 1
 
 
 def main(argv=None):

@@ -4,6 +4,7 @@ import os
 import re
 import subprocess
 import sys
+from importlib import import_module
 from pathlib import Path
 
 import numpy as np
@@ -479,8 +480,13 @@ def test_debug_shows_each_failures_traceback(capsys, tmp_path):
         ["maps", *tables_of(frames[1:]), str(table), "--image", frames[0], "--overwrite"],
         ["stack", *given, "--out", str(tmp_path / "stack.fits"), "--overwrite"],
     ]
-    where = ["in _frame_table", "in read_table", "in _read_fits"]
-    for argv, function in zip(commands, where, strict=True):
+    # Where it failed, and the exception the reader raised, behind the one line.
+    where = [
+        ("in _frame_table", "OSError: No SIMPLE card found"),
+        ("in read_table", "IORegistryError: Format could not be identified"),
+        ("in _read_fits", "OSError: No SIMPLE card found"),
+    ]
+    for argv, (function, original) in zip(commands, where, strict=True):
         status, _, err = run(capsys, *argv)
         assert status == 1
         assert "Traceback" not in err  # one line a failure, as always
@@ -490,4 +496,89 @@ def test_debug_shows_each_failures_traceback(capsys, tmp_path):
         trace, line = err.split("\nastro-offsets: error: ")
         assert trace.startswith("Traceback (most recent call last):"), err
         assert function in trace
+        assert original in trace
         assert line.startswith(("d.fits", str(bad), str(table)))
+
+
+def mapped_frames(capsys, folder):
+    """Three frames, a.fits the reference, the others with their tables and maps."""
+    frames = star_frames(folder, ["a.fits", "b.fits", "c.fits"])
+    assert run(capsys, "tables", *frames, "--reference", frames[0], "--jobs", "1")[0] == 0
+    assert run(capsys, "maps", *tables_of(frames[1:]), "--image", frames[0])[0] == 0
+    return frames
+
+
+def running_out_of_memory(function):
+    """Return ``function`` raising MemoryError, as numpy does, unless called on a.fits."""
+
+    def out_of_memory(*args, **kwargs):
+        if args and str(args[0]).endswith("a.fits"):
+            return function(*args, **kwargs)
+        raise MemoryError("Unable to allocate 2.00 TiB for an array")
+
+    return out_of_memory
+
+
+@pytest.mark.parametrize(
+    ("command", "module", "step"),
+    [
+        ("tables", "astro_offsets.stars._make_tables", "match_stars"),
+        ("maps", "astro_offsets.field._write_maps", "_make"),
+        ("stack", "astro_offsets.stack._reading", "read_frame"),
+        ("run", "astro_offsets.stars._make_tables", "match_stars"),
+    ],
+)
+def test_out_of_memory_stops_the_run_in_one_line(
+    capsys, tmp_path, monkeypatch, command, module, step
+):
+    # No frame's problem, to be told among the frames that failed: the run stops.
+    frames = mapped_frames(capsys, tmp_path)
+    inputs = tables_of(frames[1:]) if command == "maps" else frames
+    argv = [command, *inputs, "--jobs", "1", "--overwrite"]
+    argv += {
+        "tables": ["--reference", frames[0]],
+        "maps": ["--image", frames[0]],
+        "stack": ["--out", tmp_path / "stack.fits"],
+        "run": ["--out", tmp_path / "stack.fits", "--tables", tmp_path / "tables"],
+    }[command]
+    monkeypatch.setattr(
+        f"{module}.{step}", running_out_of_memory(getattr(import_module(module), step))
+    )
+    status, out, err = run(capsys, *argv)
+    assert status == 1
+    assert not re.search(f"^{command}: .* failed", out, re.M)  # no summary of the frames
+    (line,) = [line for line in err.splitlines() if "error:" in line]
+    assert line.startswith(
+        "astro-offsets: error: out of memory (Unable to allocate 2.00 TiB for an array); "
+        "try fewer --jobs"
+    ), err
+    assert "Traceback" not in err
+    status, _, err = run(capsys, "--debug", *argv)
+    assert status == 1
+    trace, line = err.split("\nastro-offsets: error: ")
+    assert trace[trace.index("Traceback") :].startswith("Traceback (most recent call last):")
+    assert "\nMemoryError: Unable to allocate 2.00 TiB for an array" in trace
+    assert line.startswith("out of memory")
+
+
+def test_a_drizzle_that_fails_stops_the_stack_in_one_line(capsys, tmp_path, monkeypatch):
+    frames = mapped_frames(capsys, tmp_path)
+
+    def drizzle_band(job):
+        raise RuntimeError("drizzle crashed")
+
+    monkeypatch.setattr("astro_offsets.stack._stacker.drizzle_band", drizzle_band)
+    argv = ["stack", *frames, "--out", tmp_path / "stack.fits", "--jobs", "1"]
+    status, _, err = run(capsys, *argv)
+    assert status == 1
+    (line,) = [line for line in err.splitlines() if "error:" in line]
+    checkpoint = tmp_path / "stack.checkpoint"
+    assert line == (
+        f"astro-offsets: error: drizzling {frames[0]} failed, the stack is incomplete: "
+        f"drizzle crashed; its checkpoint is kept in {checkpoint} (--resume continues it)"
+    )
+    assert "Traceback" not in err
+    status, _, err = run(capsys, "--debug", *argv, "--overwrite")
+    assert status == 1
+    assert "Traceback (most recent call last):" in err
+    assert "\nRuntimeError: drizzle crashed\n" in err

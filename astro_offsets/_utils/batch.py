@@ -106,6 +106,18 @@ def describe(path, problem, name=None):
     names the file in the line, where ``path`` is where it was read (its
     absolute path, say).
 
+    Every file's failure is made here, so that the code that runs a file's
+    work may catch any exception and fail that file alone, with the
+    traceback kept for ``--debug``. An exception that is no file's problem
+    but the run's, `MemoryError`, is raised again instead: the run stops,
+    rather than fail its files one after the other, or stack fewer frames
+    without saying why.
+
+    Raises
+    ------
+    MemoryError
+        If ``problem`` is one.
+
     Examples
     --------
     >>> from astro_offsets._utils.batch import describe
@@ -117,6 +129,8 @@ def describe(path, problem, name=None):
     >>> describe("a.fits", KeyError("x"))
     "a.fits: KeyError: 'x'"
     """
+    if isinstance(problem, MemoryError):
+        raise problem
     text = str(problem).strip()
     text = text.splitlines()[0] if text else "unknown problem"
     # The path as given, or as read (the stack reads frames by their absolute path).

@@ -17,6 +17,7 @@ from astropy.io import fits
 from ..version import __version__
 from .atomic import atomic_path
 from .naming import MAP_SUFFIX, TABLE_ENDINGS, fits_root, is_fits_name
+from .unreadable import UNREADABLE_FITS
 
 __all__ = [
     "card_text",
@@ -246,7 +247,7 @@ def product_kind(path):
             if kind is None and len(hdul) > 1 and isinstance(hdul[1], fits.BinTableHDU):
                 kind = _kind_from_header(hdul[1].header)
             return kind
-    except Exception:  # a file astropy cannot read is no product of ours
+    except UNREADABLE_FITS:  # a file astropy cannot read is no product of ours
         return None
 
 
@@ -282,7 +283,7 @@ def _frame_kind(path):
             if not isinstance(image, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
                 return None
             return "FITS image" if image.header.get("NAXIS", 0) >= 2 else None
-    except Exception:  # not readable: the reader of tables reports it
+    except UNREADABLE_FITS:  # not readable: the reader of tables reports it
         return None
 
 

@@ -64,7 +64,7 @@ def start_workers(parallel, n_workers):
     >>> from astro_offsets._utils.workers import start_workers
     >>> start_workers(Parallel(n_jobs=1), 1)
     """
-    with contextlib.suppress(Exception):
+    with contextlib.suppress(Exception):  # any, shown again by the work itself
         list(parallel(delayed(_ready)() for _ in range(n_workers)))
 
 
@@ -89,7 +89,7 @@ def warm_cluster(client, module):
     ... ):
     ...     warm_cluster(client, "json")
     """
-    with contextlib.suppress(Exception):
+    with contextlib.suppress(Exception):  # any, shown again by the work itself
         client.run(_import, module)
 
 
@@ -385,10 +385,11 @@ class Tasks:
             while self._sent:
                 try:
                     result = self._sent[0].result()
+                # The task's own exception, or the cluster's (a worker lost too often).
                 except Exception as exc:
                     if self._errors != "return":
                         raise
-                    result = exc  # the task never finished (its workers lost)
+                    result = exc  # given in its place: the caller fails its file (`describe`)
                 # Its result is here: if its worker dies now, the scheduler is
                 # not to run it again (a task that writes files would write
                 # them a second time, for no one).

@@ -15,6 +15,7 @@ from .._utils.atomic import atomic_path
 from .._utils.batch import Batch, Result, describe
 from .._utils.naming import map_path, png_path, sip_path
 from .._utils.provenance import product_kind, provenance_cards
+from .._utils.unreadable import UNREADABLE_FITS
 from .._utils.workers import Tasks, takes_client
 from ..maps import OffsetMap, offsets_to_sip, reference_wcs, sip_shortfall, write_plot, write_sip
 from ..stars import read_table
@@ -226,7 +227,7 @@ def _write_plot(omap, output, stars):
     """Write the plot of a map; return the warnings, one line each (a failed plot)."""
     try:
         write_plot(omap, png_path(output), stars)
-    except Exception as exc:
+    except Exception as exc:  # matplotlib's, of any kind: a warning (describe raises MemoryError)
         return (describe(png_path(output), exc),)
     return ()
 
@@ -257,7 +258,7 @@ def _write_sip(omap, output, overwrite):
         cards = [card for card in omap.header().cards if card.keyword not in first]
         # The SIP belongs to the map just written: a stale one is replaced.
         write_sip(path, w, cards, comments, overwrite=True)
-    except Exception as exc:
+    except Exception as exc:  # wcslib's, the fit's, the write's: a warning (as a plot's)
         return (describe(path, exc),)
     shortfall = sip_shortfall(w)
     return () if shortfall is None else (describe(path, shortfall),)
@@ -297,7 +298,7 @@ def _plot_existing_map(omap, output, table):
         options[omap.meta["parameter"]] = omap.meta.get("parameter_value")
     try:
         model, _ = read_model(table, options)
-    except Exception:  # the table changed or is gone: the map alone
+    except (OSError, ValueError):  # the table changed or is gone: the map alone
         model = None
     return _write_plot(omap, output, model)
 
@@ -463,7 +464,7 @@ def _against_another_reference(table, output):
     try:
         made_against = fits.getheader(output).get("REFFRAME")
         now_against = fits.getheader(table, 1).get("REFFRAME")
-    except Exception:  # not FITS files of ours: the map is kept, the table read as usual
+    except UNREADABLE_FITS:  # not FITS files of ours: the map is kept, the table read as usual
         return None
     if made_against and now_against and str(made_against) != str(now_against):
         return str(made_against)
@@ -481,7 +482,7 @@ def _existing_map(output, table, plot, sip):
         return ()
     try:
         omap = OffsetMap.read(output)
-    except Exception as exc:
+    except UNREADABLE_FITS as exc:  # a kept map that no longer reads: a warning
         return (describe(output, exc),)
     notes = _plot_existing_map(omap, output, table) if plot else ()
     return notes + (_write_sip(omap, output, False) if sip else ())
@@ -521,7 +522,7 @@ def _maps_here(batch, shape, outdir, n_jobs, settings, options):
         index, output, future, notes, field = pending
         try:
             plot_notes = future.result()
-        except Exception as exc:
+        except Exception as exc:  # any, the table's own (describe raises MemoryError again)
             batch.fail(index, exc, output=output, warnings=notes)
         else:
             batch.finish(index, "written", output=output, warnings=notes + plot_notes, field=field)
@@ -550,7 +551,7 @@ def _maps_here(batch, shape, outdir, n_jobs, settings, options):
                     choice = choice_of(model)
                 omap, fallback, _ = _make(model, shape, n_jobs, settings, buffers[computed % 2])
                 notes += fallback
-            except Exception as exc:
+            except Exception as exc:  # any, the table's own (describe raises MemoryError again)
                 batch.fail(index, exc, output=output, warnings=notes + getattr(exc, "notes", ()))
                 continue
             computed += 1
@@ -603,7 +604,7 @@ def _make_map(table, output, files, shape, settings, options, choice):
 
     try:
         model, notes = read_model(table, options, path, choice)
-    except Exception as exc:
+    except Exception as exc:  # any, the table's own (describe raises MemoryError again)
         return _Made(False, named(describe(path, exc)))
     try:
         omap, fallback, _ = _make(model, shape, 1, settings)
@@ -611,7 +612,7 @@ def _make_map(table, output, files, shape, settings, options, choice):
         plot_notes = write_map(
             omap, staged, True, settings["plot"], sip=settings["sip"], compress=settings["compress"]
         )
-    except Exception as exc:
+    except Exception as exc:  # as above
         return _Made(True, named(describe(table, exc)), notes + getattr(exc, "notes", ()))
     return _Made(True, "", notes, tuple(map(named, plot_notes)), omap.field_summary)
 
@@ -624,7 +625,7 @@ def _choose_here(table, options):
     """
     try:
         model, _ = read_model(table, options)
-    except Exception:
+    except (OSError, ValueError):  # no star table, or too few stars: its worker says why
         return None
     return choice_of(model)
 
@@ -704,7 +705,7 @@ def _maps_on_cluster(client, batch, shape, outdir, settings, options):
             return
         try:
             placed = _place(staged, output, replace)
-        except Exception as exc:
+        except OSError as exc:
             batch.fail(index, exc, output=output, warnings=made.warnings)
         else:
             notes = made.warnings + made.plot_warnings + placed

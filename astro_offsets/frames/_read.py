@@ -7,6 +7,7 @@ import rawpy
 from astropy.io import fits
 
 from .._utils.naming import is_fits_name
+from .._utils.unreadable import UNREADABLE_FITS
 from .._utils.validation import input_file
 from ._cfa import BAYER_PATTERNS, bayer_colors
 
@@ -237,9 +238,11 @@ def _read_fits(path, use):
                 found.append(f"HDU {index} {type(hdu).__name__} {hdu.name!r}{shape}")
     except _CardError:
         raise
-    # Corrupt files surface as OSError, short data as TypeError, bad cards as ValueError.
-    except (OSError, TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: not a readable FITS file ({exc})") from exc
+    # Corrupt files surface as OSError, short data as TypeError, bad cards as
+    # ValueError; a KeyError (a BITPIX of no type) says little without its type.
+    except UNREADABLE_FITS as exc:
+        reason = f"{type(exc).__name__}: {exc}" if isinstance(exc, LookupError) else exc
+        raise ValueError(f"{path}: not a readable FITS file ({reason})") from exc
     raise ValueError(f"{path}: no 2-D image in any HDU (found: {', '.join(found)})")
 
 
@@ -317,6 +320,10 @@ def _read_raw(path, use):
     try:
         with rawpy.imread(path) as raw:
             return use(path, raw)
+    # LibRaw's own allocation failed: no problem of the file's (it refuses
+    # sizes it cannot take as LibRawTooBigError).
+    except rawpy.LibRawUnsufficientMemoryError as exc:
+        raise MemoryError(f"{path}: LibRaw could not allocate the memory to decode it") from exc
     # LibRaw reports short or non-raw files as I/O errors as well as
     # unsupported formats, and a damaged one only when its pixels are decoded.
     except rawpy.LibRawError as exc:

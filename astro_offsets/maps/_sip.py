@@ -32,6 +32,7 @@ from astropy.utils.exceptions import AstropyUserWarning
 from .._utils.blas import one_blas_thread
 from .._utils.polynomial import Polynomial
 from .._utils.provenance import provenance_header, write_product
+from .._utils.unreadable import UNREADABLE_FITS
 from .._utils.wcs import celestial_wcs
 from ._arrays import offset_maps
 from ._wcs import _check_wcs, _checked_copy, default_wcs
@@ -378,7 +379,8 @@ def reference_wcs(path, shape):
             _check_wcs(_without_sip(wcs)[0], shape)  # its own SIP is composed with the map's
     except StopIteration:
         why = "no image"
-    except Exception as exc:  # not FITS (a raw file), unreadable, no or unusable WCS
+    # Not FITS (a raw file), unreadable, no WCS (ValueError) or one _check_wcs refuses.
+    except UNREADABLE_FITS as exc:
         why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     else:
         return wcs, (f"WCS of the reference frame {path}.",)

@@ -439,6 +439,6 @@ def _through(frames_read, directory, item):
         entry = None
         if directory is not None:
             entry = store_prepared(frames_read, directory, item.index, prepared)
-    except Exception as exc:
+    except Exception as exc:  # any, the frame's own (describe raises MemoryError again)
         raise FrameError(describe(item.frame, exc)) from exc
     return entry, frames_read.made.pop(item.index)

@@ -9,6 +9,7 @@ from astropy.io import fits
 
 from .._utils.batch import describe
 from .._utils.naming import map_path, table_path
+from .._utils.unreadable import UNREADABLE_FITS
 from ..field import make_map
 from ..field._write_maps import choice_of, read_model, write_map
 from ..frames import hot_pixels
@@ -138,7 +139,7 @@ class StreamFrames(Frames):
         try:
             write_table(output, found[0], header, overwrite=True)
         except OSError as exc:
-            raise OSError(describe(output, exc)) from None
+            raise OSError(describe(output, exc)) from exc
         omap = self._field(item, output, found[2], raw.data.shape[-2:])
         return self.prepare(raw, omap, item.omap_path, hot)
 
@@ -175,11 +176,11 @@ class StreamFrames(Frames):
             header = fits.getheader(table, 1)
             counts = {"detected": header.get("NDETECT"), "matched": header.get("NMATCH")}
             self._field(item, table, counts, self.shape)
-        except Exception as exc:
+        except Exception as exc:  # any, the frame's own (describe raises MemoryError again)
             raise ValueError(
                 f"{describe(table, exc)}: the interrupted run's star table of the frame, which "
                 "resuming needs; delete the checkpoint to start again"
-            ) from None
+            ) from exc
         return self.made[item.index]
 
     @property
@@ -236,7 +237,7 @@ def _ours(path, product, hdu):
         return
     try:
         ours = fits.getheader(path, hdu).get("PRODUCT") == product
-    except Exception:  # not FITS, or not of this shape: not ours
+    except UNREADABLE_FITS:  # not FITS, or not of this shape: not ours
         ours = False
     if not ours:
         raise ValueError(

@@ -139,7 +139,7 @@ def store_task(frames, directory, item):
     """
     try:
         return store_prepared(frames, directory, item.index, frames.read(item))
-    except Exception as exc:
+    except Exception as exc:  # any, the frame's own (describe raises MemoryError again)
         raise FrameError(describe(item.frame, exc)) from exc
 
 

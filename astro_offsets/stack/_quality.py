@@ -14,6 +14,7 @@ import math
 import numpy as np
 from astropy.io import fits
 
+from .._utils.unreadable import UNREADABLE_FITS
 from ..frames._cfa import mosaic_period
 from ..maps import OffsetMap
 from ..maps._offset_map import _read_provenance
@@ -126,7 +127,7 @@ def map_measures(path):
     else:
         try:
             header = fits.getheader(path)
-        except Exception:  # an unreadable map fails its frame when it is read
+        except UNREADABLE_FITS:  # an unreadable map fails its frame when it is read
             header = fits.Header()
     meta = _read_provenance(header)
     residual = next(

@@ -190,7 +190,7 @@ class Reader:
             return self.frames.read(item)
         except DrizzleError:
             raise  # an earlier frame's: the stack cannot be finished
-        except Exception as exc:
+        except Exception as exc:  # any, the frame's own (describe raises MemoryError again)
             self.batch.fail(item.index, exc, map=item.omap_path)
             return None
 
@@ -247,6 +247,6 @@ class Reader:
             return item, future.result()
         except DrizzleError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # as in `read`
             self.batch.fail(item.index, exc, map=item.omap_path)
             return item, None

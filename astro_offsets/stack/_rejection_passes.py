@@ -223,7 +223,7 @@ class RejectionPasses:
             for k, (number, item, entry) in enumerate(todo):
                 try:
                     omap, failed = pending.result(), None
-                except Exception as exc:
+                except Exception as exc:  # raised again below, in the frame's own try
                     omap, failed = None, exc
                 # The frame before this one is done with: its map's arrays are free.
                 pending = reader.submit(read_map, k + 1) if k + 1 < len(todo) else None
@@ -231,7 +231,7 @@ class RejectionPasses:
                     if failed is not None:
                         raise failed
                     data, outliers, stats = self.rejection.mask(item.index, omap)
-                except Exception as exc:
+                except Exception as exc:  # any, the frame's own (describe raises MemoryError again)
                     self.batch.fail(item.index, exc, map=item.omap_path)
                     continue
                 if masks not in (None, False):

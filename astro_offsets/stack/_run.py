@@ -228,7 +228,7 @@ class Run:
             )
         except DrizzleError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # any, the frame's own (describe raises MemoryError again)
             self.batch.fail(item.index, exc, map=item.omap_path)
             return False
         self._finish(item, prepared.norm, exptime, prepared.noise, prepared.weight, masked)

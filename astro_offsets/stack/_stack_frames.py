@@ -15,6 +15,7 @@ from tqdm import tqdm
 from .._utils.batch import Batch, Result, describe
 from .._utils.naming import map_path
 from .._utils.provenance import text_of_card
+from .._utils.unreadable import UNREADABLE_FITS
 from .._utils.validation import input_file
 from .._utils.workers import takes_client
 from ..frames import frame_shape
@@ -79,7 +80,7 @@ def _made_against(path):
     """Return the reference frame a map records (``REFFRAME``), or `None`."""
     try:
         return text_of_card(fits.getheader(path).get("REFFRAME")) or None
-    except Exception:  # an unreadable map is reported when it is read
+    except UNREADABLE_FITS:  # an unreadable map is reported when it is read
         return None
 
 

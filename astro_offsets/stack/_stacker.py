@@ -665,7 +665,9 @@ class Stacker:
         if pending is not None:
             try:
                 pending.result()
-            except Exception as exc:
+            except MemoryError:
+                raise  # the run's problem, said as such
+            except Exception as exc:  # drizzle's, or its workers': any stops the stack
                 raise DrizzleError(
                     f"drizzling {self._frames[-1]} failed, the stack is incomplete: {exc}"
                 ) from exc

@@ -11,6 +11,7 @@ from astropy.io import fits
 from .._utils.batch import Batch, FrameError, Result, describe
 from .._utils.naming import table_path
 from .._utils.provenance import provenance_header, text_of_card, write_product
+from .._utils.unreadable import UNREADABLE_FITS
 from .._utils.workers import Tasks, takes_client
 from ..frames import fill_hot_pixels, frame_header, frame_shape, hot_pixels, read_frame, row_order
 from ._detect import detect_stars
@@ -427,7 +428,7 @@ def _made_against(path, reference):
     """
     try:
         header = fits.getheader(path, 1)
-    except Exception:  # missing, or no table of ours
+    except UNREADABLE_FITS:  # missing, or no table of ours
         return None
     if header.get("PRODUCT", "star table") != "star table" or not header.get("REFFRAME"):
         return None
@@ -476,7 +477,7 @@ def _frame_table(frame, shared, options, path):
     ref_stars, calibration = shared
     try:
         data = _read(path, calibration)
-    except Exception as exc:
+    except Exception as exc:  # any, the frame's own (describe raises MemoryError again)
         # Named once, as the user named it (the message may name the path).
         raise FrameError(describe(path, exc, name=frame), 0) from exc
     return frame_table(frame, data, ref_stars, options, path)
@@ -521,7 +522,7 @@ def frame_table(frame, data, ref_stars, options, path):
             raise FrameError(f"{frame}: {matched}, none {_measurable_words(options)}", detected)
     except FrameError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # any, the frame's own (describe raises MemoryError again)
         # Named once, as the user named it (the message may name the path).
         raise FrameError(describe(path, exc, name=frame), detected) from exc
     return table, info, counts

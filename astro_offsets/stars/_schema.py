@@ -76,7 +76,11 @@ def read_table(path, *, format=None):
     path = input_file(path, "table file")
     try:
         return Table.read(path, format=format)
-    except Exception as exc:  # astropy raises many types for unreadable files
+    except MemoryError:
+        raise  # the run's problem, not the file's
+    # Any: each format's reader (any registered, astropy's or another package's)
+    # raises its own types, IORegistryError for none.
+    except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"{path}: cannot read as a table ({reason})") from exc
 

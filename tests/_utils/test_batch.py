@@ -2,6 +2,8 @@
 
 import pickle
 
+import pytest
+
 from astro_offsets._utils.batch import FrameError, describe
 
 
@@ -18,3 +20,11 @@ def test_a_frame_error_pickles_with_its_traceback():
     # The line, with its traceback, as the batch records it.
     assert describe("a.fits", back.message) == "a.fits: KeyError: 'x'"
     assert describe("a.fits", back.message).traceback == back.message.traceback
+
+
+def test_out_of_memory_is_no_files_failure():
+    # Raised again: the run stops, rather than fail this file and the next.
+    problem = MemoryError("Unable to allocate 2.00 TiB for an array")
+    with pytest.raises(MemoryError) as raised:
+        describe("a.fits", problem)
+    assert raised.value is problem

@@ -71,6 +71,25 @@ def test_products_are_known_by_their_name(name, kind):
     assert product_kind(name) == kind
 
 
+def test_a_file_that_does_not_read_is_none_of_ours_but_a_bug_is_a_bug(tmp_path, monkeypatch):
+    import astro_offsets._utils.provenance as provenance
+
+    broken = tmp_path / "broken.fits"
+    broken.write_bytes(b"not a FITS file")
+    image = tmp_path / "light.fits"
+    fits.PrimaryHDU(np.ones((4, 5))).writeto(image)
+    assert product_kind(broken) is None
+    assert product_kind(image) is None
+
+    def bug(header):
+        raise AttributeError("'NoneType' object has no attribute 'get'")
+
+    # Not taken for a file that cannot be read: raised, as what it is.
+    monkeypatch.setattr(provenance, "_kind_from_header", bug)
+    with pytest.raises(AttributeError):
+        product_kind(image)
+
+
 def test_not_an_input_says_what_the_file_is():
     assert not_an_input("a/x.offsets_table.fits", "frame") == (
         "a/x.offsets_table.fits: a star table written by astro_offsets, not a frame"

@@ -196,6 +196,63 @@ def test_corrupt_fits(tmp_path, reader):
         reader(path)
 
 
+def damaged(path, kind):
+    """Write at ``path`` a FITS file of one ``kind`` of damage astropy raises other than OSError."""
+    if kind in ("rice", "tile"):  # tile-compressed pixels overwritten: they do not decompress
+        dtype, where = (np.int16, -4880) if kind == "rice" else (np.float32, None)
+        data = np.arange(64 * 96, dtype=dtype).reshape(64, 96)
+        write_fits(path, [fits.PrimaryHDU(), fits.CompImageHDU(data)])
+        whole = bytearray(path.read_bytes())
+        start = len(whole) // 2 if where is None else len(whole) + where
+        whole[start : start + 1024] = bytes(range(256)) * 4
+        path.write_bytes(bytes(whole))
+        return
+    data = np.arange(64 * 96, dtype=np.float32).reshape(64, 96)
+    write_fits(path, [fits.PrimaryHDU(data, fits.Header({"EXPTIME": 30.0}))])
+    whole = path.read_bytes()
+    if kind == "gzip":  # a corrupt gzip stream: zlib.error
+        path.write_bytes(b"\x1f\x8b\x08\x00" + bytes(range(256)) * 8)
+    elif kind == "bitpix":  # BITPIX of no data type: KeyError
+        path.write_bytes(
+            whole.replace(b"BITPIX  =                  -32", b"BITPIX  =  -33".ljust(30))
+        )
+    elif kind == "card":  # a card that does not parse, once read: VerifyError
+        path.write_bytes(
+            whole.replace(b"EXPTIME =                 30.0", b"EXPTIME =  30.0.0".ljust(30))
+        )
+
+
+# Each escaped as itself (KeyError, VerifyError, ...), not as a file that cannot be read.
+@pytest.mark.parametrize(
+    ("name", "kind", "reason"),
+    [
+        ("frame.fits.gz", "gzip", "Error -3 while decompressing data"),
+        ("frame.fits", "bitpix", "KeyError: -33"),
+        ("frame.fits", "card", r"Unparsable card \(EXPTIME\)"),
+        ("frame.fits.fz", "rice", "decompression error"),
+        ("frame.fits.fz", "tile", "Compressed file ended"),
+    ],
+)
+def test_damaged_fits(tmp_path, name, kind, reason):
+    path = tmp_path / name
+    damaged(path, kind)
+    with pytest.raises(ValueError, match=rf"frame\.fits.*: not a readable FITS file \({reason}"):
+        read_frame(path)
+
+
+def test_libraw_out_of_memory_is_out_of_memory(tmp_path, monkeypatch):
+    import rawpy
+
+    def imread(path):
+        raise rawpy.LibRawUnsufficientMemoryError(b"Unsufficient memory")
+
+    path = tmp_path / "frame.dng"
+    write_dng(path, mosaic())
+    monkeypatch.setattr(rawpy, "imread", imread)
+    with pytest.raises(MemoryError, match=r"frame\.dng: LibRaw could not allocate"):
+        read_frame(path)
+
+
 # --- frame_header and row_order -------------------------------------------------
 
 
