@@ -69,7 +69,7 @@ def same_products(a, b):
             cards = [{k: v for k, v in h.items() if k != "DATE"} for h in (x.header, y.header)]
             if cards[0] != cards[1]:
                 return False
-            if isinstance(x, fits.BinTableHDU):
+            if not x.is_image:  # (a tile-compressed image is a BinTableHDU in astropy 6)
                 if x.columns.names != y.columns.names or not all(
                     np.array_equal(x.data[name], y.data[name]) for name in x.columns.names
                 ):
