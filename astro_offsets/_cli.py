@@ -906,6 +906,22 @@ def _run_run(args, report):
     return _stacking(args, report, "run", check, stack)
 
 
+def _an_input(args, paths):
+    """Return ``(path, what)`` for the first of ``paths`` that is an input, or `None`."""
+    from .frames import KINDS
+
+    inputs = [(path, "one of the frames to stack") for path in args.frames]
+    inputs += [(args.reference, "the reference frame")] if args.reference else []
+    for kind in KINDS:
+        inputs += [(path, f"one of the {kind} frames") for path in getattr(args, kind) or ()]
+    for path in paths:
+        for given, what in inputs:
+            with contextlib.suppress(OSError):
+                if os.path.samefile(path, given):
+                    return path, what
+    return None
+
+
 def _missing(frame):
     """Return the failed `StackResult` of a frame file that cannot be read, or `None`."""
     from ._utils.batch import describe
@@ -972,6 +988,21 @@ def _stacking(args, report, command, check, stack_function):
     outputs += (preview,) if args.preview else ()
     outputs += frames_report
     kept = [path for path in outputs if os.path.lexists(path)]
+    # An input is never replaced, nor a file that is not ours: --overwrite
+    # replaces astro-offsets' own outputs only, as tables and maps do.
+    clash = _an_input(args, kept)
+    if clash is not None:
+        report.usage(
+            f"{clash[0]}: is {clash[1]}; the stack's outputs would replace it: choose another --out"
+        )
+        return 2
+    theirs = [path for path in kept if product_kind(path) is None]
+    if theirs:
+        report.usage(
+            f"{theirs[0]}: exists and was not written by astro-offsets, which replaces only its "
+            "own files (--overwrite too): move it, or choose another --out"
+        )
+        return 2
     if os.path.lexists(args.out) and not args.overwrite:
         # As tables and maps keep theirs: a rerun does no harm and no work;
         # but the inputs are checked first, and a bad one fails the run.
@@ -987,15 +1018,7 @@ def _stacking(args, report, command, check, stack_function):
             f"{command}: kept {_listed(kept)} (use --overwrite to replace {them}); nothing stacked"
         )
         return 1 if failed else 0
-    # The preview and the report of a stack since removed are remade with it;
-    # a file of that name that is not ours is the user's, and kept.
-    theirs = [path for path in kept if product_kind(path) is None]
-    if theirs and not args.overwrite:
-        report.usage(
-            f"{theirs[0]}: exists and was not written by astro-offsets; move it, or replace it "
-            "with --overwrite"
-        )
-        return 2
+    # The preview and the report of a stack since removed are remade with it.
     # The weights file is the stack's own, and kept as the stack is.
     if weights in kept and not args.overwrite:
         report.usage(

@@ -2,6 +2,7 @@
 
 import collections
 import os
+import pathlib
 import shutil
 import signal
 import subprocess
@@ -369,3 +370,24 @@ def test_relative_paths_in_any_working_directory(night, tmp_path, monkeypatch):
     for name in ("first", "second"):
         assert len(list((tmp_path / name).glob("*.offsets_table.fits"))) == 2
         assert len(list((tmp_path / name).glob("*.offsets.fits"))) == 2
+
+
+@pytest.mark.parametrize("command", ["stack", "run"])
+@pytest.mark.parametrize("which", ["frame", "reference"])
+def test_an_input_is_never_replaced(night, tmp_path, capsys, command, which):
+    # --out naming an input: refused, --overwrite or not, the input untouched
+    # (the frames of night_sequence are written by astro_offsets: "ours").
+    frames = [shutil.copy(frame, tmp_path) for frame in night.frames[:3]]
+    reference = str(tmp_path / "reference.fits")
+    shutil.copy(night.frames[3], reference)
+    target = frames[1] if which == "frame" else reference
+    before = pathlib.Path(target).read_bytes()
+    what = "one of the frames to stack" if which == "frame" else "the reference frame"
+    for options in ([], ["--overwrite"]):
+        argv = [command, *frames, "--reference", reference, "--out", target, *options]
+        assert main(argv) == 2
+        assert capsys.readouterr().err == (
+            f"astro-offsets: error: {target}: is {what}; the stack's outputs would replace it: "
+            "choose another --out\n"
+        )
+    assert pathlib.Path(target).read_bytes() == before

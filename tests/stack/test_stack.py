@@ -377,12 +377,16 @@ def test_stack_command_keeps_the_weights_file_of_a_stack_since_removed(
     )
     assert not out.exists()
     assert weights.read_bytes() == before
-    # A file of that name that is not ours is refused as the stack's would be.
+    # A file of that name that is not ours is refused, with --overwrite too.
     fits.PrimaryHDU(np.zeros((4, 4), np.float32)).writeto(weights, overwrite=True)
-    assert main(argv) == 2
-    assert "exists and was not written by astro-offsets" in capsys.readouterr().err
+    theirs = weights.read_bytes()
+    for options in ([], ["--overwrite"]):
+        assert main([*argv, *options]) == 2
+        assert "exists and was not written by astro-offsets" in capsys.readouterr().err
+        assert weights.read_bytes() == theirs
+    weights.unlink()
     # Both kept, as the stack alone was: nothing stacked.
-    assert main([*argv, "--overwrite"]) == 0
+    assert main(argv) == 0
     capsys.readouterr()
     assert main(argv) == 0
     kept = capsys.readouterr().out.strip()
@@ -500,7 +504,8 @@ def test_stack_command_mono_and_existing_output(tmp_path, capsys):
     assert main(["stack", *frames, "--out", str(out), "--maps", str(tmp_path / "maps")]) == 2
     assert capsys.readouterr().err == (
         f"astro-offsets: error: {tmp_path / 'mono.png'}: exists and was not written by "
-        "astro-offsets; move it, or replace it with --overwrite\n"
+        "astro-offsets, which replaces only its own files (--overwrite too): move it, or "
+        "choose another --out\n"
     )
     assert (tmp_path / "mono.png").read_bytes() == b"a picture of the user's"
     assert not out.exists()
