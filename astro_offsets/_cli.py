@@ -1210,10 +1210,26 @@ _COMMANDS = MappingProxyType(
 )
 
 
+def _missing_option_path(args):
+    """Return a line naming an option whose file or folder does not exist, or `None`."""
+    from .frames import KINDS
+
+    named = [("reference", getattr(args, "reference", None))]
+    named += [(kind, path) for kind in KINDS for path in getattr(args, kind, None) or ()]
+    for option, path in named:
+        if path is not None and not os.path.exists(path):
+            return f"--{option} {path}: no such file or folder"
+    return None
+
+
 def _run(args, report):
     """Run the command parsed; return its exit status."""
     from ._utils.workers import ClusterError, interrupted_here
 
+    missing = _missing_option_path(args)
+    if missing is not None:
+        report.usage(missing)
+        return 2
     try:
         with interrupted_here():
             return args.run(args, report)

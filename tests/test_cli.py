@@ -459,7 +459,7 @@ def test_missing_reference_is_an_error_even_with_every_table_made(capsys, tmp_pa
     # b.fits has its table: no star is to be found, but the reference is still checked.
     status, out, err = tables(capsys, second, "--reference", missing)
     assert status == 2
-    assert err == f"astro-offsets: error: {missing}: no such file\n"
+    assert err == f"astro-offsets: error: --reference {missing}: no such file or folder\n"
     assert out == ""
 
 
@@ -582,3 +582,15 @@ def test_a_drizzle_that_fails_stops_the_stack_in_one_line(capsys, tmp_path, monk
     assert status == 1
     assert "Traceback (most recent call last):" in err
     assert "\nRuntimeError: drizzle crashed\n" in err
+
+
+@pytest.mark.parametrize("kind", ["bias", "dark", "flat"])
+def test_a_calibration_path_that_is_not_there_names_its_option(capsys, tmp_path, kind):
+    frames = star_frames(tmp_path, ["a.fits", "b.fits"])
+    missing = str(tmp_path / "darks") + "/"
+    argv = ["stack", *frames, "--out", str(tmp_path / "s.fits"), f"--{kind}", missing]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"astro-offsets: error: --{kind} {missing}: no such file or folder\n"
+    )
+    assert not (tmp_path / "s.fits").exists()

@@ -188,7 +188,9 @@ def test_the_run_command_names_a_reference_that_is_not_there(night, tmp_path, ca
     out = tmp_path / "out" / "stack.fits"
     missing = str(tmp_path / "missing.fits")
     assert main(["run", *night.frames, "--reference", missing, "--out", str(out)]) == 2
-    assert capsys.readouterr().err == f"astro-offsets: error: {missing}: no such file\n"
+    assert capsys.readouterr().err == (
+        f"astro-offsets: error: --reference {missing}: no such file or folder\n"
+    )
     assert not (tmp_path / "out").exists()
 
 

@@ -1,6 +1,7 @@
 """Stacking through real drizzle: positions, flux, Bayer drizzle of real DNG files, errors."""
 
 import os
+import pathlib
 import re
 
 import numpy as np
@@ -686,11 +687,18 @@ def test_stack_names_missing_empty_and_foreign_frames(tmp_path, capsys):
     gone = str(tmp_path / "light5.fits")
     assert main(["stack", *frames, "--out", str(out), "--no-preview", "--reference", gone]) == 2
     assert capsys.readouterr().err == (
-        f"astro-offsets: error: {gone}: the reference frame is not among the frames\n"
+        f"astro-offsets: error: --reference {gone}: no such file or folder\n"
     )
     assert main(["stack", *frames, gone, "--out", str(out), "--reference", gone]) == 2
     assert capsys.readouterr().err == (
-        f"astro-offsets: error: {gone}: no such file (the reference frame)\n"
+        f"astro-offsets: error: --reference {gone}: no such file or folder\n"
+    )
+    # One that is there but not among the frames.
+    other = tmp_path / "other.fits"
+    other.write_bytes(pathlib.Path(frames[0]).read_bytes())
+    assert main(["stack", *frames, "--out", str(out), "--reference", str(other)]) == 2
+    assert capsys.readouterr().err == (
+        f"astro-offsets: error: {other}: the reference frame is not among the frames\n"
     )
     assert out.read_bytes() == before
 
