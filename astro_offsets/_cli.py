@@ -907,7 +907,12 @@ def _run_run(args, report):
 
 
 def _an_input(args, paths):
-    """Return ``(path, what)`` for the first of ``paths`` that is an input, or `None`."""
+    """Return ``(path, what)`` for the first of ``paths`` that is an input, or `None`.
+
+    Products of astro-offsets among the frames (a stack of an earlier run
+    that ``light_*.fits`` matches) are no inputs: they are left out.
+    """
+    from ._utils.provenance import product_kind
     from .frames import KINDS
 
     inputs = [(path, "one of the frames to stack") for path in args.frames]
@@ -917,7 +922,7 @@ def _an_input(args, paths):
     for path in paths:
         for given, what in inputs:
             with contextlib.suppress(OSError):
-                if os.path.samefile(path, given):
+                if os.path.samefile(path, given) and product_kind(path) is None:
                     return path, what
     return None
 

@@ -377,8 +377,7 @@ def test_relative_paths_in_any_working_directory(night, tmp_path, monkeypatch):
 @pytest.mark.parametrize("command", ["stack", "run"])
 @pytest.mark.parametrize("which", ["frame", "reference"])
 def test_an_input_is_never_replaced(night, tmp_path, capsys, command, which):
-    # --out naming an input: refused, --overwrite or not, the input untouched
-    # (the frames of night_sequence are written by astro_offsets: "ours").
+    # --out naming an input: refused, --overwrite or not, the input untouched.
     frames = [shutil.copy(frame, tmp_path) for frame in night.frames[:3]]
     reference = str(tmp_path / "reference.fits")
     shutil.copy(night.frames[3], reference)
