@@ -129,7 +129,10 @@ def describe(path, problem, name=None):
     >>> describe("a.fits", KeyError("x"))
     "a.fits: KeyError: 'x'"
     """
-    if isinstance(problem, MemoryError):
+    if isinstance(problem, MemoryError):  # the run's, not the file's: it stops the run
+        note = f"while on {path}"
+        if note not in getattr(problem, "__notes__", ()):
+            problem.add_note(note)
         raise problem
     text = str(problem).strip()
     text = text.splitlines()[0] if text else "unknown problem"

@@ -56,10 +56,11 @@ def celestial_wcs(header):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FITSFixedWarning)
             wcs = WCS(header, relax=True)
-    # wcslib's errors are ValueErrors; astropy adds TypeError and KeyError for
-    # cards it cannot take, and wcslib a MemoryError for the axes a header
-    # asks for (WCSAXES = 1000000): the header's problem, said as the others.
-    except (ValueError, TypeError, KeyError, MemoryError) as exc:
+    # wcslib's errors are ValueErrors; astropy adds TypeError, KeyError and
+    # AttributeError (CTYPE1 = 3) for cards it cannot take, and wcslib a
+    # MemoryError for the axes a header asks for (WCSAXES = 1000000): the
+    # header's problem, said as the others.
+    except (ValueError, TypeError, KeyError, AttributeError, MemoryError) as exc:
         return None, f"it does not read ({exc})"
     if not wcs.has_celestial:
         kinds = ", ".join(t or "(none)" for t in wcs.wcs.ctype)

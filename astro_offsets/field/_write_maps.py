@@ -482,7 +482,10 @@ def _existing_map(output, table, plot, sip):
         return ()
     try:
         omap = OffsetMap.read(output)
-    except UNREADABLE_FITS as exc:  # a kept map that no longer reads: a warning
+    # A kept map that no longer reads: a warning. astropy's decompression of a
+    # damaged file raises types of every kind (AttributeError, OverflowError,
+    # RuntimeError...); describe() raises a MemoryError again.
+    except Exception as exc:
         return (describe(output, exc),)
     notes = _plot_existing_map(omap, output, table) if plot else ()
     return notes + (_write_sip(omap, output, False) if sip else ())

@@ -1,5 +1,7 @@
 """Frame files: their size and their pixels, from FITS images or camera raw files."""
 
+import math
+import os
 from typing import NamedTuple
 
 import numpy as np
@@ -233,7 +235,10 @@ def _read_fits(path, use):
             for index, hdu in enumerate(hdul):
                 axes = _image_axes(hdu)
                 if axes is not None and len(axes) in (2, 3) and min(axes) > 0:
-                    return use(path, hdu)
+                    try:
+                        return use(path, hdu)
+                    except MemoryError as exc:
+                        raise _memory_error(path, hdu.header, axes, exc) from exc
                 shape = "" if axes is None else f" shape {axes}"
                 found.append(f"HDU {index} {type(hdu).__name__} {hdu.name!r}{shape}")
     except _CardError:
@@ -244,6 +249,27 @@ def _read_fits(path, use):
         reason = f"{type(exc).__name__}: {exc}" if isinstance(exc, LookupError) else exc
         raise ValueError(f"{path}: not a readable FITS file ({reason})") from exc
     raise ValueError(f"{path}: no 2-D image in any HDU (found: {', '.join(found)})")
+
+
+def _memory_error(path, header, axes, exc):
+    """Return what a `MemoryError` reading an image is: the file's, or the machine's.
+
+    A header that declares an image larger than this machine's memory (a
+    corrupt ``NAXISn``) fails its file alone, a `ValueError` (``_CardError``); any other
+    shortage of memory is the run's, and stays a `MemoryError`.
+    """
+    bitpix = header.get("ZBITPIX", header.get("BITPIX", 8))
+    size = abs(int(bitpix)) // 8 * math.prod(axes) if isinstance(bitpix, int) else 0
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):  # no such figure on this system
+        memory = math.inf
+    if size > memory:
+        return _CardError(
+            f"{path}: its header declares an image of {' x '.join(map(str, axes))} pixels "
+            f"({size / 1e9:.0f} GB), more than this machine's memory ({memory / 1e9:.0f} GB)"
+        )
+    return exc
 
 
 def _image_axes(hdu):

@@ -28,3 +28,7 @@ def test_out_of_memory_is_no_files_failure():
     with pytest.raises(MemoryError) as raised:
         describe("a.fits", problem)
     assert raised.value is problem
+    # Named where it happened, once (the command line says the notes).
+    with pytest.raises(MemoryError):
+        describe("a.fits", problem)
+    assert problem.__notes__ == ["while on a.fits"]

@@ -292,6 +292,20 @@ def test_sip_files_kept_with_their_maps(tables, tmp_path):
     assert read_sip(sips[0])[1].sip is not None
 
 
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")  # astropy's, reading it
+def test_a_kept_map_damaged_since_is_a_warning(tables, tmp_path):
+    # A damaged card makes astropy's decompression raise what it likes (here
+    # an OverflowError): the map is kept, the SIP asked for a warning.
+    write_maps(tables[:1], SHAPE)
+    path = tmp_path / "IMG_0000.offsets.fits"
+    raw = path.read_bytes()
+    start = raw.index(b"ZTILE1  =")
+    path.write_bytes(raw[:start] + b"ZTILE1  =                    0" + raw[start + 30 :])
+    (result,) = write_maps(tables[:1], SHAPE, sip=True)
+    assert result.status == "skipped"
+    assert result.warnings == (f"{path}: OverflowError: cannot convert float infinity to integer",)
+
+
 def test_a_file_of_the_users_at_a_sip_files_name_is_kept(tables, tmp_path):
     sip = tmp_path / "IMG_0000.sip.fits"
     fits.PrimaryHDU(header=fits.Header({"USERS": "mine"})).writeto(sip)

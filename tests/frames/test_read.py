@@ -240,6 +240,21 @@ def test_damaged_fits(tmp_path, name, kind, reason):
         read_frame(path)
 
 
+def test_a_header_larger_than_memory_fails_its_file(tmp_path):
+    # A corrupt NAXISn: decompressing the image raises MemoryError, which is
+    # the file's problem (it declares more than the machine has), not the run's.
+    header = fits.PrimaryHDU(np.zeros((10, 10), np.int32)).header
+    header["NAXIS1"] = header["NAXIS2"] = 400_000
+    path = tmp_path / "big.fits.gz"
+    path.write_bytes(gzip.compress(header.tostring().encode() + bytes(2880)))
+    with pytest.raises(
+        ValueError,
+        match=r"^\S*big\.fits\.gz: its header declares an image of "
+        r"400000 x 400000 pixels \(640 GB\), more than this machine's memory",
+    ):
+        read_frame(path)
+
+
 def test_libraw_out_of_memory_is_out_of_memory(tmp_path, monkeypatch):
     import rawpy
 
