@@ -505,7 +505,14 @@ class OffsetMap:
                 )
         if folds is not None:
             name = name or self.meta.get("source")
-            if self.meta.get("method") == "quadrant":
+            if str(self.meta.get("selection", "")).startswith("auto"):
+                # auto's fitted field folded first, then the quadrant field on the trend.
+                cause = (
+                    "the fields auto tried all fold there, so the stars' offsets disagree "
+                    "beyond what a field can follow: check the star matches and the reference "
+                    "frame (enough stars, not capped or clouded)"
+                )
+            elif self.meta.get("method") == "quadrant":
                 cause = (
                     "a star whose offset differs from its neighbours' by more than their "
                     "distance, a mismatch, does that to a field through every star: try a fitted "

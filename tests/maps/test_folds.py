@@ -84,6 +84,12 @@ def test_check_folds_names_the_map():
     quadrant = OffsetMap(x, np.zeros((40, 60)), meta={"method": "quadrant"})
     with pytest.raises(ValueError, match=r"a mismatch, .* try a fitted method \(auto\)"):
         quadrant.check_folds()
+    # Unless auto chose it, after its fitted field folded: then the stars are the problem.
+    meta = {"method": "quadrant", "selection": "auto, quadrant: fold"}
+    with pytest.raises(
+        ValueError, match=r"the fields auto tried all fold there, .* check the star"
+    ):
+        OffsetMap(x, np.zeros((40, 60)), meta=meta).check_folds()
 
 
 def test_a_fitted_field_that_folds_beyond_its_stars_is_refused(tmp_path):
