@@ -802,6 +802,12 @@ def _run_maps(args, report):
             **_given(args, "outdir", "overwrite", "plot", "sip", "cv", "choose", "compress"),
             **options,
         )
+    if all(result.status == "ignored" for result in results):  # frames, other products
+        report.usage(
+            f"no star table among the {len(results)} inputs: maps takes the star tables that "
+            "tables writes (<frame>.offsets_table.fits)"
+        )
+        return 2
     return report.summary("maps", results)
 
 

@@ -594,3 +594,15 @@ def test_a_calibration_path_that_is_not_there_names_its_option(capsys, tmp_path,
         f"astro-offsets: error: --{kind} {missing}: no such file or folder\n"
     )
     assert not (tmp_path / "s.fits").exists()
+
+
+def test_maps_of_frames_rather_than_tables_is_a_usage_error(capsys, tmp_path):
+    frames = star_frames(tmp_path, ["a.fits", "b.fits"])
+    status, out, err = run(capsys, "maps", *frames, "--shape", "150", "200")
+    assert status == 2
+    assert err == (
+        "astro-offsets: error: no star table among the 2 inputs: maps takes the star tables "
+        "that tables writes (<frame>.offsets_table.fits)\n"
+    )
+    assert out == ""
+    assert not list(tmp_path.glob("*.offsets.fits"))
