@@ -101,11 +101,7 @@ def _parser(complete=True):
         ),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument(
-        "--debug",
-        action="store_true",
-        help="show each failure's traceback, not only its one-line message",
-    )
+    _add_debug(parser, False)
     commands = parser.add_subparsers(
         dest="command",
         required=True,
@@ -120,9 +116,20 @@ def _parser(complete=True):
     }
     for name, subparser in subparsers.items():
         subparser.set_defaults(run=_COMMANDS[name][3])
+        _add_debug(subparser, argparse.SUPPRESS)  # after the command too
         if complete:
             subparser.complete()
     return parser, subparsers
+
+
+def _add_debug(parser, default):
+    """Add ``--debug``: a command's own defaults to ``SUPPRESS``, to keep the global one."""
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=default,
+        help="show each failure's traceback, not only its one-line message",
+    )
 
 
 def _add_frames(parser):

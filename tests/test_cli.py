@@ -491,13 +491,15 @@ def test_debug_shows_each_failures_traceback(capsys, tmp_path):
         assert status == 1
         assert "Traceback" not in err  # one line a failure, as always
         assert len([line for line in err.splitlines() if "error:" in line]) == 1
-        status, _, err = run(capsys, "--debug", *argv)
-        assert status == 1
-        trace, line = err.split("\nastro-offsets: error: ")
-        assert trace.startswith("Traceback (most recent call last):"), err
-        assert function in trace
-        assert original in trace
-        assert line.startswith(("d.fits", str(bad), str(table)))
+        # --debug before the command, or among its options.
+        for debug in (["--debug", *argv], [*argv, "--debug"]):
+            status, _, err = run(capsys, *debug)
+            assert status == 1
+            trace, line = err.split("\nastro-offsets: error: ")
+            assert trace.startswith("Traceback (most recent call last):"), err
+            assert function in trace
+            assert original in trace
+            assert line.startswith(("d.fits", str(bad), str(table)))
 
 
 def mapped_frames(capsys, folder):
