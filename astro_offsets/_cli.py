@@ -1131,6 +1131,14 @@ def _stacking(args, report, command, check, stack_function):
             return 1 if report.failed else 2
     for text in dict.fromkeys(str(w.message) for w in caught):
         report.note(f"warning: {text}")
+    frames = [r for r in results if r.status != "ignored"]
+    if len(frames) > 1 and sum(r.status == "stacked" for r in frames) == 1:
+        # The reference alone: no stack (the next run would keep it), nor checkpoint.
+        _drop_checkpoint(args)
+        report.usage(
+            f"only the reference of the {len(frames)} frames could be stacked: no stack written"
+        )
+        return 1
     for line in _stack_notes(stack, results):
         print(line)
     try:
@@ -1143,9 +1151,7 @@ def _stacking(args, report, command, check, stack_function):
         if resume := _resume(args):
             report.note(resume.removeprefix("; "))
         return 1
-    if args.checkpoint_every > 0:
-        # Written: the checkpoint (ours: refused if the folder held anything) has served.
-        shutil.rmtree(checkpoint_path(args.out), ignore_errors=True)
+    _drop_checkpoint(args)  # written: the checkpoint has served
     weights = stack.weights_file(args.out, args.layout)
     plural = "s" if len(stack.channels) > 1 else ""
     cube = " in one cube," if plural and weights else ""
@@ -1162,6 +1168,12 @@ def _stacking(args, report, command, check, stack_function):
         extra=wrote,
         notes={"left out": f" (see {frames_report[0]})"},
     )
+
+
+def _drop_checkpoint(args):
+    """Remove the stack's checkpoint (ours: refused if its folder held anything)."""
+    if args.checkpoint_every > 0:
+        shutil.rmtree(checkpoint_path(args.out), ignore_errors=True)
 
 
 _COMMANDS = MappingProxyType(

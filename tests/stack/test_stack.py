@@ -726,3 +726,28 @@ def test_a_pattern_that_matched_nothing(tmp_path, capsys):
     assert capsys.readouterr().err.startswith(
         "astro-offsets: error: the frame has no map beside the frames (such as "
     )
+
+
+def test_the_reference_alone_writes_no_stack(tmp_path, capsys):
+    # Every other frame fails (maps of another size): no one-frame "stack",
+    # which the corrected rerun would keep, and no checkpoint left behind.
+    frames = mono_sequence(tmp_path)
+    for k in (1, 2):
+        OffsetMap(np.zeros((10, 30)), np.zeros((10, 30))).write(
+            tmp_path / f"light{k}.offsets.fits", overwrite=True
+        )
+    out = tmp_path / "stack.fits"
+    assert main(["stack", *frames, "--out", str(out)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == (
+        "astro-offsets: error: only the reference of the 3 frames could be stacked: "
+        "no stack written"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("stack")) == []
+    # The maps remade, the rerun stacks.
+    for k in (1, 2):
+        OffsetMap(np.zeros((20, 30)), np.zeros((20, 30))).write(
+            tmp_path / f"light{k}.offsets.fits", overwrite=True
+        )
+    assert main(["stack", *frames, "--out", str(out)]) == 0
+    assert out.exists()
