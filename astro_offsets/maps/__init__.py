@@ -6,7 +6,14 @@ its FITS files. It knows nothing of the field that made it: what it records
 of its stars (`StarOffsets`) and its provenance are given to it.
 """
 
-from ._diagnostics import StarOffsets, jump_map, largest_jump, star_residuals, star_rms
+from ._diagnostics import (
+    StarOffsets,
+    affine_slopes,
+    jump_map,
+    largest_jump,
+    star_residuals,
+    star_rms,
+)
 from ._folds import Folds, find_folds
 from ._offset_map import OffsetMap, field_summary
 from ._plot import plot_map, write_plot
@@ -25,6 +32,7 @@ __all__ = [
     "Folds",
     "OffsetMap",
     "StarOffsets",
+    "affine_slopes",
     "default_wcs",
     "field_summary",
     "find_folds",

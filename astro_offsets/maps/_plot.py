@@ -7,7 +7,7 @@ import numpy as np
 from .._utils.atomic import atomic_path
 from .._utils.naming import stem
 from .._utils.provenance import named_raw, png_metadata
-from ._diagnostics import jump_map, largest_jump, star_rms
+from ._diagnostics import affine_slopes, jump_map, largest_jump, star_rms
 
 __all__ = ["plot_map", "write_plot"]
 
@@ -63,8 +63,11 @@ def plot_map(omap, stars=None, *, figure=None, max_size=800, roworder=None):
         )
         figure.colorbar(image, ax=ax, label="pixels")
         ax.set_title(f"{name} offset: this frame minus the reference")
-    jumps = jump_map(omap.x_offset, omap.y_offset, stride)
-    largest = largest_jump(omap.x_offset, omap.y_offset)
+    # Beyond the frame's affine motion: a meridian flip or a half turn moves the
+    # offsets by 2 px from pixel to pixel, yet lands the pixels side by side.
+    slopes = affine_slopes(omap.x_offset, omap.y_offset)
+    jumps = jump_map(omap.x_offset, omap.y_offset, stride, slopes=slopes)
+    largest = largest_jump(omap.x_offset, omap.y_offset, slopes=slopes)
     # The scale follows the jumps themselves: a smooth field's thousandths of
     # a pixel are seen, not drowned on a 0..1 scale; red marks what hurts.
     top = max(float(np.nanmax(jumps)), 1e-6) if np.isfinite(jumps).any() else 1.0
@@ -82,7 +85,7 @@ def plot_map(omap, stars=None, *, figure=None, max_size=800, roworder=None):
     if over.count():
         axes[1, 0].imshow(over, origin="lower", extent=extent, cmap=_RED, interpolation="nearest")
     axes[1, 0].set_title(
-        f"jumps between neighbours: largest {largest:.3g} px\n"
+        f"jumps between neighbours beyond the affine motion: largest {largest:.3g} px\n"
         + (
             f"red: {over.count()} sampled pixels over 1 px, which hurts drizzle"
             if over.count()

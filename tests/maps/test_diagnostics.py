@@ -7,7 +7,7 @@ from astropy.table import Table
 
 from astro_offsets import OffsetMap, OffsetModel
 from astro_offsets._cli import main
-from astro_offsets.maps import jump_map, largest_jump, plot_map
+from astro_offsets.maps import affine_slopes, jump_map, largest_jump, plot_map
 
 
 def test_largest_jump_matches_a_plain_computation():
@@ -52,8 +52,15 @@ def test_plot_panels():
     figure = model.to_map((25, 40)).plot()
     titles = [ax.get_title() for ax in figure.axes]
     assert any(t.startswith("X offset") for t in titles)
-    expected = largest_jump(*(lambda m: (m.x_offset, m.y_offset))(model.to_map((25, 40))))
-    assert any(t.startswith(f"jumps between neighbours: largest {expected:.3g} px") for t in titles)
+    omap = model.to_map((25, 40))
+    slopes = affine_slopes(omap.x_offset, omap.y_offset)
+    expected = largest_jump(omap.x_offset, omap.y_offset, slopes=slopes)
+    assert any(
+        t.startswith(
+            f"jumps between neighbours beyond the affine motion: largest {expected:.3g} px"
+        )
+        for t in titles
+    )
     assert any(t.startswith("3 star offsets") for t in titles)
     bare = OffsetMap(np.zeros((5, 6)), np.zeros((5, 6))).plot()
     assert any(t.texts and t.texts[0].get_text() == "no stars given" for t in bare.axes)
@@ -88,15 +95,16 @@ def test_plot_names_the_frame_and_scales_the_jumps(tmp_path):
     rng = np.random.default_rng(3)
     x, y = rng.uniform(0, 300, (2, 200))
     table = tmp_path / "DSC0042.offsets_table.ecsv"
-    Table({"x": x, "y": y, "x_offset": 2 + 1e-3 * x, "y_offset": -1 + 2e-3 * y}).write(table)
-    omap = OffsetModel.read(table, method="polynomial", degree=1).to_map((200, 300))
+    Table({"x": x, "y": y, "x_offset": 2 + 1e-5 * x**2, "y_offset": -1 + 2e-3 * y}).write(table)
+    omap = OffsetModel.read(table, method="polynomial", degree=2).to_map((200, 300))
     figure = omap.plot()
-    assert figure._suptitle.get_text().startswith("DSC0042: polynomial degree=1")
+    assert figure._suptitle.get_text().startswith("DSC0042: polynomial degree=2")
     # A smooth field's jumps are thousandths of a pixel: the colour scale
     # follows them rather than running to 1 px, where they would be black.
     jumps_axes = next(ax for ax in figure.axes if ax.get_title().startswith("jumps"))
     norm = jumps_axes.images[0].norm
-    assert norm.vmax == pytest.approx(jump_map(omap.x_offset, omap.y_offset).max())
+    slopes = affine_slopes(omap.x_offset, omap.y_offset)
+    assert norm.vmax == pytest.approx(jump_map(omap.x_offset, omap.y_offset, slopes=slopes).max())
     assert norm.vmax < 0.01
     assert "none over 1 px" in jumps_axes.get_title()
     # The arrow key sits under the star panel, not among its arrows.
@@ -155,3 +163,24 @@ def test_plot_shows_the_rows_as_the_frame_is_shown(reference, roworder, top_row)
             assert (top < bottom) == (top_row == 0)
     with pytest.raises(ValueError, match="roworder must be"):
         plot_map(omap, roworder="UPSIDE")
+
+
+def test_a_flipped_frame_has_no_jumps_beyond_its_motion():
+    # A meridian flip: the offsets change by 2 px from pixel to pixel (and a
+    # little more where a lens bends them), yet the pixels land side by side.
+    y, x = np.mgrid[:60, :90].astype(float)
+    bend = 1e-3 * (x - 45) ** 2 / 45
+    x_offset, y_offset = 2 * x - 89 + bend, 2 * y - 59
+    assert largest_jump(x_offset, y_offset) > 1.9  # the raw steps: "over 1 px"
+    slopes = affine_slopes(x_offset, y_offset)
+    np.testing.assert_allclose(slopes, [[2.0, 0.0], [0.0, 2.0]], atol=1e-3)
+    beyond = largest_jump(x_offset, y_offset, slopes=slopes)
+    assert beyond < 0.01
+    jumps = jump_map(x_offset, y_offset, 7, slopes=slopes)
+    assert jumps.max() == pytest.approx(beyond, abs=1e-3)
+    # A real jump of 1.5 px is still one, flipped or not.
+    x_offset[:, 40:] += 1.5
+    slopes = affine_slopes(x_offset, y_offset)
+    assert largest_jump(x_offset, y_offset, slopes=slopes) > 1.4
+    figure = OffsetMap(x_offset, y_offset).plot()
+    assert any("red: " in ax.get_title() for ax in figure.axes)
