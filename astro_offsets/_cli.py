@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import sys
 import traceback
 import warnings
@@ -26,6 +27,10 @@ from .version import __version__
 __all__ = ["main"]
 
 PROG = "astro-offsets"
+
+
+# A reference with less than this fraction of the frames' stars (or flux) is poor.
+_POOR = 0.25
 
 
 def _argument(convert, accept, expected, refusal=None):
@@ -580,6 +585,31 @@ def _stack_notes(stack, results):
         yield f"outliers: kept ({len(stacked)} frames; rejection needs 3 or more)"
 
 
+def _poor_reference(results):
+    """Return a warning when the reference is far poorer than the frames, or `None`.
+
+    A capped, clouded or dewed reference: far fewer stars than the frames
+    (star tables), or frames far brighter than it (a stack's flux scales).
+    """
+    median = statistics.median
+    reference = next((r for r in results if r.status == "reference"), None)
+    found = [r.detected for r in results if r.status == "written" and r.detected]
+    if reference is not None and found and (reference.detected or 0) < _POOR * median(found):
+        return (
+            f"the reference {reference.path} has {reference.detected or 0} stars where the "
+            f"frames have {median(found):.0f} (median): a capped, clouded or dewed "
+            "reference matches few stars; choose a clear frame with --reference"
+        )
+    scales = [r.scale for r in results if r.status == "stacked" and r.scale not in (None, 1)]
+    if len(scales) > 1 and median(scales) < _POOR:
+        return (
+            f"the frames are {1 / median(scales):.0f} times brighter than the reference "
+            f"(median flux scale {median(scales):.3g}): a capped or clouded reference "
+            "dims the whole stack; choose a clear frame with --reference"
+        )
+    return None
+
+
 def _add_demo(demo):
     """Add the options of ``demo``."""
     _add_outdir(demo, "", default="astro-offsets-demo")
@@ -867,6 +897,8 @@ def _run_tables(args, report):
     except (OSError, ValueError) as exc:
         report.error(args.reference, exc)
         return 2
+    if poor := _poor_reference(results):
+        report.note(f"warning: {poor}")
     return report.summary("tables", results)
 
 
@@ -1141,6 +1173,8 @@ def _stacking(args, report, command, check, stack_function):
         return 1
     for line in _stack_notes(stack, results):
         print(line)
+    if poor := _poor_reference(results):
+        report.note(f"warning: {poor}")
     try:
         stack.write(args.out, overwrite=args.overwrite, context=args.context, layout=args.layout)
         if args.preview:

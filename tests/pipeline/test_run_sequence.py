@@ -392,3 +392,24 @@ def test_an_input_is_never_replaced(night, tmp_path, capsys, command, which):
             "choose another --out\n"
         )
     assert pathlib.Path(target).read_bytes() == before
+
+
+@pytest.mark.slow
+def test_a_capped_reference_is_warned_of(tmp_path, capsys):
+    # The lens cap on the reference: the frames match few stars and are
+    # scaled down to it. tables and run both say so, and name the reference.
+    night = night_sequence(
+        tmp_path, shape=(300, 450), n_frames=6, bad={3: "capped"}, trail_frame=None, flip_after=None
+    )
+    capped = night.frames[3]
+    assert main(["tables", *night.frames, "--reference", capped]) == 0
+    err = capsys.readouterr().err
+    assert f"astro-offsets: warning: the reference {capped} has " in err
+    assert "a capped, clouded or dewed reference matches few stars" in err
+    out = str(tmp_path / "stack.fits")
+    assert main(["run", *night.frames, "--reference", capped, "--out", out]) == 0
+    err = capsys.readouterr().err
+    assert "times brighter than the reference (median flux scale 0.01" in err
+    # A clear reference: no warning.
+    assert main(["tables", *night.frames, "--reference", night.frames[0], "--overwrite"]) == 0
+    assert "warning" not in capsys.readouterr().err
