@@ -106,12 +106,19 @@ def largest_jump(x_offset, y_offset, *, slopes=None):
         stop = min(start + _ROWS + 1, ny)  # one row of overlap for the vertical steps
         for m, (right, up) in zip((x_offset, y_offset), _steps(slopes), strict=True):
             block = m[start:stop]
-            if block.shape[1] > 1:
-                step = np.abs(np.diff(block, axis=1) - right)
-                largest = max(largest, float(np.nanmax(step)))
-            if block.shape[0] > 1:
-                largest = max(largest, float(np.nanmax(np.abs(np.diff(block, axis=0) - up))))
+            for axis, slope in ((1, right), (0, up)):
+                if block.shape[axis] > 1:
+                    largest = max(largest, _largest_step(block, axis, slope))
     return largest
+
+
+def _largest_step(block, axis, slope):
+    """Return the largest ``|step - slope|`` between neighbours of ``block`` along ``axis``."""
+    step = np.diff(block, axis=axis)
+    if slope:
+        step = step - slope
+    # The largest of either sign: no array of absolute values.
+    return max(float(np.nanmax(step)), -float(np.nanmin(step)))
 
 
 def jump_map(x_offset, y_offset, stride=1, *, slopes=None):
